@@ -1,0 +1,55 @@
+"""Shape, dtype and value inference for one layer.
+
+When every input's value is known, the layer is evaluated on the CPU and its outputs get values too
+(this is how shape computations of exported models become constants). Otherwise the reference kernel
+runs on PyTorch's meta device, which computes output shapes and dtypes without touching data.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ShapeError
+from .dtypes import DataType
+from .graph import Tensor
+from .ops import OpAttrs
+
+# Evaluating a layer at build time is worth it only for small results (shape arithmetic, folded
+# weights); larger constant results are computed too, but we never materialize above this size.
+MAX_FOLDED_ELEMENTS = 1 << 26
+
+
+class InferredOutput(NamedTuple):
+    dtype: DataType
+    shape: tuple[int, ...]
+    value: np.ndarray | None
+
+
+def to_torch(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().contiguous().numpy()
+
+
+def infer_layer(op: OpAttrs, inputs: Sequence[Tensor | None], layer_name: str) -> list[InferredOutput]:
+    from ..kernels.registry import get_kernel
+
+    fn = get_kernel(op.KIND, "cpu")
+    present = [t for t in inputs if t is not None]
+    all_constant = bool(present) and all(t.is_constant for t in present)
+    try:
+        if all_constant:
+            with torch.inference_mode():
+                outputs = fn(op, [None if t is None else to_torch(t.value) for t in inputs])
+            return [InferredOutput(DataType.from_torch(o.dtype), tuple(o.shape), to_numpy(o)) for o in outputs]
+        meta = [None if t is None else torch.empty(t.shape, dtype=t.dtype.torch, device="meta") for t in inputs]
+        with torch.inference_mode():
+            outputs = fn(op, meta)
+        return [InferredOutput(DataType.from_torch(o.dtype), tuple(o.shape), None) for o in outputs]
+    except (RuntimeError, ValueError, IndexError, TypeError) as error:
+        shapes = ", ".join("None" if t is None else t.describe() for t in inputs)
+        raise ShapeError(f"layer {layer_name!r} ({op.KIND}) cannot take inputs ({shapes}): {error}") from None

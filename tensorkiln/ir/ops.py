@@ -1,0 +1,349 @@
+"""Layer kinds of the IR and their typed attributes.
+
+Each layer kind is a frozen dataclass registered under a stable name (`KIND`). The dataclass holds the
+attributes only; tensors (data and weights) are the layer's inputs. Enums name the variants of a family
+(activation types, elementwise operations, ...) the way TensorRT's API does.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import ClassVar
+
+from .dtypes import DataType
+
+OP_KINDS: dict[str, type["OpAttrs"]] = {}
+
+
+def op(kind: str):
+    """Register a frozen attribute dataclass as the IR layer kind `kind`."""
+
+    def register(cls):
+        if kind in OP_KINDS:
+            raise ValueError(f"layer kind {kind!r} is registered twice")
+        cls = dataclasses.dataclass(frozen=True)(cls)
+        cls.KIND = kind
+        OP_KINDS[kind] = cls
+        return cls
+
+    return register
+
+
+class OpAttrs:
+    KIND: ClassVar[str]
+
+
+Ints = tuple[int, ...]
+
+
+class ActivationType(enum.Enum):
+    RELU = "relu"
+    SIGMOID = "sigmoid"
+    TANH = "tanh"
+    LEAKY_RELU = "leaky_relu"  # alpha: negative slope
+    ELU = "elu"  # alpha
+    SELU = "selu"  # alpha, beta (gamma)
+    SOFTPLUS = "softplus"
+    SOFTSIGN = "softsign"
+    CLIP = "clip"  # alpha: min, beta: max
+    HARD_SIGMOID = "hard_sigmoid"  # alpha * x + beta, clamped to [0, 1]
+    HARD_SWISH = "hard_swish"
+    SCALED_TANH = "scaled_tanh"  # alpha * tanh(beta * x)
+    THRESHOLDED_RELU = "thresholded_relu"  # alpha: threshold
+    GELU_ERF = "gelu_erf"
+    GELU_TANH = "gelu_tanh"
+    SILU = "silu"
+    MISH = "mish"
+    CELU = "celu"  # alpha
+
+
+class UnaryOperation(enum.Enum):
+    EXP = "exp"
+    LOG = "log"
+    SQRT = "sqrt"
+    RECIP = "recip"
+    ABS = "abs"
+    NEG = "neg"
+    ERF = "erf"
+    SIN = "sin"
+    COS = "cos"
+    TAN = "tan"
+    ASIN = "asin"
+    ACOS = "acos"
+    ATAN = "atan"
+    SINH = "sinh"
+    COSH = "cosh"
+    ASINH = "asinh"
+    ACOSH = "acosh"
+    ATANH = "atanh"
+    FLOOR = "floor"
+    CEIL = "ceil"
+    ROUND = "round"  # half to even, as ONNX
+    SIGN = "sign"
+    NOT = "not"
+    BITWISE_NOT = "bitwise_not"
+    ISNAN = "isnan"
+    ISINF = "isinf"
+
+
+class ElementWiseOperation(enum.Enum):
+    SUM = "sum"
+    SUB = "sub"
+    PROD = "prod"
+    DIV = "div"  # integer inputs: truncation toward zero, as ONNX
+    POW = "pow"
+    MAX = "max"
+    MIN = "min"
+    EQUAL = "equal"
+    LESS = "less"
+    LESS_OR_EQUAL = "less_or_equal"
+    GREATER = "greater"
+    GREATER_OR_EQUAL = "greater_or_equal"
+    AND = "and"
+    OR = "or"
+    XOR = "xor"
+    MOD = "mod"  # sign of the divisor, as Python
+    FMOD = "fmod"  # sign of the dividend, as C
+    BITWISE_AND = "bitwise_and"
+    BITWISE_OR = "bitwise_or"
+    BITWISE_XOR = "bitwise_xor"
+    BIT_SHIFT_LEFT = "bit_shift_left"
+    BIT_SHIFT_RIGHT = "bit_shift_right"
+
+
+class PoolingType(enum.Enum):
+    MAX = "max"
+    AVERAGE = "average"
+    LP = "lp"
+
+
+class ReduceOperation(enum.Enum):
+    SUM = "sum"
+    MEAN = "mean"
+    MAX = "max"
+    MIN = "min"
+    PROD = "prod"
+    L1 = "l1"
+    L2 = "l2"
+    LOG_SUM = "log_sum"
+    LOG_SUM_EXP = "log_sum_exp"
+    SUM_SQUARE = "sum_square"
+
+
+class ScaleMode(enum.Enum):
+    UNIFORM = "uniform"  # one coefficient for the whole tensor
+    CHANNEL = "channel"  # one coefficient per channel (axis `channel_axis`)
+    ELEMENTWISE = "elementwise"  # one coefficient per element (broadcast from the trailing dims)
+
+
+class PaddingMode(enum.Enum):
+    CONSTANT = "constant"
+    REFLECT = "reflect"
+    EDGE = "edge"
+    WRAP = "wrap"
+
+
+class ResizeMode(enum.Enum):
+    NEAREST = "nearest"
+    LINEAR = "linear"
+    CUBIC = "cubic"
+
+
+@op("constant")
+class Constant(OpAttrs):
+    """No inputs; the output tensor carries the value (weights)."""
+
+
+@op("identity")
+class Identity(OpAttrs):
+    pass
+
+
+@op("convolution")
+class Convolution(OpAttrs):
+    """inputs: x [N, C, *spatial], kernel [K, C/groups, *k], optional bias [K]."""
+    stride: Ints
+    pads: Ints  # begin of each spatial dim, then end of each (ONNX order)
+    dilation: Ints
+    groups: int = 1
+
+
+@op("deconvolution")
+class Deconvolution(OpAttrs):
+    """inputs: x [N, C, *spatial], kernel [C, K/groups, *k], optional bias [K]."""
+    stride: Ints
+    pads: Ints
+    dilation: Ints
+    output_padding: Ints
+    groups: int = 1
+
+
+@op("activation")
+class Activation(OpAttrs):
+    type: ActivationType
+    alpha: float = 0.0
+    beta: float = 0.0
+
+
+@op("parametric_relu")
+class ParametricReLU(OpAttrs):
+    """inputs: x, slope (broadcast to x)."""
+
+
+@op("unary")
+class Unary(OpAttrs):
+    operation: UnaryOperation
+
+
+@op("elementwise")
+class ElementWise(OpAttrs):
+    """Binary operation with numpy broadcasting."""
+    operation: ElementWiseOperation
+
+
+@op("pooling")
+class Pooling(OpAttrs):
+    type: PoolingType
+    kernel: Ints
+    stride: Ints
+    pads: Ints
+    dilation: Ints
+    ceil_mode: bool = False
+    count_include_pad: bool = False  # average pooling: divide by the window size including padding
+    p: int = 2  # LP pooling norm
+
+
+@op("global_pooling")
+class GlobalPooling(OpAttrs):
+    """Reduces every spatial dim (all dims after the channel) to 1."""
+    type: PoolingType
+    p: int = 2
+
+
+@op("lrn")
+class LRN(OpAttrs):
+    """Cross-channel local response normalization (ONNX / Caffe ACROSS_CHANNELS)."""
+    size: int
+    alpha: float
+    beta: float
+    bias: float
+
+
+@op("matrix_multiply")
+class MatrixMultiply(OpAttrs):
+    """inputs: a, b; numpy matmul semantics after the optional transposes of the last two dims."""
+    transpose_a: bool = False
+    transpose_b: bool = False
+
+
+@op("fully_connected")
+class FullyConnected(OpAttrs):
+    """inputs: x, weights [K, C], optional bias [K]; x is flattened from `axis` on (TensorRT/Caffe)."""
+    axis: int = 1
+
+
+@op("softmax")
+class Softmax(OpAttrs):
+    axis: int
+    log: bool = False
+
+
+@op("scale")
+class Scale(OpAttrs):
+    """out = (x * scale + shift) ** power; inputs: x, scale, shift, power (each may be omitted)."""
+    mode: ScaleMode
+    channel_axis: int = 1
+    has_scale: bool = True
+    has_shift: bool = True
+    has_power: bool = False
+
+
+@op("concatenation")
+class Concatenation(OpAttrs):
+    axis: int
+
+
+@op("shuffle")
+class Shuffle(OpAttrs):
+    """first_transpose, then reshape (fully resolved dims), then second_transpose; any may be None."""
+    first_transpose: Ints | None = None
+    reshape_dims: Ints | None = None
+    second_transpose: Ints | None = None
+
+
+@op("reduce")
+class Reduce(OpAttrs):
+    operation: ReduceOperation
+    axes: Ints  # empty: every axis
+    keep_dims: bool = True
+
+
+@op("gather")
+class Gather(OpAttrs):
+    """inputs: data, indices (negative indices count from the end)."""
+    axis: int = 0
+
+
+@op("slice")
+class Slice(OpAttrs):
+    starts: Ints
+    ends: Ints  # already clamped to the input shape
+    axes: Ints
+    steps: Ints
+
+
+@op("split")
+class Split(OpAttrs):
+    axis: int
+    sizes: Ints
+
+
+@op("expand")
+class Expand(OpAttrs):
+    shape: Ints  # the broadcast output shape
+
+
+@op("tile")
+class Tile(OpAttrs):
+    repeats: Ints
+
+
+@op("cast")
+class Cast(OpAttrs):
+    to: DataType
+
+
+@op("pad")
+class Pad(OpAttrs):
+    pads: Ints  # begin of every dim, then end of every dim (ONNX order); negative crops
+    mode: PaddingMode = PaddingMode.CONSTANT
+    value: float = 0.0
+
+
+@op("resize")
+class Resize(OpAttrs):
+    mode: ResizeMode
+    output_shape: Ints
+    scales: tuple[float, ...]  # per dim; used by the coordinate transformation
+    coordinate_transformation: str = "half_pixel"
+    nearest_mode: str = "round_prefer_floor"
+    cubic_coeff_a: float = -0.75
+    exclude_outside: bool = False
+    extrapolation_value: float = 0.0
+    roi: tuple[float, ...] = ()
+
+
+@op("layer_norm")
+class LayerNorm(OpAttrs):
+    """inputs: x, scale, optional bias; normalizes over the dims from `axis` to the end."""
+    axis: int = -1
+    epsilon: float = 1e-5
+
+
+@op("select")
+class Select(OpAttrs):
+    """inputs: condition, then, else (ONNX Where)."""
+
+
+def attrs_of(kind: str) -> type[OpAttrs]:
+    return OP_KINDS[kind]

@@ -1,0 +1,1 @@
+"""Kernel implementations by target and op family. Selection among them lives in `tensorkiln.tactics`."""

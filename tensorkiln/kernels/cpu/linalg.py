@@ -1,0 +1,72 @@
+"""Matrix products, fully connected, softmax, layer normalization and reductions."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ...ir import ops
+from ...ir.ops import ReduceOperation as R
+from ..registry import kernel
+
+
+@kernel(ops.MatrixMultiply)
+def matrix_multiply(op: ops.MatrixMultiply, inputs):
+    a, b = inputs
+    if op.transpose_a:
+        a = a.transpose(-1, -2)
+    if op.transpose_b:
+        b = b.transpose(-1, -2)
+    return [torch.matmul(a, b)]
+
+
+@kernel(ops.FullyConnected)
+def fully_connected(op: ops.FullyConnected, inputs):
+    x, weight, bias = (list(inputs) + [None])[:3]
+    return [F.linear(x.flatten(op.axis), weight, bias)]
+
+
+@kernel(ops.Softmax)
+def softmax(op: ops.Softmax, inputs):
+    fn = torch.log_softmax if op.log else torch.softmax
+    return [fn(inputs[0], op.axis)]
+
+
+@kernel(ops.LayerNorm)
+def layer_norm(op: ops.LayerNorm, inputs):
+    x, weight, bias = (list(inputs) + [None])[:3]
+    normalized = tuple(x.shape[op.axis % x.dim():])
+    if weight is not None:
+        weight = weight.expand(normalized)
+    if bias is not None:
+        bias = bias.expand(normalized)
+    return [F.layer_norm(x, normalized, weight, bias, op.epsilon)]
+
+
+def _prod(x, dims, keep):
+    for dim in sorted(dims, reverse=True):
+        x = torch.prod(x, dim, keepdim=keep)
+    return x
+
+
+_REDUCE = {
+    R.SUM: lambda x, d, k: torch.sum(x, d, keepdim=k),
+    R.MEAN: lambda x, d, k: torch.mean(x, d, keepdim=k),
+    R.MAX: lambda x, d, k: torch.amax(x, d, keepdim=k),
+    R.MIN: lambda x, d, k: torch.amin(x, d, keepdim=k),
+    R.PROD: _prod,
+    R.L1: lambda x, d, k: torch.sum(x.abs(), d, keepdim=k),
+    R.L2: lambda x, d, k: torch.sqrt(torch.sum(x * x, d, keepdim=k)),
+    R.LOG_SUM: lambda x, d, k: torch.log(torch.sum(x, d, keepdim=k)),
+    R.LOG_SUM_EXP: lambda x, d, k: torch.logsumexp(x, d, keepdim=k),
+    R.SUM_SQUARE: lambda x, d, k: torch.sum(x * x, d, keepdim=k),
+}
+
+
+@kernel(ops.Reduce)
+def reduce(op: ops.Reduce, inputs):
+    x = inputs[0]
+    dims = tuple(a % x.dim() for a in op.axes) if op.axes else tuple(range(x.dim()))
+    if x.dim() == 0:
+        return [x.clone()]
+    result = _REDUCE[op.operation](x, dims, op.keep_dims)
+    return [result.to(x.dtype) if x.dtype != torch.bool else result]  # torch widens integer sums
