@@ -1,0 +1,1 @@
+"""Graph passes: each module is one pass, registered by name; `manager.PassManager` runs a pipeline."""

@@ -1,0 +1,94 @@
+"""Pass contract, registry and the PassManager that runs, times, counts, verifies and dumps passes."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import time
+from pathlib import Path
+from typing import Callable, ClassVar
+
+from ..ir import format_network, verify
+from ..ir.graph import Network
+
+PASSES: dict[str, type["Pass"]] = {}
+
+
+def register_pass(cls: type["Pass"]) -> type["Pass"]:
+    if cls.name in PASSES:
+        raise ValueError(f"pass {cls.name!r} is registered twice")
+    PASSES[cls.name] = cls
+    return cls
+
+
+class Pass:
+    """A graph rewrite. `run` returns whether it changed the network and counts rewrites in `self.counts`."""
+    name: ClassVar[str]
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+        self.log: list[str] = []
+
+    def count(self, rewrite: str, n: int = 1) -> None:
+        self.counts[rewrite] = self.counts.get(rewrite, 0) + n
+
+    def run(self, network: Network) -> bool:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class PassRecord:
+    name: str
+    seconds: float
+    changed: bool
+    counts: dict[str, int]
+    log: tuple[str, ...]
+    layers_after: int
+
+
+_BUILTIN = ("fold_constants", "remove_dead_layers")
+DEFAULT_PIPELINE = ("fold_constants", "remove_dead_layers")
+
+
+def _load_builtin() -> None:
+    for module in _BUILTIN:
+        importlib.import_module(f"{__package__}.{module}")
+
+
+class PassManager:
+    """Runs passes in order. `debug` verifies the IR after each; `dump_dir` writes it after each."""
+
+    def __init__(self, pipeline=DEFAULT_PIPELINE, debug: bool = False, dump_dir: Path | None = None,
+                 on_pass: Callable[[PassRecord], None] | None = None):
+        _load_builtin()
+        unknown = [p for p in pipeline if p not in PASSES]
+        if unknown:
+            raise ValueError(f"unknown passes {unknown}; known: {sorted(PASSES)}")
+        self.pipeline = tuple(pipeline)
+        self.debug = debug
+        self.dump_dir = dump_dir
+        self.on_pass = on_pass
+        self.records: list[PassRecord] = []
+
+    def run(self, network: Network) -> Network:
+        for index, name in enumerate(self.pipeline):
+            instance = PASSES[name]()
+            start = time.perf_counter()
+            changed = instance.run(network)
+            record = PassRecord(name, time.perf_counter() - start, changed, dict(instance.counts),
+                                tuple(instance.log), len(network.layers))
+            self.records.append(record)
+            if self.debug:
+                verify(network)
+            if self.dump_dir is not None:
+                self.dump_dir.mkdir(parents=True, exist_ok=True)
+                (self.dump_dir / f"{index:02d}_{name}.txt").write_text(format_network(network))
+            if self.on_pass:
+                self.on_pass(record)
+        return network
+
+    def counts(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for record in self.records:
+            for key, n in record.counts.items():
+                total[f"{record.name}.{key}"] = total.get(f"{record.name}.{key}", 0) + n
+        return total

@@ -1,0 +1,87 @@
+"""The Plan: everything an engine executes, as plain data (JSON in the engine file)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..ir.dtypes import DataType
+from ..ir.ops import OpAttrs
+from ..ir.serialize import op_from_json, op_to_json
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: DataType
+    shape: tuple[int, ...]
+    dim_names: tuple[str | None, ...] = ()
+
+    @property
+    def nbytes(self) -> int:
+        count = 1
+        for d in self.shape:
+            count *= d
+        return count * self.dtype.itemsize
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype.value, "shape": list(self.shape),
+                "dim_names": list(self.dim_names)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TensorSpec":
+        return cls(data["name"], DataType(data["dtype"]), tuple(data["shape"]), tuple(data["dim_names"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One layer of the engine: its attributes, the tensors it reads and writes, and the chosen tactic."""
+    name: str
+    op: OpAttrs
+    inputs: tuple[str | None, ...]
+    outputs: tuple[str, ...]
+    tactic: str
+    fused_from: tuple[str, ...] = ()  # names of the original layers this step implements
+
+    @property
+    def kind(self) -> str:
+        return self.op.KIND
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "op": op_to_json(self.op), "inputs": list(self.inputs),
+                "outputs": list(self.outputs), "tactic": self.tactic, "fused_from": list(self.fused_from)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Step":
+        return cls(data["name"], op_from_json(data["op"]), tuple(data["inputs"]), tuple(data["outputs"]),
+                   data["tactic"], tuple(data.get("fused_from", ())))
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    network_name: str
+    target: str  # "cpu" or "cuda"
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    tensors: tuple[TensorSpec, ...]  # every activation the steps produce
+    steps: tuple[Step, ...]
+    weights: tuple[TensorSpec, ...]  # stored as tensors of the same name in the engine file
+    precision: str = "fp32"
+    device_name: str = ""
+    compute_capability: str = ""
+    build_info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "network_name": self.network_name, "target": self.target, "precision": self.precision,
+            "device_name": self.device_name, "compute_capability": self.compute_capability,
+            "inputs": [t.to_json() for t in self.inputs], "outputs": [t.to_json() for t in self.outputs],
+            "tensors": [t.to_json() for t in self.tensors], "weights": [t.to_json() for t in self.weights],
+            "steps": [s.to_json() for s in self.steps], "build_info": self.build_info,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Plan":
+        specs = lambda key: tuple(TensorSpec.from_json(t) for t in data[key])  # noqa: E731
+        return cls(data["network_name"], data["target"], specs("inputs"), specs("outputs"), specs("tensors"),
+                   tuple(Step.from_json(s) for s in data["steps"]), specs("weights"), data["precision"],
+                   data["device_name"], data["compute_capability"], data.get("build_info", {}))

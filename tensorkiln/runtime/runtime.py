@@ -1,0 +1,22 @@
+"""Runtime: turns engine files (or bytes) into Engines."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import EngineFormatError
+from ..plan.file_format import deserialize
+from .engine import Engine
+
+
+class Runtime:
+    def deserialize(self, blob: bytes, source: str = "engine") -> Engine:
+        plan, weights = deserialize(blob, source)
+        return Engine(plan, weights)
+
+    deserialize_cuda_engine = deserialize  # the TensorRT spelling
+
+    def load(self, path: str | Path) -> Engine:
+        path = Path(path)
+        if not path.is_file():
+            raise EngineFormatError(f"engine file {str(path)!r} does not exist")
+        return self.deserialize(path.read_bytes(), source=f"engine file {str(path)!r}")

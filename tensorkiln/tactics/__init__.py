@@ -1,0 +1,1 @@
+"""Tactic enumeration and selection: which kernel serves each layer."""
