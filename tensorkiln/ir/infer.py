@@ -28,7 +28,10 @@ class InferredOutput(NamedTuple):
 
 
 def to_torch(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array))
+    # np.ascontiguousarray would turn 0-d arrays into 1-d ones; torch also wants writable memory
+    if not (array.flags.c_contiguous and array.flags.writeable):
+        array = array.copy(order="C")
+    return torch.from_numpy(array)
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -8,6 +8,7 @@ import torch
 
 from ..errors import InputError
 from ..ir.dtypes import DataType
+from ..ir.infer import to_torch
 from ..tactics.selection import kernel_for_tactic
 
 
@@ -73,7 +74,7 @@ class ExecutionContext:
             else:
                 array = np.asarray(value)
                 dtype = DataType.from_numpy(array.dtype)
-                tensor = torch.from_numpy(np.ascontiguousarray(array))
+                tensor = to_torch(array)
             if tuple(tensor.shape) != spec.shape:
                 raise InputError(f"input {name!r} has shape {tuple(tensor.shape)}, but the engine was built for "
                                  f"{spec.shape}; pass that shape or rebuild with --shapes {name}:"

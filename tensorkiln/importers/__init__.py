@@ -1,0 +1,1 @@
+"""Importers: model files -> NetworkDefinition (ONNX, Caffe, TensorFlow via tf2onnx)."""

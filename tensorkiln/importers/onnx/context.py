@@ -1,0 +1,76 @@
+"""ConversionContext: what a converter sees of the model while one node is converted."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ...errors import ModelFormatError, ShapeError
+from ...ir.graph import Tensor
+from ...network import NetworkDefinition
+
+
+class ConversionError(ModelFormatError):
+    """A node could not be converted (an attribute or input the converter cannot honour)."""
+
+
+class ConversionContext:
+    def __init__(self, network: NetworkDefinition, opset: int):
+        self.network = network
+        self.opset = opset
+        self.tensors: dict[str, Tensor] = {}
+        self.node: onnx.NodeProto | None = None
+
+    # ---- inputs ----------------------------------------------------------------------------------
+    def input(self, node: onnx.NodeProto, index: int) -> Tensor | None:
+        """The tensor of input `index`, or None where the optional input is absent."""
+        if index >= len(node.input) or not node.input[index]:
+            return None
+        try:
+            return self.tensors[node.input[index]]
+        except KeyError:
+            raise self.error(node, f"input {node.input[index]!r} is not produced by any earlier node") from None
+
+    def inputs(self, node: onnx.NodeProto) -> list[Tensor]:
+        return [t for t in (self.input(node, i) for i in range(len(node.input))) if t is not None]
+
+    def constant(self, node: onnx.NodeProto, index: int) -> np.ndarray | None:
+        """The value of input `index` if it is known at build time (weights, folded shape arithmetic)."""
+        tensor = self.input(node, index)
+        return None if tensor is None else tensor.value
+
+    def require_constant(self, node: onnx.NodeProto, index: int, what: str) -> np.ndarray:
+        value = self.constant(node, index)
+        if value is None:
+            raise self.error(node, f"its {what} (input {index}) must be known at build time, but it is computed "
+                                   "from run-time data; fix the input shapes (--shapes) so it can be folded")
+        return value
+
+    def ints(self, node: onnx.NodeProto, index: int, what: str) -> list[int]:
+        return [int(v) for v in self.require_constant(node, index, what).reshape(-1)]
+
+    # ---- attributes --------------------------------------------------------------------------------
+    def attr(self, node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+        for attribute in node.attribute:
+            if attribute.name == name:
+                value = onnx.helper.get_attribute_value(attribute)
+                if isinstance(value, bytes):
+                    return value.decode()
+                if isinstance(value, onnx.TensorProto):
+                    return numpy_helper.to_array(value)
+                if isinstance(value, list):
+                    return [v.decode() if isinstance(v, bytes) else v for v in value]
+                return value
+        return default
+
+    # ---- outputs and errors --------------------------------------------------------------------------
+    def name(self, node: onnx.NodeProto) -> str:
+        return node.name or f"{node.op_type}:{node.output[0] if node.output else '?'}"
+
+    def error(self, node: onnx.NodeProto, message: str) -> ConversionError:
+        return ConversionError(f"ONNX node {self.name(node)!r} ({node.op_type}, opset {self.opset}): {message}")
+
+    def shape_error(self, node: onnx.NodeProto, message: str) -> ShapeError:
+        return ShapeError(f"ONNX node {self.name(node)!r} ({node.op_type}, opset {self.opset}): {message}")

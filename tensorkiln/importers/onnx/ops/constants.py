@@ -1,0 +1,50 @@
+"""Nodes whose outputs are known at build time: Constant, Shape, Size, ConstantOfShape, Range."""
+from __future__ import annotations
+
+import numpy as np
+from onnx import numpy_helper
+
+from ..registry import converter
+
+
+def _constant(ctx, node, value) -> list:
+    return [ctx.network.add_constant(None, np.asarray(value), name=node.output[0]).get_output(0)]
+
+
+@converter("Constant")
+def constant(ctx, node):
+    for attribute in node.attribute:
+        name = attribute.name
+        if name == "value":
+            return _constant(ctx, node, numpy_helper.to_array(attribute.t))
+        if name in ("value_float", "value_floats"):
+            return _constant(ctx, node, np.array(ctx.attr(node, name), dtype=np.float32))
+        if name in ("value_int", "value_ints"):
+            return _constant(ctx, node, np.array(ctx.attr(node, name), dtype=np.int64))
+    raise ctx.error(node, "only tensor, float(s) and int(s) constants are supported (no sparse or string values)")
+
+
+@converter("Shape")
+def shape(ctx, node):
+    dims = ctx.input(node, 0).shape
+    start, end = ctx.attr(node, "start", 0), ctx.attr(node, "end", None)
+    return _constant(ctx, node, np.array(dims[start:end], dtype=np.int64))
+
+
+@converter("Size")
+def size(ctx, node):
+    return _constant(ctx, node, np.array(ctx.input(node, 0).numel, dtype=np.int64))
+
+
+@converter("ConstantOfShape")
+def constant_of_shape(ctx, node):
+    dims = ctx.ints(node, 0, "shape")
+    fill = ctx.attr(node, "value")
+    fill = np.zeros(1, dtype=np.float32) if fill is None else fill
+    return _constant(ctx, node, np.full(dims, fill.reshape(-1)[0], dtype=fill.dtype))
+
+
+@converter("Range")
+def range_(ctx, node):
+    start, limit, delta = (ctx.require_constant(node, i, what) for i, what in enumerate(("start", "limit", "delta")))
+    return _constant(ctx, node, np.arange(start, limit, delta, dtype=start.dtype))

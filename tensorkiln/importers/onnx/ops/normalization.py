@@ -1,0 +1,56 @@
+"""BatchNormalization (inference), LayerNormalization, LRN."""
+from __future__ import annotations
+
+import numpy as np
+
+from ....ir.ops import ElementWiseOperation as E
+from ....ir.ops import ScaleMode
+from ....ir.ops import UnaryOperation as U
+from ..registry import converter
+
+
+@converter("BatchNormalization")
+def batch_normalization(ctx, node):
+    if any(node.output[1:]) or ctx.attr(node, "training_mode", 0):
+        raise ctx.error(node, "training-mode BatchNormalization (running statistics outputs) is not supported")
+    x = ctx.input(node, 0)
+    epsilon = float(ctx.attr(node, "epsilon", 1e-5))
+    scale, bias, mean, var = (ctx.constant(node, i) for i in range(1, 5))
+    if all(v is not None for v in (scale, bias, mean, var)):
+        # y = (x - mean) / sqrt(var + eps) * scale + bias  =>  per-channel scale and shift
+        factor = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + epsilon)
+        shift = bias - mean * factor
+        dtype = x.dtype.numpy
+        return [ctx.network.add_scale(x, ScaleMode.CHANNEL, shift=shift.astype(dtype), scale=factor.astype(dtype),
+                                      name=ctx.name(node)).get_output(0)]
+    return [_batch_norm_layers(ctx, node, x, epsilon)]
+
+
+def _batch_norm_layers(ctx, node, x, epsilon):
+    """BatchNormalization whose statistics are run-time tensors: spelled out with elementwise layers."""
+    net, name = ctx.network, ctx.name(node)
+    per_channel = (-1,) + (1,) * (len(x.shape) - 2)
+    scale, bias, mean, var = (net.add_shuffle(ctx.input(node, i), reshape_dims=per_channel, name=name).get_output(0)
+                              for i in range(1, 5))
+    eps = net.add_constant((), np.array(epsilon, dtype=x.dtype.numpy)).get_output(0)
+    std = net.add_unary(net.add_elementwise(var, eps, E.SUM, name=name).get_output(0), U.SQRT, name=name).get_output(0)
+    centered = net.add_elementwise(x, mean, E.SUB, name=name).get_output(0)
+    normalized = net.add_elementwise(centered, std, E.DIV, name=name).get_output(0)
+    scaled = net.add_elementwise(normalized, scale, E.PROD, name=name).get_output(0)
+    return net.add_elementwise(scaled, bias, E.SUM, name=name).get_output(0)
+
+
+@converter("LayerNormalization")
+def layer_normalization(ctx, node):
+    if any(node.output[1:]):
+        raise ctx.error(node, "the Mean and InvStdDev outputs of LayerNormalization are not supported")
+    layer = ctx.network.add_layer_norm(ctx.input(node, 0), ctx.input(node, 1), ctx.input(node, 2),
+                                       ctx.attr(node, "axis", -1), ctx.attr(node, "epsilon", 1e-5), ctx.name(node))
+    return [layer.get_output(0)]
+
+
+@converter("LRN")
+def lrn(ctx, node):
+    layer = ctx.network.add_lrn(ctx.input(node, 0), ctx.attr(node, "size"), ctx.attr(node, "alpha", 1e-4),
+                                ctx.attr(node, "beta", 0.75), ctx.attr(node, "bias", 1.0), ctx.name(node))
+    return [layer.get_output(0)]

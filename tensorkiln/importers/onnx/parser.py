@@ -1,0 +1,169 @@
+"""ONNX model -> NetworkDefinition."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from ...errors import ModelFormatError, ShapeError, UnsupportedOpError
+from ...ir import ops
+from ...ir.dtypes import DataType
+from ...ir.graph import Tensor
+from ...network import NetworkDefinition
+from .context import ConversionContext
+from .registry import DEFAULT_DOMAIN, MAX_OPSET, MIN_OPSET, find_converter
+from .types import onnx_to_datatype
+
+log = logging.getLogger("tensorkiln.importers.onnx")
+
+ModelSource = str | Path | bytes | onnx.ModelProto
+
+
+def load_model(source: ModelSource) -> onnx.ModelProto:
+    """Read an ONNX model, turning protobuf and file errors into one clear ModelFormatError."""
+    if isinstance(source, onnx.ModelProto):
+        return source
+    what = "ONNX model bytes" if isinstance(source, bytes) else f"ONNX file {str(source)!r}"
+    if not isinstance(source, bytes) and not Path(source).is_file():
+        raise ModelFormatError(f"{what} does not exist")
+    try:
+        model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(str(source))
+    except (DecodeError, RuntimeWarning, ValueError, OSError) as error:
+        raise ModelFormatError(f"{what} is not a valid ONNX model (truncated or corrupt?): {error}") from None
+    if not model.HasField("graph") or not model.graph.node and not model.graph.output:
+        raise ModelFormatError(f"{what} holds no graph; is it an ONNX model? (truncated or corrupt?)")
+    return model
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return MAX_OPSET if not model.opset_import else 1
+
+
+def unsupported_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Every node (subgraphs included) that has no converter."""
+    missing = []
+    for node in graph.node:
+        if find_converter(node.domain, node.op_type) is None:
+            missing.append(node)
+        for attribute in node.attribute:
+            for subgraph in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                missing.extend(unsupported_nodes(subgraph))
+    return missing
+
+
+class OnnxParser:
+    def __init__(self, input_shapes: Mapping[str, Sequence[int]] | None = None):
+        self.input_shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
+
+    def parse(self, source: ModelSource, name: str | None = None) -> NetworkDefinition:
+        model = load_model(source)
+        opset = default_opset(model)
+        if not MIN_OPSET <= opset <= MAX_OPSET:
+            raise ModelFormatError(f"the model uses ONNX opset {opset}; tensorkiln reads opsets {MIN_OPSET} to "
+                                   f"{MAX_OPSET}; convert it with onnx.version_converter.convert_version")
+        graph = model.graph
+        self._check_supported(graph, opset)
+        network = NetworkDefinition(name or graph.name or "onnx_model")
+        ctx = ConversionContext(network, opset)
+        for value_name in _all_value_names(graph):
+            network.ir.claim_name(value_name)
+        initializers = {t.name for t in graph.initializer}
+        for initializer in graph.initializer:
+            array = onnx.numpy_helper.to_array(initializer)
+            ctx.tensors[initializer.name] = network.add_constant(None, array, name=initializer.name).get_output(0)
+        for value in graph.input:
+            if value.name not in initializers:  # inputs that shadow initializers are constants, as in TensorRT
+                ctx.tensors[value.name] = self._add_input(network, value)
+        unknown = sorted(set(self.input_shapes) - {v.name for v in graph.input})
+        if unknown:
+            raise ShapeError(f"shapes were given for {unknown}, which are not inputs of the model; its inputs are "
+                             f"{[v.name for v in graph.input if v.name not in initializers]}")
+        for node in graph.node:
+            self._convert(ctx, node)
+        for value in graph.output:
+            network.mark_output(self._named_output(ctx, value.name))
+        return network
+
+    def _check_supported(self, graph: onnx.GraphProto, opset: int) -> None:
+        missing = unsupported_nodes(graph)
+        if missing:
+            listing = "; ".join(f"{n.op_type}{'' if n.domain in ('', 'ai.onnx') else ' (domain ' + n.domain + ')'} "
+                                f"at node {n.name or n.output[0]!r}" for n in missing)
+            kinds = sorted({n.op_type for n in missing})
+            raise UnsupportedOpError(f"{len(missing)} node(s) of the model (opset {opset}) use operators tensorkiln "
+                                     f"does not support: {listing}. Unsupported operator types: {kinds}. "
+                                     "Register a plugin for them, or replace them in the model.")
+
+    def _add_input(self, network: NetworkDefinition, value: onnx.ValueInfoProto) -> Tensor:
+        tensor_type = value.type.tensor_type
+        if not value.type.HasField("tensor_type"):
+            raise ModelFormatError(f"input {value.name!r} is not a tensor (sequences and maps are not supported)")
+        dtype = onnx_to_datatype(tensor_type.elem_type, f"input {value.name!r}")
+        dims = list(tensor_type.shape.dim)
+        names = tuple(d.dim_param or None for d in dims)
+        if value.name in self.input_shapes:
+            shape = self.input_shapes[value.name]
+            if len(shape) != len(dims) and tensor_type.HasField("shape"):
+                raise ShapeError(f"input {value.name!r} has rank {len(dims)}, but the shape given for it, "
+                                 f"{shape}, has rank {len(shape)}")
+            return network.add_input(value.name, dtype, shape, names if len(names) == len(shape) else None)
+        shape = []
+        for index, dim in enumerate(dims):
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                shape.append(dim.dim_value)
+            elif index == 0:
+                log.info("input %r: dynamic dimension 0 (%s) set to 1; give --shapes to change it",
+                         value.name, dim.dim_param or "?")
+                shape.append(1)
+            else:
+                given = "x".join(d.dim_param or str(d.dim_value) for d in dims)
+                raise ShapeError(f"input {value.name!r} has dynamic dimension {index} "
+                                 f"({dim.dim_param or 'unnamed'}) in shape [{given}]; engines are built for fixed "
+                                 f"shapes: give it one, e.g. --shapes {value.name}:"
+                                 + "x".join(str(s) for s in shape) + "x..." + " or input_shapes={...}")
+        return network.add_input(value.name, dtype, shape, names)
+
+    def _convert(self, ctx: ConversionContext, node: onnx.NodeProto) -> None:
+        fn = find_converter(node.domain, node.op_type)
+        ctx.node = node
+        layers_before = len(ctx.network.ir.layers)
+        outputs = fn(ctx, node)
+        fresh = {id(t) for layer in ctx.network.ir.layers[layers_before:] for t in layer.outputs}
+        for index, onnx_name in enumerate(node.output):
+            if not onnx_name:
+                continue
+            if index >= len(outputs) or outputs[index] is None:
+                raise ctx.error(node, f"output {index} ({onnx_name!r}) is not supported by tensorkiln")
+            tensor = outputs[index]
+            if id(tensor) in fresh and tensor.name not in ctx.tensors:
+                tensor.name = onnx_name  # keep the model's names on the tensors its nodes produce
+            ctx.tensors[onnx_name] = tensor
+
+    @staticmethod
+    def _named_output(ctx: ConversionContext, name: str) -> Tensor:
+        if name not in ctx.tensors:
+            raise ModelFormatError(f"graph output {name!r} is not produced by any node")
+        tensor = ctx.tensors[name]
+        if tensor.name == name and tensor.producer is not None and tensor.producer.kind != ops.Constant.KIND:
+            return tensor
+        # an output that is a graph input, a constant, or another output's alias gets a layer of its own
+        return ctx.network.add_layer(ops.Identity(), [tensor], name=f"output:{name}", output_names=[name]).get_output(0)
+
+
+def _all_value_names(graph: onnx.GraphProto) -> set[str]:
+    names = {v.name for v in graph.input} | {v.name for v in graph.output} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        names.update(n for n in node.output if n)
+    return names
+
+
+def parse_onnx(source: ModelSource, input_shapes: Mapping[str, Sequence[int]] | None = None,
+               name: str | None = None) -> NetworkDefinition:
+    """Import an ONNX model (path, bytes or ModelProto). `input_shapes` fixes dynamic input dimensions."""
+    return OnnxParser(input_shapes).parse(source, name)
