@@ -16,6 +16,17 @@ class ConversionError(ModelFormatError):
     """A node could not be converted (an attribute or input the converter cannot honour)."""
 
 
+class BuildTimeValueRequired(ConversionError):
+    """An input that selects shapes (axes, pads, sizes, ...) is computed from run-time data.
+
+    Like TensorRT's shape tensors, such values must be known when the engine is built; a graph input can be
+    given a fixed value with `parse_onnx(..., input_values={name: array})`."""
+
+    def __init__(self, message: str, tensor_name: str):
+        super().__init__(message)
+        self.tensor_name = tensor_name
+
+
 class ConversionContext:
     def __init__(self, network: NetworkDefinition, opset: int):
         self.network = network
@@ -44,8 +55,10 @@ class ConversionContext:
     def require_constant(self, node: onnx.NodeProto, index: int, what: str) -> np.ndarray:
         value = self.constant(node, index)
         if value is None:
-            raise self.error(node, f"its {what} (input {index}) must be known at build time, but it is computed "
-                                   "from run-time data; fix the input shapes (--shapes) so it can be folded")
+            message = self.error(node, f"its {what} (input {index}, {node.input[index]!r}) must be known at build "
+                                       "time, but it is computed from run-time data; fix the input shapes so it can "
+                                       "be folded, or give the input a fixed value (input_values=...)")
+            raise BuildTimeValueRequired(str(message), node.input[index])
         return value
 
     def ints(self, node: onnx.NodeProto, index: int, what: str) -> list[int]:

@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
@@ -58,8 +59,10 @@ def unsupported_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
 
 
 class OnnxParser:
-    def __init__(self, input_shapes: Mapping[str, Sequence[int]] | None = None):
+    def __init__(self, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                 input_values: Mapping[str, np.ndarray] | None = None):
         self.input_shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
+        self.input_values = dict(input_values or {})
 
     def parse(self, source: ModelSource, name: str | None = None) -> NetworkDefinition:
         model = load_model(source)
@@ -78,9 +81,12 @@ class OnnxParser:
             array = onnx.numpy_helper.to_array(initializer)
             ctx.tensors[initializer.name] = network.add_constant(None, array, name=initializer.name).get_output(0)
         for value in graph.input:
-            if value.name not in initializers:  # inputs that shadow initializers are constants, as in TensorRT
+            if value.name in self.input_values:  # fixed at build time; the engine does not take it as input
+                array = np.asarray(self.input_values[value.name])
+                ctx.tensors[value.name] = network.add_constant(None, array, name=value.name).get_output(0)
+            elif value.name not in initializers:  # inputs that shadow initializers are constants, as in TensorRT
                 ctx.tensors[value.name] = self._add_input(network, value)
-        unknown = sorted(set(self.input_shapes) - {v.name for v in graph.input})
+        unknown = sorted((set(self.input_shapes) | set(self.input_values)) - {v.name for v in graph.input})
         if unknown:
             raise ShapeError(f"shapes were given for {unknown}, which are not inputs of the model; its inputs are "
                              f"{[v.name for v in graph.input if v.name not in initializers]}")
@@ -150,6 +156,8 @@ class OnnxParser:
         if name not in ctx.tensors:
             raise ModelFormatError(f"graph output {name!r} is not produced by any node")
         tensor = ctx.tensors[name]
+        if tensor.name == name and tensor.is_constant:
+            tensor.name = ctx.network.ir.unique_name(f"{name}:value")  # the name goes to the output layer below
         if tensor.name == name and tensor.producer is not None and tensor.producer.kind != ops.Constant.KIND:
             return tensor
         # an output that is a graph input, a constant, or another output's alias gets a layer of its own
@@ -164,6 +172,9 @@ def _all_value_names(graph: onnx.GraphProto) -> set[str]:
 
 
 def parse_onnx(source: ModelSource, input_shapes: Mapping[str, Sequence[int]] | None = None,
-               name: str | None = None) -> NetworkDefinition:
-    """Import an ONNX model (path, bytes or ModelProto). `input_shapes` fixes dynamic input dimensions."""
-    return OnnxParser(input_shapes).parse(source, name)
+               name: str | None = None, input_values: Mapping[str, np.ndarray] | None = None) -> NetworkDefinition:
+    """Import an ONNX model (path, bytes or ModelProto).
+
+    `input_shapes` fixes dynamic input dimensions; `input_values` fixes the value of inputs that must be
+    known at build time (axes, pads, sizes fed as inputs), which the engine then no longer takes."""
+    return OnnxParser(input_shapes, input_values).parse(source, name)

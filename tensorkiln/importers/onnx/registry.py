@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+import onnx
+
 DEFAULT_DOMAIN = ""
-MIN_OPSET, MAX_OPSET = 7, 24
+MIN_OPSET, MAX_OPSET = 7, onnx.defs.onnx_opset_version()
 
 _CONVERTERS: dict[tuple[str, str], Callable] = {}
 

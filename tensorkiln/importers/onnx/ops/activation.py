@@ -49,10 +49,8 @@ def clip(ctx, node):
     if ctx.opset < 11:
         low, high = ctx.attr(node, "min", -math.inf), ctx.attr(node, "max", math.inf)
     else:
-        low_value, high_value = ctx.constant(node, 1), ctx.constant(node, 2)
-        if (ctx.input(node, 1) is not None and low_value is None) or (ctx.input(node, 2) is not None
-                                                                      and high_value is None):
-            raise ctx.error(node, "min and max must be known at build time")
+        low_value = ctx.require_constant(node, 1, "min") if ctx.input(node, 1) is not None else None
+        high_value = ctx.require_constant(node, 2, "max") if ctx.input(node, 2) is not None else None
         low = -math.inf if low_value is None else float(low_value)
         high = math.inf if high_value is None else float(high_value)
     return [ctx.network.add_activation(ctx.input(node, 0), A.CLIP, low, high, name=ctx.name(node)).get_output(0)]

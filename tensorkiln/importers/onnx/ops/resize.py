@@ -19,7 +19,7 @@ def _scales_and_sizes(ctx, node, x):
         return [float(s) for s in ctx.require_constant(node, 1, "scales")], None, []
     roi = ctx.constant(node, 1)
     roi = [] if roi is None else [float(v) for v in roi.reshape(-1)]
-    scales = ctx.constant(node, 2) if ctx.input(node, 2) is not None else None
+    scales = ctx.require_constant(node, 2, "scales") if ctx.input(node, 2) is not None else None
     sizes = ctx.ints(node, 3, "sizes") if ctx.input(node, 3) is not None else None
     if scales is not None and scales.size == 0:
         scales = None

@@ -161,9 +161,7 @@ def pad(ctx, node):
         pads, value = list(ctx.attr(node, "pads")), float(ctx.attr(node, "value", 0.0))
     else:
         pads = ctx.ints(node, 1, "pads")
-        value = ctx.constant(node, 2)
-        if ctx.input(node, 2) is not None and value is None:
-            raise ctx.error(node, "constant_value must be known at build time")
+        value = ctx.require_constant(node, 2, "constant_value") if ctx.input(node, 2) is not None else None
         value = 0.0 if value is None or value.size == 0 else float(value.reshape(-1)[0])
         if ctx.input(node, 3) is not None:  # opset 18: pads only for the listed axes
             axes = [a % rank for a in ctx.ints(node, 3, "axes")]
