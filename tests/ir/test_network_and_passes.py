@@ -1,0 +1,71 @@
+"""IR invariants, shape inference at add time, the printer, and the passes of the first pipeline."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tensorkiln as tk
+from tensorkiln.errors import ShapeError
+from tensorkiln.ir import InvariantError, format_network, verify
+from tensorkiln.ir.ops import ActivationType, ElementWiseOperation, PoolingType
+from tensorkiln.passes.manager import PassManager
+
+
+def test_shapes_are_inferred_when_layers_are_added():
+    network = tk.NetworkDefinition()
+    x = network.add_input("x", tk.DataType.FLOAT, (1, 3, 13, 7))
+    conv = network.add_convolution(x, 8, (3, 3), np.ones((8, 3, 3, 3)), stride=2, padding=1)
+    assert conv.get_output(0).shape == (1, 8, 7, 4)
+    pool = network.add_pooling(conv.get_output(0), PoolingType.MAX, (2, 2), ceil_mode=True)
+    assert pool.get_output(0).shape == (1, 8, 4, 2)
+    flat = network.add_shuffle(pool.get_output(0), reshape_dims=(0, -1))
+    assert flat.get_output(0).shape == (1, 64)
+
+
+def test_incompatible_shapes_name_the_layer():
+    network = tk.NetworkDefinition()
+    a = network.add_input("a", tk.DataType.FLOAT, (2, 3))
+    b = network.add_input("b", tk.DataType.FLOAT, (4,))
+    with pytest.raises(ShapeError, match="'bad'.*elementwise"):
+        network.add_elementwise(a, b, ElementWiseOperation.SUM, name="bad")
+
+
+def test_verify_catches_out_of_order_layers():
+    network = tk.NetworkDefinition()
+    x = network.add_input("x", tk.DataType.FLOAT, (4,))
+    first = network.add_activation(x, ActivationType.RELU)
+    second = network.add_activation(first.get_output(0), ActivationType.TANH)
+    network.mark_output(second.get_output(0))
+    verify(network.ir)
+    network.ir.layers.reverse()
+    with pytest.raises(InvariantError, match="before it is produced"):
+        verify(network.ir)
+
+
+def test_constant_folding_and_dead_layer_removal_are_counted(tmp_path):
+    network = tk.NetworkDefinition()
+    x = network.add_input("x", tk.DataType.FLOAT, (2, 3))
+    c = network.add_constant((3,), np.array([1, 2, 3], np.float32)).get_output(0)
+    doubled = network.add_elementwise(c, c, ElementWiseOperation.SUM, name="fold_me").get_output(0)
+    assert doubled.is_constant
+    used = network.add_elementwise(x, doubled, ElementWiseOperation.PROD, name="used").get_output(0)
+    network.add_activation(x, ActivationType.SIGMOID, name="dead")
+    network.mark_output(used)
+    manager = PassManager(debug=True, dump_dir=tmp_path)
+    manager.run(network.ir)
+    assert manager.counts() == {"fold_constants.folded": 1, "remove_dead_layers.removed": 1}
+    assert [layer.name for layer in network.ir.layers] == ["used"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00_fold_constants.txt", "01_remove_dead_layers.txt"]
+    engine = tk.Builder().build(network)
+    x_value = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_allclose(engine.create_execution_context().execute({"x": x_value})["used_output_0"],
+                               x_value * np.array([2, 4, 6], np.float32))
+
+
+def test_printer_lists_layers_and_constants():
+    network = tk.NetworkDefinition("printed")
+    x = network.add_input("x", tk.DataType.FLOAT, (1, 4), dim_names=("batch", None))
+    network.mark_output(network.add_fully_connected(x, 2, np.ones((2, 4)), name="fc").get_output(0))
+    text = format_network(network.ir)
+    assert "input  x: float32[batch=1, 4]" in text
+    assert "fc = fully_connected(x, <fc.weight>" in text

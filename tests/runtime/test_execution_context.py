@@ -1,0 +1,58 @@
+"""ExecutionContext: I/O introspection, input checks before any work, numpy and torch inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import tensorkiln as tk
+from tensorkiln.errors import InputError
+from tensorkiln.ir.ops import ElementWiseOperation
+from tensorkiln.runtime import TensorIOMode
+
+
+@pytest.fixture(scope="module")
+def engine():
+    network = tk.NetworkDefinition("add")
+    a = network.add_input("a", tk.DataType.FLOAT, (3, 5), dim_names=("batch", None))
+    b = network.add_input("b", tk.DataType.FLOAT, (5,))
+    network.mark_output(network.add_elementwise(a, b, ElementWiseOperation.SUM, name="sum").get_output(0))
+    return tk.Builder().build(network)
+
+
+def test_io_introspection(engine):
+    assert engine.num_io_tensors == 3
+    assert [engine.get_tensor_name(i) for i in range(3)] == ["a", "b", "sum_output_0"]
+    assert engine.get_tensor_mode("a") is TensorIOMode.INPUT
+    assert engine.get_tensor_mode("sum_output_0") is TensorIOMode.OUTPUT
+    assert engine.get_tensor_shape("a") == (3, 5)
+    assert engine.inputs[0].dim_names == ("batch", None)
+    assert engine.get_tensor_dtype("b") is tk.DataType.FLOAT
+
+
+def test_numpy_in_numpy_out_and_torch_in_torch_out(engine):
+    context = engine.create_execution_context()
+    a, b = np.arange(15, dtype=np.float32).reshape(3, 5), np.linspace(-1, 1, 5, dtype=np.float32)
+    out = context.execute({"a": a, "b": b})["sum_output_0"]
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_array_equal(out, a + b)
+    out_torch = context.execute({"a": torch.from_numpy(a), "b": torch.from_numpy(b)})["sum_output_0"]
+    assert isinstance(out_torch, torch.Tensor)
+    np.testing.assert_array_equal(out_torch.numpy(), a + b)
+
+
+@pytest.mark.parametrize("feed, message", [
+    ({"a": np.zeros((3, 5), np.float32)}, "missing inputs \\['b'\\]"),
+    ({"a": np.zeros((3, 5), np.float32), "b": np.zeros(5, np.float32), "c": 1}, "unknown input names \\['c'\\]"),
+    ({"a": np.zeros((4, 5), np.float32), "b": np.zeros(5, np.float32)}, "shape \\(4, 5\\).*built for \\(3, 5\\)"),
+    ({"a": np.zeros((3, 5), np.float64), "b": np.zeros(5, np.float32)}, "dtype float64.*expects float32"),
+])
+def test_bad_inputs_are_rejected_clearly(engine, feed, message):
+    with pytest.raises(InputError, match=message):
+        engine.create_execution_context().execute(feed)
+
+
+def test_contexts_share_one_engine(engine):
+    first, second = engine.create_execution_context(), engine.create_execution_context()
+    feed = {"a": np.ones((3, 5), np.float32), "b": np.ones(5, np.float32)}
+    np.testing.assert_array_equal(first.execute(feed)["sum_output_0"], second.execute(feed)["sum_output_0"])
