@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import pkgutil
 import time
 from pathlib import Path
 from typing import Callable, ClassVar
@@ -45,13 +46,16 @@ class PassRecord:
     layers_after: int
 
 
-_BUILTIN = ("fold_constants", "remove_dead_layers")
+# The order in which the builder runs the passes (each name is a registered Pass).
 DEFAULT_PIPELINE = ("fold_constants", "remove_dead_layers")
 
 
 def _load_builtin() -> None:
-    for module in _BUILTIN:
-        importlib.import_module(f"{__package__}.{module}")
+    """Import every pass module of this package (each registers its passes)."""
+    package = importlib.import_module(__package__)
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name not in ("manager", "pattern"):
+            importlib.import_module(f"{__package__}.{module.name}")
 
 
 class PassManager:
