@@ -15,6 +15,7 @@ from .ir.graph import Network
 from .network import NetworkDefinition
 from .passes.manager import DEFAULT_PIPELINE, PassManager, PassRecord
 from .plan import Plan, Step, TensorSpec
+from .plan.memory import plan_memory
 from .runtime.engine import Engine
 from .tactics.selection import select_tactic
 
@@ -81,8 +82,12 @@ class Builder:
         build_info = {"layers_before": layers_before, "pass_counts": manager.counts(),
                       "passes": [{"name": r.name, "seconds": round(r.seconds, 4), "counts": r.counts}
                                  for r in manager.records]}
+        memory = plan_memory(steps, tensors, outside={t.name for t in graph.outputs})
+        self._say(f"activation memory: arena {memory.arena_bytes / 2**20:.2f} MiB for "
+                  f"{memory.activation_bytes / 2**20:.2f} MiB of activations "
+                  f"({100 * memory.arena_bytes / max(memory.activation_bytes, 1):.0f}%)")
         plan = Plan(graph.name, target, tuple(_spec(t) for t in graph.inputs), tuple(_spec(t) for t in graph.outputs),
-                    tuple(tensors), tuple(steps), tuple(weight_specs), build_info=build_info)
+                    tuple(tensors), tuple(steps), tuple(weight_specs), build_info=build_info, memory=memory)
         return plan, weights
 
     def _log_pass(self, record: PassRecord) -> None:

@@ -69,6 +69,7 @@ class Plan:
     device_name: str = ""
     compute_capability: str = ""
     build_info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    memory: "MemoryPlan | None" = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,6 +78,7 @@ class Plan:
             "inputs": [t.to_json() for t in self.inputs], "outputs": [t.to_json() for t in self.outputs],
             "tensors": [t.to_json() for t in self.tensors], "weights": [t.to_json() for t in self.weights],
             "steps": [s.to_json() for s in self.steps], "build_info": self.build_info,
+            "memory": None if self.memory is None else self.memory.to_json(),
         }
 
     @classmethod
@@ -84,4 +86,8 @@ class Plan:
         specs = lambda key: tuple(TensorSpec.from_json(t) for t in data[key])  # noqa: E731
         return cls(data["network_name"], data["target"], specs("inputs"), specs("outputs"), specs("tensors"),
                    tuple(Step.from_json(s) for s in data["steps"]), specs("weights"), data["precision"],
-                   data["device_name"], data["compute_capability"], data.get("build_info", {}))
+                   data["device_name"], data["compute_capability"], data.get("build_info", {}),
+                   None if data.get("memory") is None else MemoryPlan.from_json(data["memory"]))
+
+
+from .memory import MemoryPlan  # noqa: E402  (memory.py imports Step and TensorSpec from this module)

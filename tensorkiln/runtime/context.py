@@ -15,12 +15,28 @@ from ..tactics.selection import kernel_for_tactic
 class ExecutionContext:
     """Runs an engine. Several contexts may share one engine; a context is not thread-safe."""
 
-    def __init__(self, engine):
+    def __init__(self, engine, use_arena: bool = False):
+        """`use_arena` places every activation in the engine's planned arena (one allocation): on the CPU
+        this costs a copy per activation, so it is off by default there; it proves the memory plan."""
         self.engine = engine
         plan = engine.plan
         self._steps = [(kernel_for_tactic(s.tactic), s.op, s.inputs, s.outputs) for s in plan.steps]
         self._output_names = [t.name for t in plan.outputs]
         self._free_after = self._last_uses()
+        self._arena_views = self._arena_views_of(plan) if use_arena and plan.memory else {}
+        self._arena_pointer = next(iter(self._arena_views.values())).untyped_storage().data_ptr() \
+            if self._arena_views else None
+
+    @staticmethod
+    def _arena_views_of(plan) -> dict[str, torch.Tensor]:
+        arena = torch.empty(plan.memory.arena_bytes, dtype=torch.uint8)
+        views = {}
+        for spec in plan.tensors:
+            offset = plan.memory.offsets.get(spec.name)
+            if offset is not None:
+                raw = arena[offset:offset + spec.nbytes]
+                views[spec.name] = raw.view(spec.dtype.torch).reshape(spec.shape)
+        return views
 
     def _last_uses(self) -> list[list[str]]:
         """For each step, the activations no later step or output needs (freed right after it)."""
@@ -46,6 +62,8 @@ class ExecutionContext:
         with torch.inference_mode():
             for (fn, op, in_names, out_names), free in zip(self._steps, self._free_after):
                 results = fn(op, [None if n is None else env[n] for n in in_names])
+                if self._arena_views:
+                    results = [self._into_arena(name, value) for name, value in zip(out_names, results)]
                 env.update(zip(out_names, results))
                 for name in free:
                     env.pop(name, None)
@@ -55,6 +73,14 @@ class ExecutionContext:
         return outputs
 
     __call__ = execute
+
+    def _into_arena(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        view = self._arena_views.get(name)
+        if view is None:  # held outside the arena; must not be a view into memory the arena reuses
+            shares_arena = value.untyped_storage().data_ptr() == self._arena_pointer
+            return value.clone() if shares_arena else value
+        view.copy_(value)
+        return view
 
     def _check_inputs(self, inputs: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], bool]:
         specs = {t.name: t for t in self.engine.plan.inputs}

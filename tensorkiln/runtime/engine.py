@@ -65,7 +65,13 @@ class Engine:
 
     @property
     def activations_nbytes(self) -> int:
+        """Sum of the sizes of all activations, as if each had its own buffer."""
         return sum(t.nbytes for t in self.plan.tensors)
+
+    @property
+    def arena_nbytes(self) -> int:
+        """Bytes of the one activation arena of the memory plan (network outputs are held outside it)."""
+        return self.plan.memory.arena_bytes if self.plan.memory else self.activations_nbytes
 
     # ---- serialization and contexts --------------------------------------------------------------
     def serialize(self) -> bytes:
@@ -74,7 +80,7 @@ class Engine:
     def save(self, path: str | Path) -> None:
         Path(path).write_bytes(self.serialize())
 
-    def create_execution_context(self):
+    def create_execution_context(self, use_arena: bool = False):
         from .context import ExecutionContext
 
-        return ExecutionContext(self)
+        return ExecutionContext(self, use_arena=use_arena)
