@@ -20,6 +20,7 @@ _LAZY = {
     "ElementWiseOperation": "tensorkiln.ir.ops", "PoolingType": "tensorkiln.ir.ops",
     "ReduceOperation": "tensorkiln.ir.ops", "ScaleMode": "tensorkiln.ir.ops", "UnaryOperation": "tensorkiln.ir.ops",
     "PaddingMode": "tensorkiln.ir.ops", "TensorkilnError": "tensorkiln.errors",
+    "Precision": "tensorkiln.quant.precision",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -11,15 +11,19 @@ import torch
 
 from .errors import BuildError
 from .ir import verify
-from .ir.graph import Network
+from .ir.graph import Layer, Network
 from .network import NetworkDefinition
 from .passes.manager import DEFAULT_PIPELINE, PassManager, PassRecord
 from .plan import Plan, Step, TensorSpec
 from .plan.memory import plan_memory
+from .quant.precision import Precision, assign_precisions
 from .runtime.engine import Engine
 from .tactics.selection import select_tactic
+from .tactics.timing import TacticTimer, TimingCache
 
 log = logging.getLogger("tensorkiln.builder")
+
+_REDUCED_DTYPES = {Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
 
 
 class Target(enum.Enum):
@@ -30,6 +34,10 @@ class Target(enum.Enum):
 @dataclasses.dataclass(frozen=True)
 class BuilderConfig:
     target: Target = Target.CPU
+    precision: Precision = Precision.FP32
+    layer_precisions: tuple[tuple[str, Precision], ...] = ()  # per-layer overrides: (layer name, precision)
+    opt_level: int = 3  # 0: take the first candidate tactic; 1..5: time candidates (more runs each)
+    timing_cache: Path | None = None  # read before the build and written after it
     passes: tuple[str, ...] = DEFAULT_PIPELINE
     debug: bool = False  # verify IR invariants after every pass
     dump_dir: Path | None = None  # write the network after every pass
@@ -46,6 +54,7 @@ class Builder:
         graph = network.ir if isinstance(network, NetworkDefinition) else network
         if not graph.outputs:
             raise BuildError(f"network {graph.name!r} has no outputs; call network.mark_output(tensor)")
+        self._check_config()
         start = time.perf_counter()
         verify(graph)
         layers_before = len(graph.layers)
@@ -58,37 +67,74 @@ class Builder:
         plan = dataclasses.replace(plan, build_info={**plan.build_info, "build_seconds": round(seconds, 3)})
         return Engine(plan, weights)
 
+    def _check_config(self) -> None:
+        config = self.config
+        if config.target is Target.CUDA and not torch.cuda.is_available():
+            raise BuildError("the CUDA target needs a CUDA device, and this machine has none; build for the CPU")
+        if config.target is Target.CPU and config.precision is not Precision.FP32:
+            raise BuildError(f"{config.precision.value} engines are not supported on the CPU target yet; "
+                             "build FP32 engines for the CPU, or use the CUDA target")
+
+    @property
+    def _device(self) -> torch.device:
+        return torch.device(self.config.target.value)
+
     def _lower(self, graph: Network, manager: PassManager, layers_before: int):
-        target = self.config.target.value
+        config, target = self.config, self.config.target.value
+        overrides, precision_log = assign_precisions(graph, config.precision, config.layer_precisions, self._device)
+        for line in precision_log:
+            self._say(line)
+        channels_last = target == "cuda" and any(l.kind.endswith("convolution") for l in graph.layers)
+        timer, cache = self._timer(channels_last)
         steps, tensors = [], []
         weights: dict[str, torch.Tensor] = {}
         weight_specs: list[TensorSpec] = []
-
-        def keep_weight(tensor) -> None:
-            if tensor.name not in weights:
-                weights[tensor.name] = torch.from_numpy(tensor.value.copy())
-                weight_specs.append(_spec(tensor))
-
         for layer in graph.layers:
+            reduced = self._reduced_dtype(layer, overrides)
             for tensor in layer.inputs:
-                if tensor is not None and tensor.is_constant:
-                    keep_weight(tensor)
+                if tensor is not None and tensor.is_constant and tensor.name not in weights:
+                    weights[tensor.name] = _weight(tensor, reduced)
+                    weight_specs.append(_spec(tensor, weights[tensor.name].dtype))
             steps.append(Step(layer.name, layer.op, tuple(None if t is None else t.name for t in layer.inputs),
-                              tuple(t.name for t in layer.outputs), select_tactic(layer, target)))
-            tensors.extend(_spec(t) for t in layer.outputs)
+                              tuple(t.name for t in layer.outputs), select_tactic(layer, target, timer),
+                              tuple(getattr(layer, "fused_from", ())), overrides.get(layer.name, "")))
+            tensors.extend(_spec(t, reduced if reduced is not None and t.dtype.is_floating else None)
+                           for t in layer.outputs)
         for tensor in graph.outputs:
-            if tensor.is_constant:
-                keep_weight(tensor)
-        build_info = {"layers_before": layers_before, "pass_counts": manager.counts(),
-                      "passes": [{"name": r.name, "seconds": round(r.seconds, 4), "counts": r.counts}
-                                 for r in manager.records]}
+            if tensor.is_constant and tensor.name not in weights:
+                weights[tensor.name] = _weight(tensor, None)
+                weight_specs.append(_spec(tensor))
+        if cache is not None:
+            cache.save()
+            self._say(f"timing cache: {cache.hits} hits, {cache.misses} tactics timed")
         memory = plan_memory(steps, tensors, outside={t.name for t in graph.outputs})
         self._say(f"activation memory: arena {memory.arena_bytes / 2**20:.2f} MiB for "
                   f"{memory.activation_bytes / 2**20:.2f} MiB of activations "
                   f"({100 * memory.arena_bytes / max(memory.activation_bytes, 1):.0f}%)")
+        build_info = {"layers_before": layers_before, "pass_counts": manager.counts(), "channels_last": channels_last,
+                      "passes": [{"name": r.name, "seconds": round(r.seconds, 4), "counts": r.counts}
+                                 for r in manager.records]}
+        device_name, capability = "", ""
+        if target == "cuda":
+            device_name = torch.cuda.get_device_name()
+            capability = "%d.%d" % torch.cuda.get_device_capability()
         plan = Plan(graph.name, target, tuple(_spec(t) for t in graph.inputs), tuple(_spec(t) for t in graph.outputs),
-                    tuple(tensors), tuple(steps), tuple(weight_specs), build_info=build_info, memory=memory)
+                    tuple(tensors), tuple(steps), tuple(weight_specs), config.precision.value, device_name, capability,
+                    build_info, memory)
         return plan, weights
+
+    def _reduced_dtype(self, layer: Layer, overrides: dict[str, str]) -> torch.dtype | None:
+        if layer.name in overrides:
+            return None if overrides[layer.name] in ("fp32", "tf32") else _REDUCED_DTYPES[Precision(overrides[layer.name])]
+        return _REDUCED_DTYPES.get(self.config.precision)
+
+    def _timer(self, channels_last: bool) -> tuple[TacticTimer | None, TimingCache | None]:
+        if self.config.target is not Target.CUDA or self.config.opt_level == 0:
+            return None, None
+        cache = TimingCache(self.config.timing_cache)
+        dtype = _REDUCED_DTYPES.get(self.config.precision, torch.float32)
+        timer = TacticTimer(self._device, dtype, cache, runs=5 * self.config.opt_level, channels_last=channels_last)
+        return timer, cache
 
     def _log_pass(self, record: PassRecord) -> None:
         counts = ", ".join(f"{k}={v}" for k, v in record.counts.items()) or "no change"
@@ -101,5 +147,13 @@ class Builder:
         (log.debug if detail else log.info)(line)
 
 
-def _spec(tensor) -> TensorSpec:
-    return TensorSpec(tensor.name, tensor.dtype, tensor.shape, tensor.dim_names)
+def _weight(tensor, reduced: torch.dtype | None) -> torch.Tensor:
+    value = torch.from_numpy(tensor.value.copy())
+    return value.to(reduced) if reduced is not None and value.is_floating_point() else value
+
+
+def _spec(tensor, dtype: torch.dtype | None = None) -> TensorSpec:
+    from .ir.dtypes import DataType
+
+    data_type = tensor.dtype if dtype is None else DataType.from_torch(dtype)
+    return TensorSpec(tensor.name, data_type, tensor.shape, tensor.dim_names)

@@ -41,6 +41,7 @@ class Step:
     outputs: tuple[str, ...]
     tactic: str
     fused_from: tuple[str, ...] = ()  # names of the original layers this step implements
+    precision: str = ""  # "" computes in the engine's precision; "fp32" for layers kept in full precision
 
     @property
     def kind(self) -> str:
@@ -48,12 +49,13 @@ class Step:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "op": op_to_json(self.op), "inputs": list(self.inputs),
-                "outputs": list(self.outputs), "tactic": self.tactic, "fused_from": list(self.fused_from)}
+                "outputs": list(self.outputs), "tactic": self.tactic, "fused_from": list(self.fused_from),
+                "precision": self.precision}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Step":
         return cls(data["name"], op_from_json(data["op"]), tuple(data["inputs"]), tuple(data["outputs"]),
-                   data["tactic"], tuple(data.get("fused_from", ())))
+                   data["tactic"], tuple(data.get("fused_from", ())), data.get("precision", ""))
 
 
 @dataclasses.dataclass(frozen=True)

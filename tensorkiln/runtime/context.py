@@ -1,6 +1,7 @@
-"""ExecutionContext: per-request state of an engine, and execution."""
+"""ExecutionContext: per-request state of an engine, and execution (CPU, or CUDA with graph replay)."""
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping
 
 import numpy as np
@@ -10,37 +11,35 @@ from ..errors import InputError
 from ..ir.dtypes import DataType
 from ..ir.infer import to_torch
 from ..tactics.selection import kernel_for_tactic
+from .arena import Arena
 
 
 class ExecutionContext:
-    """Runs an engine. Several contexts may share one engine; a context is not thread-safe."""
+    """Runs an engine. Several contexts may share one engine (and its weights); a context is not thread-safe.
 
-    def __init__(self, engine, use_arena: bool = False):
-        """`use_arena` places every activation in the engine's planned arena (one allocation): on the CPU
-        this costs a copy per activation, so it is off by default there; it proves the memory plan."""
+    On CUDA, the first execution runs eagerly and captures a CUDA graph of the whole engine into static
+    buffers; later executions copy the inputs in and replay it (`cuda_graph=False` turns this off).
+    `use_arena` places every activation in the engine's planned arena on the CPU: each activation then
+    costs a copy, so it is off by default; it proves the memory plan.
+    """
+
+    def __init__(self, engine, use_arena: bool = False, cuda_graph: bool | None = None):
         self.engine = engine
         plan = engine.plan
+        self.device = engine.device
         self._steps = [(kernel_for_tactic(s.tactic), s.op, s.inputs, s.outputs) for s in plan.steps]
-        self._output_names = [t.name for t in plan.outputs]
+        self._compute_dtypes = [engine.compute_dtype(s) for s in plan.steps]
+        self._output_specs = list(plan.outputs)
         self._free_after = self._last_uses()
-        self._arena_views = self._arena_views_of(plan) if use_arena and plan.memory else {}
-        self._arena_pointer = next(iter(self._arena_views.values())).untyped_storage().data_ptr() \
-            if self._arena_views else None
-
-    @staticmethod
-    def _arena_views_of(plan) -> dict[str, torch.Tensor]:
-        arena = torch.empty(plan.memory.arena_bytes, dtype=torch.uint8)
-        views = {}
-        for spec in plan.tensors:
-            offset = plan.memory.offsets.get(spec.name)
-            if offset is not None:
-                raw = arena[offset:offset + spec.nbytes]
-                views[spec.name] = raw.view(spec.dtype.torch).reshape(spec.shape)
-        return views
+        self._arena = Arena(plan) if use_arena and plan.memory and self.device.type == "cpu" else None
+        self._use_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
+        self._graph = None
+        self._static_inputs: dict[str, torch.Tensor] = {}
+        self._static_outputs: dict[str, torch.Tensor] = {}
 
     def _last_uses(self) -> list[list[str]]:
         """For each step, the activations no later step or output needs (freed right after it)."""
-        keep = set(self._output_names) | set(self.engine.weights)
+        keep = {t.name for t in self._output_specs} | set(self.engine.weights)
         last: dict[str, int] = {}
         for index, (_, _, inputs, outputs) in enumerate(self._steps):
             for name in (*inputs, *outputs):
@@ -51,37 +50,94 @@ class ExecutionContext:
             free[index].append(name)
         return free
 
+    # ---- execution -----------------------------------------------------------------------------
     def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """Run the engine on `inputs` ({name: numpy array or torch tensor}).
+        """Run the engine on `inputs` ({name: numpy array or torch tensor}) and wait for the result.
 
-        Returns {output name: array}: numpy arrays when the inputs were numpy, torch tensors otherwise.
+        Returns {output name: array}: numpy arrays when the inputs were numpy, torch tensors (on the
+        engine's device, owned by the caller) otherwise.
         """
         feed, as_numpy = self._check_inputs(inputs)
-        env: dict[str, torch.Tensor] = dict(self.engine.weights)
-        env.update(feed)
-        with torch.inference_mode():
-            for (fn, op, in_names, out_names), free in zip(self._steps, self._free_after):
-                results = fn(op, [None if n is None else env[n] for n in in_names])
-                if self._arena_views:
-                    results = [self._into_arena(name, value) for name, value in zip(out_names, results)]
-                env.update(zip(out_names, results))
-                for name in free:
-                    env.pop(name, None)
-        outputs = {name: env[name] for name in self._output_names}
+        outputs = self._run(feed)
+        if self.device.type == "cuda":
+            torch.cuda.current_stream().synchronize()
         if as_numpy:
-            return {name: t.contiguous().numpy() for name, t in outputs.items()}
-        return outputs
+            return {name: t.detach().cpu().contiguous().numpy() for name, t in outputs.items()}
+        return {name: t.clone() if self._graph is not None else t for name, t in outputs.items()}
 
     __call__ = execute
 
-    def _into_arena(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        view = self._arena_views.get(name)
-        if view is None:  # held outside the arena; must not be a view into memory the arena reuses
-            shares_arena = value.untyped_storage().data_ptr() == self._arena_pointer
-            return value.clone() if shares_arena else value
-        view.copy_(value)
-        return view
+    def execute_async(self, inputs: Mapping[str, torch.Tensor], stream: torch.cuda.Stream | None = None
+                      ) -> dict[str, torch.Tensor]:
+        """Enqueue the engine on `stream` (default: the current one) without waiting.
 
+        Inputs are torch tensors on the engine's device (no copies beyond the graph's input buffers). The
+        returned tensors are the context's output buffers: valid until the next execution of this context.
+        """
+        feed, _ = self._check_inputs(inputs)
+        if stream is None or self.device.type != "cuda":
+            return self._run(feed)
+        with torch.cuda.stream(stream):
+            return self._run(feed)
+
+    def _run(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with torch.inference_mode():
+            if not self._use_graph:
+                return self._run_steps(feed)
+            if self._graph is None:
+                self._capture(feed)
+            for name, value in feed.items():
+                self._static_inputs[name].copy_(value, non_blocking=True)
+            self._graph.replay()
+            return dict(self._static_outputs)
+
+    def _capture(self, feed: dict[str, torch.Tensor]) -> None:
+        self._static_inputs = {name: value.clone() for name, value in feed.items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the graph: lazy initialization must not be captured
+            self._run_steps(self._static_inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._static_outputs = self._run_steps(self._static_inputs)
+        self._graph = graph
+
+    def _run_steps(self, feed: dict[str, torch.Tensor], timings: list[float] | None = None) -> dict[str, torch.Tensor]:
+        env: dict[str, torch.Tensor] = dict(self.engine.device_weights())
+        env.update(feed)
+        for index, ((fn, op, in_names, out_names), free) in enumerate(zip(self._steps, self._free_after)):
+            args = [None if n is None else env[n] for n in in_names]
+            compute = self._compute_dtypes[index]
+            if compute is not None:
+                args = [a.to(compute) if a is not None and a.is_floating_point() and a.dtype != compute else a
+                        for a in args]
+            start = time.perf_counter() if timings is not None else 0.0
+            results = fn(op, args)
+            if timings is not None:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                timings.append(time.perf_counter() - start)
+            if self._arena is not None:
+                results = [self._arena.place(name, value) for name, value in zip(out_names, results)]
+            env.update(zip(out_names, results))
+            for name in free:
+                env.pop(name, None)
+        return {s.name: _as_io_dtype(env[s.name], s.dtype) for s in self._output_specs}
+
+    def profile(self, inputs: Mapping[str, Any], runs: int = 10) -> list[tuple[str, str, str, float]]:
+        """Per-layer times: (step name, layer kind, tactic, median seconds) over `runs` eager runs."""
+        feed, _ = self._check_inputs(inputs)
+        samples: list[list[float]] = []
+        with torch.inference_mode():
+            for _ in range(runs + 1):  # the first run warms up
+                timings: list[float] = []
+                self._run_steps(feed, timings)
+                samples.append(timings)
+        medians = np.median(np.array(samples[1:]), axis=0)
+        return [(s.name, s.kind, s.tactic, float(t)) for s, t in zip(self.engine.plan.steps, medians)]
+
+    # ---- inputs --------------------------------------------------------------------------------
     def _check_inputs(self, inputs: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], bool]:
         specs = {t.name: t for t in self.engine.plan.inputs}
         unknown = sorted(set(inputs) - set(specs))
@@ -108,5 +164,9 @@ class ExecutionContext:
             if dtype is not spec.dtype:
                 raise InputError(f"input {name!r} has dtype {dtype.value}, but the engine expects "
                                  f"{spec.dtype.value}; convert it first (e.g. array.astype('{spec.dtype.value}'))")
-            feed[name] = tensor
+            feed[name] = self.engine.prepare_input(tensor)
         return feed, as_numpy
+
+
+def _as_io_dtype(tensor: torch.Tensor, dtype: DataType) -> torch.Tensor:
+    return tensor if tensor.dtype == dtype.torch else tensor.to(dtype.torch)

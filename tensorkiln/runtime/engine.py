@@ -8,6 +8,7 @@ import torch
 
 from ..ir.dtypes import DataType
 from ..plan import Plan, TensorSpec
+from ..errors import EngineFormatError
 from ..plan.file_format import serialize
 
 
@@ -17,10 +18,38 @@ class TensorIOMode(enum.Enum):
 
 
 class Engine:
+    """Plan + weights. Weights move to the target device once, on first use, and are shared by contexts."""
+
     def __init__(self, plan: Plan, weights: dict[str, torch.Tensor]):
         self.plan = plan
         self.weights = weights
         self._io = {t.name: t for t in (*plan.inputs, *plan.outputs)}
+        self.device = torch.device(plan.target)
+        check_device(plan)
+        self._device_weights: dict[str, torch.Tensor] | None = None
+        self._channels_last = bool(plan.build_info.get("channels_last"))
+        self._compute = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(plan.precision)
+
+    def device_weights(self) -> dict[str, torch.Tensor]:
+        if self._device_weights is None:
+            self._device_weights = {name: self._to_device(w) for name, w in self.weights.items()}
+        return self._device_weights
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.to(self.device, non_blocking=True)
+        if self._channels_last and tensor.dim() == 4:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
+
+    def prepare_input(self, tensor: torch.Tensor) -> torch.Tensor:
+        """An input on the engine's device, in the memory format its kernels prefer."""
+        return self._to_device(tensor) if tensor.device != self.device or self._channels_last else tensor
+
+    def compute_dtype(self, step) -> torch.dtype | None:
+        """The floating dtype a step computes in (None: as its inputs come)."""
+        if step.precision:
+            return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[step.precision]
+        return self._compute
 
     # ---- I/O introspection ------------------------------------------------------------------
     @property
@@ -80,7 +109,22 @@ class Engine:
     def save(self, path: str | Path) -> None:
         Path(path).write_bytes(self.serialize())
 
-    def create_execution_context(self, use_arena: bool = False):
+    def create_execution_context(self, use_arena: bool = False, cuda_graph: bool | None = None):
         from .context import ExecutionContext
 
-        return ExecutionContext(self, use_arena=use_arena)
+        return ExecutionContext(self, use_arena=use_arena, cuda_graph=cuda_graph)
+
+
+def check_device(plan: Plan) -> None:
+    """An engine runs only on the kind of device it was built and tuned for."""
+    if plan.target != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise EngineFormatError(f"this engine was built for CUDA ({plan.device_name or 'a GPU'}, compute capability "
+                                f"{plan.compute_capability}), but this machine has no CUDA device; rebuild it for "
+                                "the CPU with `kiln build` (the default target)")
+    capability = "%d.%d" % torch.cuda.get_device_capability()
+    if plan.compute_capability and capability != plan.compute_capability:
+        raise EngineFormatError(f"this engine was built for compute capability {plan.compute_capability} "
+                                f"({plan.device_name}); this GPU ({torch.cuda.get_device_name()}) is {capability}; "
+                                "rebuild the engine on this GPU with `kiln build --device cuda`")

@@ -1,0 +1,1 @@
+"""Precision assignment, calibration and quantization."""

@@ -1,0 +1,101 @@
+"""Tactic timing on the target GPU, with a timing cache file that makes rebuilds skip it.
+
+The cache key holds the tactic id, the layer's attributes, input shapes and dtypes, and the device name,
+so a similar network (same layers at the same shapes) reuses the measurements of another.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from ..ir.graph import Layer
+from ..ir.serialize import op_to_json
+from ..kernels.registry import KernelEntry
+from .selection import tactic_id
+
+
+class TimingCache:
+    def __init__(self, path: Path | None = None):
+        self.path = path
+        self.entries: dict[str, float] = {}
+        self.hits = self.misses = 0
+        if path is not None and Path(path).is_file():
+            self.entries = json.loads(Path(path).read_text()).get("timings", {})
+
+    def save(self) -> None:
+        if self.path is not None:
+            Path(self.path).write_text(json.dumps({"format": "tensorkiln-timing-cache", "version": 1,
+                                                   "timings": self.entries}, indent=0, sort_keys=True))
+
+
+def layer_key(layer: Layer, dtype: torch.dtype, device_name: str) -> str:
+    inputs = [None if t is None else [list(t.shape), t.dtype.value, t.is_constant] for t in layer.inputs]
+    return json.dumps([op_to_json(layer.op), inputs, str(dtype), device_name], sort_keys=True)
+
+
+class TacticTimer:
+    """Times every candidate of a layer on random inputs of its real shapes; keeps the fastest."""
+
+    def __init__(self, device: torch.device, compute_dtype: torch.dtype, cache: TimingCache, runs: int = 20,
+                 channels_last: bool = False):
+        self.device, self.dtype, self.cache, self.runs = device, compute_dtype, cache, runs
+        self.channels_last = channels_last
+        self.device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        self.log: list[str] = []
+
+    def __call__(self, layer: Layer, entries: list[KernelEntry]) -> KernelEntry:
+        key = layer_key(layer, self.dtype, self.device_name)
+        times = {}
+        for entry in entries:
+            entry_key = f"{tactic_id(entry)}|{key}"
+            if entry_key in self.cache.entries:
+                self.cache.hits += 1
+            else:
+                self.cache.misses += 1
+                self.cache.entries[entry_key] = self._time(layer, entry)
+            times[tactic_id(entry)] = self.cache.entries[entry_key]
+        best = min(entries, key=lambda e: times[tactic_id(e)])
+        self.log.append(f"{layer.name}: " + ", ".join(f"{t} {ms * 1000:.1f} us" for t, ms in times.items())
+                        + f" -> {tactic_id(best)}")
+        return best
+
+    def _inputs(self, layer: Layer) -> list[torch.Tensor | None]:
+        args = []
+        for tensor in layer.inputs:
+            if tensor is None:
+                args.append(None)
+                continue
+            if tensor.is_constant:
+                value = torch.from_numpy(tensor.value.copy()).to(self.device)
+            elif tensor.dtype.is_floating:
+                value = torch.randn(tensor.shape, device=self.device)
+            else:
+                value = torch.zeros(tensor.shape, dtype=tensor.dtype.torch, device=self.device)
+            if value.is_floating_point():
+                value = value.to(self.dtype)
+            if self.channels_last and value.dim() == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+            args.append(value)
+        return args
+
+    def _time(self, layer: Layer, entry: KernelEntry) -> float:
+        """Median milliseconds of one launch (CUDA events), after warm-up; inf when the tactic fails."""
+        args = self._inputs(layer)
+        try:
+            with torch.inference_mode():
+                for _ in range(3):
+                    entry.fn(layer.op, args)
+                samples = []
+                for _ in range(self.runs):
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    entry.fn(layer.op, args)
+                    end.record()
+                    end.synchronize()
+                    samples.append(start.elapsed_time(end))
+        except (RuntimeError, ValueError, NotImplementedError):
+            return float("inf")
+        return statistics.median(samples)
