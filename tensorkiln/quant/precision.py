@@ -1,7 +1,7 @@
 """Precision assignment: which layers of a reduced-precision engine compute in FP16/BF16, and which stay FP32.
 
 A layer stays in FP32 when the user says so, or when a probe run of the network in FP32 on random inputs
-shows that its output would overflow FP16 (|x| beyond half of FP16's largest value, leaving headroom for
+shows that its inputs or outputs would overflow FP16 (|x| beyond half of FP16's largest value, leaving headroom for
 inputs larger than the probe's).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ class Precision(enum.Enum):
 
 
 def probe_ranges(network: Network, device: torch.device, seed: int = 0) -> dict[str, float]:
-    """Largest |value| of every floating layer output on one FP32 run with random inputs."""
+    """Largest |value| of every floating input or output of each layer, on one FP32 run with random inputs."""
     rng = np.random.default_rng(seed)
     env: dict[int, torch.Tensor] = {}
     for tensor in network.inputs:
@@ -50,9 +50,9 @@ def probe_ranges(network: Network, device: torch.device, seed: int = 0) -> dict[
             outputs = get_kernel(layer.kind)(layer.op, args)
             for tensor, value in zip(layer.outputs, outputs):
                 env[id(tensor)] = value
-            floating = [o for o in outputs if o.is_floating_point() and o.numel()]
+            floating = [v for v in (*args, *outputs) if v is not None and v.is_floating_point() and v.numel()]
             if floating:
-                ranges[layer.name] = max(float(o.abs().max()) for o in floating)
+                ranges[layer.name] = max(float(v.abs().max()) for v in floating)
     return ranges
 
 
@@ -68,5 +68,5 @@ def assign_precisions(network: Network, precision: Precision, overrides: Iterabl
         for name, largest in probe_ranges(network, device).items():
             if largest > FP16_SAFE_MAX and name not in result:
                 result[name] = Precision.FP32.value
-                log.append(f"{name}: kept in fp32: its outputs reach {largest:.3g}, beyond fp16's safe range")
+                log.append(f"{name}: kept in fp32: its values reach {largest:.3g}, beyond fp16's safe range")
     return result, log

@@ -1,0 +1,93 @@
+"""The CUDA target: every layer kind on the GPU against the CPU reference, FP16/BF16, CUDA graphs, streams,
+several contexts, and the architecture check of engine files. Skipped where no CUDA device is present."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import tensorkiln as tk
+from tensorkiln.builder import BuilderConfig, Target
+from tensorkiln.errors import EngineFormatError
+from tensorkiln.importers.onnx import parse_onnx
+from tensorkiln.quant.precision import Precision
+
+pytestmark = pytest.mark.gpu
+
+# relative tolerance (max |out - ref| over max |ref|) per precision
+TOLERANCE = {Precision.FP32: 1e-4, Precision.TF32: 5e-3, Precision.FP16: 2e-2, Precision.BF16: 6e-2}
+
+MODELS = [
+    ("ultraface/version-RFB-320.onnx", "ultraface/reference_version-RFB-320.npz"),
+    ("centerface/centerface.onnx", "centerface/reference.npz"),
+    ("mtcnn_keras2onnx/onet.onnx", "mtcnn_keras2onnx/reference_onet.npz"),
+    ("ppocrv4_det_cls/ch_PP-OCRv4_det_infer.onnx", "ppocrv4_det_cls/reference_det.npz"),
+]
+
+
+def _reference(path):
+    data = np.load(path)
+    return ({k[6:]: data[k] for k in data.files if k.startswith("input:")},
+            {k[7:]: data[k] for k in data.files if k.startswith("output:")})
+
+
+def _relative_error(out, ref) -> float:
+    return float(np.max(np.abs(out.astype(np.float64) - ref)) / max(np.max(np.abs(ref)), 1e-12))
+
+
+@pytest.mark.parametrize("precision", [Precision.FP32, Precision.FP16, Precision.BF16])
+@pytest.mark.parametrize("model_file, reference_file", MODELS, ids=[m for m, _ in MODELS])
+def test_real_models_on_cuda(shared_dir, model_file, reference_file, precision):
+    inputs, expected = _reference(shared_dir / "models/onnx" / reference_file)
+    network = parse_onnx(shared_dir / "models/onnx" / model_file, input_shapes={k: v.shape for k, v in inputs.items()})
+    engine = tk.Builder(BuilderConfig(target=Target.CUDA, precision=precision)).build(network)
+    engine = tk.Runtime().deserialize(engine.serialize())
+    assert engine.plan.device_name == torch.cuda.get_device_name()
+    for graph in (False, True):
+        outputs = engine.create_execution_context(cuda_graph=graph).execute(inputs)
+        for name, ref in expected.items():
+            assert _relative_error(outputs[name], ref) <= TOLERANCE[precision], (name, graph)
+
+
+def test_graph_replay_tracks_new_inputs_and_streams(shared_dir):
+    inputs, _ = _reference(shared_dir / "models/onnx/ultraface/reference_version-RFB-320.npz")
+    network = parse_onnx(shared_dir / "models/onnx/ultraface/version-RFB-320.onnx")
+    engine = tk.Builder(BuilderConfig(target=Target.CUDA, precision=Precision.FP16)).build(network)
+    eager, graphed = engine.create_execution_context(cuda_graph=False), engine.create_execution_context()
+    rng = np.random.default_rng(0)
+    stream = torch.cuda.Stream()
+    for _ in range(3):
+        feed = {"input": torch.from_numpy(rng.standard_normal((1, 3, 240, 320), dtype=np.float32)).cuda()}
+        expected = eager.execute(feed)
+        produced = graphed.execute_async(feed, stream)
+        stream.synchronize()
+        for name in expected:
+            torch.testing.assert_close(produced[name], expected[name], rtol=0, atol=1e-3)
+
+
+def test_foreign_architecture_is_refused():
+    network = tk.NetworkDefinition()
+    x = network.add_input("x", tk.DataType.FLOAT, (2, 3))
+    network.mark_output(network.add_activation(x, tk.ActivationType.RELU).get_output(0))
+    engine = tk.Builder(BuilderConfig(target=Target.CUDA)).build(network)
+    foreign = dataclasses.replace(engine.plan, compute_capability="7.0", device_name="Tesla V100")
+    blob = tk.Engine(foreign, engine.weights).serialize()
+    with pytest.raises(EngineFormatError, match="compute capability 7.0.*rebuild"):
+        tk.Runtime().deserialize(blob)
+
+
+def test_overflowing_layer_stays_fp32():
+    network = tk.NetworkDefinition()
+    x = network.add_input("x", tk.DataType.FLOAT, (4, 8))
+    big = network.add_scale(x, tk.ScaleMode.UNIFORM, scale=np.array([1e6], np.float32), name="huge").get_output(0)
+    small = network.add_scale(big, tk.ScaleMode.UNIFORM, scale=np.array([1e-6], np.float32), name="back")
+    network.mark_output(small.get_output(0))
+    builder = tk.Builder(BuilderConfig(target=Target.CUDA, precision=Precision.FP16, passes=("fold_constants",)))
+    engine = builder.build(network)
+    assert {s.name: s.precision for s in engine.plan.steps}["huge"] == "fp32"
+    assert any("huge: kept in fp32" in line for line in builder.build_log)
+    value = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    out = engine.create_execution_context().execute({"x": value})
+    np.testing.assert_allclose(next(iter(out.values())), value, rtol=2e-3, atol=1e-3)
