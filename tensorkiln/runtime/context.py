@@ -1,6 +1,7 @@
 """ExecutionContext: per-request state of an engine, and execution (CPU, or CUDA with graph replay)."""
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Mapping
 
@@ -81,7 +82,7 @@ class ExecutionContext:
             return self._run(feed)
 
     def _run(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        with torch.inference_mode():
+        with torch.inference_mode(), _float32_math(self.engine.plan.precision):
             if not self._use_graph:
                 return self._run_steps(feed)
             if self._graph is None:
@@ -166,6 +167,19 @@ class ExecutionContext:
                                  f"{spec.dtype.value}; convert it first (e.g. array.astype('{spec.dtype.value}'))")
             feed[name] = self.engine.prepare_input(tensor)
         return feed, as_numpy
+
+
+@contextlib.contextmanager
+def _float32_math(precision: str):
+    """FP32 engines compute FP32 convolutions and matrix products in full precision; TF32 engines (and the
+    FP32 layers of reduced-precision engines) may use TF32 tensor cores."""
+    allow = precision != "fp32"
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _as_io_dtype(tensor: torch.Tensor, dtype: DataType) -> torch.Tensor:
