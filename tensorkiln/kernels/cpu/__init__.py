@@ -1,11 +1,11 @@
-"""CPU kernels on PyTorch's CPU operators; they double as the reference semantics of each layer kind."""
+"""CPU kernels on PyTorch's CPU operators; they double as the reference semantics of each layer kind.
+Every module of this package is one op family; importing it registers its kernels."""
 import functools
 import importlib
-
-_MODULES = ("conv", "activation", "elementwise", "pooling", "linalg", "shape_ops", "resize")
+import pkgutil
 
 
 @functools.cache
 def load_all() -> None:
-    for module in _MODULES:
-        importlib.import_module(f"{__name__}.{module}")
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
