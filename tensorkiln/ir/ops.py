@@ -347,3 +347,107 @@ class Select(OpAttrs):
 
 def attrs_of(kind: str) -> type[OpAttrs]:
     return OP_KINDS[kind]
+
+
+# ---- indexing, sorting and scanning (ONNX coverage) ------------------------------------------------------
+@op("arg_reduce")
+class ArgReduce(OpAttrs):
+    """Index (int64) of the largest (`largest`) or smallest value along `axis`."""
+    axis: int
+    largest: bool = True
+    keep_dims: bool = True
+    select_last_index: bool = False
+
+
+@op("top_k")
+class TopK(OpAttrs):
+    """Outputs: values, int64 indices of the k largest (or smallest) along `axis`."""
+    k: int
+    axis: int = -1
+    largest: bool = True
+    sorted: bool = True
+
+
+@op("cumulative_sum")
+class CumulativeSum(OpAttrs):
+    axis: int
+    exclusive: bool = False
+    reverse: bool = False
+
+
+@op("einsum")
+class Einsum(OpAttrs):
+    equation: str
+
+
+@op("gather_elements")
+class GatherElements(OpAttrs):
+    """inputs: data, indices (same rank; negative indices count from the end)."""
+    axis: int = 0
+
+
+@op("gather_nd")
+class GatherND(OpAttrs):
+    batch_dims: int = 0
+
+
+@op("scatter_elements")
+class ScatterElements(OpAttrs):
+    """inputs: data, indices, updates; reduction: none, add, mul, max, min."""
+    axis: int = 0
+    reduction: str = "none"
+
+
+@op("scatter_nd")
+class ScatterND(OpAttrs):
+    reduction: str = "none"
+
+
+@op("one_hot")
+class OneHot(OpAttrs):
+    """inputs: indices, values [off, on]; a new axis of size `depth` at `axis`."""
+    depth: int
+    axis: int = -1
+
+
+@op("trilu")
+class Trilu(OpAttrs):
+    upper: bool = True
+    k: int = 0
+
+
+@op("hardmax")
+class Hardmax(OpAttrs):
+    axis: int = -1
+
+
+@op("group_norm")
+class GroupNorm(OpAttrs):
+    """inputs: x [N, C, ...], scale [C], bias [C]; instance normalization is num_groups == C."""
+    num_groups: int
+    epsilon: float = 1e-5
+
+
+@op("grid_sample")
+class GridSample(OpAttrs):
+    mode: str = "bilinear"  # bilinear, nearest, bicubic
+    padding_mode: str = "zeros"  # zeros, border, reflection
+    align_corners: bool = False
+
+
+@op("determinant")
+class Determinant(OpAttrs):
+    pass
+
+
+@op("quantize_linear")
+class QuantizeLinear(OpAttrs):
+    """inputs: x, scale, zero point; y = saturate(round(x / scale) + zero_point) in the zero point's dtype."""
+    axis: int = 1
+    output_dtype: DataType = DataType.UINT8
+
+
+@op("dequantize_linear")
+class DequantizeLinear(OpAttrs):
+    """inputs: x, scale, zero point; y = (x - zero_point) * scale."""
+    axis: int = 1
