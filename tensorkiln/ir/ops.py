@@ -451,3 +451,19 @@ class QuantizeLinear(OpAttrs):
 class DequantizeLinear(OpAttrs):
     """inputs: x, scale, zero point; y = (x - zero_point) * scale."""
     axis: int = 1
+
+
+@op("recurrent")
+class Recurrent(OpAttrs):
+    """ONNX LSTM / GRU / RNN. inputs: X, W, R, B, sequence_lens, initial_h, initial_c (LSTM), P (LSTM);
+    outputs: Y [seq, directions, batch, hidden], Y_h, and Y_c for LSTM (layout 1 swaps seq and batch)."""
+    cell: str  # "lstm", "gru" or "rnn"
+    hidden_size: int
+    direction: str = "forward"  # forward, reverse, bidirectional
+    activations: tuple[str, ...] = ()
+    activation_alpha: tuple[float, ...] = ()
+    activation_beta: tuple[float, ...] = ()
+    clip: float = 0.0  # 0: no clipping
+    linear_before_reset: bool = False  # GRU
+    input_forget: bool = False  # LSTM
+    layout: int = 0
