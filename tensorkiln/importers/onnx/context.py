@@ -1,7 +1,7 @@
 """ConversionContext: what a converter sees of the model while one node is converted."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -33,6 +33,9 @@ class ConversionContext:
         self.opset = opset
         self.tensors: dict[str, Tensor] = {}
         self.node: onnx.NodeProto | None = None
+        self.in_subgraph = False
+        # set by the parser: converts a subgraph inline and returns its output tensors
+        self.convert_subgraph: Callable[[onnx.GraphProto], list[Tensor]] | None = None
 
     # ---- inputs ----------------------------------------------------------------------------------
     def input(self, node: onnx.NodeProto, index: int) -> Tensor | None:

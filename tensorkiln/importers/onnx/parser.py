@@ -74,6 +74,7 @@ class OnnxParser:
         self._check_supported(graph, opset)
         network = NetworkDefinition(name or graph.name or "onnx_model")
         ctx = ConversionContext(network, opset)
+        ctx.convert_subgraph = lambda subgraph: self._convert_subgraph(ctx, subgraph)
         for value_name in _all_value_names(graph):
             network.ir.claim_name(value_name)
         initializers = {t.name for t in graph.initializer}
@@ -148,8 +149,27 @@ class OnnxParser:
                 raise ctx.error(node, f"output {index} ({onnx_name!r}) is not supported by tensorkiln")
             tensor = outputs[index]
             if id(tensor) in fresh and tensor.name not in ctx.tensors:
-                tensor.name = onnx_name  # keep the model's names on the tensors its nodes produce
+                # keep the model's names on the tensors its nodes produce (made unique inside subgraphs,
+                # whose names were not reserved up front and may repeat across branches)
+                tensor.name = ctx.network.ir.unique_name(onnx_name) if ctx.in_subgraph else onnx_name
             ctx.tensors[onnx_name] = tensor
+
+    def _convert_subgraph(self, ctx: ConversionContext, graph: onnx.GraphProto) -> list[Tensor]:
+        """Convert a subgraph (an If branch, a Loop body) inline; its names stay local to it."""
+        saved_tensors, saved_node, saved_scope = dict(ctx.tensors), ctx.node, ctx.in_subgraph
+        ctx.in_subgraph = True
+        try:
+            for initializer in graph.initializer:
+                array = onnx.numpy_helper.to_array(initializer)
+                ctx.tensors[initializer.name] = ctx.network.add_constant(None, array, name=initializer.name).get_output(0)
+            for node in graph.node:
+                self._convert(ctx, node)
+            missing = [o.name for o in graph.output if o.name not in ctx.tensors]
+            if missing:
+                raise ModelFormatError(f"subgraph {graph.name!r} does not produce its outputs {missing}")
+            return [ctx.tensors[o.name] for o in graph.output]
+        finally:
+            ctx.tensors, ctx.node, ctx.in_subgraph = saved_tensors, saved_node, saved_scope
 
     @staticmethod
     def _named_output(ctx: ConversionContext, name: str) -> Tensor:
