@@ -36,6 +36,11 @@ class Tensor:
         return self.value is not None
 
     @property
+    def is_dynamic(self) -> bool:
+        """Some dimension is known only at run time (-1)."""
+        return any(d < 0 for d in self.shape)
+
+    @property
     def numel(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
@@ -44,7 +49,7 @@ class Tensor:
         return self.numel * self.dtype.itemsize
 
     def describe(self) -> str:
-        dims = [str(d) if name is None else f"{name}={d}" for d, name in zip(self.shape, self.dim_names)]
+        dims = [("?" if d < 0 else str(d)) if name is None else f"{name}={d}" for d, name in zip(self.shape, self.dim_names)]
         return f"{self.name}: {self.dtype.value}[{', '.join(dims)}]"
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
+import contextvars
+
 import numpy as np
 import torch
 
@@ -25,6 +27,41 @@ class InferredOutput(NamedTuple):
     dtype: DataType
     shape: tuple[int, ...]
     value: np.ndarray | None
+
+
+DYNAMIC = -1  # a dimension whose size is known only at run time (outputs of NonZero, NonMaxSuppression, ...)
+# The size a data-dependent kernel reports on the meta device; inference runs twice with two different
+# sizes, and the output dims that differ between the runs are the dynamic ones.
+_DYNAMIC_SIZE: contextvars.ContextVar[int] = contextvars.ContextVar("dynamic_size", default=11)
+_PROBE_SIZES = (11, 13)
+
+
+def dynamic_size() -> int:
+    """For data-dependent kernels on the meta device: the size to give a data-dependent dimension."""
+    return _DYNAMIC_SIZE.get()
+
+
+def _infer_on_meta(fn, op, inputs) -> list[InferredOutput]:
+    runs = []
+    for size in _PROBE_SIZES if getattr(op, "DATA_DEPENDENT", False) or _any_dynamic(inputs) else _PROBE_SIZES[:1]:
+        token = _DYNAMIC_SIZE.set(size)
+        try:
+            meta = [None if t is None else torch.empty(tuple(size if d == DYNAMIC else d for d in t.shape),
+                                                        dtype=t.dtype.torch, device="meta") for t in inputs]
+            with torch.inference_mode():
+                runs.append(fn(op, meta))
+        finally:
+            _DYNAMIC_SIZE.reset(token)
+    results = []
+    for index, output in enumerate(runs[0]):
+        shapes = [tuple(run[index].shape) for run in runs]
+        shape = tuple(d if all(s[i] == d for s in shapes) else DYNAMIC for i, d in enumerate(shapes[0]))
+        results.append(InferredOutput(DataType.from_torch(output.dtype), shape, None))
+    return results
+
+
+def _any_dynamic(inputs) -> bool:
+    return any(t is not None and DYNAMIC in t.shape for t in inputs)
 
 
 def to_torch(array: np.ndarray) -> torch.Tensor:
@@ -49,10 +86,7 @@ def infer_layer(op: OpAttrs, inputs: Sequence[Tensor | None], layer_name: str) -
             with torch.inference_mode():
                 outputs = fn(op, [None if t is None else to_torch(t.value) for t in inputs])
             return [InferredOutput(DataType.from_torch(o.dtype), tuple(o.shape), to_numpy(o)) for o in outputs]
-        meta = [None if t is None else torch.empty(t.shape, dtype=t.dtype.torch, device="meta") for t in inputs]
-        with torch.inference_mode():
-            outputs = fn(op, meta)
-        return [InferredOutput(DataType.from_torch(o.dtype), tuple(o.shape), None) for o in outputs]
+        return _infer_on_meta(fn, op, inputs)
     except (RuntimeError, ValueError, IndexError, TypeError) as error:
         shapes = ", ".join("None" if t is None else t.describe() for t in inputs)
         raise ShapeError(f"layer {layer_name!r} ({op.KIND}) cannot take inputs ({shapes}): {error}") from None

@@ -467,3 +467,28 @@ class Recurrent(OpAttrs):
     linear_before_reset: bool = False  # GRU
     input_forget: bool = False  # LSTM
     layout: int = 0
+
+
+# ---- data-dependent output sizes (a dimension of -1 in the IR, sized at run time) --------------------------
+@op("non_zero")
+class NonZero(OpAttrs):
+    """int64 [rank, count] indices of the non-zero elements."""
+    DATA_DEPENDENT: ClassVar[bool] = True
+
+
+@op("non_max_suppression")
+class NonMaxSuppression(OpAttrs):
+    """inputs: boxes [B, N, 4], scores [B, C, N]; output int64 [count, 3] of (batch, class, box)."""
+    DATA_DEPENDENT: ClassVar[bool] = True
+    max_output_boxes_per_class: int = 0
+    iou_threshold: float = 0.0
+    score_threshold: float | None = None
+    center_point_box: bool = False
+
+
+@op("unique")
+class Unique(OpAttrs):
+    """Outputs: unique values, first-occurrence indices, inverse indices, counts."""
+    DATA_DEPENDENT: ClassVar[bool] = True
+    axis: int | None = None
+    sorted: bool = True

@@ -65,7 +65,8 @@ def _aliases_input(step: Step, specs: dict[str, TensorSpec], last_use: dict[str,
 
 def plan_memory(steps: Sequence[Step], tensors: Sequence[TensorSpec], outside: set[str]) -> MemoryPlan:
     """Plan the arena for `tensors` (the steps' outputs), except the names in `outside` (network outputs)."""
-    specs = {t.name: t for t in tensors if t.name not in outside}
+    # tensors sized only at run time are allocated when they are produced, outside the arena
+    specs = {t.name: t for t in tensors if t.name not in outside and not t.is_dynamic}
     first: dict[str, int] = {}
     last_use: dict[str, int] = {}
     for index, step in enumerate(steps):

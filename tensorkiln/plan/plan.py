@@ -17,7 +17,14 @@ class TensorSpec:
     dim_names: tuple[str | None, ...] = ()
 
     @property
+    def is_dynamic(self) -> bool:
+        return any(d < 0 for d in self.shape)
+
+    @property
     def nbytes(self) -> int:
+        """Bytes of the tensor; 0 for a tensor whose size is known only at run time."""
+        if self.is_dynamic:
+            return 0
         count = 1
         for d in self.shape:
             count *= d

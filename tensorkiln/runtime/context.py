@@ -33,7 +33,8 @@ class ExecutionContext:
         self._output_specs = list(plan.outputs)
         self._free_after = self._last_uses()
         self._arena = Arena(plan) if use_arena and plan.memory and self.device.type == "cpu" else None
-        self._use_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
+        dynamic = any(t.is_dynamic for t in plan.tensors)  # data-dependent sizes cannot be captured in a graph
+        self._use_graph = self.device.type == "cuda" and not dynamic if cuda_graph is None else cuda_graph
         self._graph = None
         self._static_inputs: dict[str, torch.Tensor] = {}
         self._static_outputs: dict[str, torch.Tensor] = {}
