@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ....ir.ops import ElementWiseOperation as E
+from ....ir.ops import ReduceOperation as R
 from ....ir.ops import ScaleMode
 from ....ir.ops import UnaryOperation as U
 from ..registry import converter
@@ -43,7 +44,7 @@ def _batch_norm_layers(ctx, node, x, epsilon):
 @converter("LayerNormalization")
 def layer_normalization(ctx, node):
     if any(node.output[1:]):
-        raise ctx.error(node, "the Mean and InvStdDev outputs of LayerNormalization are not supported")
+        return _layer_norm_with_statistics(ctx, node)
     layer = ctx.network.add_layer_norm(ctx.input(node, 0), ctx.input(node, 1), ctx.input(node, 2),
                                        ctx.attr(node, "axis", -1), ctx.attr(node, "epsilon", 1e-5), ctx.name(node))
     return [layer.get_output(0)]
@@ -54,3 +55,22 @@ def lrn(ctx, node):
     layer = ctx.network.add_lrn(ctx.input(node, 0), ctx.attr(node, "size"), ctx.attr(node, "alpha", 1e-4),
                                 ctx.attr(node, "beta", 0.75), ctx.attr(node, "bias", 1.0), ctx.name(node))
     return [layer.get_output(0)]
+
+
+def _layer_norm_with_statistics(ctx, node):
+    """LayerNormalization whose Mean and InvStdDev outputs are used: spelled out with reductions."""
+    net, name = ctx.network, ctx.name(node)
+    x, scale, bias = ctx.input(node, 0), ctx.input(node, 1), ctx.input(node, 2)
+    axes = list(range(ctx.attr(node, "axis", -1) % len(x.shape), len(x.shape)))
+    mean = net.add_reduce(x, R.MEAN, axes, True, name=name).get_output(0)
+    centered = net.add_elementwise(x, mean, E.SUB, name=name).get_output(0)
+    squares = net.add_elementwise(centered, centered, E.PROD, name=name).get_output(0)
+    variance = net.add_reduce(squares, R.MEAN, axes, True, name=name).get_output(0)
+    epsilon = net.add_constant((), np.array(ctx.attr(node, "epsilon", 1e-5), dtype=x.dtype.numpy)).get_output(0)
+    shifted = net.add_elementwise(variance, epsilon, E.SUM, name=name).get_output(0)
+    inverse = net.add_unary(net.add_unary(shifted, U.SQRT, name=name).get_output(0), U.RECIP, name=name).get_output(0)
+    y = net.add_elementwise(net.add_elementwise(centered, inverse, E.PROD, name=name).get_output(0), scale, E.PROD,
+                            name=name).get_output(0)
+    if bias is not None:
+        y = net.add_elementwise(y, bias, E.SUM, name=name).get_output(0)
+    return [y, mean, inverse]

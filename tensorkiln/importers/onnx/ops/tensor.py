@@ -26,7 +26,8 @@ def reshape(ctx, node):
 @converter("Flatten")
 def flatten(ctx, node):
     x = ctx.input(node, 0)
-    axis = ctx.attr(node, "axis", 1) % (len(x.shape) + 1) if x.shape else 0
+    axis = ctx.attr(node, "axis", 1)
+    axis = axis + len(x.shape) if axis < 0 else axis  # range [-rank, rank]
     rows = int(np.prod(x.shape[:axis], dtype=np.int64))
     return [_reshape(ctx, node, x, (rows, int(np.prod(x.shape[axis:], dtype=np.int64))))]
 
