@@ -1,0 +1,1 @@
+"""The `kiln` command line: build, run, bench and inspect engines (`tensorkiln.cli.main:main`)."""
