@@ -260,7 +260,12 @@ class Scale(OpAttrs):
 
 @op("concatenation")
 class Concatenation(OpAttrs):
+    """`in_place` (set by the eliminate_concat pass) promises that each input is written by a layer whose only
+    reader is this concatenation, that no input is a network input, output or constant, and that each input
+    fills one contiguous byte range of the output, in input order: a memory planner may place the producers'
+    outputs at those offsets inside the concatenation's buffer, and the copy then has nothing left to do."""
     axis: int
+    in_place: bool = False
 
 
 @op("shuffle")
@@ -492,3 +497,48 @@ class Unique(OpAttrs):
     DATA_DEPENDENT: ClassVar[bool] = True
     axis: int | None = None
     sorted: bool = True
+
+
+# ---- layers recognized by the graph optimizer (passes/recognize_*.py) -------------------------------------
+@op("rms_norm")
+class RMSNorm(OpAttrs):
+    """inputs: x, optional scale; x / sqrt(mean(x^2) + epsilon) * scale over the dims from `axis` to the end."""
+    axis: int = -1
+    epsilon: float = 1e-6
+
+
+@op("attention")
+class Attention(OpAttrs):
+    """inputs: q [..., Sq, D], k [..., Sk, D], v [..., Sk, Dv], optional additive mask (broadcast to
+    [..., Sq, Sk]); softmax(q @ k^T * scale + mask) @ v, and a causal mask on top where `causal`."""
+    scale: float = 1.0
+    has_mask: bool = False
+    causal: bool = False
+
+
+# ---- custom layers and the fallback for ONNX operators without a converter -------------------------------
+@op("plugin")
+class Plugin(OpAttrs):
+    """A custom layer (tensorkiln.plugins): `type` names the registered plugin class, `params_json` holds its
+    parameters as canonical JSON. The engine stores only these two; the class is looked up when the engine
+    is loaded, so an engine never carries code."""
+    type: str
+    params_json: str = "{}"
+    data_dependent: bool = False  # some output size is known only at run time (DetectionOutput, Proposal)
+
+    @property
+    def DATA_DEPENDENT(self) -> bool:  # read by shape inference, as the ClassVar of other data-dependent kinds
+        return self.data_dependent
+
+
+@op("onnx_fallback")
+class OnnxFallback(OpAttrs):
+    """An ONNX node tensorkiln has no converter for, run by onnx's reference implementation (slow; only built
+    with allow_fallback). `node` is the serialized NodeProto (base64): data, never code. Output shapes and
+    dtypes were found at build time."""
+    FALLBACK: ClassVar[bool] = True
+    op_type: str
+    node: str
+    opset: int
+    output_dtypes: tuple[DataType, ...]
+    output_shapes: tuple[Ints, ...]

@@ -46,8 +46,13 @@ class PassRecord:
     layers_after: int
 
 
-# The order in which the builder runs the passes (each name is a registered Pass).
-DEFAULT_PIPELINE = ("fold_constants", "remove_dead_layers")
+# The order in which the builder runs the passes (each name is a registered Pass). Pattern recognition comes
+# before fusion, layer_norm before rms_norm (the tail of a layer norm is an RMS norm of the centered input);
+# fuse_horizontal comes before any vertical fusion, since it merges a sibling's bias Add and activation with it
+# and leaves a wide layer -> bias -> activation chain to fuse; eliminate_concat marks concatenations last,
+# when their producers are final.
+DEFAULT_PIPELINE = ("fold_constants", "recognize_layer_norm", "recognize_rms_norm", "recognize_gelu",
+                    "recognize_attention", "fuse_horizontal", "eliminate_concat", "remove_dead_layers")
 
 
 def _load_builtin() -> None:

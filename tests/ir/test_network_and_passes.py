@@ -8,7 +8,7 @@ import tensorkiln as tk
 from tensorkiln.errors import ShapeError
 from tensorkiln.ir import InvariantError, format_network, verify
 from tensorkiln.ir.ops import ActivationType, ElementWiseOperation, PoolingType
-from tensorkiln.passes.manager import PassManager
+from tensorkiln.passes.manager import DEFAULT_PIPELINE, PassManager
 
 
 def test_shapes_are_inferred_when_layers_are_added():
@@ -55,7 +55,7 @@ def test_constant_folding_and_dead_layer_removal_are_counted(tmp_path):
     manager.run(network.ir)
     assert manager.counts() == {"fold_constants.folded": 1, "remove_dead_layers.removed": 1}
     assert [layer.name for layer in network.ir.layers] == ["used"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["00_fold_constants.txt", "01_remove_dead_layers.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{i:02d}_{name}.txt" for i, name in enumerate(DEFAULT_PIPELINE)]
     engine = tk.Builder().build(network)
     x_value = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
     np.testing.assert_allclose(engine.create_execution_context().execute({"x": x_value})["used_output_0"],
