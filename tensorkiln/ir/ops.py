@@ -542,3 +542,222 @@ class OnnxFallback(OpAttrs):
     opset: int
     output_dtypes: tuple[DataType, ...]
     output_shapes: tuple[Ints, ...]
+
+
+# ---- fused layers (passes/fuse_vertical.py, passes/fuse_pointwise.py) ------------------------------------
+# Every fused producer carries the same epilogue fields (flat, so the plan serializer needs nothing new):
+#   y = post_activation(activation(op(x) + bias) + residual)
+# `activation` / `post_activation` use alpha/beta as ops.Activation does; `prelu` makes the first activation a
+# PReLU whose slope is an extra input. Inputs are always five: x, weights, bias|None, residual|None, slope|None.
+@op("fused_convolution")
+class FusedConvolution(OpAttrs):
+    """ops.Convolution + epilogue; inputs: x, kernel, bias|None, residual|None, prelu_slope|None."""
+    stride: Ints
+    pads: Ints
+    dilation: Ints
+    groups: int = 1
+    activation: ActivationType | None = None
+    alpha: float = 0.0
+    beta: float = 0.0
+    prelu: bool = False
+    residual: bool = False
+    post_activation: ActivationType | None = None
+    post_alpha: float = 0.0
+    post_beta: float = 0.0
+
+
+@op("fused_deconvolution")
+class FusedDeconvolution(OpAttrs):
+    """ops.Deconvolution + epilogue; inputs: x, kernel, bias|None, residual|None, prelu_slope|None."""
+    stride: Ints
+    pads: Ints
+    dilation: Ints
+    output_padding: Ints
+    groups: int = 1
+    activation: ActivationType | None = None
+    alpha: float = 0.0
+    beta: float = 0.0
+    prelu: bool = False
+    residual: bool = False
+    post_activation: ActivationType | None = None
+    post_alpha: float = 0.0
+    post_beta: float = 0.0
+
+
+@op("fused_matmul")
+class FusedMatMul(OpAttrs):
+    """ops.MatrixMultiply + epilogue; inputs: a, b, bias|None (broadcast over the last dim), residual|None,
+    prelu_slope|None. Fully connected layers and Gemm (matrix multiply + bias add) become this."""
+    transpose_a: bool = False
+    transpose_b: bool = False
+    activation: ActivationType | None = None
+    alpha: float = 0.0
+    beta: float = 0.0
+    prelu: bool = False
+    residual: bool = False
+    post_activation: ActivationType | None = None
+    post_alpha: float = 0.0
+    post_beta: float = 0.0
+
+
+@op("fused_pointwise")
+class FusedPointwise(OpAttrs):
+    """A chain of elementwise, unary and activation layers as one layer. `program` is a tiny SSA text program,
+    one instruction per entry, over the inputs in0, in1, ... with numpy broadcasting, e.g.
+    ("t0 = mul in0 in1", "t1 = add t0 in2", "t2 = relu t1 0 0", "out = t2"). Opcodes are the lower-case values of
+    ElementWiseOperation, UnaryOperation and ActivationType (activations take alpha and beta); the kernel parses
+    it (never evaluates it as code)."""
+    program: tuple[str, ...]
+
+
+# ---- ONNX coverage: attention, signal processing, sampling, quantized products (importers/onnx/ops) ---------
+@op("onnx_attention")
+class OnnxAttention(OpAttrs):
+    """ONNX Attention (opsets 23 to 25). inputs: Q, K, V, attn_mask, past_key, past_value, nonpad_kv_seqlen
+    (each optional after V); outputs: Y, present_key, present_value, qk_matmul_output. 3-D inputs are
+    [batch, seq, heads * head_size] and need the head counts."""
+    scale: float | None = None  # None: 1 / sqrt(head_size)
+    is_causal: bool = False
+    q_num_heads: int | None = None
+    kv_num_heads: int | None = None
+    softcap: float | None = None
+    qk_matmul_output_mode: int = 0  # 0: q @ k^T, 1: softcapped, 2: plus mask, 3: after softmax
+    softmax_precision: DataType | None = None
+    left_window: int = -1  # -1: unbounded
+    right_window: int = -1
+
+
+@op("rotary_embedding")
+class RotaryEmbedding(OpAttrs):
+    """inputs: x [B, H, S, D] or [B, S, H * D], cos_cache, sin_cache, optional position_ids."""
+    num_heads: int = 0
+    rotary_dim: int = 0  # 0: the whole head
+    interleaved: bool = False
+
+
+@op("cumulative_product")
+class CumulativeProduct(OpAttrs):
+    axis: int
+    exclusive: bool = False
+    reverse: bool = False
+
+
+@op("compress")
+class Compress(OpAttrs):
+    """inputs: data, condition (bool, 1-D); keeps the slices where condition holds; axis None flattens."""
+    DATA_DEPENDENT: ClassVar[bool] = True
+    axis: int | None = None
+
+
+@op("reverse_sequence")
+class ReverseSequence(OpAttrs):
+    """inputs: x, sequence_lens [batch]; reverses the first sequence_lens[b] steps along time_axis."""
+    batch_axis: int = 1
+    time_axis: int = 0
+
+
+@op("dft")
+class DFT(OpAttrs):
+    """Input [..., 1 or 2] (real or complex as a trailing pair); output [..., 2]."""
+    axis: int
+    length: int
+    inverse: bool = False
+    onesided: bool = False
+
+
+@op("stft")
+class STFT(OpAttrs):
+    """inputs: signal [B, L, 1 or 2], optional window [frame_length]; output [B, frames, bins, 2]."""
+    frame_step: int
+    frame_length: int
+    onesided: bool = True
+
+
+@op("col2im")
+class Col2Im(OpAttrs):
+    """input [N, C * prod(block), L]; output [N, C, *image]: sums the columns back into the image."""
+    image_shape: Ints
+    block_shape: Ints
+    dilations: Ints
+    pads: Ints
+    strides: Ints
+
+
+@op("affine_grid")
+class AffineGrid(OpAttrs):
+    """input theta [N, 2, 3] or [N, 3, 4]; output the sampling grid [N, *size[2:], 2 or 3]."""
+    size: Ints
+    align_corners: bool = False
+
+
+@op("max_unpool")
+class MaxUnpool(OpAttrs):
+    """inputs: x, indices (flat positions in the output of each sample); output_shape fully resolved."""
+    output_shape: Ints
+
+
+@op("roi_align")
+class RoiAlign(OpAttrs):
+    """inputs: x [N, C, H, W], rois [R, 4], batch_indices [R]; output [R, C, output_height, output_width]."""
+    output_height: int = 1
+    output_width: int = 1
+    sampling_ratio: int = 0
+    spatial_scale: float = 1.0
+    mode: str = "avg"  # avg or max
+    half_pixel: bool = True
+
+
+@op("tensor_scatter")
+class TensorScatter(OpAttrs):
+    """inputs: past_cache, update, optional write_indices [batch]; writes update into the cache along axis."""
+    axis: int = -2
+    circular: bool = False
+
+
+@op("bitcast")
+class BitCast(OpAttrs):
+    to: DataType
+
+
+@op("dynamic_quantize_linear")
+class DynamicQuantizeLinear(OpAttrs):
+    """outputs: y (uint8), y_scale, y_zero_point, from the input's range extended to include zero."""
+
+
+@op("qlinear_matmul")
+class QLinearMatMul(OpAttrs):
+    """inputs: a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point."""
+
+
+@op("qlinear_conv")
+class QLinearConv(OpAttrs):
+    """inputs: x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, optional bias (int32)."""
+    stride: Ints
+    pads: Ints
+    dilation: Ints
+    groups: int = 1
+
+
+@op("linear_attention")
+class LinearAttention(OpAttrs):
+    """inputs: query, key, value [B, T, H * D], past_state, decay, beta; outputs: output, present_state."""
+    q_num_heads: int
+    kv_num_heads: int
+    scale: float = 0.0  # 0: 1 / sqrt(d_k)
+    update_rule: str = "gated_delta"  # linear, gated, delta, gated_delta
+
+
+@op("causal_conv_with_state")
+class CausalConvWithState(OpAttrs):
+    """inputs: input [B, C, L], weight [C, 1, k], bias, past_state [B, C, k - 1]; outputs: output, present_state."""
+    activation: str = "none"  # none, silu, swish
+
+
+@op("deform_conv")
+class DeformConv(OpAttrs):
+    """inputs: x, w, offset, optional bias, optional mask (ONNX DeformConv, 2-D)."""
+    stride: Ints
+    pads: Ints
+    dilation: Ints
+    groups: int = 1
+    offset_groups: int = 1
