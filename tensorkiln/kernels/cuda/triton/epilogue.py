@@ -1,0 +1,122 @@
+"""The fused epilogue shared by the GEMM and convolution kernels:
+
+    y = post_activation(activation(acc + bias) + residual)        (activation may be PReLU with a slope vector)
+
+`acc` is an FP32 tile [BLOCK_M, BLOCK_N] whose columns are output channels (GEMM: the last dim). Activations are
+selected by constexpr codes (ACTIVATION_CODES), so a launch compiles only the branch it uses; the math is FP32 and
+mirrors kernels/cpu/activation.py. The output cast happens at the store, in the calling kernel.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from ....ir.ops import ActivationType as A
+
+NO_ACTIVATION = 0
+PRELU = 100  # the slope comes from a per-channel vector, not from alpha
+ACTIVATION_CODES = {None: NO_ACTIVATION, A.RELU: 1, A.SIGMOID: 2, A.TANH: 3, A.LEAKY_RELU: 4, A.ELU: 5, A.SELU: 6,
+                    A.SOFTPLUS: 7, A.SOFTSIGN: 8, A.CLIP: 9, A.HARD_SIGMOID: 10, A.HARD_SWISH: 11,
+                    A.SCALED_TANH: 12, A.THRESHOLDED_RELU: 13, A.GELU_ERF: 14, A.GELU_TANH: 15, A.SILU: 16,
+                    A.MISH: 17, A.CELU: 18}
+
+
+def activation_code(activation: A | None, prelu: bool = False) -> int:
+    """The constexpr code of an activation; PReLU wins over `activation` (the fused kinds set one or the other)."""
+    return PRELU if prelu else ACTIVATION_CODES[activation]
+
+
+@triton.jit
+def _tanh(x):
+    # tanh from exp(-2|x|): no overflow, and no cancellation near 0 the way 2 * sigmoid(2x) - 1 has
+    e = tl.exp(-2.0 * tl.abs(x))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x < 0, -t, t)
+
+
+@triton.jit
+def _softplus(x):
+    # log(1 + exp(x)) without overflow; F.softplus returns x itself above 20, which this matches in FP32
+    return tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
+
+
+@triton.jit
+def apply_activation(x, ACT: tl.constexpr, alpha, beta):
+    """One activation (code ACT) of an FP32 tile; alpha and beta mean what they mean in ops.Activation."""
+    if ACT == 1:  # relu
+        x = tl.maximum(x, 0.0)
+    elif ACT == 2:  # sigmoid
+        x = tl.sigmoid(x)
+    elif ACT == 3:  # tanh
+        x = _tanh(x)
+    elif ACT == 4:  # leaky_relu
+        x = tl.where(x >= 0, x, x * alpha)
+    elif ACT == 5:  # elu
+        x = tl.where(x > 0, x, alpha * (tl.exp(x) - 1.0))
+    elif ACT == 6:  # selu: beta is gamma
+        x = beta * tl.where(x > 0, x, alpha * (tl.exp(x) - 1.0))
+    elif ACT == 7:  # softplus
+        x = _softplus(x)
+    elif ACT == 8:  # softsign
+        x = x / (1.0 + tl.abs(x))
+    elif ACT == 9:  # clip to [alpha, beta]
+        x = tl.minimum(tl.maximum(x, alpha), beta)
+    elif ACT == 10:  # hard_sigmoid
+        x = tl.minimum(tl.maximum(alpha * x + beta, 0.0), 1.0)
+    elif ACT == 11:  # hard_swish
+        x = x * tl.minimum(tl.maximum(x + 3.0, 0.0), 6.0) / 6.0
+    elif ACT == 12:  # scaled_tanh
+        x = alpha * _tanh(beta * x)
+    elif ACT == 13:  # thresholded_relu
+        x = tl.where(x > alpha, x, 0.0)
+    elif ACT == 14:  # gelu (erf)
+        x = 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
+    elif ACT == 15:  # gelu (tanh approximation)
+        x = 0.5 * x * (1.0 + _tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+    elif ACT == 16:  # silu
+        x = x * tl.sigmoid(x)
+    elif ACT == 17:  # mish
+        x = x * _tanh(_softplus(x))
+    elif ACT == 18:  # celu
+        x = tl.maximum(x, 0.0) + tl.minimum(alpha * (tl.exp(x / alpha) - 1.0), 0.0)
+    return x
+
+
+@triton.jit
+def apply_epilogue(acc, offs_m, offs_n, mask_m, mask_n,
+                   bias_ptr,  # [N] bias per column (unused unless HAS_BIAS)
+                   slope_ptr,  # [N] PReLU slope per column (unused unless ACT == PRELU)
+                   res_ptr, res_rows, stride_rn,  # residual: [BLOCK_M] row offsets (elements) and column stride
+                   alpha, beta, post_alpha, post_beta,
+                   HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr, POST_ACT: tl.constexpr):
+    """acc [BLOCK_M, BLOCK_N] FP32 -> the epilogue's FP32 result; rows offs_m, columns offs_n."""
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        acc = acc + bias[None, :]
+    if ACT == 100:  # PReLU: one slope per column
+        slope = tl.load(slope_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        acc = tl.where(acc >= 0, acc, acc * slope[None, :])
+    elif ACT != 0:
+        acc = apply_activation(acc, ACT, alpha, beta)
+    if HAS_RES:
+        res_ptrs = res_ptr + res_rows[:, None] + offs_n[None, :] * stride_rn
+        acc = acc + tl.load(res_ptrs, mask=mask_m[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
+    if POST_ACT != 0:
+        acc = apply_activation(acc, POST_ACT, post_alpha, post_beta)
+    return acc
+
+
+# ---- host side -------------------------------------------------------------------------------------------------
+def channel_vector(value, channels: int, like):
+    """A bias or PReLU slope as a contiguous [channels] vector (a scalar is broadcast); `like` gives the device."""
+    if value is None:
+        return like  # a placeholder pointer, never read: the kernel's constexpr flag is off
+    flat = value.reshape(-1)
+    if flat.numel() not in (1, channels):
+        raise ValueError(f"a per-channel epilogue vector must hold 1 or {channels} values, not {flat.numel()}; "
+                         "run this layer with the torch tactic")
+    return flat.expand(channels).contiguous()
+
+
+def float_or_zero(value) -> float:
+    return 0.0 if value is None else float(value)

@@ -1,0 +1,144 @@
+"""GEMM with a fused epilogue: C[b] = epilogue(A[b] @ B[b]), batched, transposes expressed through strides.
+
+Tiles of A [BLOCK_M, BLOCK_K] and B [BLOCK_K, BLOCK_N] meet in tl.dot with an FP32 accumulator; programs are
+ordered in groups of GROUP_M row blocks so that neighbouring programs share B tiles in L2 (as in Triton's matmul
+tutorial). FP32 inputs use exact IEEE products unless PyTorch's TF32 switch is on, the way FP32 engines expect.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import triton
+import triton.language as tl
+
+from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_zero
+
+
+@dataclasses.dataclass(frozen=True)
+class GemmConfig:
+    block_m: int = 64
+    block_n: int = 64
+    block_k: int = 32
+    group_m: int = 8
+    num_warps: int = 4
+    num_stages: int = 3
+
+    @property
+    def name(self) -> str:
+        return f"bm{self.block_m}_bn{self.block_n}_bk{self.block_k}_w{self.num_warps}_s{self.num_stages}"
+
+
+# Candidates the tactic timer tries (kernels/cuda/triton_tactics.py); the first is the default.
+GEMM_CONFIGS = (GemmConfig(128, 128, 32, 8, 4, 4), GemmConfig(128, 64, 64, 8, 4, 3), GemmConfig(64, 64, 32, 8, 4, 4),
+                GemmConfig(64, 128, 64, 8, 8, 3), GemmConfig(32, 32, 64, 8, 4, 2))
+
+
+@triton.jit
+def gemm_kernel(
+    a_ptr, b_ptr, c_ptr,  # A [batch, M, K], B [batch, K, N], C [batch, M, N] (any strides)
+    bias_ptr, slope_ptr, res_ptr,  # epilogue operands: bias [N], PReLU slope [N], residual [batch, M, N]
+    M, N, K,
+    stride_ab, stride_am, stride_ak,
+    stride_bb, stride_bk, stride_bn,
+    stride_cb, stride_cm, stride_cn,
+    stride_rb, stride_rm, stride_rn,
+    alpha, beta, post_alpha, post_beta,  # activation parameters
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr, POST_ACT: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,  # "ieee" or "tf32" (FP32 inputs only; FP16/BF16 ignore it)
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    pid = tl.program_id(axis=0)
+    batch = tl.program_id(axis=1).to(tl.int64)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    # grouped ordering: GROUP_M row blocks sweep the columns together, which keeps their B tiles in L2
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    a_ptrs = a_ptr + batch * stride_ab + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak
+    b_ptrs = b_ptr + batch * stride_bb + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        k_left = K - k * BLOCK_K  # the last tile is ragged: mask it, fill with zeros
+        a = tl.load(a_ptrs, mask=mask_m[:, None] & (offs_k[None, :] < k_left), other=0.0)
+        b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & mask_n[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
+
+    acc = apply_epilogue(acc, offs_m, offs_n, mask_m, mask_n, bias_ptr, slope_ptr,
+                         res_ptr + batch * stride_rb, offs_m * stride_rm, stride_rn,
+                         alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT)
+    c_ptrs = c_ptr + batch * stride_cb + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+def input_precision(dtype: torch.dtype) -> str:
+    """TF32 products only where PyTorch would use them (FP32 engines switch TF32 off)."""
+    return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
+def _as_batched(x: torch.Tensor, batch_shape: torch.Size) -> torch.Tensor:
+    """[..., R, C] broadcast to batch_shape + [R, C] and viewed as [batch, R, C] (a copy only when the broadcast
+    strides cannot be merged)."""
+    return x.expand(*batch_shape, *x.shape[-2:]).reshape(-1, *x.shape[-2:])
+
+
+def _residual(residual: torch.Tensor, batch_shape, M: int, N: int, squeezed: list[int]) -> torch.Tensor:
+    """The residual (shaped like the final output, or broadcast to it) as [batch, M, N]."""
+    final = [*batch_shape] + ([] if -2 in squeezed else [M]) + ([] if -1 in squeezed else [N])
+    residual = residual.expand(final)
+    for dim in reversed(squeezed):
+        residual = residual.unsqueeze(dim)
+    return residual.reshape(-1, M, N)
+
+
+def gemm(a: torch.Tensor, b: torch.Tensor, *, transpose_a: bool = False, transpose_b: bool = False,
+         bias: torch.Tensor | None = None, activation=None, alpha: float = 0.0, beta: float = 0.0,
+         prelu_slope: torch.Tensor | None = None, residual: torch.Tensor | None = None,
+         post_activation=None, post_alpha: float = 0.0, post_beta: float = 0.0,
+         out_dtype: torch.dtype | None = None, config: GemmConfig = GEMM_CONFIGS[0]) -> torch.Tensor:
+    """numpy-matmul semantics (batch dims broadcast, 1-D operands promoted) after the optional transposes of the
+    last two dims, then y = post_activation(activation(a @ b + bias) + residual); bias and prelu_slope hold one
+    value per output column (or one value), residual broadcasts to the output."""
+    squeeze = []
+    if a.dim() == 1:
+        a, squeeze = a.unsqueeze(0), squeeze + [-2]
+    if b.dim() == 1:
+        b, squeeze = b.unsqueeze(-1), squeeze + [-1]
+    if transpose_a:
+        a = a.transpose(-1, -2)
+    if transpose_b:
+        b = b.transpose(-1, -2)
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"matmul of {tuple(a.shape)} and {tuple(b.shape)}: inner dims differ")
+    batch_shape = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    (M, K), N = a.shape[-2:], b.shape[-1]
+    a3, b3 = _as_batched(a, batch_shape), _as_batched(b, batch_shape)
+    batch = a3.shape[0]
+    out = torch.empty((batch, M, N), dtype=out_dtype or a.dtype, device=a.device)
+    res3 = out if residual is None else _residual(residual, batch_shape, M, N, squeeze)
+    act = activation_code(activation, prelu_slope is not None)
+    grid = (triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n), batch)
+    gemm_kernel[grid](
+        a3, b3, out, channel_vector(bias, N, out), channel_vector(prelu_slope, N, out), res3,
+        M, N, K, *a3.stride(), *b3.stride(), *out.stride(), *res3.stride(),
+        float(alpha), float(beta), float_or_zero(post_alpha), float_or_zero(post_beta),
+        HAS_BIAS=bias is not None, ACT=act, HAS_RES=residual is not None,
+        POST_ACT=activation_code(post_activation), INPUT_PRECISION=input_precision(a.dtype),
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
+        num_warps=config.num_warps, num_stages=config.num_stages)
+    out = out.reshape(*batch_shape, M, N)
+    for dim in squeeze:
+        out = out.squeeze(dim)
+    return out
