@@ -64,7 +64,7 @@ def conv_transpose(ctx, node):
                 output_padding[i] -= total
                 total = 0
             small, large = total // 2, total - total // 2
-            upper = auto_pad != "SAME_LOWER"
+            upper = auto_pad == "SAME_UPPER"  # NOTSET puts the larger half first, like SAME_LOWER (ONNX spec)
             pads[i], pads[rank + i] = (small, large) if upper else (large, small)
     op = ops.Deconvolution(stride, tuple(pads), dilation, tuple(output_padding), ctx.attr(node, "group", 1))
     return [ctx.network.add_layer(op, [x, weight, bias], ctx.name(node)).get_output(0)]

@@ -73,7 +73,7 @@ def is_inf(ctx, node):
     sign = E.GREATER if positive else E.LESS
     signed = ctx.network.add_elementwise(x, zero, sign, name=ctx.name(node)).get_output(0)
     if not (positive or negative):
-        signed = ctx.network.add_elementwise(signed, ctx.network.add_elementwise(x, zero, E.LESS).get_output(0),
+        signed = ctx.network.add_elementwise(signed, ctx.network.add_elementwise(x, zero, E.GREATER).get_output(0),
                                              E.AND, name=ctx.name(node)).get_output(0)
     return [ctx.network.add_elementwise(infinite, signed, E.AND, name=ctx.name(node)).get_output(0)]
 
