@@ -1,0 +1,37 @@
+"""Measured peaks of this GPU, the denominators of the floors in bench/RESULTS.md: dense FP16 GEMM TFLOP/s
+(8192^3, cuBLAS) and device-to-device copy bandwidth (1 GiB). Medians of CUDA-event timings after warm-up."""
+from __future__ import annotations
+
+import json
+import statistics
+
+import torch
+
+
+def _median_ms(fn, runs: int = 30) -> float:
+    for _ in range(5):
+        fn()
+    samples = []
+    for _ in range(runs):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end))
+    return statistics.median(samples)
+
+
+def measure() -> dict[str, float]:
+    n = 8192
+    a, b = (torch.randn(n, n, device="cuda", dtype=torch.float16) for _ in range(2))
+    gemm_ms = _median_ms(lambda: a @ b)
+    source = torch.randn(2**28, device="cuda")  # 1 GiB of fp32
+    target = torch.empty_like(source)
+    copy_ms = _median_ms(lambda: target.copy_(source))
+    return {"device": torch.cuda.get_device_name(), "fp16_gemm_tflops": 2 * n**3 / gemm_ms / 1e9,
+            "copy_gb_per_s": 2 * source.numel() * 4 / copy_ms / 1e6}  # a copy reads and writes every byte
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure()))
