@@ -1,0 +1,1 @@
+"""Caffe layer converters, one module per family; importing a module registers its converters."""

@@ -1,0 +1,77 @@
+"""Convolution, Deconvolution and InnerProduct."""
+from __future__ import annotations
+
+from ..registry import caffe_converter
+
+
+def spatial_params(ctx, layer, param, rank: int) -> tuple[tuple[int, ...], ...]:
+    """(kernel, stride, pad, dilation) of a ConvolutionParameter over `rank` spatial dims: a repeated field
+    holds one value for all dims or one per dim; the _h/_w fields (2-d only) override it."""
+
+    def dims(values, default: int, h: str | None, w: str | None, what: str) -> tuple[int, ...]:
+        if h is not None and (param.HasField(h) or param.HasField(w)):
+            if rank != 2:
+                raise ctx.error(layer, f"{h}/{w} are for 2-d convolutions; the input has {rank} spatial dims")
+            return int(getattr(param, h)), int(getattr(param, w))
+        values = [int(v) for v in values] or [default]
+        if len(values) == 1:
+            return tuple(values) * rank
+        if len(values) != rank:
+            raise ctx.error(layer, f"{what} has {len(values)} values for {rank} spatial dims")
+        return tuple(values)
+
+    kernel = dims(param.kernel_size, 0, "kernel_h", "kernel_w", "kernel_size")
+    if 0 in kernel:
+        raise ctx.error(layer, "has no kernel size (kernel_size, or kernel_h and kernel_w)")
+    stride = dims(param.stride, 1, "stride_h", "stride_w", "stride")
+    pad = dims(param.pad, 0, "pad_h", "pad_w", "pad")
+    dilation = dims(param.dilation, 1, None, None, "dilation")
+    return kernel, stride, pad, dilation
+
+
+def _weights(ctx, layer, kernel_shape, num_output: int, bias_term: bool):
+    kernel = ctx.blob(layer, 0, kernel_shape, "kernel")
+    bias = ctx.blob(layer, 1, (num_output,), "bias") if bias_term else None
+    return kernel, bias
+
+
+@caffe_converter("Convolution")
+def convolution(ctx, layer):
+    x, param = ctx.input(layer), layer.convolution_param
+    if param.axis not in (1, -len(x.shape) + 1):
+        raise ctx.error(layer, f"convolves with channel axis {param.axis}; only axis 1 (NCHW) is supported")
+    kernel, stride, pad, dilation = spatial_params(ctx, layer, param, len(x.shape) - 2)
+    groups, maps = param.group, param.num_output
+    if x.shape[1] % groups or maps % groups:
+        raise ctx.error(layer, f"group {groups} does not divide the {x.shape[1]} input channels and {maps} outputs")
+    weights, bias = _weights(ctx, layer, (maps, x.shape[1] // groups, *kernel), maps, param.bias_term)
+    return [ctx.network.add_convolution(x, maps, kernel, weights, bias, stride, pad, dilation, groups,
+                                        name=layer.name).get_output(0)]
+
+
+@caffe_converter("Deconvolution")
+def deconvolution(ctx, layer):
+    x, param = ctx.input(layer), layer.convolution_param
+    kernel, stride, pad, dilation = spatial_params(ctx, layer, param, len(x.shape) - 2)
+    groups, maps = param.group, param.num_output
+    if x.shape[1] % groups or maps % groups:
+        raise ctx.error(layer, f"group {groups} does not divide the {x.shape[1]} input channels and {maps} outputs")
+    weights, bias = _weights(ctx, layer, (x.shape[1], maps // groups, *kernel), maps, param.bias_term)
+    return [ctx.network.add_deconvolution(x, maps, kernel, weights, bias, stride, pad, dilation, groups,
+                                          name=layer.name).get_output(0)]
+
+
+@caffe_converter("InnerProduct")
+def inner_product(ctx, layer):
+    x, param = ctx.input(layer), layer.inner_product_param
+    axis = param.axis % len(x.shape)
+    inputs = 1
+    for d in x.shape[axis:]:
+        inputs *= d
+    outputs = param.num_output
+    if param.transpose:  # weights stored [inputs, outputs]
+        weights = ctx.blob(layer, 0, (inputs, outputs), "weights").T
+    else:
+        weights = ctx.blob(layer, 0, (outputs, inputs), "weights")
+    bias = ctx.blob(layer, 1, (outputs,), "bias") if param.bias_term else None
+    return [ctx.network.add_fully_connected(x, outputs, weights, bias, axis=axis, name=layer.name).get_output(0)]
