@@ -52,7 +52,8 @@ class PassRecord:
 # and leaves a wide layer -> bias -> activation chain to fuse; eliminate_concat marks concatenations last,
 # when their producers are final.
 DEFAULT_PIPELINE = ("fold_constants", "recognize_layer_norm", "recognize_rms_norm", "recognize_gelu",
-                    "recognize_attention", "fuse_horizontal", "eliminate_concat", "remove_dead_layers")
+                    "recognize_attention", "fuse_horizontal", "fuse_vertical", "fuse_pointwise", "eliminate_concat",
+                    "remove_dead_layers")
 
 
 def _load_builtin() -> None:

@@ -111,9 +111,12 @@ def test_bert_encoder_attention_layer_norm_and_gelu_become_single_layers(tmp_pat
     kinds = [s.kind for s in steps]
     assert kinds.count("attention") == layers and "softmax" not in kinds
     assert kinds.count("layer_norm") == 2 * layers + 1 and "reduce" not in kinds and "unary" not in kinds
-    assert [s.op.type for s in steps if s.kind == "activation"] == [A.GELU_ERF] * layers
+    # fuse_vertical puts each GELU into its matrix multiply: fused_matmul(activation=GELU_ERF)
+    assert "activation" not in kinds
+    assert [s.op.activation for s in steps if s.kind == "fused_matmul" and s.op.activation] == [A.GELU_ERF] * layers
     assert all(s.op.has_mask and s.op.scale == pytest.approx(1 / 8) for s in steps if s.kind == "attention")
-    assert kinds.count("matrix_multiply") == 4 * layers  # QKV, attention output, intermediate, output
+    # QKV, attention output, intermediate, output: each with its bias (and residual or GELU) fused
+    assert kinds.count("fused_matmul") == 4 * layers and "matrix_multiply" not in kinds
     _compare_with_onnxruntime(path, engine, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
 
 
@@ -146,7 +149,7 @@ def test_inception_block_merges_its_1x1_convolutions(tmp_path):
     assert counts["fuse_horizontal.convolution_groups"] == 1
     assert counts["fuse_horizontal.convolution_layers"] == 3  # the pool branch's 1x1 reads another tensor
     kinds = [s.kind for s in engine.plan.steps]
-    assert kinds.count("convolution") == 4 and kinds.count("split") == 1
+    assert kinds.count("fused_convolution") == 4 and kinds.count("split") == 1  # with bias and ReLU each
     (split,) = [s for s in engine.plan.steps if s.kind == "split"]
     assert split.op.sizes == (64, 96, 16)
     # branch 1 is now a view of the merged convolution's result, so its producer cannot write into the
