@@ -11,6 +11,9 @@ from .engine import Engine
 class Runtime:
     def deserialize(self, blob: bytes, source: str = "engine") -> Engine:
         plan, weights = deserialize(blob, source)
+        from ..plugins import check_plugins  # an engine naming an unregistered plugin fails here, not mid-run
+
+        check_plugins(plan.steps)
         return Engine(plan, weights)
 
     deserialize_cuda_engine = deserialize  # the TensorRT spelling

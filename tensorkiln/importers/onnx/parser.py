@@ -47,10 +47,12 @@ def default_opset(model: onnx.ModelProto) -> int:
 
 
 def unsupported_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    """Every node (subgraphs included) that has no converter."""
+    """Every node (subgraphs included) that has neither a converter nor a plugin of its op type."""
+    from ...plugins.onnx_nodes import plugin_for_node
+
     missing = []
     for node in graph.node:
-        if find_converter(node.domain, node.op_type) is None:
+        if find_converter(node.domain, node.op_type) is None and not plugin_for_node(node):
             missing.append(node)
         for attribute in node.attribute:
             for subgraph in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
@@ -60,9 +62,10 @@ def unsupported_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
 
 class OnnxParser:
     def __init__(self, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                 input_values: Mapping[str, np.ndarray] | None = None):
+                 input_values: Mapping[str, np.ndarray] | None = None, allow_fallback: bool = False):
         self.input_shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
         self.input_values = dict(input_values or {})
+        self.allow_fallback = allow_fallback  # nodes without a converter run on onnx.reference instead of failing
 
     def parse(self, source: ModelSource, name: str | None = None) -> NetworkDefinition:
         model = load_model(source)
@@ -99,13 +102,17 @@ class OnnxParser:
 
     def _check_supported(self, graph: onnx.GraphProto, opset: int) -> None:
         missing = unsupported_nodes(graph)
+        if self.allow_fallback:  # only default-domain ops have a reference implementation
+            missing = [n for n in missing if n.domain not in ("", "ai.onnx")]
         if missing:
             listing = "; ".join(f"{n.op_type}{'' if n.domain in ('', 'ai.onnx') else ' (domain ' + n.domain + ')'} "
                                 f"at node {n.name or n.output[0]!r}" for n in missing)
             kinds = sorted({n.op_type for n in missing})
             raise UnsupportedOpError(f"{len(missing)} node(s) of the model (opset {opset}) use operators tensorkiln "
                                      f"does not support: {listing}. Unsupported operator types: {kinds}. "
-                                     "Register a plugin for them, or replace them in the model.")
+                                     "Register a plugin for them (tensorkiln.plugins.register_plugin), build with "
+                                     "allow_fallback (--allow-fallback) to run standard ops on onnx's reference "
+                                     "implementation, or replace them in the model.")
 
     def _add_input(self, network: NetworkDefinition, value: onnx.ValueInfoProto) -> Tensor:
         tensor_type = value.type.tensor_type
@@ -137,7 +144,15 @@ class OnnxParser:
         return network.add_input(value.name, dtype, shape, names)
 
     def _convert(self, ctx: ConversionContext, node: onnx.NodeProto) -> None:
+        from ...plugins import onnx_nodes
+
         fn = find_converter(node.domain, node.op_type)
+        if fn is None:  # a registered plugin of the node's op type, else (allow_fallback) the reference
+            plugin = onnx_nodes.plugin_for_node(node)
+            fn = onnx_nodes.convert_plugin_node if plugin else onnx_nodes.convert_fallback_node
+            if not plugin:
+                log.warning("fallback layer: node %r (%s, opset %d) runs on onnx's reference implementation (slow)",
+                            ctx.name(node), node.op_type, ctx.opset)
         ctx.node = node
         layers_before = len(ctx.network.ir.layers)
         outputs = fn(ctx, node)
@@ -192,9 +207,13 @@ def _all_value_names(graph: onnx.GraphProto) -> set[str]:
 
 
 def parse_onnx(source: ModelSource, input_shapes: Mapping[str, Sequence[int]] | None = None,
-               name: str | None = None, input_values: Mapping[str, np.ndarray] | None = None) -> NetworkDefinition:
+               name: str | None = None, input_values: Mapping[str, np.ndarray] | None = None,
+               allow_fallback: bool = False) -> NetworkDefinition:
     """Import an ONNX model (path, bytes or ModelProto).
 
     `input_shapes` fixes dynamic input dimensions; `input_values` fixes the value of inputs that must be
-    known at build time (axes, pads, sizes fed as inputs), which the engine then no longer takes."""
-    return OnnxParser(input_shapes, input_values).parse(source, name)
+    known at build time (axes, pads, sizes fed as inputs), which the engine then no longer takes.
+    `allow_fallback` runs standard operators without a converter on onnx's reference implementation
+    (logged once per layer) instead of failing. A node of any domain whose op type names a registered
+    plugin becomes a layer of that plugin."""
+    return OnnxParser(input_shapes, input_values, allow_fallback).parse(source, name)
