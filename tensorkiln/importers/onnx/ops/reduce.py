@@ -2,7 +2,9 @@
 ReduceLogSumExp, ReduceSumSquare (axes as attribute or, from opset 13/18, as input)."""
 from __future__ import annotations
 
+from ....ir.ops import ElementWiseOperation as E
 from ....ir.ops import ReduceOperation as R
+from ....ir.ops import UnaryOperation as U
 from ..registry import converter
 
 _REDUCE = {
@@ -24,6 +26,19 @@ def reduce(ctx, node):
     else:
         axes = list(ctx.attr(node, "axes", []))
     if not axes and ctx.attr(node, "noop_with_empty_axes", 0):
-        return [ctx.network.add_identity(x, name=ctx.name(node)).get_output(0)]
+        return [_reduce_nothing(ctx, node, x)]
     keep = bool(ctx.attr(node, "keepdims", 1))
     return [ctx.network.add_reduce(x, _REDUCE[node.op_type], axes, keep, name=ctx.name(node)).get_output(0)]
+
+
+def _reduce_nothing(ctx, node, x):
+    """A reduction over no axes: the identity, but composite reductions keep their elementwise steps (ONNX:
+    ReduceLogSum gives log(x), ReduceSumSquare x * x, ReduceL1 and ReduceL2 |x|)."""
+    net, name = ctx.network, ctx.name(node)
+    if node.op_type in ("ReduceL1", "ReduceL2"):
+        return net.add_unary(x, U.ABS, name=name).get_output(0)
+    if node.op_type == "ReduceLogSum":
+        return net.add_unary(x, U.LOG, name=name).get_output(0)
+    if node.op_type == "ReduceSumSquare":
+        return net.add_elementwise(x, x, E.PROD, name=name).get_output(0)
+    return net.add_identity(x, name=name).get_output(0)
