@@ -692,7 +692,9 @@ class AffineGrid(OpAttrs):
 
 @op("max_unpool")
 class MaxUnpool(OpAttrs):
-    """inputs: x, indices (flat positions in the output of each sample); output_shape fully resolved."""
+    """inputs: x, indices (flat positions in the whole unpooled tensor of `pooled_shape`, as MaxPool gives
+    them); that tensor is then zero-padded at the end of each dim to `output_shape`."""
+    pooled_shape: Ints
     output_shape: Ints
 
 
