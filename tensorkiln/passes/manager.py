@@ -50,10 +50,12 @@ class PassRecord:
 # before fusion, layer_norm before rms_norm (the tail of a layer norm is an RMS norm of the centered input);
 # fuse_horizontal comes before any vertical fusion, since it merges a sibling's bias Add and activation with it
 # and leaves a wide layer -> bias -> activation chain to fuse; eliminate_concat marks concatenations last,
-# when their producers are final.
-DEFAULT_PIPELINE = ("fold_constants", "recognize_layer_norm", "recognize_rms_norm", "recognize_gelu",
-                    "recognize_attention", "fuse_horizontal", "fuse_vertical", "fuse_pointwise", "eliminate_concat",
-                    "remove_dead_layers")
+# when their producers are final. remove_noops and merge_shuffles clean up first, so that no identity or split
+# shuffle hides a pattern; fold_scale folds BatchNorm and per-channel Mul/Add into weights before fusion (after
+# recognition, which matches the Mul/Add of a GELU or a norm before they could be mistaken for a scale).
+DEFAULT_PIPELINE = ("fold_constants", "remove_noops", "merge_shuffles", "recognize_layer_norm", "recognize_rms_norm",
+                    "recognize_gelu", "recognize_attention", "fold_scale", "fuse_horizontal", "fuse_vertical",
+                    "fuse_pointwise", "eliminate_concat", "remove_dead_layers")
 
 
 def _load_builtin() -> None:
