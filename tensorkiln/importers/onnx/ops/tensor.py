@@ -12,7 +12,9 @@ from ..types import onnx_to_datatype
 
 
 def _reshape(ctx, node, x, dims):
-    return ctx.network.add_shuffle(x, reshape_dims=tuple(dims), name=ctx.name(node)).get_output(0)
+    # dims are resolved already: add_shuffle would read a 0 left by Reshape's allowzero=1 as "copy the input dim"
+    op = ops.Shuffle(reshape_dims=tuple(int(d) for d in dims))
+    return ctx.network.add_layer(op, [x], ctx.name(node)).get_output(0)
 
 
 @converter("Reshape")
