@@ -8,29 +8,12 @@ wholly above the diagonal. A row whose every key is masked gives zeros.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import triton
 import triton.language as tl
 
+from .configs import ATTENTION_CONFIGS, AttentionConfig
 from .gemm import input_precision
-
-
-@dataclasses.dataclass(frozen=True)
-class AttentionConfig:
-    block_m: int = 64
-    block_n: int = 64
-    num_warps: int = 4
-    num_stages: int = 2
-
-    @property
-    def name(self) -> str:
-        return f"bm{self.block_m}_bn{self.block_n}_w{self.num_warps}_s{self.num_stages}"
-
-
-ATTENTION_CONFIGS = (AttentionConfig(128, 64, 8, 3), AttentionConfig(64, 64, 4, 3), AttentionConfig(64, 32, 4, 2),
-                     AttentionConfig(32, 32, 4, 2))
 
 
 @triton.jit
@@ -94,7 +77,8 @@ def _batched(x: torch.Tensor, batch_shape, rows: int, cols: int) -> torch.Tensor
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
-              scale: float, causal: bool = False, config: AttentionConfig = ATTENTION_CONFIGS[0]) -> torch.Tensor:
+              scale: float, causal: bool = False, config: AttentionConfig = ATTENTION_CONFIGS[0]
+              ) -> torch.Tensor:
     """softmax(q @ k^T * scale + mask) @ v with the batch dims broadcast; a boolean mask keeps where True."""
     Sq, D = q.shape[-2:]
     Sk, Dv = v.shape[-2:]

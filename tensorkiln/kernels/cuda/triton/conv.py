@@ -9,34 +9,13 @@ multiplier) is a direct convolution on [pixels, channels] tiles. Both take any s
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import triton
 import triton.language as tl
 
 from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_zero
-from .gemm import GemmConfig, input_precision
-
-# Candidates the tactic timer tries for the implicit GEMM (GEMM M = N*P*Q pixels, N = output channels).
-CONV_CONFIGS = (GemmConfig(128, 128, 32, 8, 8, 3), GemmConfig(128, 64, 32, 8, 4, 4), GemmConfig(64, 64, 32, 8, 4, 4),
-                GemmConfig(64, 32, 16, 8, 4, 3), GemmConfig(256, 64, 32, 8, 8, 3))
-
-
-@dataclasses.dataclass(frozen=True)
-class DepthwiseConfig:
-    block_pix: int = 64
-    block_c: int = 32
-    num_warps: int = 4
-
-    @property
-    def name(self) -> str:
-        return f"bp{self.block_pix}_bc{self.block_c}_w{self.num_warps}"
-
-
-DEPTHWISE_CONFIGS = (DepthwiseConfig(64, 32, 4), DepthwiseConfig(32, 64, 4), DepthwiseConfig(128, 16, 4),
-                     DepthwiseConfig(16, 128, 4))
-
+from .configs import CONV_CONFIGS, DEPTHWISE_CONFIGS
+from .gemm import input_precision
 
 @triton.jit
 def conv2d_nhwc_kernel(

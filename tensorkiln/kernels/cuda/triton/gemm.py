@@ -6,32 +6,12 @@ tutorial). FP32 inputs use exact IEEE products unless PyTorch's TF32 switch is o
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import triton
 import triton.language as tl
 
+from .configs import GEMM_CONFIGS, GemmConfig
 from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_zero
-
-
-@dataclasses.dataclass(frozen=True)
-class GemmConfig:
-    block_m: int = 64
-    block_n: int = 64
-    block_k: int = 32
-    group_m: int = 8
-    num_warps: int = 4
-    num_stages: int = 3
-
-    @property
-    def name(self) -> str:
-        return f"bm{self.block_m}_bn{self.block_n}_bk{self.block_k}_w{self.num_warps}_s{self.num_stages}"
-
-
-# Candidates the tactic timer tries (kernels/cuda/triton_tactics.py); the first is the default.
-GEMM_CONFIGS = (GemmConfig(128, 128, 32, 8, 4, 4), GemmConfig(128, 64, 64, 8, 4, 3), GemmConfig(64, 64, 32, 8, 4, 4),
-                GemmConfig(64, 128, 64, 8, 8, 3), GemmConfig(32, 32, 64, 8, 4, 2))
 
 
 @triton.jit

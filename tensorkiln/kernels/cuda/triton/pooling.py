@@ -7,27 +7,12 @@ counting the ceil-mode overhang (ONNX semantics, as kernels/cpu/pooling.py).
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import triton
 import triton.language as tl
 
 from ...cpu.pooling import pooled_size
-
-
-@dataclasses.dataclass(frozen=True)
-class PoolConfig:
-    block_pix: int = 32
-    block_c: int = 64
-    num_warps: int = 4
-
-    @property
-    def name(self) -> str:
-        return f"bp{self.block_pix}_bc{self.block_c}_w{self.num_warps}"
-
-
-POOL_CONFIGS = (PoolConfig(32, 64, 4), PoolConfig(64, 32, 4), PoolConfig(16, 128, 4))
+from .configs import GLOBAL_POOL_CONFIGS, POOL_CONFIGS, TileConfig
 
 
 @triton.jit
@@ -108,7 +93,7 @@ def global_pool_kernel(
 
 
 def pool2d(x: torch.Tensor, *, is_max: bool, kernel, stride, pads, dilation=(1, 1), ceil_mode: bool = False,
-           count_include_pad: bool = False, config: PoolConfig = POOL_CONFIGS[0]) -> torch.Tensor:
+           count_include_pad: bool = False, config: TileConfig = POOL_CONFIGS[0]) -> torch.Tensor:
     """ONNX MaxPool / AveragePool on [N, C, H, W] (pads = (h_begin, w_begin, h_end, w_end)); channels_last output."""
     N, C, H, W = x.shape
     P = pooled_size(H, kernel[0], stride[0], pads[0], pads[2], dilation[0], ceil_mode)
@@ -123,8 +108,8 @@ def pool2d(x: torch.Tensor, *, is_max: bool, kernel, stride, pads, dilation=(1, 
     return out
 
 
-def global_pool(x: torch.Tensor, *, is_max: bool = False, block_hw: int = 32, block_c: int = 64,
-                num_warps: int = 4) -> torch.Tensor:
+def global_pool(x: torch.Tensor, *, is_max: bool = False, config: TileConfig = GLOBAL_POOL_CONFIGS[0]
+                ) -> torch.Tensor:
     """Mean (or max) over every dim after the channel dim of [N, C, *spatial]; the spatial dims are kept as 1."""
     N, C = x.shape[:2]
     x3 = x.reshape(N, C, -1)
@@ -134,7 +119,7 @@ def global_pool(x: torch.Tensor, *, is_max: bool = False, block_hw: int = 32, bl
     if N == 0 or C == 0:
         return out
     y2 = out.as_strided((N, C), (out.stride(0), out.stride(1)))
-    grid = (N, triton.cdiv(C, block_c))
+    grid = (N, triton.cdiv(C, config.block_c))
     global_pool_kernel[grid](y2, x3, C, x3.shape[2], *x3.stride(), *y2.stride(), IS_MAX=is_max,
-                             BLOCK_HW=block_hw, BLOCK_C=block_c, num_warps=num_warps)
+                             BLOCK_HW=config.block_pix, BLOCK_C=config.block_c, num_warps=config.num_warps)
     return out

@@ -1,0 +1,79 @@
+"""Tile configurations of the Triton kernels (frozen dataclasses) and the candidates the tactic timer tries.
+
+This module imports no triton, so kernels/cuda/triton_tactics.py can name every tactic without importing it. A
+config's `name` goes into the tactic id (`cuda.<kind>.triton_<family>_<name>`), so renaming one invalidates timing
+caches and engines that chose it. Few candidates per kind: each is a separate compile for every distinct shape.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class GemmConfig:
+    """Tiles of a GEMM (also the implicit-GEMM convolution: M = output pixels, N = output channels)."""
+    block_m: int = 64
+    block_n: int = 64
+    block_k: int = 32
+    group_m: int = 8  # row blocks that sweep the columns together (L2 reuse of B)
+    num_warps: int = 4
+    num_stages: int = 3
+
+    @property
+    def name(self) -> str:
+        return f"bm{self.block_m}_bn{self.block_n}_bk{self.block_k}_w{self.num_warps}_s{self.num_stages}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TileConfig:
+    """Tiles of the direct NHWC kernels (depthwise convolution, pooling): output pixels x channels."""
+    block_pix: int = 32
+    block_c: int = 64
+    num_warps: int = 4
+
+    @property
+    def name(self) -> str:
+        return f"bp{self.block_pix}_bc{self.block_c}_w{self.num_warps}"
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionConfig:
+    block_m: int = 64  # query rows per program
+    block_n: int = 64  # keys per step of the online softmax
+    num_warps: int = 4
+    num_stages: int = 2
+
+    @property
+    def name(self) -> str:
+        return f"bm{self.block_m}_bn{self.block_n}_w{self.num_warps}_s{self.num_stages}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RowConfig:
+    """Row kernels (softmax, norms): block 0 sizes the block from the row length; num_warps 0 from the block."""
+    block_n: int = 0
+    num_warps: int = 0
+
+    @property
+    def name(self) -> str:
+        return "auto" if self.block_n == 0 else f"bn{self.block_n}_w{self.num_warps}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ElementwiseConfig:
+    block: int = 1024
+    num_warps: int = 4
+
+    @property
+    def name(self) -> str:
+        return f"b{self.block}_w{self.num_warps}"
+
+
+GEMM_CONFIGS = (GemmConfig(128, 128, 32, 8, 4, 4), GemmConfig(128, 64, 64, 8, 4, 3), GemmConfig(64, 64, 32, 8, 4, 4))
+CONV_CONFIGS = (GemmConfig(128, 128, 32, 8, 8, 3), GemmConfig(128, 64, 32, 8, 4, 4), GemmConfig(64, 64, 32, 8, 4, 4))
+DEPTHWISE_CONFIGS = (TileConfig(64, 32, 4), TileConfig(32, 64, 4))
+POOL_CONFIGS = (TileConfig(32, 64, 4),)
+GLOBAL_POOL_CONFIGS = (TileConfig(32, 64, 4),)  # block_pix: spatial positions per step
+ATTENTION_CONFIGS = (AttentionConfig(128, 64, 8, 3), AttentionConfig(64, 64, 4, 3))
+ROW_CONFIGS = (RowConfig(),)
+POINTWISE_CONFIGS = (ElementwiseConfig(1024, 4),)

@@ -1,0 +1,233 @@
+"""Triton tactics of the CUDA target: the kernels of kernels/cuda/triton/, one registry entry per tile config.
+
+Each entry is `cuda.<layer kind>.triton_<config>`; the tactic timer (tactics/timing.py) times every candidate on
+the layer's real shapes and keeps the fastest. The predicates reject what a kernel cannot do (dtype, rank,
+groups, broadcast shapes of the epilogue operands) so that such layers keep the torch or library tactics.
+
+triton is optional: this module registers its tactics only where triton is installed, and it looks for it without
+importing it (importlib.util.find_spec); the kernel modules, and triton with them, are imported on the first
+launch. Triton's own errors (compilation, out of shared memory) are raised as RuntimeError, which the tactic
+timer reads as "this tactic cannot run here".
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Callable, Sequence
+
+from ...ir import ops
+from ...ir.dtypes import DataType
+from ..registry import kernel
+from .triton import configs as tiles
+
+TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+_FLOATS = (DataType.FLOAT, DataType.HALF, DataType.BF16)
+_POOLS = (ops.PoolingType.MAX, ops.PoolingType.AVERAGE)
+MAX_HEAD_DIM = 256  # the attention kernel keeps a [BLOCK_M, head dim] tile of Q and of the output in registers
+
+
+def _triton(module: str):
+    """A kernel module of kernels/cuda/triton (imported on first use: this is where triton gets imported)."""
+    return importlib.import_module(f"{__package__}.triton.{module}")
+
+
+def _launch(fn: Callable, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Exception as error:
+        if type(error).__module__.split(".")[0] == "triton":
+            raise RuntimeError(f"Triton kernel {getattr(fn, '__name__', fn)} failed: {error}") from error
+        raise
+
+
+def _five(inputs) -> list:
+    return (list(inputs) + [None] * 5)[:5]
+
+
+# ---- predicates: (op, input tensors of the IR) -> can the kernel serve this layer ------------------------------
+def _floats(tensors) -> bool:
+    return all(t is None or t.dtype in _FLOATS for t in tensors)
+
+
+def _channel_vector(tensor, rank: int, axis: int) -> bool:
+    """None, or a tensor whose only non-1 dim is `axis` of an output of `rank` dims (one value per channel)."""
+    if tensor is None:
+        return True
+    shape = (1,) * (rank - len(tensor.shape)) + tuple(tensor.shape)
+    return len(shape) == rank and all(d == 1 for i, d in enumerate(shape) if i != axis)
+
+
+def _conv_ok(op, inputs, depthwise: bool) -> bool:
+    x, weight, bias, residual, slope = _five(inputs)
+    if x is None or weight is None or len(x.shape) != 4 or len(weight.shape) != 4 or len(op.stride) != 2:
+        return False
+    if not _floats([x, weight, bias, residual, slope]) or not _channel_vector(slope, 4, 1):
+        return False
+    if bias is not None and len(bias.shape) != 1:
+        return False
+    channels = x.shape[1]
+    if depthwise:
+        return op.groups == channels > 1 and weight.shape[1] == 1 and weight.shape[0] % channels == 0
+    return op.groups == 1
+
+
+def _igemm_ok(op, inputs) -> bool:
+    return _conv_ok(op, inputs, depthwise=False)
+
+
+def _depthwise_ok(op, inputs) -> bool:
+    return _conv_ok(op, inputs, depthwise=True)
+
+
+def _matmul_ok(op, inputs) -> bool:
+    a, b, bias, residual, slope = _five(inputs)
+    if a is None or b is None or not _floats([a, b, bias, residual, slope]):
+        return False
+    rank = max(len(a.shape), len(b.shape), 2)
+    return _channel_vector(bias, rank, rank - 1) and _channel_vector(slope, rank, rank - 1)
+
+
+def _pooling_ok(op, inputs) -> bool:
+    x = inputs[0]
+    return op.type in _POOLS and x is not None and len(x.shape) == 4 and len(op.kernel) == 2 and _floats([x])
+
+
+def _global_pooling_ok(op, inputs) -> bool:
+    x = inputs[0]
+    return op.type in _POOLS and x is not None and len(x.shape) >= 3 and _floats([x])
+
+
+def _softmax_ok(op, inputs) -> bool:
+    x = inputs[0]
+    return x is not None and len(x.shape) >= 1 and op.axis % len(x.shape) == len(x.shape) - 1 and _floats([x])
+
+
+def _norm_ok(op, inputs) -> bool:
+    x = inputs[0]
+    return x is not None and len(x.shape) >= 1 and _floats(inputs)
+
+
+def _attention_ok(op, inputs) -> bool:
+    q, k, v, mask = (list(inputs) + [None] * 4)[:4]
+    if q is None or k is None or v is None or min(len(q.shape), len(k.shape), len(v.shape)) < 2:
+        return False
+    if op.has_mask and (mask is None or not (mask.dtype in _FLOATS or mask.dtype is DataType.BOOL)):
+        return False
+    return _floats([q, k, v]) and max(q.shape[-1], v.shape[-1]) <= MAX_HEAD_DIM
+
+
+def _pointwise_ok(op, inputs) -> bool:
+    if not inputs or any(t is None for t in inputs) or not _floats(inputs):
+        return False
+    return _triton("pointwise").unsupported_reason(op.program) is None
+
+
+# ---- kernels: fn(op, inputs) -> [output] -----------------------------------------------------------------------
+def _epilogue(op, residual, slope) -> dict:
+    return dict(activation=None if op.prelu else op.activation, alpha=op.alpha, beta=op.beta,
+                prelu_slope=slope if op.prelu else None, residual=residual if op.residual else None,
+                post_activation=op.post_activation, post_alpha=op.post_alpha, post_beta=op.post_beta)
+
+
+def fused_convolution(op: ops.FusedConvolution, inputs, config):
+    x, weight, bias, residual, slope = _five(inputs)
+    return [_launch(_triton("conv").conv2d, x, weight, bias, stride=op.stride, pads=op.pads, dilation=op.dilation,
+                    groups=op.groups, config=config, **_epilogue(op, residual, slope))]
+
+
+def convolution(op: ops.Convolution, inputs, config):
+    x, weight, bias = (list(inputs) + [None])[:3]
+    return [_launch(_triton("conv").conv2d, x, weight, bias, stride=op.stride, pads=op.pads, dilation=op.dilation,
+                    groups=op.groups, config=config)]
+
+
+def fused_matmul(op: ops.FusedMatMul, inputs, config):
+    a, b, bias, residual, slope = _five(inputs)
+    return [_launch(_triton("gemm").gemm, a, b, transpose_a=op.transpose_a, transpose_b=op.transpose_b, bias=bias,
+                    config=config, **_epilogue(op, residual, slope))]
+
+
+def matrix_multiply(op: ops.MatrixMultiply, inputs, config):
+    a, b = inputs[:2]
+    return [_launch(_triton("gemm").gemm, a, b, transpose_a=op.transpose_a, transpose_b=op.transpose_b,
+                    config=config)]
+
+
+def pooling(op: ops.Pooling, inputs, config):
+    return [_launch(_triton("pooling").pool2d, inputs[0], is_max=op.type is ops.PoolingType.MAX, kernel=op.kernel,
+                    stride=op.stride, pads=op.pads, dilation=op.dilation, ceil_mode=op.ceil_mode,
+                    count_include_pad=op.count_include_pad, config=config)]
+
+
+def global_pooling(op: ops.GlobalPooling, inputs, config):
+    return [_launch(_triton("pooling").global_pool, inputs[0], is_max=op.type is ops.PoolingType.MAX, config=config)]
+
+
+def softmax(op: ops.Softmax, inputs, config):
+    return [_launch(_triton("softmax").softmax, inputs[0], log=op.log, block_n=config.block_n or None,
+                    num_warps=config.num_warps or None)]
+
+
+def layer_norm(op: ops.LayerNorm, inputs, config):
+    x, weight, bias = (list(inputs) + [None])[:3]
+    if weight is None:  # the reference allows a missing scale: scale by one
+        weight = x.new_ones(x.shape[op.axis % x.dim():])
+    return [_launch(_triton("norms").layer_norm, x, weight, bias, axis=op.axis, eps=op.epsilon,
+                    block_n=config.block_n or None, num_warps=config.num_warps or None)]
+
+
+def rms_norm(op: ops.RMSNorm, inputs, config):
+    x, scale = (list(inputs) + [None])[:2]
+    return [_launch(_triton("norms").rms_norm, x, scale, axis=op.axis, eps=op.epsilon,
+                    block_n=config.block_n or None, num_warps=config.num_warps or None)]
+
+
+def attention(op: ops.Attention, inputs, config):
+    q, k, v, mask = (list(inputs) + [None])[:4]
+    return [_launch(_triton("attention").attention, q, k, v, mask if op.has_mask else None, scale=op.scale,
+                    causal=op.causal, config=config)]
+
+
+def fused_pointwise(op: ops.FusedPointwise, inputs, config):
+    return [_launch(_triton("pointwise").fused_pointwise, op.program, list(inputs), block=config.block,
+                    num_warps=config.num_warps)]
+
+
+# ---- the tactic table: (layer kind, family, kernel, predicate, candidate configs) ------------------------------
+TACTICS: tuple[tuple[type[ops.OpAttrs], str, Callable, Callable, tuple], ...] = (
+    (ops.FusedConvolution, "igemm", fused_convolution, _igemm_ok, tiles.CONV_CONFIGS),
+    (ops.FusedConvolution, "depthwise", fused_convolution, _depthwise_ok, tiles.DEPTHWISE_CONFIGS),
+    (ops.Convolution, "igemm", convolution, _igemm_ok, tiles.CONV_CONFIGS),
+    (ops.Convolution, "depthwise", convolution, _depthwise_ok, tiles.DEPTHWISE_CONFIGS),
+    (ops.FusedMatMul, "gemm", fused_matmul, _matmul_ok, tiles.GEMM_CONFIGS),
+    (ops.MatrixMultiply, "gemm", matrix_multiply, _matmul_ok, tiles.GEMM_CONFIGS),
+    (ops.Pooling, "nhwc", pooling, _pooling_ok, tiles.POOL_CONFIGS),
+    (ops.GlobalPooling, "nhwc", global_pooling, _global_pooling_ok, tiles.GLOBAL_POOL_CONFIGS),
+    (ops.Softmax, "row", softmax, _softmax_ok, tiles.ROW_CONFIGS),
+    (ops.LayerNorm, "row", layer_norm, _norm_ok, tiles.ROW_CONFIGS),
+    (ops.RMSNorm, "row", rms_norm, _norm_ok, tiles.ROW_CONFIGS),
+    (ops.Attention, "flash", attention, _attention_ok, tiles.ATTENTION_CONFIGS),
+    (ops.FusedPointwise, "generated", fused_pointwise, _pointwise_ok, tiles.POINTWISE_CONFIGS),
+)
+
+
+def tactic_impl(family: str, config) -> str:
+    return f"triton_{family}_{config.name}"
+
+
+def _bind(fn: Callable, config) -> Callable[[ops.OpAttrs, Sequence], list]:
+    def run(op, inputs):
+        return fn(op, inputs, config)
+
+    run.__name__ = run.__qualname__ = fn.__name__
+    return run
+
+
+def _register() -> None:
+    for op_class, family, fn, supports, configs in TACTICS:
+        for config in configs:
+            kernel(op_class, target="cuda", impl=tactic_impl(family, config), supports=supports)(_bind(fn, config))
+
+
+if TRITON_AVAILABLE:
+    _register()
