@@ -65,8 +65,8 @@ class CaffeParser:
         unknown = [b for b in wanted if b not in ctx.blobs]
         if unknown:
             raise ShapeError(f"output blob(s) {unknown} are not produced by the net; its blobs are {produced}")
-        if any(ctx.blobs[b] in network.ir.inputs for b in wanted) and not outputs:
-            wanted = [b for b in wanted if ctx.blobs[b] not in network.ir.inputs]  # unread inputs are not outputs
+        if not outputs:  # inputs no layer reads are not outputs
+            wanted = [b for b in wanted if b not in {t.name for t in network.ir.inputs}]
         for blob in wanted:
             network.mark_output(self._output(ctx, blob))
         unused = sorted(set(self.input_shapes) - {t.name for t in network.ir.inputs})
