@@ -763,3 +763,17 @@ class DeformConv(OpAttrs):
     dilation: Ints
     groups: int = 1
     offset_groups: int = 1
+
+
+@op("resize_antialias")
+class ResizeAntialias(OpAttrs):
+    """ONNX Resize with antialias=1 (linear or cubic): when downsampling, the interpolation filter is stretched
+    by 1 / scale so that every input pixel contributes. Attributes as `resize`."""
+    mode: ResizeMode
+    output_shape: Ints
+    scales: tuple[float, ...]
+    coordinate_transformation: str = "half_pixel"
+    cubic_coeff_a: float = -0.75
+    exclude_outside: bool = False
+    extrapolation_value: float = 0.0
+    roi: tuple[float, ...] = ()

@@ -17,8 +17,11 @@ def _source_coordinates(op: ops.Resize, axis: int, in_len: int, out_len: int, de
         return (x + 0.5) / scale - 0.5
     if mode == "pytorch_half_pixel":
         return (x + 0.5) / scale - 0.5 if out_len > 1 else torch.zeros_like(x)
+    # align_corners and tf_crop_and_resize use the unrounded output length (scale * in_len), as ONNX does: with
+    # scales that do not divide the input, floor(scale * in_len) would move every sample
+    length = scale * in_len
     if mode == "align_corners":
-        return x * ((in_len - 1) / (out_len - 1)) if out_len > 1 else torch.zeros_like(x)
+        return x * ((in_len - 1) / (length - 1)) if length != 1 else torch.zeros_like(x)
     if mode == "asymmetric":
         return x / scale
     if mode == "tf_half_pixel_for_nn":
@@ -30,8 +33,8 @@ def _source_coordinates(op: ops.Resize, axis: int, in_len: int, out_len: int, de
     if mode == "tf_crop_and_resize":
         rank = len(op.scales)
         start, end = op.roi[axis], op.roi[rank + axis]
-        if out_len > 1:
-            return start * (in_len - 1) + x * ((end - start) * (in_len - 1) / (out_len - 1))
+        if length != 1:
+            return start * (in_len - 1) + x * ((end - start) * (in_len - 1) / (length - 1))
         return torch.full_like(x, 0.5 * (start + end) * (in_len - 1))
     raise ValueError(f"unknown coordinate transformation mode {mode!r}")
 

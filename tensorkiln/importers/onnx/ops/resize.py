@@ -18,6 +18,8 @@ def _scales_and_sizes(ctx, node, x):
     if ctx.opset < 11:  # Resize-10: X, scales
         return [float(s) for s in ctx.require_constant(node, 1, "scales")], None, []
     roi = ctx.constant(node, 1)
+    if ctx.attr(node, "coordinate_transformation_mode") == "tf_crop_and_resize":  # only this mode reads the roi
+        roi = ctx.require_constant(node, 1, "roi")
     roi = [] if roi is None else [float(v) for v in roi.reshape(-1)]
     scales = ctx.require_constant(node, 2, "scales") if ctx.input(node, 2) is not None else None
     sizes = ctx.ints(node, 3, "sizes") if ctx.input(node, 3) is not None else None
@@ -53,16 +55,15 @@ def resize(ctx, node):
         scales, sizes, roi = [float(s) for s in scales], None, []
     else:
         scales, sizes, roi = _scales_and_sizes(ctx, node, x)
-    if ctx.attr(node, "antialias", 0):
-        raise ctx.error(node, "antialias=1 is not supported")
     if sizes is not None:
-        sizes = _keep_aspect_ratio(ctx, node, x.shape, sizes)
-        scales = [o / i for o, i in zip(sizes, x.shape)]
+        sizes, scales = _keep_aspect_ratio(ctx, node, x.shape, sizes)
     else:
         if roi and ctx.attr(node, "coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":
             sizes = [int(math.floor(d * (roi[rank + i] - roi[i]) * s)) for i, (d, s) in enumerate(zip(x.shape, scales))]
         else:
             sizes = [int(math.floor(d * s)) for d, s in zip(x.shape, scales)]
+    if ctx.attr(node, "antialias", 0) and ctx.attr(node, "mode", "nearest") != "nearest":
+        return [_antialias(ctx, node, x, sizes, scales, roi)]
     legacy = node.op_type == "Upsample" or ctx.opset < 11
     default_transform = "asymmetric" if legacy else "half_pixel"
     op = ops.Resize(
@@ -74,14 +75,23 @@ def resize(ctx, node):
     return [ctx.network.add_layer(op, [x], ctx.name(node)).get_output(0)]
 
 
+def _antialias(ctx, node, x, sizes, scales, roi):
+    op = ops.ResizeAntialias(
+        _MODES[ctx.attr(node, "mode")], tuple(sizes), tuple(scales),
+        ctx.attr(node, "coordinate_transformation_mode", "half_pixel"), float(ctx.attr(node, "cubic_coeff_a", -0.75)),
+        bool(ctx.attr(node, "exclude_outside", 0)), float(ctx.attr(node, "extrapolation_value", 0.0)), tuple(roi))
+    return ctx.network.add_layer(op, [x], ctx.name(node)).get_output(0)
+
+
 def _keep_aspect_ratio(ctx, node, in_shape, sizes):
+    """Output sizes and scales; a policy other than stretch gives every resized axis one scale (ONNX)."""
     policy = ctx.attr(node, "keep_aspect_ratio_policy", "stretch")
     if policy == "stretch":
-        return list(sizes)
+        return list(sizes), [o / i for o, i in zip(sizes, in_shape)]
     axes = [a % len(in_shape) for a in ctx.attr(node, "axes", range(len(in_shape)))]
     ratios = [sizes[a] / in_shape[a] for a in axes]
     scale = min(ratios) if policy == "not_larger" else max(ratios)
-    result = list(in_shape)
+    result, scales = list(in_shape), [1.0] * len(in_shape)
     for a in axes:
-        result[a] = int(np.round(in_shape[a] * scale))
-    return result
+        result[a], scales[a] = int(np.floor(in_shape[a] * scale + 0.5)), scale  # rounds half up
+    return result, scales
