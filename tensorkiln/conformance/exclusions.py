@@ -18,6 +18,8 @@ for _name in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", 
     if hasattr(_T, _name):
         _TYPE_REASONS[getattr(_T, _name)] = "8-bit and smaller float/int storage types are not supported yet"
 
+_BFLOAT16_REASON = "bfloat16 test data (numpy has no bfloat16; engines take bfloat16 as torch tensors)"
+
 _OP_REASONS = {
     **{op: "training-only operator" for op in ("NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss", "Gradient",
                                               "Adagrad", "Adam", "Momentum")},
@@ -65,6 +67,6 @@ def exclusion_reason(name: str, model: onnx.ModelProto) -> str | None:
     for elem_type in _value_types(model.graph):
         if elem_type in _TYPE_REASONS:
             return _TYPE_REASONS[elem_type]
-    if "bfloat16" in name:
-        return "bfloat16 test data (numpy has no bfloat16; engines take bfloat16 as torch tensors)"
+    if "bfloat16" in name.lower() or "_bf16" in name.lower() or _T.BFLOAT16 in set(_value_types(model.graph)):
+        return _BFLOAT16_REASON
     return None
