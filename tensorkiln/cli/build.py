@@ -1,4 +1,8 @@
-"""`kiln build`: ONNX model -> optimized engine file, with a summary of what the build did."""
+"""`kiln build`: ONNX model or Caffe net -> optimized engine file, with a summary of what the build did.
+
+The classic giexec/trtexec flags are accepted: `--deploy net.prototxt --model net.caffemodel --output prob`
+(Caffe), `--batch`, `--iterations`/`--avgRuns` (time the engine after building it), `--workspace`,
+`--fp16`/`--half2`, `--engine`/`--saveEngine`, `--loadEngine` (time an engine built before)."""
 from __future__ import annotations
 
 import argparse
@@ -8,26 +12,39 @@ from pathlib import Path
 
 from ..errors import BuildError
 from .display import format_bytes, io_table, key_value_table, make_console, target_description
-from .inputs import CommandLineError, parse_shapes
+from .inputs import CommandLineError, make_feed, parse_shapes, positive_int
 
 REDUCED_PRECISION_FLAGS = ("fp16", "bf16", "best", "int8")
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "build", help="build an engine from an ONNX model",
-        description="Parse an ONNX model, optimize it, and save the engine (trtexec --onnx ... --saveEngine ...).")
+        "build", help="build an engine from an ONNX model or a Caffe net",
+        description="Parse an ONNX model (or a Caffe deploy.prototxt + caffemodel), optimize it, and save the "
+                    "engine (trtexec --onnx ... --saveEngine ...; giexec --deploy ... --model ... --output ...).")
     parser.add_argument("model", nargs="?", metavar="MODEL.onnx", help="the ONNX model to build")
     parser.add_argument("--onnx", metavar="MODEL.onnx", help="the ONNX model (trtexec spelling of MODEL.onnx)")
-    parser.add_argument("-o", "--output", "--saveEngine", dest="output", metavar="PATH",
+    parser.add_argument("--deploy", metavar="NET.prototxt", help="a Caffe net's text definition (deploy.prototxt)")
+    parser.add_argument("--model", dest="caffemodel", metavar="NET.caffemodel",
+                        help="the Caffe net's trained weights (with --deploy); an .onnx file here is the ONNX model")
+    parser.add_argument("--output", dest="outputs", action="append", metavar="BLOB",
+                        help="a Caffe output blob (repeatable; default: the blobs no layer reads)")
+    parser.add_argument("-o", "--saveEngine", "--engine", dest="engine_path", metavar="PATH",
                         help="where to save the engine (default: the model's path with the suffix .engine)")
+    parser.add_argument("--loadEngine", dest="load_engine", metavar="PATH",
+                        help="load an engine built before instead of building one (with --iterations: time it)")
+    parser.add_argument("--batch", type=positive_int, metavar="N", help="batch size of a Caffe net's inputs")
+    parser.add_argument("--allow-fallback", action="store_true",
+                        help="run ONNX operators without a converter on onnx's reference implementation (slow) "
+                             "instead of failing; the build lists each such layer")
     parser.add_argument("--shapes", metavar="NAME:DIMS[,NAME:DIMS...]",
                         help="fixed shapes of inputs, e.g. input:1x3x224x224,mask:1x10; engines are built for fixed "
                              "shapes, and a dynamic batch dimension not given here becomes 1")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="the target the engine is built and tuned for (default: cpu)")
     precision = parser.add_argument_group("precision (FP32 unless one is given)")
-    precision.add_argument("--fp16", action="store_true", help="compute in FP16 where it is safe (CUDA target)")
+    precision.add_argument("--fp16", "--half2", dest="fp16", action="store_true",
+                           help="compute in FP16 where it is safe (CUDA target; --half2 is giexec's spelling)")
     precision.add_argument("--bf16", action="store_true", help="compute in BF16 where it is safe (CUDA target)")
     precision.add_argument("--best", action="store_true",
                            help="the fastest precision available: FP16 with FP32 fallback (CUDA target)")
@@ -38,6 +55,13 @@ def add_parser(subparsers) -> None:
                              "runs each (CUDA target; default: 3)")
     tuning.add_argument("--timing-cache", "--timingCacheFile", dest="timing_cache", metavar="PATH",
                         help="timing cache file, read before the build and updated after it (makes rebuilds fast)")
+    tuning.add_argument("--workspace", type=positive_int, metavar="MIB",
+                        help="memory budget in MiB for the activations; tensorkiln plans them itself, and warns "
+                             "when the plan needs more")
+    timing = parser.add_argument_group("timing after the build (giexec)")
+    timing.add_argument("--iterations", type=positive_int, metavar="N", help="time N rounds of executions")
+    timing.add_argument("--avgRuns", dest="avg_runs", type=positive_int, default=10, metavar="N",
+                        help="executions averaged per round (default: 10)")
     debug = parser.add_argument_group("diagnostics")
     debug.add_argument("--verbose", "-v", action="store_true",
                        help="print the builder's log: every pass with its rewrite counts, precisions, memory plan")
@@ -53,13 +77,16 @@ def main(args: argparse.Namespace) -> int:
     from ..importers.onnx import parse_onnx  # imported before the clock starts: parse time excludes imports
 
     console = make_console()
-    model = _model_path(args)
-    output = Path(args.output) if args.output else model.with_suffix(".engine")
+    if args.load_engine:
+        return _load_and_time(args, console)
+    source = _model_source(args)
+    model = source[0]
+    output = Path(args.engine_path) if args.engine_path else model.with_suffix(".engine")
     config = _builder_config(args)
     shapes = parse_shapes(args.shapes)
 
     start = time.perf_counter()
-    network = _parse(parse_onnx, model, shapes, args.verbose, console)
+    network = _parse(lambda: _import(parse_onnx, source, shapes, args), args.verbose, console)
     parse_seconds = time.perf_counter() - start
     builder = Builder(config)
     start = time.perf_counter()
@@ -70,13 +97,18 @@ def main(args: argparse.Namespace) -> int:
             for line in builder.build_log:
                 console.print(f"[build] {line}")
     build_seconds = time.perf_counter() - start
+    for step in engine.plan.steps:
+        if step.kind == "onnx_fallback":
+            console.print(f"[build] fallback layer: {step.name} ({step.op.op_type}) runs on onnx's reference "
+                          "implementation")
     output.parent.mkdir(parents=True, exist_ok=True)
     engine.save(output)
 
     plan = engine.plan
     counts = ", ".join(f"{k}={v}" for k, v in plan.build_info.get("pass_counts", {}).items() if v) or "none"
     console.print(key_value_table("build summary", [
-        ("model", model), ("engine", output), ("target", target_description(plan)), ("precision", plan.precision),
+        ("model", " + ".join(str(p) for p in source if p)), ("engine", output),
+        ("target", target_description(plan)), ("precision", plan.precision),
         ("layers", f"{plan.build_info.get('layers_before', '?')} before optimization -> {len(plan.steps)} after"),
         ("rewrites", counts), ("parse time", f"{parse_seconds:.3f} s"), ("build time", f"{build_seconds:.3f} s"),
         ("weights", format_bytes(engine.weights_nbytes)), ("engine size", format_bytes(output.stat().st_size)),
@@ -84,7 +116,77 @@ def main(args: argparse.Namespace) -> int:
     console.print(io_table(plan))
     if args.dump_passes:
         console.print(f"network after each pass written to {args.dump_passes}")
+    _check_workspace(engine, args.workspace, console)
+    if args.iterations:
+        _time_engine(engine, args, console)
     return 0
+
+
+def _model_source(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """(ONNX model, None) or (Caffe prototxt, caffemodel), from the positional model and the flags."""
+    if args.deploy:
+        if args.model or args.onnx:
+            raise CommandLineError("give either an ONNX model or a Caffe net (--deploy with --model), not both")
+        if not args.caffemodel:
+            raise CommandLineError("--deploy needs the trained weights too: --model NET.caffemodel")
+        return Path(args.deploy), Path(args.caffemodel)
+    if args.caffemodel:
+        if not args.caffemodel.endswith(".onnx"):
+            raise CommandLineError(f"--model {args.caffemodel} is a Caffe model: give its net with --deploy "
+                                   "NET.prototxt")
+        if args.model or args.onnx:
+            raise CommandLineError("two models given; give one")
+        args.model = args.caffemodel
+    if args.outputs or args.batch:
+        raise CommandLineError("--output and --batch apply to Caffe nets (--deploy); for an ONNX model the outputs "
+                               "are the graph's, and --shapes sets the batch")
+    return _model_path(args), None
+
+
+def _import(parse_onnx, source: tuple[Path, Path | None], shapes: dict, args: argparse.Namespace):
+    deploy, caffemodel = source
+    if caffemodel is None:
+        return parse_onnx(deploy, input_shapes=shapes or None, allow_fallback=args.allow_fallback)
+    from ..importers.caffe import parse_caffe
+
+    return parse_caffe(deploy, caffemodel, outputs=args.outputs, input_shapes=shapes or None, batch_size=args.batch)
+
+
+def _load_and_time(args: argparse.Namespace, console) -> int:
+    from ..runtime import Runtime
+
+    if args.model or args.onnx or args.deploy or args.caffemodel:
+        raise CommandLineError("--loadEngine takes an engine built before; leave out the model")
+    engine = Runtime().load(args.load_engine)
+    console.print(key_value_table("engine", [("engine", args.load_engine), ("target", target_description(engine.plan)),
+                                             ("precision", engine.plan.precision), ("layers", len(engine.plan.steps))]))
+    console.print(io_table(engine.plan))
+    _check_workspace(engine, args.workspace, console)
+    if args.iterations:
+        _time_engine(engine, args, console)
+    return 0
+
+
+def _check_workspace(engine, workspace_mib: int | None, console) -> None:
+    if workspace_mib and engine.arena_nbytes > workspace_mib * 2 ** 20:
+        console.print(f"warning: the engine's activations need {format_bytes(engine.arena_nbytes)}, more than "
+                      f"--workspace {workspace_mib} MiB")
+
+
+def _time_engine(engine, args: argparse.Namespace, console) -> None:
+    """giexec's timing: --iterations rounds of --avgRuns executions on random inputs, the average of each."""
+    context = engine.create_execution_context()
+    feed, _ = make_feed(engine.inputs, None, seed=0)
+    context.execute(feed)  # warm up
+    averages = []
+    for _ in range(args.iterations):
+        start = time.perf_counter()
+        for _ in range(args.avg_runs):
+            context.execute(feed)
+        averages.append((time.perf_counter() - start) / args.avg_runs * 1000)
+        console.print(f"Average over {args.avg_runs} runs is {averages[-1]:.4f} ms.")
+    averages.sort()
+    console.print(f"median of {len(averages)} rounds: {averages[len(averages) // 2]:.4f} ms per execution")
 
 
 def _model_path(args: argparse.Namespace) -> Path:
@@ -92,7 +194,8 @@ def _model_path(args: argparse.Namespace) -> Path:
         raise CommandLineError(f"two models given ({args.model} and --onnx={args.onnx}); give one")
     model = args.model or args.onnx
     if not model:
-        raise CommandLineError("no model given; usage: kiln build MODEL.onnx -o MODEL.engine")
+        raise CommandLineError("no model given; usage: kiln build MODEL.onnx -o MODEL.engine, or kiln build "
+                               "--deploy NET.prototxt --model NET.caffemodel --output BLOB")
     return Path(model)
 
 
@@ -121,9 +224,9 @@ def _precision(args: argparse.Namespace):
     return Precision.FP16 if args.fp16 or args.best else Precision.FP32
 
 
-def _parse(parse_onnx, model: Path, shapes: dict[str, tuple[int, ...]], verbose: bool, console):
+def _parse(parse, verbose: bool, console):
     if not verbose:
-        return parse_onnx(model, input_shapes=shapes or None)
+        return parse()
     # the importer logs decisions the user should see (a dynamic batch dimension set to 1, ...)
     handler = _ConsoleHandler(console, "[import] ")
     logger = logging.getLogger("tensorkiln.importers")
@@ -131,7 +234,7 @@ def _parse(parse_onnx, model: Path, shapes: dict[str, tuple[int, ...]], verbose:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        return parse_onnx(model, input_shapes=shapes or None)
+        return parse()
     finally:
         logger.removeHandler(handler)
         logger.setLevel(saved_level)

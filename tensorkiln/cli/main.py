@@ -19,6 +19,7 @@ INTERRUPTED_EXIT_CODE = 130  # the shell's code for SIGINT
 
 EPILOG = """examples:
   kiln build model.onnx -o model.engine --shapes input:1x3x224x224
+  kiln build --deploy deploy.prototxt --model net.caffemodel --output prob --saveEngine net.engine
   kiln run model.engine --inputs input:image.npy --save-outputs out.npz
   kiln bench model.engine --iterations 200 --json perf.json
   kiln inspect model.engine --layers
