@@ -51,12 +51,22 @@ def main(args: argparse.Namespace) -> int:
                         + (f", {format_bytes(plan.memory.arena_bytes)} arena" if plan.memory else "")),
         ("build time", f"{info['build_seconds']} s" if "build_seconds" in info else "?"),
     ]))
+    if plan.memory is not None:
+        console.print(memory_figure(plan.memory))
     console.print(io_table(plan))
     if info.get("passes"):
         console.print(passes_table(info["passes"]))
     if args.layers:
         console.print(layers_table(plan))
     return 0
+
+
+def memory_figure(memory) -> str:
+    """The memory plan in one line, as the builder's log states it: the arena next to the sum of the activations
+    it holds (each as if it had its own buffer)."""
+    share = 100 * memory.arena_bytes / max(memory.activation_bytes, 1)
+    return (f"activation memory: arena {memory.arena_bytes / 2**20:.2f} MiB for "
+            f"{memory.activation_bytes / 2**20:.2f} MiB of activations ({share:.0f}%)")
 
 
 def passes_table(passes: list[dict]) -> Table:
