@@ -20,7 +20,16 @@ from ...ir.dtypes import DataType
 from ..registry import kernel
 from .triton import configs as tiles
 
-TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+
+
+def _triton_installed() -> bool:
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):  # a broken or deliberately hidden installation counts as none
+        return False
+
+
+TRITON_AVAILABLE = _triton_installed()
 _FLOATS = (DataType.FLOAT, DataType.HALF, DataType.BF16)
 _POOLS = (ops.PoolingType.MAX, ops.PoolingType.AVERAGE)
 MAX_HEAD_DIM = 256  # the attention kernel keeps a [BLOCK_M, head dim] tile of Q and of the output in registers

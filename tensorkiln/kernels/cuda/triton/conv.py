@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_zero
-from .configs import CONV_CONFIGS, DEPTHWISE_CONFIGS
+from .configs import CONV_CONFIGS, DEPTHWISE_CONFIGS, TileConfig
 from .gemm import input_precision
 
 @triton.jit
@@ -155,7 +155,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     pointers, res_strides, scalars, flags = _epilogue_args(out, bias, prelu_slope, residual, activation, alpha,
                                                            beta, post_activation, post_alpha, post_beta)
     geometry = (*stride, pads[0], pads[1], *dilation)
-    if groups == 1:
+    depthwise = groups == C and C_per_group == 1 and K % C == 0
+    if groups == 1 and not (depthwise and isinstance(config, TileConfig)):  # C == 1 can run either kernel
         config = config or CONV_CONFIGS[0]
         grid = (triton.cdiv(N * P * Q, config.block_m) * triton.cdiv(K, config.block_n),)
         conv2d_nhwc_kernel[grid](
@@ -163,7 +164,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
             *x.stride(), *weight.stride(), *out.stride(), *res_strides, *geometry, *scalars, **flags,
             INPUT_PRECISION=input_precision(x.dtype), BLOCK_M=config.block_m, BLOCK_N=config.block_n,
             BLOCK_K=config.block_k, GROUP_M=config.group_m, num_warps=config.num_warps, num_stages=config.num_stages)
-    elif groups == C and C_per_group == 1 and K % C == 0:
+    elif depthwise:
         config = config or DEPTHWISE_CONFIGS[0]
         grid = (triton.cdiv(N * P * Q, config.block_pix), triton.cdiv(K, config.block_c))
         w_strides = (weight.stride(0), weight.stride(2), weight.stride(3))

@@ -56,7 +56,7 @@ def pool2d_nhwc_kernel(
                     counted = inside
                 count += counted.to(tl.float32)
     if not IS_MAX:
-        acc = acc / count[:, None]
+        acc = acc / tl.where(mask_m, count, 1.0)[:, None]  # rows past the end: no 0 / 0
     y_ptrs = y_ptr + (n * stride_yn + p * stride_yh + q * stride_yw)[:, None] + offs_c[None, :] * stride_yc
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_c[None, :])
 
