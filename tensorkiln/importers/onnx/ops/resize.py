@@ -57,11 +57,8 @@ def resize(ctx, node):
         scales, sizes, roi = _scales_and_sizes(ctx, node, x)
     if sizes is not None:
         sizes, scales = _keep_aspect_ratio(ctx, node, x.shape, sizes)
-    else:
-        if roi and ctx.attr(node, "coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":
-            sizes = [int(math.floor(d * (roi[rank + i] - roi[i]) * s)) for i, (d, s) in enumerate(zip(x.shape, scales))]
-        else:
-            sizes = [int(math.floor(d * s)) for d, s in zip(x.shape, scales)]
+    else:  # also for tf_crop_and_resize: onnxruntime and the ONNX reference size it floor(d * s), whatever the roi
+        sizes = [int(math.floor(d * s)) for d, s in zip(x.shape, scales)]
     if ctx.attr(node, "antialias", 0) and ctx.attr(node, "mode", "nearest") != "nearest":
         return [_antialias(ctx, node, x, sizes, scales, roi)]
     legacy = node.op_type == "Upsample" or ctx.opset < 11
