@@ -95,8 +95,17 @@ def check_plugins(steps: Iterable[Any]) -> None:
     """Fail with a clear message when steps of an engine use plugins this process has not registered."""
     missing: dict[str, list[str]] = {}
     for step in steps:
-        if step.kind == "plugin" and find_plugin(step.op.type) is None:
+        if step.kind != "plugin":
+            continue
+        if find_plugin(step.op.type) is None:
             missing.setdefault(step.op.type, []).append(step.name)
+            continue
+        try:  # the registered class must still accept the parameters the engine was built with
+            plugin_instance(step.op.type, step.op.params_json)
+        except (ValueError, TypeError) as error:
+            raise MissingPluginError(f"layer {step.name!r}: the plugin {step.op.type!r} registered in this process "
+                                     f"does not accept the engine's parameters {step.op.params_json} ({error}); "
+                                     "rebuild the engine with this version of the plugin") from None
     if missing:
         listing = "; ".join(f"{kind!r} (layers {names})" for kind, names in sorted(missing.items()))
         raise MissingPluginError(

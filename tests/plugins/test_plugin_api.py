@@ -219,3 +219,17 @@ def test_fallback_runs_an_op_without_converter_and_serializes(caplog, no_center_
     assert got.shape == (2, 3, 4, 6)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     _ = torch  # the kernels are torch; the fallback hands numpy to onnx.reference and back
+
+
+def test_engine_whose_plugin_parameters_the_registered_class_rejects(scaled_softsign):
+    blob = softsign_engine().serialize()
+    unregister_plugin("ScaledSoftsign")
+
+    @register_plugin("ScaledSoftsign")
+    class Renamed(ScaledSoftsign):  # a later version of the plugin, whose parameter has another name
+        @dataclasses.dataclass(frozen=True)
+        class Params:
+            factor: float = 1.0
+
+    with pytest.raises(MissingPluginError, match=r"does not accept the engine's parameters \{\"gain\":2.5\}"):
+        tk.Runtime().deserialize(blob)

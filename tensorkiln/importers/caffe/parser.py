@@ -28,7 +28,7 @@ log = logging.getLogger("tensorkiln.importers.caffe")
 # layers that only feed training or evaluation: dropped from deploy nets
 _TRAINING_ONLY = {"Accuracy", "SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss",
                   "InfogainLoss", "MultinomialLogisticLoss", "ContrastiveLoss", "Silence"}
-_DATA_LAYERS = {"Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData", "WindowData", "Python"}
+_DATA_LAYERS = {"Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData", "WindowData"}
 
 
 class CaffeParser:
