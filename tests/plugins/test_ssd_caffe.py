@@ -20,12 +20,15 @@ layer {{ name: "feat_norm" type: "Normalize" bottom: "feat" top: "feat_norm"
         norm_param {{ across_spatial: false channel_shared: false }} }}
 layer {{ name: "loc" type: "Convolution" bottom: "feat_norm" top: "loc"
         convolution_param {{ num_output: {PRIORS * 4} kernel_size: 3 pad: 1 }} }}
-layer {{ name: "loc_perm" type: "Permute" bottom: "loc" top: "loc_perm" permute_param {{ order: 0 order: 2 order: 3 order: 1 }} }}
+layer {{ name: "loc_perm" type: "Permute" bottom: "loc" top: "loc_perm"
+        permute_param {{ order: 0 order: 2 order: 3 order: 1 }} }}
 layer {{ name: "loc_flat" type: "Flatten" bottom: "loc_perm" top: "loc_flat" }}
 layer {{ name: "conf" type: "Convolution" bottom: "feat_norm" top: "conf"
         convolution_param {{ num_output: {PRIORS * NUM_CLASSES} kernel_size: 3 pad: 1 }} }}
-layer {{ name: "conf_perm" type: "Permute" bottom: "conf" top: "conf_perm" permute_param {{ order: 0 order: 2 order: 3 order: 1 }} }}
-layer {{ name: "conf_rs" type: "Reshape" bottom: "conf_perm" top: "conf_rs" reshape_param {{ shape {{ dim: 0 dim: -1 dim: {NUM_CLASSES} }} }} }}
+layer {{ name: "conf_perm" type: "Permute" bottom: "conf" top: "conf_perm"
+        permute_param {{ order: 0 order: 2 order: 3 order: 1 }} }}
+layer {{ name: "conf_rs" type: "Reshape" bottom: "conf_perm" top: "conf_rs"
+        reshape_param {{ shape {{ dim: 0 dim: -1 dim: {NUM_CLASSES} }} }} }}
 layer {{ name: "conf_sm" type: "Softmax" bottom: "conf_rs" top: "conf_sm" softmax_param {{ axis: 2 }} }}
 layer {{ name: "conf_flat" type: "Flatten" bottom: "conf_sm" top: "conf_flat" }}
 layer {{ name: "priors" type: "PriorBox" bottom: "feat_norm" bottom: "data" top: "priors"

@@ -28,7 +28,8 @@ def numpy_priors() -> np.ndarray:
             for ratio in (RATIOS[0], 1 / RATIOS[0]):  # flip
                 sizes.append((MIN_SIZE * math.sqrt(ratio), MIN_SIZE / math.sqrt(ratio)))
             for bw, bh in sizes:
-                boxes.append([(cx - bw / 2) / img_w, (cy - bh / 2) / img_h, (cx + bw / 2) / img_w, (cy + bh / 2) / img_h])
+                boxes.append([(cx - bw / 2) / img_w, (cy - bh / 2) / img_h,
+                              (cx + bw / 2) / img_w, (cy + bh / 2) / img_h])
     return np.array(boxes)
 
 
@@ -78,7 +79,8 @@ def build_engine(nms_threshold, top_k, keep_top_k, threshold) -> tk.Engine:
     loc = network.add_input("loc", tk.DataType.FLOAT, (BATCH, num_priors * 4))
     conf = network.add_input("conf", tk.DataType.FLOAT, (BATCH, num_priors * NUM_CLASSES))
     priors = add_plugin(network, "PriorBox", [feature, image], dict(
-        min_sizes=(MIN_SIZE,), max_sizes=(MAX_SIZE,), aspect_ratios=RATIOS, flip=True, variances=VARIANCES)).get_output(0)
+        min_sizes=(MIN_SIZE,), max_sizes=(MAX_SIZE,), aspect_ratios=RATIOS, flip=True, variances=VARIANCES)
+    ).get_output(0)
     detections = add_plugin(network, "DetectionOutput", [loc, conf, priors], dict(
         num_classes=NUM_CLASSES, background_label_id=0, nms_threshold=nms_threshold, top_k=top_k,
         keep_top_k=keep_top_k, code_type="CENTER_SIZE", confidence_threshold=threshold),

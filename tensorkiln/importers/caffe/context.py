@@ -48,7 +48,8 @@ class CaffeContext:
                     else "no caffemodel was given; pass the trained weights (--model net.caffemodel)")
             raise self.error(layer, f"needs trained weights ({what}), but {hint}")
         if index >= len(blobs):
-            raise self.error(layer, f"needs blob {index} ({what}), but the caffemodel holds {len(blobs)} blob(s) for it")
+            raise self.error(layer, f"needs blob {index} ({what}), but the caffemodel holds {len(blobs)} blob(s) "
+                                    "for it")
         array, shape = blobs[index], tuple(int(d) for d in shape)
         if _strip_ones(array.shape) != _strip_ones(shape):
             raise self.error(layer, f"blob {index} ({what}) in the caffemodel has shape {tuple(array.shape)}, but the "

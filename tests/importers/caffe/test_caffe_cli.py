@@ -14,9 +14,9 @@ LENET = "models/caffe/lenet_mnist"
 def test_build_caffe_with_giexec_flags_then_load_engine(shared_dir, tmp_path, capsys):
     engine_path = tmp_path / "lenet.engine"
     base = shared_dir / LENET
-    code = main(["build", "--deploy", str(base / "lenet.prototxt"), "--model", str(base / "lenet_iter_10000.caffemodel"),
-                 "--output", "prob", "--batch", "2", "--saveEngine", str(engine_path), "--iterations", "2",
-                 "--avgRuns", "1", "--workspace", "64", "--verbose"])
+    code = main(["build", "--deploy", str(base / "lenet.prototxt"),
+                 "--model", str(base / "lenet_iter_10000.caffemodel"), "--output", "prob", "--batch", "2",
+                 "--saveEngine", str(engine_path), "--iterations", "2", "--avgRuns", "1", "--workspace", "64", "--verbose"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert printed.count("Average over 1 runs is") == 2
@@ -34,8 +34,9 @@ def test_build_flag_errors(shared_dir, tmp_path, capsys):
     base = shared_dir / LENET
     assert main(["build", "--deploy", str(base / "lenet.prototxt")]) == 2
     assert "--model NET.caffemodel" in capsys.readouterr().err
-    assert main(["build", "--deploy", str(base / "lenet.prototxt"), "--model", str(base / "lenet_iter_10000.caffemodel"),
-                 "--half2", "-o", str(tmp_path / "x.engine")]) == 2
+    assert main(["build", "--deploy", str(base / "lenet.prototxt"),
+                 "--model", str(base / "lenet_iter_10000.caffemodel"), "--half2",
+                 "-o", str(tmp_path / "x.engine")]) == 2
     assert "--fp16 is not supported on the CPU" in capsys.readouterr().err
     assert main(["build", "--model", str(base / "lenet_iter_10000.caffemodel")]) == 2
     assert "--deploy" in capsys.readouterr().err

@@ -50,8 +50,10 @@ def test_pooling_rounding_clipping_and_divisor(tmp_path, method, size, kernel, s
 def test_global_pooling(tmp_path):
     x = rand(2, 4, 5, 3)
     proto = input_layer("data", x.shape) + (
-        'layer { name: "max" type: "Pooling" bottom: "data" top: "max" pooling_param { pool: MAX global_pooling: true } }'
-        'layer { name: "ave" type: "Pooling" bottom: "data" top: "ave" pooling_param { pool: AVE global_pooling: true } }')
+        'layer { name: "max" type: "Pooling" bottom: "data" top: "max" '
+        'pooling_param { pool: MAX global_pooling: true } }'
+        'layer { name: "ave" type: "Pooling" bottom: "data" top: "ave" '
+        'pooling_param { pool: AVE global_pooling: true } }')
     y = run_net(tmp_path, proto, {}, {"data": x})
     np.testing.assert_allclose(y["max"], x.max(axis=(2, 3), keepdims=True), rtol=1e-6)
     np.testing.assert_allclose(y["ave"], x.mean(axis=(2, 3), keepdims=True), rtol=1e-5, atol=1e-6)
@@ -101,7 +103,8 @@ def test_activations(tmp_path):
         f'layer {{ name: "{n}" type: "{t}" bottom: "data" top: "{n}" {p} }}\n' for n, (t, p) in layers.items())
     y = run_net(tmp_path, proto, {"prelu": [slopes]}, {"data": x})
     s = slopes.reshape(1, 3, 1, 1)
-    expected = {"relu": np.where(x > 0, x, 0.1 * x), "prelu": np.where(x > 0, x, s * x), "sigmoid": 1 / (1 + np.exp(-x)),
+    expected = {"relu": np.where(x > 0, x, 0.1 * x), "prelu": np.where(x > 0, x, s * x),
+                "sigmoid": 1 / (1 + np.exp(-x)),
                 "tanh": np.tanh(x), "elu": np.where(x > 0, x, 0.5 * (np.exp(x) - 1)), "power": (3 + 0.5 * x) ** 2,
                 "drop": x}
     for name, value in expected.items():
