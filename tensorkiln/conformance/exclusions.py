@@ -56,9 +56,15 @@ def _nodes(graph: onnx.GraphProto):
                 yield from _nodes(attribute.g)
 
 
+def _has_non_tensor_io(graph: onnx.GraphProto) -> bool:
+    return any(value.type.WhichOneof("value") not in ("tensor_type", None) for value in (*graph.input, *graph.output))
+
+
 def exclusion_reason(name: str, model: onnx.ModelProto) -> str | None:
     if "training" in name:
         return "training mode (dropout masks, batch statistics)"
+    if _has_non_tensor_io(model.graph):
+        return _OP_REASONS["SequenceAt"]  # a sequence or optional input/output, whatever the operator
     for node in _nodes(model.graph):
         if node.op_type in _OP_REASONS:
             return _OP_REASONS[node.op_type]
