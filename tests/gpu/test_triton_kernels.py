@@ -56,7 +56,12 @@ def _check(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
 
 
 def _f32(*tensors):
-    return [None if t is None else t.float() for t in tensors]
+    """Reference inputs: FP32 copies on the CPU (no TF32 convolutions or reduced-precision shortcuts there)."""
+    return [None if t is None else t.float().cpu() for t in tensors]
+
+
+def _cpu32(tensor):
+    return _f32(tensor)[0]
 
 
 # ---- GEMM ----------------------------------------------------------------------------------------------------
@@ -144,7 +149,7 @@ def test_conv2d_implicit_gemm(dtype, channels_last, x_shape, w_shape, stride, pa
     residual = _rand(*ref.shape, dtype=dtype)
     out = conv.conv2d(x, w, bias, stride=stride, pads=pads, dilation=dilation, activation=A.RELU,
                       residual=residual, post_activation=A.LEAKY_RELU, post_alpha=0.1)
-    _check(out, F.leaky_relu(F.relu(ref) + residual.float(), 0.1), dtype)
+    _check(out, F.leaky_relu(F.relu(ref) + _cpu32(residual), 0.1), dtype)
     assert out.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -194,8 +199,8 @@ def test_conv2d_rejects_grouped_convolution():
 def test_softmax(dtype, shape, block_n):
     softmax = _kernels("softmax")
     x = _rand(*shape, dtype=dtype, scale=3.0)
-    _check(softmax.softmax(x, block_n=block_n), torch.softmax(x.float(), -1), dtype)
-    _check(softmax.softmax(x, log=True, block_n=block_n), torch.log_softmax(x.float(), -1), dtype)
+    _check(softmax.softmax(x, block_n=block_n), torch.softmax(_cpu32(x), -1), dtype)
+    _check(softmax.softmax(x, log=True, block_n=block_n), torch.log_softmax(_cpu32(x), -1), dtype)
 
 
 @needs_triton
@@ -234,11 +239,11 @@ def test_pooling_against_torch(dtype, kernel, stride, pads, dilation):
     pooling = _kernels("pooling")
     x = _rand(2, 13, 11, 7, dtype=dtype, channels_last=True)
     padding = (pads[0], pads[1])  # symmetric here, as torch takes them
-    ref = F.max_pool2d(x.float(), kernel, stride, padding, dilation)
+    ref = F.max_pool2d(_cpu32(x), kernel, stride, padding, dilation)
     _check(pooling.pool2d(x, is_max=True, kernel=kernel, stride=stride, pads=pads, dilation=dilation), ref, dtype)
     if dilation == (1, 1):
         for include_pad in (False, True):
-            ref = F.avg_pool2d(x.float(), kernel, stride, padding, count_include_pad=include_pad)
+            ref = F.avg_pool2d(_cpu32(x), kernel, stride, padding, count_include_pad=include_pad)
             out = pooling.pool2d(x, is_max=False, kernel=kernel, stride=stride, pads=pads,
                                  count_include_pad=include_pad)
             _check(out, ref, dtype)
@@ -256,7 +261,7 @@ def test_pooling_ceil_mode_and_asymmetric_pads(pool_type, include_pad):
     x = _rand(2, 7, 13, 10, channels_last=True)
     out = pooling.pool2d(x, is_max=pool_type is ops.PoolingType.MAX, kernel=op.kernel, stride=op.stride,
                          pads=op.pads, dilation=op.dilation, ceil_mode=True, count_include_pad=include_pad)
-    _check(out, reference(op, [x.cpu()])[0], torch.float32)
+    _check(out, reference(op, [_cpu32(x)])[0], torch.float32)
 
 
 @needs_triton
@@ -266,8 +271,8 @@ def test_global_pooling(dtype, shape):
     pooling = _kernels("pooling")
     x = _rand(*shape, dtype=dtype, channels_last=True)
     dims = tuple(range(2, x.dim()))
-    _check(pooling.global_pool(x, is_max=False), x.float().mean(dims, keepdim=True), dtype)
-    _check(pooling.global_pool(x, is_max=True), x.float().amax(dims, keepdim=True), dtype)
+    _check(pooling.global_pool(x, is_max=False), _cpu32(x).mean(dims, keepdim=True), dtype)
+    _check(pooling.global_pool(x, is_max=True), _cpu32(x).amax(dims, keepdim=True), dtype)
 
 
 # ---- attention -------------------------------------------------------------------------------------------------
@@ -288,10 +293,10 @@ def test_attention(dtype, sq, sk, d, dv, causal, mask_kind):
     rq, rk, rv = _f32(q, k, v)
     scores = rq @ rk.transpose(-1, -2) * 0.3
     if mask is not None:
-        scores = scores + (mask.float() if mask.dtype != torch.bool else torch.zeros_like(mask, dtype=torch.float)
-                           .masked_fill(~mask, float("-inf")))
+        scores = scores + (_cpu32(mask) if mask.dtype != torch.bool else torch.zeros(mask.shape)
+                           .masked_fill(~mask.cpu(), float("-inf")))
     if causal:
-        scores = scores.masked_fill(torch.ones(sq, sk, dtype=torch.bool, device=DEVICE).triu(1), float("-inf"))
+        scores = scores.masked_fill(torch.ones(sq, sk, dtype=torch.bool).triu(1), float("-inf"))
     ref = torch.softmax(scores, -1) @ rv
     _check(attention.attention(q, k, v, mask, scale=0.3, causal=causal), ref, dtype)
 
@@ -357,6 +362,10 @@ def _impls(op, inputs) -> set[str]:
     return {e.impl for e in candidates(op.KIND, "cuda", op, inputs)}
 
 
+def _triton_serves(op, *specs) -> bool:
+    return any(impl.startswith("triton") for impl in _impls(op, _layer_inputs(*specs)))
+
+
 @needs_triton
 def test_tactic_predicates():
     conv = ops.FusedConvolution((1, 1), (1, 1, 1, 1), (1, 1), 1, activation=A.RELU)
@@ -366,23 +375,18 @@ def test_tactic_predicates():
     depthwise = ops.FusedConvolution((1, 1), (1, 1, 1, 1), (1, 1), 8)
     impls = _impls(depthwise, _layer_inputs(x, ((8, 1, 3, 3),), None, None, None))
     assert any("depthwise" in i for i in impls) and not any("igemm" in i for i in impls)
-    grouped = ops.Convolution((1, 1), (0, 0, 0, 0), (1, 1), 2)
-    assert not any(i.startswith("triton") for i in _impls(grouped, _layer_inputs(x, ((16, 4, 1, 1),))))
-    conv3d = ops.Convolution((1, 1, 1), (0,) * 6, (1, 1, 1))
-    assert not any(i.startswith("triton") for i in _impls(conv3d, _layer_inputs(((1, 2, 3, 3, 3),), ((2, 2, 1, 1, 1),))))
-    matmul = ops.MatrixMultiply()
-    assert any(i.startswith("triton_gemm") for i in _impls(matmul, _layer_inputs(((7, 13),), ((13, 5),))))
-    assert not any(i.startswith("triton") for i in _impls(matmul, _layer_inputs(((7, 13), "int64"), ((13, 5), "int64"))))
-    fused_mm = ops.FusedMatMul()
-    assert not any(i.startswith("triton") for i in _impls(fused_mm, _layer_inputs(((7, 13),), ((13, 5),), ((7, 5),))))
-    assert not any(i.startswith("triton") for i in _impls(ops.Softmax(axis=0), _layer_inputs(((7, 13),))))
-    assert any(i.startswith("triton") for i in _impls(ops.Softmax(axis=-1), _layer_inputs(((7, 13),))))
-    lp = ops.Pooling(ops.PoolingType.LP, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1))
-    assert not any(i.startswith("triton") for i in _impls(lp, _layer_inputs(((1, 2, 4, 4),))))
-    equal = ops.FusedPointwise(("t0 = equal in0 in1", "out = t0"))
-    assert not any(i.startswith("triton") for i in _impls(equal, _layer_inputs(((4,),), ((4,),))))
-    wide = ops.Attention(scale=1.0)
-    assert not any(i.startswith("triton") for i in _impls(wide, _layer_inputs(((1, 4, 512),),) * 3))
+    assert not _triton_serves(ops.Convolution((1, 1), (0, 0, 0, 0), (1, 1), 2), x, ((16, 4, 1, 1),))  # grouped
+    assert not _triton_serves(ops.Convolution((1, 1, 1), (0,) * 6, (1, 1, 1)), ((1, 2, 3, 3, 3),), ((2, 2, 1, 1, 1),))
+    assert _triton_serves(ops.MatrixMultiply(), ((7, 13),), ((13, 5),))
+    assert not _triton_serves(ops.MatrixMultiply(), ((7, 13), "int64"), ((13, 5), "int64"))
+    assert not _triton_serves(ops.FusedMatMul(), ((7, 13),), ((13, 5),), ((7, 5),))  # a bias per element
+    assert _triton_serves(ops.FusedMatMul(), ((7, 13),), ((13, 5),), ((1, 5),))
+    assert not _triton_serves(ops.Softmax(axis=0), ((7, 13),))
+    assert _triton_serves(ops.Softmax(axis=-1), ((7, 13),))
+    assert not _triton_serves(ops.Pooling(ops.PoolingType.LP, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)), ((1, 2, 4, 4),))
+    assert not _triton_serves(ops.FusedPointwise(("t0 = equal in0 in1", "out = t0")), ((4,),), ((4,),))
+    assert _triton_serves(ops.FusedPointwise(("t0 = sum in0 in1", "out = t0")), ((4,),), ((4,),))
+    assert not _triton_serves(ops.Attention(scale=1.0), *[((1, 4, 512),)] * 3)  # head dim over MAX_HEAD_DIM
 
 
 @needs_triton
