@@ -16,7 +16,8 @@ def test_build_caffe_with_giexec_flags_then_load_engine(shared_dir, tmp_path, ca
     base = shared_dir / LENET
     code = main(["build", "--deploy", str(base / "lenet.prototxt"),
                  "--model", str(base / "lenet_iter_10000.caffemodel"), "--output", "prob", "--batch", "2",
-                 "--saveEngine", str(engine_path), "--iterations", "2", "--avgRuns", "1", "--workspace", "64", "--verbose"])
+                 "--saveEngine", str(engine_path), "--iterations", "2", "--avgRuns", "1", "--workspace", "64",
+                 "--verbose"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert printed.count("Average over 1 runs is") == 2
