@@ -157,7 +157,8 @@ def compose_shuffles(shape: Sequence[int], steps: Sequence[ops.Shuffle]) -> ops.
         if found is None:
             return None
         inputs, runs = found
-        runs.sort(key=lambda run: atoms.inputs.index(run[0]))
+        final = [a for dim in atoms.dims for a in dim]
+        runs.sort(key=lambda run: final.index(run[0]))  # in output order: no second transpose where none is needed
         order = [a for run in runs for a in run]
         first_of_input = {group[0]: d for d, group in enumerate(inputs) if group}
         moved = [first_of_input[a] for a in order if a in first_of_input]
