@@ -107,6 +107,52 @@ def check(op_type: str, inputs: Sequence, *, opset: int = 17, n_outputs: int = 1
     return actual
 
 
+def check_reduced(op_type: str, inputs: Sequence, dtype: str, *, opset: int = 17, n_outputs: int = 1,
+                  keep: Sequence[int] = (), **attrs) -> None:
+    """Run one node in float16 or bfloat16 (float32 inputs, but those at the indices in `keep`, are rounded to
+    `dtype`) and compare it with onnxruntime running the node in float32 on the rounded inputs, within
+    `dtype`'s tolerance."""
+    __tracebackhide__ = True
+    import ml_dtypes
+    import torch
+
+    low = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}[dtype]
+
+    def lowered(value):
+        array = np.asarray(getattr(value, "value", value))
+        return array.astype(low) if array.dtype == np.float32 else array
+
+    def rounded(index, value):
+        if value is None or index in keep:
+            return value
+        array = lowered(value)
+        array = array.astype(np.float32) if array.dtype == low else array
+        return Const(array) if isinstance(value, Const) else array
+
+    reference_model, reference_feed = make_model(op_type, [rounded(i, v) for i, v in enumerate(inputs)], attrs,
+                                                 opset, n_outputs)
+    expected = run_onnxruntime(reference_model, reference_feed)
+    reduced = [v if v is None or i in keep else Const(lowered(v)) if isinstance(v, Const) else lowered(v)
+               for i, v in enumerate(inputs)]
+    model, feed = make_model(op_type, reduced, attrs, opset, n_outputs)
+    torch_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    torch_feed = {k: torch.from_numpy(v.astype(np.float32)).to(torch_dtype) if v.dtype == low else torch.from_numpy(v)
+                  for k, v in feed.items()}
+    engine = tk.Builder(tk.BuilderConfig(opt_level=0)).build(parse_onnx(model))
+    produced = engine.create_execution_context().execute(torch_feed)
+    where = describe(op_type, opset, attrs, inputs) + f" in {dtype}"
+    inferred = onnx.shape_inference.infer_shapes(model).graph.output
+    for index, (output, want) in enumerate(zip(model.graph.output, expected)):
+        got, elem = produced[output.name], inferred[index].type.tensor_type.elem_type
+        got_array = got.float().numpy() if got.dtype in (torch.float16, torch.bfloat16) else got.numpy()
+        if elem != helper.np_dtype_to_tensor_dtype(np.dtype(low)):  # not a reduced-precision output (Cast, ArgMax)
+            assert_close(got_array, np.asarray(want), f"{where}, output {index}")
+            continue
+        if got.dtype != torch_dtype:
+            raise AssertionError(f"{where}, output {index}: dtype {got.dtype}, expected {torch_dtype}")
+        assert_close(got_array, np.asarray(want).astype(np.float32), f"{where}, output {index}", tolerance_for(dtype))
+
+
 def describe(op_type: str, opset: int, attrs: dict, inputs: Sequence) -> str:
     shapes = ", ".join("-" if v is None else
                        f"{'const ' if isinstance(v, Const) else ''}{np.asarray(getattr(v, 'value', v)).dtype}"
