@@ -5,8 +5,9 @@
 Inputs are given in node order: a numpy array is a graph input (fed at run time), `Const(array)` is an
 initializer (known at build time), None is an omitted optional input. Attributes are keyword arguments.
 The reference is onnxruntime; for a node onnxruntime does not run, or runs against the ONNX spec, it is
-`reference="onnx"` (onnx.reference.ReferenceEvaluator) or a function written in the test. A mismatch fails with the op, the opset, the attributes, the input shapes and
-the worst element, so a failure can be read without a debugger.
+`reference="onnx"` (onnx.reference.ReferenceEvaluator) or a function written in the test. A mismatch fails
+with the op, the opset, the attributes, the input shapes and the worst element, so a failure can be read
+without a debugger. `check_reduced` runs a node in float16 or bfloat16 against onnxruntime in float32.
 """
 from __future__ import annotations
 

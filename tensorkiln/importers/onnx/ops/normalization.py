@@ -21,8 +21,9 @@ def batch_normalization(ctx, node):
         # y = (x - mean) / sqrt(var + eps) * scale + bias  =>  per-channel scale and shift
         factor = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + epsilon)
         shift = bias - mean * factor
-        # as constant tensors of x's dtype: arrays given to add_scale become float32 weights (and a float32 output)
-        shift, factor = (ctx.network.add_constant(None, v.astype(x.dtype.numpy)).get_output(0) for v in (shift, factor))
+        # constant tensors of x's dtype: arrays given to add_scale become float32 weights (and a float32 output)
+        shift, factor = (ctx.network.add_constant(None, v.astype(x.dtype.numpy)).get_output(0)
+                         for v in (shift, factor))
         return [ctx.network.add_scale(x, ScaleMode.CHANNEL, shift=shift, scale=factor,
                                       name=ctx.name(node)).get_output(0)]
     return [_batch_norm_layers(ctx, node, x, epsilon)]
