@@ -138,12 +138,13 @@ class FuseHorizontal(Pass):
                            f"{base}.split", outputs=tails)
         merged = [l for m in members for l in (m.layer, m.bias_add) if l is not None] + list(activations or [])
         for layer in (*chain, split):
-            layer.fused_from = tuple(l.name for l in merged)
+            # the original names, through what an earlier pass (fold_scale) already merged into a layer
+            layer.fused_from = tuple(n for l in merged for n in (getattr(l, "fused_from", ()) or (l.name,)))
         order = {id(l): i for i, l in enumerate(network.layers)}
         splice(network, merged, [*chain, split], before=min((m.layer for m in members), key=lambda l: order[id(l)]))
         self.count(f"{first.kind}_groups")
         self.count(f"{first.kind}_layers", len(members))
-        self.log.append(" + ".join(l.name for l in merged) + f" -> {' + '.join(l.name for l in (*chain, split))}")
+        self.log.append(" + ".join(chain[0].fused_from) + f" -> {' + '.join(l.name for l in (*chain, split))}")
 
 
 def _biases(members: list[_Member]) -> np.ndarray:

@@ -126,9 +126,10 @@ def _take_activation(chain: _Chain, uses: Uses) -> None:
         # layer -> prelu(slope)  =>  layer with prelu (the slope becomes an input)
         slope = reader.inputs[1]
         # per-channel constant slopes only: the fused kernels of the other targets read one slope per channel
-        if reader.outputs[0].shape == chain.tensor.shape and slope.is_constant and _bias_value(chain, slope) is not None:
+        per_channel = slope.is_constant and _bias_value(chain, slope) is not None
+        if reader.outputs[0].shape == chain.tensor.shape and per_channel:
             chain.epilogue.update(prelu=True)
-            chain.slope = reader.inputs[1]
+            chain.slope = slope
             _advance(chain, reader, "prelu")
     elif reader is None:
         _take_swish(chain, uses)
