@@ -99,9 +99,8 @@ def _reciprocal(per: np.ndarray) -> Affine | None:
 def _negated_plus(layer: Layer, target: _Target) -> Affine | None:
     if layer.op.operation is not E.SUB or layer.inputs[1] is not target.tail or not layer.inputs[0].is_constant:
         return None
-    c = layer.inputs[0]
-    per = None if c.dtype != target.tail.dtype else _per_channel(c.value, len(target.tail.shape), target.axis,
-                                                                  target.channels)
+    c, rank = layer.inputs[0], len(target.tail.shape)
+    per = _per_channel(c.value, rank, target.axis, target.channels) if c.dtype == target.tail.dtype else None
     return None if per is None else (-np.ones_like(per), per)
 
 
@@ -151,7 +150,9 @@ def _target(tail: Tensor, uses: Uses) -> _Target | None:
     bias_add = None
     if layer.kind == ops.ElementWise.KIND and layer.op.operation is E.SUM:
         bias_add, layer = layer, next((t.producer for t in layer.inputs if not t.is_constant), None)
-        if layer is None or layer.kind != ops.MatrixMultiply.KIND or uses.single_consumer(layer.outputs[0]) is not bias_add:
+        if layer is None or layer.kind != ops.MatrixMultiply.KIND:
+            return None
+        if uses.single_consumer(layer.outputs[0]) is not bias_add:
             return None
     if layer.kind not in _WEIGHTED or not _constant_weights(layer):
         return None
@@ -191,6 +192,7 @@ def _scaled_weight(layer: Layer, scale: np.ndarray) -> np.ndarray:
 
 
 def _fold(network: Network, target: _Target, affine_layer: Layer, scale: np.ndarray, shift: np.ndarray) -> None:
+    """Scale the weights; the layer (or the matrix multiply's bias Add) takes over the affine layer's output."""
     layer, out = target.layer, affine_layer.outputs[0]
     dtype = target.tail.dtype.numpy
     layer.inputs[1] = make_constant(network, _scaled_weight(layer, scale), f"{layer.name}.weight")
@@ -206,9 +208,11 @@ def _fold(network: Network, target: _Target, affine_layer: Layer, scale: np.ndar
         bias = (_bias_of_add(target) * scale + shift).astype(dtype)
         add.inputs = [layer.outputs[0], make_constant(network, bias, f"{add.name}.bias")]
         _take_over(add, out)
+        layer = add
     elif np.any(shift != 0):  # the map becomes the bias Add
         affine_layer.op = ops.ElementWise(E.SUM)
-        affine_layer.inputs = [layer.outputs[0], make_constant(network, shift.astype(dtype), f"{affine_layer.name}.bias")]
+        bias = make_constant(network, shift.astype(dtype), f"{affine_layer.name}.bias")
+        affine_layer.inputs = [layer.outputs[0], bias]
         return
     else:
         _take_over(layer, out)

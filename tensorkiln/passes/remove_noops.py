@@ -50,7 +50,9 @@ def _cancelling_shuffles(layer: Layer, uses: Uses) -> Found | None:
     chain = [layer]
     while len(chain) < MAX_SHUFFLE_CHAIN:
         before = chain[0].inputs[0].producer
-        if before is None or before.kind != ops.Shuffle.KIND or uses.single_consumer(before.outputs[0]) is not chain[0]:
+        if before is None or before.kind != ops.Shuffle.KIND:
+            return None
+        if uses.single_consumer(before.outputs[0]) is not chain[0]:
             return None
         chain.insert(0, before)
         if compose_shuffles(before.inputs[0].shape, [l.op for l in chain]) == IDENTITY:

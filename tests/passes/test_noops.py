@@ -116,7 +116,8 @@ def test_transposes_that_do_not_cancel_stay():
 def test_transpose_with_identity_permutation_and_size_one_dims_goes():
     # perm (1, 0, 2) over a size-1 dim moves no element
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Transpose", ["a"], ["t"], perm=[0, 1, 2]),
-             helper.make_node("Transpose", ["t"], ["u"], perm=[1, 0, 2]), helper.make_node("Reshape", ["u", "s"], ["v"]),
+             helper.make_node("Transpose", ["t"], ["u"], perm=[1, 0, 2]),
+             helper.make_node("Reshape", ["u", "s"], ["v"]),
              helper.make_node("Relu", ["v"], ["y"])]
     counts, kinds, _ = _check_onnx(nodes, [1, 7, 5], weights={"s": np.array([7, 5], np.int64)})
     # the first is the identity; the transpose + reshape of a [7, 1, 5] tensor to [7, 5] moves nothing either,
@@ -144,8 +145,9 @@ def test_elementwise_that_is_not_a_noop_stays(operation, constant, swap):
     assert _counts(engine) == {}
     assert [s.kind for s in engine.plan.steps] == ["activation", "elementwise"]
     x = {"x": _random(5, 1)}
-    reference = tk.Builder(tk.BuilderConfig(passes=("fold_constants",))).build(make()).create_execution_context().execute(x)
-    np.testing.assert_array_equal(engine.create_execution_context().execute(x)["op_output_0"], reference["op_output_0"])
+    reference = tk.Builder(tk.BuilderConfig(passes=("fold_constants",))).build(make())
+    want = reference.create_execution_context().execute(x)["op_output_0"]
+    np.testing.assert_array_equal(engine.create_execution_context().execute(x)["op_output_0"], want)
 
 
 def test_mul_by_ones_that_broadcasts_to_a_bigger_shape_stays():

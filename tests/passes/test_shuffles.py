@@ -178,7 +178,8 @@ def test_shuffles_that_cancel_between_network_input_and_output_become_one_identi
 
 
 def test_interleaving_chain_stays_as_two_shuffles():
-    nodes = [helper.make_node("Reshape", ["x", "s23"], ["r"]), helper.make_node("Transpose", ["r"], ["t"], perm=[1, 0]),
+    nodes = [helper.make_node("Reshape", ["x", "s23"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[1, 0]),
              helper.make_node("Reshape", ["t", "s6"], ["y"])]
     counts, kinds, _ = _check_onnx(nodes, [6], weights={"s23": _int64(2, 3), "s6": _int64(6)})
     # the reshape and the transpose merge; the last reshape interleaves, so it stays
