@@ -176,7 +176,8 @@ def _bias_of_add(target: _Target) -> np.ndarray | None:
 # ---- the rewrite ------------------------------------------------------------------------------------------
 def _scaled_weight(layer: Layer, scale: np.ndarray) -> np.ndarray:
     weight = layer.inputs[1].value
-    w = weight.astype(np.float64)
+    compute = np.promote_types(weight.dtype, np.float32)  # float32 products round once, as float64 ones would
+    w, scale = weight.astype(compute, copy=False), scale.astype(compute)
     if layer.kind == ops.Convolution.KIND:  # [K, C/groups, *k]
         w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
     elif layer.kind == ops.Deconvolution.KIND:  # [C, K/groups, *k]: output channel k is (group, k mod K/groups)
@@ -188,7 +189,7 @@ def _scaled_weight(layer: Layer, scale: np.ndarray) -> np.ndarray:
         w = w * scale[:, None]
     else:  # matrix multiply by [C, K]
         w = w * scale[None, :]
-    return w.astype(weight.dtype)
+    return w.astype(weight.dtype, copy=False)
 
 
 def _fold(network: Network, target: _Target, affine_layer: Layer, scale: np.ndarray, shift: np.ndarray) -> None:
