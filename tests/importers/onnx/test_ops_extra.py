@@ -12,7 +12,7 @@ from onnx.reference import ReferenceEvaluator
 import tensorkiln as tk
 from tensorkiln.importers.onnx import parse_onnx
 
-F32, I64 = TensorProto.FLOAT, TensorProto.INT64
+F32 = TensorProto.FLOAT
 RNG = np.random.default_rng(7)
 
 
@@ -103,8 +103,8 @@ def test_rotary_embedding(interleaved, three_d):
 def test_rms_normalization(axis):
     x = randn(3, 5, 7)
     scale = randn(*x.shape[axis:]) if axis != -1 else randn(7)
-    check(helper.make_node("RMSNormalization", ["x", "scale"], ["y"], axis=axis, epsilon=1e-3), {"x": x, "scale": scale},
-          23)
+    node = helper.make_node("RMSNormalization", ["x", "scale"], ["y"], axis=axis, epsilon=1e-3)
+    check(node, {"x": x, "scale": scale}, 23)
 
 
 @pytest.mark.parametrize("rule", ["linear", "gated_delta"])
@@ -307,7 +307,8 @@ def test_matmul_integer_per_row_zero_point():
     # neither onnxruntime nor the ONNX reference implements the per-row zero point of A: numpy is the reference
     a, b, a_zero, b_zero = _uint8(3, 11), _uint8(11, 4), np.array([3, 200, 17], np.uint8), np.array(9, np.uint8)
     node = helper.make_node("MatMulInteger", ["a", "b", "a_zero", "b_zero"], ["y"])
-    model = _model(node, [helper.make_tensor_value_info(n, TensorProto.UINT8, v.shape) for n, v in (("a", a), ("b", b))],
+    inputs = [helper.make_tensor_value_info(n, TensorProto.UINT8, v.shape) for n, v in (("a", a), ("b", b))]
+    model = _model(node, inputs,
                    [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
                    10, [numpy_helper.from_array(a_zero, "a_zero"), numpy_helper.from_array(b_zero, "b_zero")])
     produced = tk.Builder().build(parse_onnx(model)).create_execution_context().execute({"a": a, "b": b})["y"]

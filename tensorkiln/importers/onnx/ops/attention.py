@@ -27,7 +27,8 @@ def attention(ctx, node):
         softcap=None if softcap is None else float(softcap),
         qk_matmul_output_mode=int(ctx.attr(node, "qk_matmul_output_mode", 0)),
         softmax_precision=None if precision is None else onnx_to_datatype(precision, "Attention softmax_precision"),
-        left_window=int(ctx.attr(node, "left_window_size", -1)), right_window=int(ctx.attr(node, "right_window_size", -1)))
+        left_window=int(ctx.attr(node, "left_window_size", -1)),
+        right_window=int(ctx.attr(node, "right_window_size", -1)))
     if len(ctx.input(node, 0).shape) == 3 and (op.q_num_heads is None or op.kv_num_heads is None):
         raise ctx.error(node, "3-D Q, K, V need the q_num_heads and kv_num_heads attributes")
     layer = ctx.network.add_layer(op, [ctx.input(node, i) for i in range(7)], ctx.name(node))

@@ -58,7 +58,8 @@ def max_unpool(ctx, node):
 @converter("RoiAlign")
 def roi_align(ctx, node):
     # RoiAlign-10 has no coordinate_transformation_mode: it behaves as output_half_pixel
-    transform = ctx.attr(node, "coordinate_transformation_mode", "half_pixel" if ctx.opset >= 16 else "output_half_pixel")
+    default = "half_pixel" if ctx.opset >= 16 else "output_half_pixel"
+    transform = ctx.attr(node, "coordinate_transformation_mode", default)
     op = ops.RoiAlign(int(ctx.attr(node, "output_height", 1)), int(ctx.attr(node, "output_width", 1)),
                       int(ctx.attr(node, "sampling_ratio", 0)), float(ctx.attr(node, "spatial_scale", 1.0)),
                       ctx.attr(node, "mode", "avg"), transform == "half_pixel")
