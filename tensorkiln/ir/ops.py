@@ -777,3 +777,12 @@ class ResizeAntialias(OpAttrs):
     exclude_outside: bool = False
     extrapolation_value: float = 0.0
     roi: tuple[float, ...] = ()
+
+
+@op("max_roi_pool")
+class MaxRoiPool(OpAttrs):
+    """inputs: x [N, C, H, W], rois [R, 5] of (batch index, x1, y1, x2, y2); Fast R-CNN's ROI max pooling (bins of
+    whole pixels, ROI corners rounded half away from zero)."""
+    pooled_height: int
+    pooled_width: int
+    spatial_scale: float = 1.0

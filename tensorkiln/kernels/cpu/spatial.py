@@ -137,3 +137,32 @@ def deform_conv(op: ops.DeformConv, inputs):
     if bias is not None:
         y = y + bias.to(dt).reshape(1, -1, 1, 1)
     return [y.to(x.dtype)]
+
+
+def _round_half_away(value: float) -> int:
+    return int(math.floor(abs(value) + 0.5)) * (1 if value >= 0 else -1)
+
+
+def _roi_bins(start: int, end: int, pooled: int, limit: int) -> list[tuple[int, int]]:
+    """[begin, end) pixel ranges of each bin along one axis, clipped to the image (possibly empty)."""
+    size = max(end - start + 1, 1)
+    return [(min(max(start + math.floor(i * size / pooled), 0), limit),
+             min(max(start + math.ceil((i + 1) * size / pooled), 0), limit)) for i in range(pooled)]
+
+
+@kernel(ops.MaxRoiPool)
+def max_roi_pool(op: ops.MaxRoiPool, inputs):
+    x, rois = inputs
+    shape = (rois.shape[0], x.shape[1], op.pooled_height, op.pooled_width)
+    if x.device.type == "meta":
+        return [torch.empty(shape, dtype=x.dtype, device="meta")]
+    out = torch.zeros(shape, dtype=x.dtype, device=x.device)  # an empty bin gives 0
+    for r, (batch, *corners) in enumerate(rois.tolist()):
+        x1, y1, x2, y2 = (_round_half_away(v * op.spatial_scale) for v in corners)
+        rows = _roi_bins(y1, y2, op.pooled_height, x.shape[2])
+        columns = _roi_bins(x1, x2, op.pooled_width, x.shape[3])
+        for i, (top, bottom) in enumerate(rows):
+            for j, (left, right) in enumerate(columns):
+                if bottom > top and right > left:
+                    out[r, :, i, j] = x[int(batch), :, top:bottom, left:right].amax(dim=(-2, -1))
+    return [out]

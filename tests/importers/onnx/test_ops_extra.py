@@ -244,6 +244,14 @@ def test_roi_align(mode, transform):
     check(node, feed, 16, reference="onnx")
 
 
+def test_max_roi_pool():
+    x = randn(2, 3, 9, 11)
+    rois = np.array([[1, 0.5, 1.0, 6.3, 7.2], [0, 2.0, 0.0, 10.5, 8.9], [1, -3.0, -2.0, 3.0, 2.5],
+                     [0, 4.0, 4.0, 4.0, 4.0]], np.float32)
+    node = helper.make_node("MaxRoiPool", ["x", "rois"], ["y"], pooled_shape=[3, 4], spatial_scale=0.8)
+    check(node, {"x": x, "rois": rois}, 12)
+
+
 def test_deform_conv_with_mask_and_offset_groups():
     feed = {"x": randn(1, 4, 6, 7), "w": randn(6, 2, 3, 3), "offset": randn(1, 2 * 2 * 9, 4, 5),
             "bias": randn(6), "mask": RNG.random((1, 2 * 9, 4, 5)).astype(np.float32)}

@@ -77,3 +77,12 @@ def deform_conv(ctx, node):
                         tuple(ctx.attr(node, "dilations", [1, 1])), int(ctx.attr(node, "group", 1)),
                         int(ctx.attr(node, "offset_group", 1)))
     return ctx.network.add_layer(op, [ctx.input(node, i) for i in range(5)], ctx.name(node)).outputs
+
+
+@converter("MaxRoiPool")
+def max_roi_pool(ctx, node):
+    pooled = ctx.attr(node, "pooled_shape")
+    if pooled is None or len(pooled) != 2:
+        raise ctx.error(node, "the pooled_shape attribute [height, width] is required")
+    op = ops.MaxRoiPool(int(pooled[0]), int(pooled[1]), float(ctx.attr(node, "spatial_scale", 1.0)))
+    return ctx.network.add_layer(op, [ctx.input(node, 0), ctx.input(node, 1)], ctx.name(node)).outputs
