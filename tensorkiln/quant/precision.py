@@ -17,6 +17,10 @@ from ..kernels.registry import get_kernel
 
 FP16_SAFE_MAX = 65504.0 / 2
 
+# Inputs whose size does not matter to a layer's precision: an additive attention mask is added in FP32 inside the
+# attention kernel, and a mask value beyond FP16's range becomes -inf, which masks the position just the same.
+_RANGE_EXEMPT_INPUTS = {"attention": {3}}
+
 
 class Precision(enum.Enum):
     FP32 = "fp32"
@@ -50,7 +54,9 @@ def probe_ranges(network: Network, device: torch.device, seed: int = 0) -> dict[
             outputs = get_kernel(layer.kind)(layer.op, args)
             for tensor, value in zip(layer.outputs, outputs):
                 env[id(tensor)] = value
-            floating = [v for v in (*args, *outputs) if v is not None and v.is_floating_point() and v.numel()]
+            exempt = _RANGE_EXEMPT_INPUTS.get(layer.kind, set())
+            checked = [a for index, a in enumerate(args) if index not in exempt]
+            floating = [v for v in (*checked, *outputs) if v is not None and v.is_floating_point() and v.numel()]
             if floating:
                 ranges[layer.name] = max(float(v.abs().max()) for v in floating)
     return ranges
