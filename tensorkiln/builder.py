@@ -36,7 +36,8 @@ class BuilderConfig:
     target: Target = Target.CPU
     precision: Precision = Precision.FP32
     layer_precisions: tuple[tuple[str, Precision], ...] = ()  # per-layer overrides: (layer name, precision)
-    opt_level: int = 3  # 0: take the first candidate tactic; 1..5: time candidates (more runs each)
+    opt_level: int = 3  # 0: first candidate; 1: time library tactics; 2: + one config of each generated kernel;
+    #                     3..5: every config (and more timing runs per candidate)
     timing_cache: Path | None = None  # read before the build and written after it
     passes: tuple[str, ...] = DEFAULT_PIPELINE
     debug: bool = False  # verify IR invariants after every pass
@@ -96,7 +97,7 @@ class Builder:
                     weights[tensor.name] = _weight(tensor, reduced)
                     weight_specs.append(_spec(tensor, weights[tensor.name].dtype))
             steps.append(Step(layer.name, layer.op, tuple(None if t is None else t.name for t in layer.inputs),
-                              tuple(t.name for t in layer.outputs), select_tactic(layer, target, timer),
+                              tuple(t.name for t in layer.outputs), select_tactic(layer, target, timer, config.opt_level),
                               tuple(getattr(layer, "fused_from", ())), overrides.get(layer.name, "")))
             tensors.extend(_spec(t, reduced if reduced is not None and t.dtype.is_floating else None)
                            for t in layer.outputs)

@@ -51,8 +51,9 @@ def add_parser(subparsers) -> None:
     precision.add_argument("--int8", action="store_true", help="INT8 with calibration (not supported yet)")
     tuning = parser.add_argument_group("tuning")
     tuning.add_argument("--opt-level", type=int, choices=range(6), default=3, metavar="{0..5}",
-                        help="0 takes the first candidate kernel of each layer; 1..5 time the candidates with more "
-                             "runs each (CUDA target; default: 3)")
+                        help="build effort (CUDA target): 0 takes the first candidate kernel of each layer, 1 times "
+                             "library kernels, 2 adds one config of each generated Triton kernel, 3..5 time every "
+                             "config with more runs each (default: 3)")
     tuning.add_argument("--timing-cache", "--timingCacheFile", dest="timing_cache", metavar="PATH",
                         help="timing cache file, read before the build and updated after it (makes rebuilds fast)")
     tuning.add_argument("--workspace", type=positive_int, metavar="MIB",

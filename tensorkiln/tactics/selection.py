@@ -20,9 +20,32 @@ def layer_candidates(layer: Layer, target: str) -> list[KernelEntry]:
     return found
 
 
-def select_tactic(layer: Layer, target: str, timer: Callable[[Layer, list[KernelEntry]], KernelEntry] | None = None
-                  ) -> str:
-    found = layer_candidates(layer, target)
+GENERATED_PREFIX = "triton_"  # implementations generated per shape (each config is one compile per shape)
+
+
+def family(entry: KernelEntry) -> str:
+    """Configs of one generated kernel share a family: `triton_igemm_bm128_bn64...` -> `triton_igemm`."""
+    return "_".join(entry.impl.split("_")[:2]) if entry.impl.startswith(GENERATED_PREFIX) else entry.impl
+
+
+def prune_for_opt_level(found: list[KernelEntry], opt_level: int) -> list[KernelEntry]:
+    """What the optimization level lets the timer try, bounding build time: level 1 times library tactics only,
+    level 2 adds the first config of each generated kernel, levels 3 to 5 every config."""
+    if opt_level >= 3:
+        return found
+    kept, seen = [], set()
+    for entry in found:
+        generated = entry.impl.startswith(GENERATED_PREFIX)
+        if generated and (opt_level <= 1 or family(entry) in seen):
+            continue
+        seen.add(family(entry))
+        kept.append(entry)
+    return kept or found[:1]
+
+
+def select_tactic(layer: Layer, target: str, timer: Callable[[Layer, list[KernelEntry]], KernelEntry] | None = None,
+                  opt_level: int = 3) -> str:
+    found = prune_for_opt_level(layer_candidates(layer, target), opt_level)
     if len(found) == 1 or timer is None:
         return tactic_id(found[0])
     return tactic_id(timer(layer, found))

@@ -56,3 +56,19 @@ def test_contexts_share_one_engine(engine):
     first, second = engine.create_execution_context(), engine.create_execution_context()
     feed = {"a": np.ones((3, 5), np.float32), "b": np.ones(5, np.float32)}
     np.testing.assert_array_equal(first.execute(feed)["sum_output_0"], second.execute(feed)["sum_output_0"])
+
+
+def test_opt_level_bounds_the_tactics_timed():
+    from tensorkiln.kernels.registry import KernelEntry
+    from tensorkiln.tactics.selection import prune_for_opt_level
+
+    def entry(impl):
+        return KernelEntry("convolution", "cuda", impl, lambda op, inputs: [])
+
+    found = [entry("torch"), entry("cudnn_fused"), entry("triton_igemm_bm128"), entry("triton_igemm_bm64"),
+             entry("triton_depthwise_bp32")]
+    assert [e.impl for e in prune_for_opt_level(found, 1)] == ["torch", "cudnn_fused"]
+    assert [e.impl for e in prune_for_opt_level(found, 2)] == ["torch", "cudnn_fused", "triton_igemm_bm128",
+                                                               "triton_depthwise_bp32"]
+    assert prune_for_opt_level(found, 3) == found
+    assert [e.impl for e in prune_for_opt_level(found[2:], 1)] == ["triton_igemm_bm128"]  # never nothing
