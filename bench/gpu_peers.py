@@ -9,6 +9,7 @@ random inputs. Reports latency, throughput, peak GPU memory, build time and the 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import statistics
@@ -91,6 +92,13 @@ def bench_tensorkiln(name, model, inputs, reference, cache_path, opt_level):
         return result, engine
     result["latency_ms"] = time_cuda(lambda: context.execute_async(inputs))
     result["peak_mb"] = peak_mb
+    result["tactics"] = dict(collections.Counter(step.tactic for step in engine.plan.steps).most_common())
+    profile = context.profile(dict(inputs), runs=5)  # eager, synchronized per layer: explains where time goes
+    total = sum(seconds for *_, seconds in profile)
+    result["profile_top"] = [[name, tactic, round(seconds * 1e3, 4), round(100 * seconds / total, 1)]
+                             for name, _, tactic, seconds in sorted(profile, key=lambda r: -r[3])[:12]]
+    result["profile_by_kind_ms"] = {kind: round(sum(r[3] for r in profile if r[1] == kind) * 1e3, 3)
+                                    for kind in sorted({r[1] for r in profile})}
     return result, engine
 
 
