@@ -48,9 +48,19 @@ def _prod(x, dims, keep):
     return x
 
 
+def _mean(x, dims, keep):
+    if x.is_floating_point():
+        return torch.mean(x, dims, keepdim=keep)
+    # integers: the sum divided by the count, truncated toward zero as onnxruntime does (torch.mean refuses them)
+    count = 1
+    for dim in dims:
+        count *= x.shape[dim]
+    return torch.div(torch.sum(x, dims, keepdim=keep), count, rounding_mode="trunc")
+
+
 _REDUCE = {
     R.SUM: lambda x, d, k: torch.sum(x, d, keepdim=k),
-    R.MEAN: lambda x, d, k: torch.mean(x, d, keepdim=k),
+    R.MEAN: lambda x, d, k: _mean(x, d, k),
     R.MAX: lambda x, d, k: torch.amax(x, d, keepdim=k),
     R.MIN: lambda x, d, k: torch.amin(x, d, keepdim=k),
     R.PROD: _prod,

@@ -51,7 +51,8 @@ def slice_(op: ops.Slice, inputs):
             index[axis] = slice(start, end, step)
             x = x[tuple(index)]
         else:  # torch has no negative-step slicing: gather the positions explicitly
-            positions = torch.arange(start, end, step, device=x.device)
+            # an empty range (start <= end) is an empty result, which torch.arange refuses for a negative step
+            positions = torch.arange(start, min(start, end), step, device=x.device, dtype=torch.long)
             x = torch.index_select(x, axis, positions)
     return [x]
 

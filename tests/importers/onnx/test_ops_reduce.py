@@ -58,6 +58,12 @@ def test_reduce_on_integers(op, dtype):
     _reduce(op, rand(3, 7, dtype=dtype, low=-4, high=5), 18, [1], keepdims=0)
 
 
+def test_reduce_mean_of_integers_truncates_toward_zero():
+    x = np.array([[-7, 0, 0], [7, 1, 0], [-5, -1, 0], [5, -1, -1]], np.int32)
+    _reduce("ReduceMean", x, 13, [1], keepdims=0)
+    _reduce("ReduceMean", rand(3, 7, 5, dtype=np.int64, low=-50, high=50), 18, [0, -1], keepdims=1)
+
+
 def test_reduce_in_float16():
     _reduce("ReduceMean", rand(3, 13, dtype=np.float16), 18, [-1], keepdims=1)
     _reduce("ReduceMax", rand(3, 13, dtype=np.float16), 13, [0], keepdims=0)

@@ -239,3 +239,37 @@ def test_depth_to_space(mode, block, shape):
 @pytest.mark.parametrize("block, shape", [(2, (1, 3, 6, 4)), (3, (2, 1, 9, 3)), (1, (1, 2, 3, 5))])
 def test_space_to_depth(block, shape):
     check("SpaceToDepth", [rand(*shape)], opset=13, blocksize=block)
+
+
+I64_MAX = np.iinfo(np.int64).max
+
+
+def test_slice_with_the_int64_extremes_exporters_write():
+    check("Slice", [rand(3, 7), ints(1, -I64_MAX), ints(I64_MAX, I64_MAX), ints(0, 1)], opset=13)
+    check("Slice", [rand(3, 7), ints(-1), ints(-I64_MAX - 1), ints(1), ints(-1)], opset=13)
+
+
+@pytest.mark.parametrize("start, end", [(0, 6), (2, 2), (-100, 100), (-1, 7)])
+def test_slice_with_a_negative_step_and_an_empty_range(start, end):
+    check("Slice", [rand(3, 7), ints(start), ints(end), ints(1), ints(-2)], opset=13)
+
+
+def test_slice_negative_step_from_minus_int64_max():
+    # onnxruntime 1.32 overflows here (one element where the ONNX definition gives none): onnx's reference
+    check("Slice", [rand(3, 7), ints(-I64_MAX), ints(I64_MAX), ints(1), ints(-1)], opset=13, reference="onnx")
+
+
+@pytest.mark.parametrize("case", ["transpose_1d", "tile_zero", "split_zero_chunk", "pad_reflect_full", "pad_edge_int",
+                                  "concat_size_one", "flatten_1d"])
+def test_tensor_edge_cases(case):
+    cases = {
+        "transpose_1d": lambda: check("Transpose", [rand(7)], opset=13),
+        "tile_zero": lambda: check("Tile", [rand(2, 3), ints(0, 1)], opset=13),
+        "split_zero_chunk": lambda: check("Split", [rand(4, 7), ints(3, 0, 4)], opset=13, n_outputs=3, axis=1),
+        "pad_reflect_full": lambda: check("Pad", [rand(3, 5), ints(2, 4, 2, 4)], opset=13, mode="reflect"),
+        "pad_edge_int": lambda: check("Pad", [rand(3, 5, dtype=np.int32, low=0, high=9), ints(1, 2, 3, 4)], opset=13,
+                                      mode="edge"),
+        "concat_size_one": lambda: check("Concat", [rand(1), rand(1, seed=1), rand(5, seed=2)], opset=13, axis=-1),
+        "flatten_1d": lambda: check("Flatten", [rand(7)], opset=13, axis=0),
+    }
+    cases[case]()
