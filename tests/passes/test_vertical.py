@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import tensorkiln as tk
@@ -331,3 +332,15 @@ def test_fused_onnx_block_matches_onnxruntime_and_survives_the_engine_file(tmp_p
     got = loaded.create_execution_context().execute(feeds)
     for name, want in zip(("y", "z"), expected):
         _assert_close(got[name], want, name)
+
+
+def test_the_in_place_epilogue_never_writes_into_an_input():
+    # the CPU kernel applies ReLU and the residual add in place on the convolution's fresh result only
+    feeds = _feed(x=X_SHAPE, r=(2, 7, 9, 7))
+    engine = tk.Builder().build(_make(_conv_chain))
+    inputs = {name: torch.from_numpy(value.copy()) for name, value in feeds.items()}
+    first = engine.create_execution_context().execute(inputs)
+    for name, value in feeds.items():
+        np.testing.assert_array_equal(inputs[name].numpy(), value, err_msg=name)
+    again = engine.create_execution_context().execute(inputs)
+    np.testing.assert_array_equal(again["post_output_0"].numpy(), first["post_output_0"].numpy())

@@ -25,17 +25,30 @@ from .linalg import matrix_multiply
 
 
 def _activate(type_: ActivationType | None, alpha: float, beta: float, y: torch.Tensor) -> torch.Tensor:
+    """The activation, in place for the common ones (`y` is always a fresh result the kernel owns)."""
+    if type_ is ActivationType.RELU:
+        return y.relu_()
+    if type_ is ActivationType.CLIP and y.is_floating_point():
+        return y.clamp_(alpha, beta)
     return y if type_ is None else activation_kernel(ops.Activation(type_, alpha, beta), [y])[0]
 
 
+def _add(y: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    # in place where nothing is promoted or broadcast to a larger shape: saves a pass over memory per layer
+    if other.dtype == y.dtype and torch.broadcast_shapes(y.shape, other.shape) == y.shape:
+        return y.add_(other)
+    return y + other
+
+
 def apply_epilogue(op, y: torch.Tensor, residual: torch.Tensor | None, slope: torch.Tensor | None) -> torch.Tensor:
-    """The part after the producer and its bias: activation or PReLU, residual add, post activation."""
+    """The part after the producer and its bias: activation or PReLU, residual add, post activation. `y` must be a
+    fresh tensor: the common activations and the residual add write into it."""
     if op.prelu:
         y = parametric_relu(None, [y, slope])[0]
     else:
         y = _activate(op.activation, op.alpha, op.beta, y)
     if op.residual:
-        y = y + residual
+        y = _add(y, residual)
     return _activate(op.post_activation, op.post_alpha, op.post_beta, y)
 
 
@@ -63,7 +76,7 @@ def fused_matmul(op: ops.FusedMatMul, inputs):
     a, b, bias, residual, slope = _five(inputs)
     y = matrix_multiply(ops.MatrixMultiply(op.transpose_a, op.transpose_b), [a, b])[0]
     if bias is not None:
-        y = y + bias  # broadcast over the last dim
+        y = _add(y, bias)  # broadcast over the last dim
     return [apply_epilogue(op, y, residual, slope)]
 
 
