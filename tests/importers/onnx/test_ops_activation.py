@@ -66,6 +66,26 @@ def test_clip_with_inputs_from_opset_11(opset, bounds):
     check("Clip", inputs, opset=opset)
 
 
+def test_clip_with_min_above_max_gives_max():
+    check("Clip", [rand(3, 7), Const(np.float32(1)), Const(np.float32(-1))], opset=13)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32])
+def test_relu_on_integers(dtype):
+    check("Relu", [rand(3, 7, dtype=dtype, low=-100, high=100)], opset=14)
+
+
+@pytest.mark.parametrize("op, opset, attrs", [("Selu", 7, {}), ("HardSigmoid", 7, {"alpha": 0.3, "beta": 0.6}),
+                                              ("Gelu", 20, {}), ("Swish", 24, {"alpha": 0.5}), ("Shrink", 9,
+                                                                                                 {"bias": 0.2})])
+def test_more_activations_in_float16(op, opset, attrs):
+    check(op, [rand(3, 7, dtype=np.float16, low=-3, high=3)], opset=opset, **attrs)
+
+
+def test_prelu_in_float16():
+    check("PRelu", [rand(3, 7, dtype=np.float16), Const(rand(7, dtype=np.float16, seed=1))], opset=16)
+
+
 def test_clip_on_integers():
     check("Clip", [rand(3, 7, dtype=np.int64, low=-10, high=10), Const(np.int64(-3)), Const(np.int64(4))], opset=13)
 

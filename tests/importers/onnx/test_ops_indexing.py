@@ -128,3 +128,29 @@ def test_one_hot_with_float_indices_and_int_values():
 def test_trilu(upper, k):
     inputs = [rand(2, 5, 7)] + ([] if k is None else [Const(np.array(k, np.int64))])
     check("Trilu", inputs, opset=14, upper=upper)
+
+
+def test_run_time_negative_indices():
+    check("Gather", [rand(7, 4), np.array([[-1, 0, -7]], np.int64)], opset=13, axis=0)
+    check("GatherElements", [rand(3, 4), np.array([[-1, 0], [2, -4], [1, 1]], np.int64)], opset=13, axis=1)
+    check("ScatterND", [rand(4, 3), np.array([[1], [-1]], np.int64), rand(2, 3, seed=1)], opset=16)
+
+
+def test_top_k_of_the_whole_axis():
+    check("TopK", [distinct(3, 7), ints(7)], opset=11, n_outputs=2)
+
+
+def test_cumsum_of_run_time_int32_reversed_and_exclusive():
+    check("CumSum", [rand(3, 7, dtype=np.int32, low=-9, high=9), Const(np.int32(-1))], opset=14, reverse=1,
+          exclusive=1)
+
+
+@pytest.mark.parametrize("equation, shapes", [("ij->", [(3, 7)]), ("i,j->ij", [(3,), (5,)]), ("ij,ij->i", [(4, 7)] * 2)])
+def test_einsum_reductions_and_outer_products(equation, shapes):
+    check("Einsum", [rand(*s, seed=i) for i, s in enumerate(shapes)], opset=12, equation=equation)
+
+
+def test_trilu_on_integers_and_one_hot_on_a_middle_axis():
+    check("Trilu", [rand(3, 7, dtype=np.int64, low=-5, high=5), Const(np.int64(-1))], opset=14, upper=0)
+    check("OneHot", [np.array([[1, 2], [0, 3]], np.int64), ints(4), Const(np.array([0, 1], np.float32))], opset=11,
+          axis=-2)

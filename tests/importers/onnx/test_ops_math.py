@@ -106,9 +106,8 @@ def test_variadic_ops_at_opset_7(op):
     check(op, [rand(2, 7, seed=1), rand(2, 7, seed=2)], opset=7)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.int64])
-@pytest.mark.parametrize("fmod", [0, 1])
-def test_mod_signs(fmod, dtype):
+@pytest.mark.parametrize("fmod, dtype", [(1, np.float32), (0, np.int32), (1, np.int32), (0, np.int64), (1, np.int64)])
+def test_mod_signs(fmod, dtype):  # ONNX requires fmod=1 for floating-point inputs
     if dtype != np.float32 and not fmod:
         lhs = np.array([7, -7, 7, -7, 13, -13, 0, 5], dtype=dtype)
         rhs = np.array([3, 3, -3, -3, 5, 4, 7, -11], dtype=dtype)
@@ -117,8 +116,6 @@ def test_mod_signs(fmod, dtype):
         rhs = np.where(rand(13, seed=3, dtype=np.float32) > 0, 3, -7).astype(dtype)
         if dtype == np.float32:
             rhs = rhs * np.float32(1.5)
-    if dtype == np.float32 and not fmod:
-        pytest.skip("ONNX requires fmod=1 for floating-point inputs")
     check("Mod", [lhs, rhs], opset=13, fmod=fmod)
 
 
@@ -179,3 +176,48 @@ def test_where_broadcasts(shapes):
 
 def test_where_on_integers():
     check("Where", [rand(3, 7, dtype=np.bool_), rand(3, 7, dtype=np.int64, low=-5, high=5), Const(np.int64(-1))])
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_pow_of_integers(dtype):
+    check("Pow", [rand(3, 5, dtype=dtype, low=-4, high=5), Const(np.array([2, 3, 0, 1, 2], dtype))], opset=15)
+
+
+def test_where_with_a_scalar_condition():
+    check("Where", [np.array(True), rand(3, 7), rand(7, seed=1)], opset=16)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int32])
+def test_equal_on_other_types(dtype):
+    check("Equal", [rand(3, 7, dtype=dtype, low=0, high=3), rand(7, dtype=dtype, low=0, high=3, seed=1)], opset=13)
+
+
+def test_integer_mod_of_int8_takes_the_divisor_sign():
+    check("Mod", [np.array([-7, 7, -7, 0, 5], np.int8), np.array([3, -3, -3, 2, 7], np.int8)], opset=13)
+
+
+SMALL_INTEGER_CASES = {
+    # name -> (op, lhs dtype and range, rhs range); uint8 Sub and int8 Mul wrap around like C
+    "div_uint8": ("Div", np.uint8, (0, 200), (1, 20)),
+    "sub_uint8_wraps": ("Sub", np.uint8, (0, 20), (1, 200)),
+    "mul_int8_wraps": ("Mul", np.int8, (-100, 100), (-100, 100)),
+    "add_int16": ("Add", np.int16, (-100, 100), (-100, 100)),
+    "max_int8": ("Max", np.int8, (-100, 100), (-100, 100)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SMALL_INTEGER_CASES))
+def test_small_integer_types(case):
+    op, dtype, (low, high), (rhs_low, rhs_high) = SMALL_INTEGER_CASES[case]
+    check(op, [rand(3, 7, dtype=dtype, low=low, high=high), rand(7, dtype=dtype, low=rhs_low, high=rhs_high, seed=2)],
+          opset=14 if op != "Max" else 13)
+
+
+@pytest.mark.parametrize("op", ["Neg", "Abs"])
+def test_unary_on_int8(op):
+    check(op, [rand(3, 7, dtype=np.int8, low=-100, high=100)], opset=13)
+
+
+@pytest.mark.parametrize("op", ["Round", "Sign"])
+def test_round_and_sign_in_float16(op):
+    check(op, [np.array([0.5, 1.5, 2.5, -0.5, 0.0, -0.0, 3.25], np.float16)], opset=13)

@@ -124,3 +124,20 @@ def test_quantize_then_dequantize_is_a_fake_quantization():
     model.ir_version = 8
     feed = {"x": rand(2, 13, low=-8, high=8)}
     assert_close(run_tensorkiln(model, feed)[0], run_onnxruntime(model, feed)[0], "Q -> DQ")
+
+
+def test_int16_quantization_at_opset_21():
+    check("QuantizeLinear", [rand(3, 7, low=-400, high=400), Const(np.float32(0.01)), Const(np.int16(5))], opset=21)
+    check("DequantizeLinear", [rand(3, 7, dtype=np.int16, low=-30000, high=30000), Const(np.float32(0.01)),
+                               Const(np.int16(5))], opset=21)
+
+
+def test_quantize_float16_input():
+    check("QuantizeLinear", [rand(3, 7, low=-10, high=10, dtype=np.float16), Const(np.float16(0.1)),
+                             Const(np.uint8(5))], opset=19)
+
+
+def test_empty_constant_of_shape_and_a_descending_float_range():
+    check("ConstantOfShape", [Const(np.array([0], np.int64))], opset=20)
+    check("Range", [Const(np.float32(5)), Const(np.float32(-1.1)), Const(np.float32(-0.7))], opset=11)
+    check("EyeLike", [rand(3, 5, dtype=np.float16)], opset=9, k=-1)

@@ -32,6 +32,14 @@ def test_average_pool_counts_padding_when_asked(ceil_mode):
           count_include_pad=1, ceil_mode=ceil_mode)
 
 
+@pytest.mark.parametrize("op, attrs", [("MaxPool", {}), ("AveragePool", {}), ("AveragePool", {"count_include_pad": 1}),
+                                       ("LpPool", {})])
+def test_ceil_mode_window_that_would_start_in_the_end_padding(op, attrs):
+    # 5 + 1 + 1 padded, window 2, stride 2, ceil: a 4th window would start in the end padding and is dropped
+    check(op, [rand(1, 1, 5, 5)], opset=19 if op == "AveragePool" else 18, kernel_shape=[2, 2], strides=[2, 2],
+          pads=[1, 1, 1, 1], ceil_mode=1, **attrs)
+
+
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
 def test_pool_dilations(op):
     check(op, [rand(1, 2, 13, 11)], opset=19, kernel_shape=[3, 2], dilations=[2, 3], strides=[1, 2])
@@ -50,6 +58,7 @@ def test_max_pool_opsets(opset):
 def test_max_pool_on_integers_and_float16():
     check("MaxPool", [rand(1, 2, 7, 9, dtype=np.int8, low=-100, high=100)], opset=12, kernel_shape=[2, 3])
     check("MaxPool", [rand(1, 2, 7, 9, dtype=np.float16)], opset=12, kernel_shape=[2, 3])
+    check("GlobalAveragePool", [rand(1, 3, 5, 7, dtype=np.float16)], opset=13)
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 7, 9), (2, 5, 13), (1, 1, 1, 1), (1, 2, 3, 5, 7)])

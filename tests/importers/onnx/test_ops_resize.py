@@ -105,3 +105,12 @@ def test_grid_sample(mode, padding_mode, align_corners):
 @pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
 def test_grid_sample_opset_16_mode_names(mode):
     check("GridSample", [rand(1, 2, 5, 3), rand(1, 4, 6, 2, low=-1, high=1, seed=1)], opset=16, mode=mode)
+
+
+def test_resize_tf_half_pixel_for_nn_at_opset_11():
+    check("Resize", [rand(1, 2, 5, 7), EMPTY, floats(1, 1, 1.6, 0.7)], opset=11, mode="nearest",
+          coordinate_transformation_mode="tf_half_pixel_for_nn")
+
+
+def test_upsample_by_non_integer_scales():
+    check("Upsample", [rand(1, 2, 3, 5), floats(1, 1, 1.5, 2.5)], opset=9, mode="nearest")
