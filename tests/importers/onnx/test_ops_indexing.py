@@ -145,7 +145,8 @@ def test_cumsum_of_run_time_int32_reversed_and_exclusive():
           exclusive=1)
 
 
-@pytest.mark.parametrize("equation, shapes", [("ij->", [(3, 7)]), ("i,j->ij", [(3,), (5,)]), ("ij,ij->i", [(4, 7)] * 2)])
+@pytest.mark.parametrize("equation, shapes", [("ij->", [(3, 7)]), ("i,j->ij", [(3,), (5,)]),
+                                              ("ij,ij->i", [(4, 7)] * 2)])
 def test_einsum_reductions_and_outer_products(equation, shapes):
     check("Einsum", [rand(*s, seed=i) for i, s in enumerate(shapes)], opset=12, equation=equation)
 
