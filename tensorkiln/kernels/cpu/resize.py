@@ -96,8 +96,15 @@ def _resize_axis(x: torch.Tensor, op: ops.Resize, axis: int) -> torch.Tensor:
 @kernel(ops.Resize)
 def resize(op: ops.Resize, inputs):
     x = inputs[0]
+    dtype = x.dtype
+    interpolated = op.mode is not ResizeMode.NEAREST and not x.is_floating_point()
+    if interpolated:  # integers (uint8 images) are interpolated in float32, then rounded and saturated, as ONNX's
+        x = x.float()  # reference does; weights cast to an integer type would be 0 or 1
     for axis in range(x.dim()):
         identity = x.shape[axis] == op.output_shape[axis] and op.scales[axis] == 1.0
         if not identity or op.coordinate_transformation == "tf_crop_and_resize":
             x = _resize_axis(x, op, axis)
+    if interpolated:
+        info = torch.iinfo(dtype)
+        x = torch.round(x).clamp(info.min, info.max).to(dtype)
     return [x]

@@ -169,7 +169,7 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, where: str, tolerance
     if actual.dtype != expected.dtype:
         raise AssertionError(f"{where}: dtype {actual.dtype}, expected {expected.dtype}")
     tol = tolerance or tolerance_for(expected.dtype)
-    if expected.dtype.kind in "biu" or tol.exact:
+    if tol.exact:
         bad = actual != expected
     else:
         a, e = actual.astype(np.float64), expected.astype(np.float64)
@@ -182,7 +182,8 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, where: str, tolerance
     message = (f"{where}: {int(bad.sum())} of {bad.size} elements differ (rtol={tol.rtol}, atol={tol.atol}); "
                f"first at {first}: got {actual[first]!r}, expected {expected[first]!r}")
     if expected.dtype.kind == "f":
-        error = np.where(bad, np.abs(actual.astype(np.float64) - expected.astype(np.float64)), 0)
+        error = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+        error = np.where(bad, np.nan_to_num(error, nan=np.inf), 0)  # a NaN against a number is the worst
         worst = tuple(int(i) for i in np.unravel_index(np.nanargmax(error), error.shape))
         message += f"; worst at {worst}: got {actual[worst]!r}, expected {expected[worst]!r}"
     raise AssertionError(message)

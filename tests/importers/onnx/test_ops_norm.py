@@ -109,3 +109,13 @@ def test_lp_normalization(p, axis):
 @pytest.mark.parametrize("axes", [None, [1], [0, 2, 3], [-1]])
 def test_mean_variance_normalization(axes):
     check("MeanVarianceNormalization", [rand(2, 3, 5, 7)], opset=13, **({} if axes is None else {"axes": axes}))
+
+
+def test_lp_normalization_keeps_a_zero_vector_zero():
+    check("LpNormalization", [np.array([[0, 0, 0], [1, 2, 3], [0, -0.5, 0]], np.float32)], opset=7, p=2, axis=1)
+    check("LpNormalization", [np.array([[0, 0, 0], [1, 2, 3]], np.float32)], opset=7, p=1, axis=1)
+
+
+def test_mean_variance_normalization_of_a_constant_input():
+    # onnxruntime 1.32 returns NaN here; the ONNX definition (x - mean) / sqrt(var + 1e-9) is 0
+    check("MeanVarianceNormalization", [np.ones((1, 2, 3, 3), np.float32)], opset=13, reference="onnx")

@@ -41,6 +41,10 @@ def lp_normalization(ctx, node):
     norm = R.L1 if ctx.attr(node, "p", 2) == 1 else R.L2
     net, name = ctx.network, ctx.name(node)
     length = net.add_reduce(x, norm, [ctx.attr(node, "axis", -1)], True, name=name).get_output(0)
+    # a zero vector stays zero (x / 0 would be NaN): divide it by 1 instead, as onnxruntime and ONNX's reference do
+    zero, one = (net.add_constant((), np.array(v, dtype=x.dtype.numpy)).get_output(0) for v in (0, 1))
+    is_zero = net.add_elementwise(length, zero, E.EQUAL, name=name).get_output(0)
+    length = net.add_select(is_zero, one, length, name=name).get_output(0)
     return [net.add_elementwise(x, length, E.DIV, name=name).get_output(0)]
 
 
