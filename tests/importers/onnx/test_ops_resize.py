@@ -133,3 +133,11 @@ def test_resize_interpolates_integer_images(mode, dtype):
 def test_resize_nearest_on_integer_images(dtype):
     check("Resize", [rand(1, 2, 3, 5, dtype=dtype, low=-100 if dtype == np.int8 else 0, high=100), EMPTY,
                      floats(1, 1, 2, 1.5)], opset=13, mode="nearest")
+
+
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+def test_resize_antialias_when_shrinking(mode):
+    check("Resize", [rand(1, 2, 7, 9), EMPTY, floats(1, 1, 0.5, 0.6)], opset=18, mode=mode, antialias=1)
+    # uint8 within 1 of onnx's reference, as in test_resize_interpolates_integer_images
+    check("Resize", [rand(1, 2, 7, 9, dtype=np.uint8, low=0, high=255), EMPTY, floats(1, 1, 0.5, 0.6)], opset=18,
+          mode=mode, antialias=1, reference="onnx", tolerance=Tolerance(rtol=0.0, atol=1.0))
