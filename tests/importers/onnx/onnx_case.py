@@ -81,8 +81,9 @@ def run_onnxruntime(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list
 
 
 def run_tensorkiln(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Build, save to bytes and load again (every layer's attributes go through the engine file), run."""
     network = parse_onnx(model)
-    engine = tk.Builder(tk.BuilderConfig(opt_level=0)).build(network)
+    engine = tk.Runtime().deserialize(tk.Builder(tk.BuilderConfig(opt_level=0)).build(network).serialize())
     produced = engine.create_execution_context().execute(feed)
     return [np.asarray(produced[o.name]) for o in model.graph.output]
 
@@ -139,7 +140,7 @@ def check_reduced(op_type: str, inputs: Sequence, dtype: str, *, opset: int = 17
     torch_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
     torch_feed = {k: torch.from_numpy(v.astype(np.float32)).to(torch_dtype) if v.dtype == low else torch.from_numpy(v)
                   for k, v in feed.items()}
-    engine = tk.Builder(tk.BuilderConfig(opt_level=0)).build(parse_onnx(model))
+    engine = tk.Runtime().deserialize(tk.Builder(tk.BuilderConfig(opt_level=0)).build(parse_onnx(model)).serialize())
     produced = engine.create_execution_context().execute(torch_feed)
     where = describe(op_type, opset, attrs, inputs) + f" in {dtype}"
     inferred = onnx.shape_inference.infer_shapes(model).graph.output
