@@ -5,12 +5,17 @@
 One model with random weights (torchvision's architecture; written out in tests/models/torch_cnns.py where
 torchvision is not installed) is exported to ONNX once (TorchScript exporter, opset 17). tensorkiln builds an
 engine from that file, onnxruntime loads the same file (all graph optimizations on), PyTorch runs the module. The
-outputs are checked against each other first (1e-4 relative); then the three run in alternation, one run of each
+outputs are checked against each other first (1e-4 relative); then they run in alternation, one run of each
 per round, so that load from other processes hits all alike; figures are medians over the timed rounds.
+
+Two tensorkiln rows: the engine as `Builder` makes it for the CPU (NCHW activations), and the same plan run with
+NHWC (channels-last) activations and weights, the layout the builder picks for CUDA engines; on the CPU the fused
+convolutions then run through oneDNN with packed weights (kernels/cpu/fused.py).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -25,6 +30,7 @@ import torch
 
 import tensorkiln as tk
 from tensorkiln.importers.onnx import parse_onnx
+from tensorkiln.runtime.engine import Engine
 
 RTOL = 1e-4
 
@@ -93,15 +99,18 @@ def main() -> None:
         options.log_severity_level = 3
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     context = engine.create_execution_context()
+    nhwc_plan = dataclasses.replace(engine.plan, build_info={**engine.plan.build_info, "channels_last": True})
+    nhwc_context = Engine(nhwc_plan, engine.weights).create_execution_context()
 
     def eager():
         with torch.inference_mode():
             return model(x)
 
-    runners = {"tensorkiln": lambda: context.execute(feed), "onnxruntime": lambda: session.run(None, feed),
-               "pytorch eager": eager}
-    check({"tensorkiln": next(iter(context.execute(feed).values())), "onnxruntime": session.run(None, feed)[0],
-           "pytorch eager": eager().numpy()})
+    runners = {"tensorkiln": lambda: context.execute(feed), "tensorkiln NHWC": lambda: nhwc_context.execute(feed),
+               "onnxruntime": lambda: session.run(None, feed), "pytorch eager": eager}
+    check({"tensorkiln": next(iter(context.execute(feed).values())),
+           "tensorkiln NHWC": next(iter(nhwc_context.execute(feed).values())),
+           "onnxruntime": session.run(None, feed)[0], "pytorch eager": eager().numpy()})
     times = time_alternating(runners, args.warmup, args.runs)
     report(engine, build_seconds, times, args)
 

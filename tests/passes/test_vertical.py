@@ -344,3 +344,35 @@ def test_the_in_place_epilogue_never_writes_into_an_input():
         np.testing.assert_array_equal(inputs[name].numpy(), value, err_msg=name)
     again = engine.create_execution_context().execute(inputs)
     np.testing.assert_array_equal(again["post_output_0"].numpy(), first["post_output_0"].numpy())
+
+
+@pytest.mark.parametrize("groups, stride, dilation, pads", [(1, (1, 1), (1, 1), (1, 1, 1, 1)),
+                                                            (3, (2, 1), (1, 2), (2, 0, 2, 0)),
+                                                            (6, (2, 2), (1, 1), (1, 1, 1, 1)),
+                                                            (1, (1, 1), (1, 1), (0, 1, 2, 1))])  # asymmetric
+def test_the_cpu_fused_convolution_kernel_matches_the_plain_one(groups, stride, dilation, pads):
+    # on the CPU the fused kernel runs NHWC inputs through oneDNN with weights packed once (kept on the weight
+    # tensor); asymmetric pads take the plain path
+    from tensorkiln.ir import ops
+    from tensorkiln.kernels.cpu.conv import convolution
+    from tensorkiln.kernels.cpu.fused import fused_convolution
+
+    x, weight, bias = (torch.from_numpy(a) for a in (_feed(x=(2, 6, 11, 8))["x"], _weights(12, 6 // groups, 3, 3),
+                                                       _weights(12)))
+    x = x.contiguous(memory_format=torch.channels_last)  # NHWC: what engines built channels-last run on
+    plain = ops.Convolution(stride, pads, dilation, groups)
+    fused = ops.FusedConvolution(stride, pads, dilation, groups, A.RELU)
+    with torch.inference_mode():
+        want = torch.relu(convolution(plain, [x, weight, bias])[0])
+        for _ in range(2):  # the second call reuses the packed weight
+            (got,) = fused_convolution(fused, [x, weight, bias, None, None])
+            _assert_close(got.numpy(), want.numpy())
+    packed = pads[:2] == pads[2:] and torch.backends.mkldnn.is_available()
+    assert hasattr(weight, "_tensorkiln_onednn_packed") == packed
+    if packed:
+        assert got.is_contiguous(memory_format=torch.channels_last)  # NHWC in, NHWC out
+    nchw_weight = weight.clone()  # an NCHW input (the default engine layout) takes the plain path
+    with torch.inference_mode():
+        (got,) = fused_convolution(fused, [x.contiguous(), nchw_weight, bias, None, None])
+    assert got.is_contiguous() and not hasattr(nchw_weight, "_tensorkiln_onednn_packed")
+    _assert_close(got.numpy(), want.numpy())

@@ -9,17 +9,19 @@ distinct program into (output, kernel, op, operand names) tuples; nothing in it 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from ...ir import ops
 from ...ir.ops import ActivationType, ElementWiseOperation, UnaryOperation
 from ..registry import kernel
 from .activation import activation as activation_kernel
 from .activation import parametric_relu, unary as unary_kernel
-from .conv import convolution, deconvolution
+from .conv import convolution, deconvolution, split_pads
 from .elementwise import elementwise as elementwise_kernel
 from .linalg import matrix_multiply
 
@@ -40,11 +42,25 @@ def _add(y: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     return y + other
 
 
+def _per_channel(y: torch.Tensor, slope: torch.Tensor) -> bool:
+    """Whether `slope`, broadcast numpy-style against y [N, C, ...], holds one value per channel (or one in all)."""
+    if slope.dim() > y.dim() or y.dim() < 2 or slope.dtype != y.dtype:
+        return False
+    shape = (1,) * (y.dim() - slope.dim()) + tuple(slope.shape)
+    return all(d == 1 for i, d in enumerate(shape) if i != 1) and shape[1] in (1, y.shape[1])
+
+
+def _prelu(y: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    if _per_channel(y, slope):
+        return F.prelu(y, slope.reshape(-1))  # torch's own kernel: one pass, no temporaries
+    return parametric_relu(None, [y, slope])[0]
+
+
 def apply_epilogue(op, y: torch.Tensor, residual: torch.Tensor | None, slope: torch.Tensor | None) -> torch.Tensor:
     """The part after the producer and its bias: activation or PReLU, residual add, post activation. `y` must be a
     fresh tensor: the common activations and the residual add write into it."""
     if op.prelu:
-        y = parametric_relu(None, [y, slope])[0]
+        y = _prelu(y, slope)
     else:
         y = _activate(op.activation, op.alpha, op.beta, y)
     if op.residual:
@@ -59,8 +75,47 @@ def _five(inputs) -> list:
 @kernel(ops.FusedConvolution)
 def fused_convolution(op: ops.FusedConvolution, inputs):
     x, weight, bias, residual, slope = _five(inputs)
-    y = convolution(ops.Convolution(op.stride, op.pads, op.dilation, op.groups), [x, weight, bias])[0]
+    relu_inside = op.activation is ActivationType.RELU and not op.prelu  # oneDNN applies it as it writes
+    y = _onednn_convolution(op, x, weight, bias, "relu" if relu_inside else "none")
+    if y is None:
+        y = convolution(ops.Convolution(op.stride, op.pads, op.dilation, op.groups), [x, weight, bias])[0]
+    elif relu_inside:
+        op = dataclasses.replace(op, activation=None)
     return [apply_epilogue(op, y, residual, slope)]
+
+
+# ---- the CPU fast path: oneDNN with the weight packed once ----------------------------------------------------
+_PACKED = "_tensorkiln_onednn_packed"  # attribute of a weight tensor: {(input shape, conv params): packed weight}
+
+
+@functools.cache
+def _onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def _onednn_convolution(op, x, weight, bias, attr: str) -> torch.Tensor | None:
+    """A 2-D FP32 convolution of an NHWC (channels-last) input on the CPU by oneDNN, with the weight reordered into
+    oneDNN's blocked layout once per input shape (F.conv2d reorders it on every call; onnxruntime's MLAS likewise
+    packs its weights once); the result is NHWC too. The packed copy is kept on the weight tensor, so it lives
+    exactly as long as the engine's weights (and doubles their memory). None where this path does not apply: NCHW
+    inputs (an engine runs NHWC when its plan says channels_last), other devices, dtypes or ranks, asymmetric pads,
+    autograd; the plain torch convolution runs instead. The results agree with it to float32 rounding."""
+    begin, end = split_pads(op.pads)
+    floats = all(t is None or t.dtype is torch.float32 for t in (x, weight, bias))
+    if x.device.type != "cpu" or x.dim() != 4 or begin != end or not floats or torch.is_grad_enabled():
+        return None
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last) or not _onednn_available():
+        return None
+    key = (tuple(x.shape), op.stride, begin, op.dilation, op.groups)
+    packed = getattr(weight, _PACKED, None)
+    if packed is None:
+        packed = {}
+        setattr(weight, _PACKED, packed)
+    if key not in packed:
+        packed[key] = torch._C._nn.mkldnn_reorder_conv2d_weight(
+            weight.contiguous().to_mkldnn(), list(begin), list(op.stride), list(op.dilation), op.groups, list(x.shape))
+    return torch.ops.mkldnn._convolution_pointwise(x, packed[key], bias, list(begin), list(op.stride),
+                                                   list(op.dilation), op.groups, attr, [], "")
 
 
 @kernel(ops.FusedDeconvolution)
