@@ -1,8 +1,9 @@
 """Fused layers (made by passes/fuse_vertical.py and passes/fuse_pointwise.py): the reference semantics.
 
 A fused producer computes  y = post_activation(activation(op(x) + bias) + residual)  with the activation a PReLU
-where `prelu` is set. Every piece calls the same kernel as the unfused layer would, so fusing never changes what
-a layer computes on the CPU; faster targets implement the same contract in one kernel.
+where `prelu` is set. The producer is the unfused layer's kernel (on NHWC inputs, a convolution runs through oneDNN
+with its weight packed once instead); the epilogue works in place on the producer's fresh result, with the
+activation kernels' semantics. Faster targets implement the same contract in one kernel.
 
 A fused pointwise layer runs its `program` (see ops.FusedPointwise): a few lines of SSA text, parsed once per
 distinct program into (output, kernel, op, operand names) tuples; nothing in it is ever evaluated as code.
