@@ -8,9 +8,12 @@ followed by a split.
 Siblings are convolutions with equal stride, pads, dilation, kernel size and groups == 1 (Inception's 1x1
 branches), matrix multiplies by a constant 2-D matrix (the Q, K and V projections of attention), or fully
 connected layers. A matrix multiply's bias is a separate Add layer in exported models: a per-feature constant
-Add that follows a sibling is merged too (zeros for the siblings without one), and so is an activation that
-follows every sibling identically. The merged chain (wide layer, bias, activation) is then what fuse_vertical
-sees, so this pass runs before it. The split's outputs are views on the CPU (torch.split makes no copies).
+Add that follows a sibling is merged too (zeros for the siblings without one). Siblings merge only when the same
+activation follows each of them, or none does: the merged chain (wide layer, bias, activation) is then what
+fuse_vertical sees (so this pass runs before it), and it can take one epilogue for all. Merging siblings whose
+epilogues differ (ResNet's first 1x1 convolution, followed by a ReLU, and its downsample, followed by the residual
+Add) would leave the wide layer without a fusable epilogue, which costs more than the merge saves: cuDNN's fused
+convolution + bias + ReLU kernels no longer apply. The split's outputs are views on the CPU (torch.split makes no copies).
 
 A sibling whose result is a network output is left alone: its tensor would become a view of another buffer.
 """
@@ -89,12 +92,12 @@ def _member(layer: Layer, uses: Uses) -> _Member | None:
     return _Member(layer, weight, bias, bias_add, tail)
 
 
-def _shared_activation(members: list[_Member], uses: Uses) -> list[Layer] | None:
-    """The activation layers that follow every sibling with the same attributes, if they all do."""
-    followers = [uses.single_consumer(m.tail) for m in members]
-    if any(f is None or f.kind != ops.Activation.KIND or uses.is_output(f.outputs[0]) for f in followers):
+def _activation(member: _Member, uses: Uses) -> Layer | None:
+    """The activation layer that alone reads the sibling's result, if one does."""
+    follower = uses.single_consumer(member.tail)
+    if follower is None or follower.kind != ops.Activation.KIND or uses.is_output(follower.outputs[0]):
         return None
-    return followers if all(f.op == followers[0].op for f in followers) else None
+    return follower
 
 
 def _groups(x: Tensor, uses: Uses) -> list[list[_Member]]:
@@ -102,8 +105,12 @@ def _groups(x: Tensor, uses: Uses) -> list[list[_Member]]:
     for layer in uses.consumers(x):
         signature = _signature(layer, x)
         member = _member(layer, uses) if signature is not None else None
-        if member is not None and all(m.layer is not layer for m in by_signature.get(signature, [])):
-            by_signature.setdefault(signature, []).append(member)
+        if member is None:
+            continue
+        activation = _activation(member, uses)
+        key = (signature, None if activation is None else activation.op)
+        if all(m.layer is not layer for m in by_signature.get(key, [])):
+            by_signature.setdefault(key, []).append(member)
     return [group for group in by_signature.values() if len(group) >= 2]
 
 
@@ -116,7 +123,9 @@ class FuseHorizontal(Pass):
         uses = Uses(network)
         for x in [*network.inputs, *(t for layer in list(network.layers) for t in layer.outputs)]:
             while groups := _groups(x, uses):
-                self._merge(network, x, groups[0], _shared_activation(groups[0], uses))
+                group = groups[0]
+                activations = [_activation(m, uses) for m in group]
+                self._merge(network, x, group, activations if activations[0] is not None else None)
                 uses = Uses(network)
                 changed = True
         return changed

@@ -228,41 +228,6 @@ def _matmul_operand(network: Network, chain: _Chain, base: str) -> tuple[Tensor,
     return reshape.outputs[0], [reshape]
 
 
-# ---- activations after a horizontal merge's split ----------------------------------------------------------
-_SLOPES = {A.RELU: lambda op: 0.0, A.LEAKY_RELU: lambda op: op.alpha}  # activation => its negative slope
-
-
-def _bare(layer: Layer) -> bool:
-    """A fused producer with nothing after its bias yet."""
-    op = getattr(layer, "op", None)
-    return (layer.kind in (ops.FusedConvolution.KIND, ops.FusedMatMul.KIND) and op.activation is None
-            and not op.prelu and not op.residual and op.post_activation is None)
-
-
-def _split_activations(split: Layer, uses: Uses) -> tuple[Layer, list[Layer | None]] | None:
-    """(producer, per output its ReLU or leaky ReLU or None) where a bare fused producer feeds only `split` along
-    its channel axis and some of the split's outputs, but not all alike, go through such an activation."""
-    producer = split.inputs[0].producer if split.kind == ops.Split.KIND else None
-    if producer is None or not _bare(producer) or uses.single_consumer(producer.outputs[0]) is not split:
-        return None
-    rank = len(producer.outputs[0].shape)
-    channel_axis = 1 if producer.kind == ops.FusedConvolution.KIND else rank - 1
-    if rank <= channel_axis or split.op.axis % rank != channel_axis:
-        return None
-    readers = [uses.single_consumer(out) for out in split.outputs]
-    acts = [r if r is not None and r.kind == ops.Activation.KIND and r.op.type in _SLOPES else None for r in readers]
-    return (producer, acts) if any(acts) else None
-
-
-def _slope(network: Network, producer: Layer, split: Layer, acts: list[Layer | None]) -> Tensor:
-    out = producer.outputs[0]
-    parts = [np.full(size, 1.0 if act is None else _SLOPES[act.op.type](act.op))
-             for size, act in zip(split.op.sizes, acts)]
-    shape = (-1,) + (1,) * (len(out.shape) - 2) if producer.kind == ops.FusedConvolution.KIND else (-1,)
-    value = np.concatenate(parts).astype(out.dtype.numpy).reshape(shape)
-    return make_constant(network, value, f"{producer.name}.slope")
-
-
 @register_pass
 class FuseVertical(Pass):
     name = "fuse_vertical"
@@ -279,29 +244,7 @@ class FuseVertical(Pass):
             gone.update(id(layer) for layer in chain.layers)
             uses = Uses(network)
             changed = True
-        for split in list(network.layers):
-            found = _split_activations(split, uses)
-            if found is not None:
-                self._fold_split_activations(network, split, *found)
-                uses = Uses(network)
-                changed = True
         return changed
-
-    def _fold_split_activations(self, network: Network, split: Layer, producer: Layer, acts: list) -> None:
-        # wide -> split -> (relu | leaky relu | nothing) per part  =>  wide with a per-channel PReLU -> split
-        # (horizontal fusion merged siblings whose activations differ; a slope of 1 is no activation)
-        inputs = list(producer.inputs)
-        inputs[4] = _slope(network, producer, split, acts)
-        op = dataclasses.replace(producer.op, prelu=True)
-        fused = make_layer(network, op, inputs, producer.name, outputs=producer.outputs)
-        outputs = [out if act is None else act.outputs[0] for out, act in zip(split.outputs, acts)]
-        new_split = make_layer(network, split.op, [producer.outputs[0]], split.name, outputs=outputs)
-        taken = [act for act in acts if act is not None]
-        fused.fused_from = tuple(dict.fromkeys((*_names(producer), *(n for a in taken for n in _names(a)))))
-        new_split.fused_from = _names(split)
-        splice(network, [producer, split, *taken], [fused, new_split], before=split)
-        self.count("split_activation")
-        self.log.append(" + ".join(fused.fused_from) + f" -> {fused.name} (per-channel slope) + {new_split.name}")
 
     def _replace(self, network: Network, chain: _Chain) -> None:
         base = f"{_names(chain.head)[0]}.fused"

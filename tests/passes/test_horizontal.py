@@ -72,10 +72,31 @@ def test_convolutions_that_differ_are_not_merged():
         assert kinds.count("convolution") == 2
 
 
-def test_activations_merge_only_when_every_sibling_has_the_same():
-    counts, kinds, _ = _run(lambda: _conv_siblings(activations=(A.RELU, A.RELU, A.SIGMOID)), _x(2, 6, 9, 7))
-    assert counts["fuse_horizontal.convolution_layers"] == 3
-    assert kinds[:2] == ["convolution", "split"] and kinds.count("activation") == 3
+def test_siblings_merge_only_with_others_followed_by_the_same_activation():
+    # the two ReLU siblings merge with their ReLU; the sigmoid one stays apart (one epilogue per wide layer)
+    counts, kinds, steps = _run(lambda: _conv_siblings(activations=(A.RELU, A.RELU, A.SIGMOID)), _x(2, 6, 9, 7))
+    assert counts == {"fuse_horizontal.convolution_groups": 1, "fuse_horizontal.convolution_layers": 2}
+    assert kinds.count("convolution") == 2 and kinds.count("activation") == 2 and kinds.count("split") == 1
+    assert {"conv0", "conv1", "act0", "act1"} == set(next(s for s in steps if s.kind == "split").fused_from)
+
+
+def test_a_sibling_followed_by_an_activation_and_one_followed_by_an_add_stay_apart():
+    # ResNet's first bottleneck: its 1x1 convolution (-> ReLU) and its downsample (-> residual Add) read one tensor
+    second = _weights(5, 8, 1, 1)
+
+    def make():
+        net = tk.NetworkDefinition()
+        x = net.add_input("x", tk.DataType.FLOAT, (2, 6, 9, 7))
+        (wa, ba), (wb, bb), _ = CONV_WEIGHTS
+        a = net.add_convolution(x, 8, (1, 1), wa, ba, name="a").get_output(0)
+        b = net.add_convolution(x, 5, (1, 1), wb, bb, name="b").get_output(0)
+        a = net.add_activation(a, A.RELU, name="relu").get_output(0)
+        a = net.add_convolution(a, 5, (1, 1), second, None, name="c").get_output(0)
+        net.mark_output(net.add_elementwise(a, b, E.SUM, name="add").get_output(0))
+        return net
+
+    counts, kinds, _ = _run(make, _x(2, 6, 9, 7))
+    assert counts == {} and kinds.count("convolution") == 3 and "split" not in kinds
 
 
 def test_a_sibling_whose_result_is_a_network_output_stays_apart():

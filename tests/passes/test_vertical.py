@@ -266,29 +266,6 @@ def test_a_plain_matmul_is_left_alone():
     assert counts == {} and _kinds(engine) == ["matrix_multiply"]
 
 
-# ---- after a horizontal merge ------------------------------------------------------------------------------------
-def test_siblings_with_different_activations_get_a_per_channel_slope():
-    # ResNet's first bottleneck: its 1x1 convolution (-> ReLU) and its downsample (no activation) read one tensor
-    def make():
-        net = tk.NetworkDefinition()
-        x = net.add_input("x", tk.DataType.FLOAT, X_SHAPE)
-        a = net.add_convolution(x, 4, (1, 1), _weights(4, 5, 1, 1), _weights(4), name="a").get_output(0)
-        b = net.add_convolution(x, 6, (1, 1), _weights(6, 5, 1, 1), _weights(6), name="b").get_output(0)
-        c = net.add_convolution(x, 3, (1, 1), _weights(3, 5, 1, 1), _weights(3), name="c").get_output(0)
-        net.mark_output(net.add_activation(a, A.RELU, name="relu").get_output(0))
-        net.mark_output(net.add_activation(c, A.LEAKY_RELU, 0.2, name="leaky").get_output(0))
-        net.mark_output(net.add_unary(b, tk.UnaryOperation.NEG, name="neg").get_output(0))
-        return net
-
-    engine, counts = _build(make, _feed(x=X_SHAPE))
-    assert counts == {"fused_convolution": 1, "split_activation": 1}
-    assert _kinds(engine) == ["fused_convolution", "split", "unary"]
-    step = engine.plan.steps[0]
-    assert step.op.prelu and set(step.fused_from) == {"a", "b", "c", "relu", "leaky"}
-    slope = engine.weights[step.inputs[4]].reshape(-1).numpy()
-    np.testing.assert_array_equal(slope, np.float32([0] * 4 + [1] * 6 + [0.2] * 3))
-
-
 # ---- against onnxruntime, and through the engine file ---------------------------------------------------------------
 def _onnx_block() -> onnx.ModelProto:
     """Pad -> Conv -> Add(bias) -> Clip(0, 6) -> Add(residual) -> Relu, then Gemm -> HardSwish."""
