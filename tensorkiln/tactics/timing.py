@@ -82,20 +82,47 @@ class TacticTimer:
         return args
 
     def _time(self, layer: Layer, entry: KernelEntry) -> float:
-        """Median milliseconds of one launch (CUDA events), after warm-up; inf when the tactic fails."""
+        """Median milliseconds of one launch, after warm-up; inf when the tactic fails.
+
+        The engine replays a CUDA graph, where a kernel costs its GPU time and no Python launch overhead; timing
+        one eager call would instead charge each tactic its launch cost (tens of microseconds for a Triton
+        launcher, a few for an ATen op) and, on small layers, pick by that. So the tactic is captured in a CUDA
+        graph `_GRAPH_REPEATS` times over and the graph's replays are timed; a tactic that cannot be captured is
+        timed eagerly.
+        """
         args = self._inputs(layer)
         try:
             with torch.inference_mode():
-                for _ in range(3):
+                for _ in range(3):  # warm-up: Triton compiles, cuDNN picks its algorithm
                     entry.fn(layer.op, args)
+                torch.cuda.synchronize(self.device)
+                run, launches = _captured(lambda: entry.fn(layer.op, args))
                 samples = []
                 for _ in range(self.runs):
                     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                     start.record()
-                    entry.fn(layer.op, args)
+                    run()
                     end.record()
                     end.synchronize()
-                    samples.append(start.elapsed_time(end))
+                    samples.append(start.elapsed_time(end) / launches)
         except (RuntimeError, ValueError, NotImplementedError):
             return float("inf")
         return statistics.median(samples)
+
+
+_GRAPH_REPEATS = 4  # launches per graph replay: amortizes the replay's own launch
+
+
+def _captured(launch) -> tuple:
+    """(a callable that replays `launch` captured `_GRAPH_REPEATS` times in one CUDA graph, that count), or
+    (`launch`, 1) when it cannot be captured."""
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            for _ in range(_GRAPH_REPEATS):
+                launch()
+    except RuntimeError:
+        torch.cuda.synchronize()
+        return launch, 1
+    graph.replay()  # the first replay uploads the graph
+    return graph.replay, _GRAPH_REPEATS

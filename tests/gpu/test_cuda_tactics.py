@@ -39,9 +39,10 @@ class Case:
         return specs
 
 
-def _conv(activation=None, residual=False, post=None, stride=(1, 1), pads=(1, 1, 1, 1), groups=1, channels=(13, 24)):
+def _conv(activation=None, residual=False, post=None, stride=(1, 1), pads=(1, 1, 1, 1), groups=1, channels=(13, 24),
+          alpha=0.1):
     c_in, c_out = channels
-    op = ops.FusedConvolution(stride, pads, (1, 1), groups, activation=activation, alpha=0.1, beta=6.0,
+    op = ops.FusedConvolution(stride, pads, (1, 1), groups, activation=activation, alpha=alpha, beta=6.0,
                               residual=residual, post_activation=post)
     out_hw = ((11 + pads[0] + pads[2] - 3) // stride[0] + 1, (9 + pads[1] + pads[3] - 3) // stride[1] + 1)
     residual_shape = (2, c_out, *out_hw) if residual else None
@@ -59,6 +60,8 @@ CASES = [
     Case("conv_add_relu", *_conv(None, residual=True, post=A.RELU), constant=(1, 2)),
     Case("conv_relu_add", *_conv(A.RELU, residual=True), constant=(1, 2)),
     Case("conv_clip_stride2_asym", *_conv(A.CLIP, stride=(2, 2), pads=(0, 1, 1, 0)), constant=(1, 2)),
+    Case("conv_relu6", *_conv(A.CLIP, alpha=0.0), constant=(1, 2)),  # values above 6 occur: randn * 13 * 9 terms
+    Case("conv_depthwise_relu6", *_conv(A.CLIP, groups=16, channels=(16, 16), alpha=0.0), constant=(1, 2)),
     Case("conv_depthwise_hswish", *_conv(A.HARD_SWISH, groups=16, channels=(16, 16)), constant=(1, 2)),
     Case("conv_silu_1x1", ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), 1, activation=A.SILU),
          ((2, 13, 7, 5), (24, 13, 1, 1), (24,), None, None), constant=(1, 2)),

@@ -1,6 +1,7 @@
 """cuDNN fused-convolution tactics: convolution + bias + ReLU, and convolution + bias + residual add + ReLU, each as
-one cuDNN call (the runtime-fusion entry points PyTorch's own conv-add-relu fuser uses). The tactic timer weighs
-them against the portable torch kernel (a convolution, then the epilogue as separate kernels)."""
+one cuDNN call (the runtime-fusion entry points PyTorch's own conv-add-relu fuser uses). ReLU6 (clip to [0, 6]) is
+the ReLU call and an in-place clamp of its top: two kernels where the portable kernel needs three (convolution, bias,
+clamp). The tactic timer weighs them against the portable torch kernel and the Triton ones."""
 from __future__ import annotations
 
 import torch
@@ -13,9 +14,14 @@ from ..registry import kernel
 _RELU = ops.ActivationType.RELU
 
 
+def _relu_then_cap(op) -> bool:
+    """clip(y, 0, beta) == min(relu(y), beta): the ReLU6 of MobileNets"""
+    return op.activation is ops.ActivationType.CLIP and op.alpha == 0.0
+
+
 def _conv_bias_relu(op) -> bool:
-    # relu(conv(x) + bias)
-    return op.activation is _RELU and not op.residual and op.post_activation is None
+    # relu(conv(x) + bias), or that capped from above
+    return (op.activation is _RELU or _relu_then_cap(op)) and not op.residual and op.post_activation is None
 
 
 def _conv_bias_add_relu(op) -> bool:
@@ -41,6 +47,8 @@ def fused_convolution_cudnn(op: ops.FusedConvolution, inputs):
         bias = bias.to(x.dtype)
     if residual is None:
         y = torch.cudnn_convolution_relu(x, weight, bias, list(op.stride), padding, list(op.dilation), op.groups)
+        if _relu_then_cap(op):
+            y = y.clamp_max_(op.beta)
     else:
         y = torch.cudnn_convolution_add_relu(x, weight, residual.to(x.dtype), 1.0, bias, list(op.stride), padding,
                                              list(op.dilation), op.groups)
