@@ -149,7 +149,17 @@ class Builder:
 
 
 def _weight(tensor, reduced: torch.dtype | None) -> torch.Tensor:
-    value = torch.from_numpy(tensor.value.copy())
+    import numpy as np
+
+    from .ir.dtypes import DataType
+
+    array = np.asarray(tensor.value).copy()  # C-contiguous, and the engine never shares the network's memory
+    if tensor.dtype is DataType.BF16:
+        # numpy has no bfloat16: onnx hands these over as ml_dtypes.bfloat16 (or raw uint16 bits), which
+        # torch.from_numpy rejects. The two bytes are the bfloat16 bits either way: reinterpret them, exactly.
+        value = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    else:
+        value = torch.from_numpy(array)
     return value.to(reduced) if reduced is not None and value.is_floating_point() else value
 
 

@@ -15,7 +15,8 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from ..errors import EngineFormatError
-from .plan import Plan
+from ..ir.dtypes import DataType
+from .plan import Plan, TensorSpec
 
 MAGIC = "tensorkiln-engine"
 FORMAT_VERSION = 1
@@ -43,6 +44,8 @@ def serialize(plan: Plan, weights: dict[str, torch.Tensor]) -> bytes:
 def deserialize(blob: bytes, source: str = "engine") -> tuple[Plan, dict[str, torch.Tensor]]:
     header, data = _split(blob, source)
     metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        metadata = {}  # not written by tensorkiln: reported just below
     if metadata.get("format") != MAGIC:
         raise EngineFormatError(f"{source} is a safetensors file but not a tensorkiln engine (no tensorkiln "
                                 f"metadata); {_REBUILD}")
@@ -51,20 +54,23 @@ def deserialize(blob: bytes, source: str = "engine") -> tuple[Plan, dict[str, to
         raise EngineFormatError(f"{source} uses engine format version {version} (tensorkiln "
                                 f"{metadata.get('tensorkiln_version', '?')}); this runtime reads version "
                                 f"{FORMAT_VERSION}; {_REBUILD}")
-    end = max((info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"), default=0)
+    entries = _tensor_entries(header, source)
+    end = max((offsets[1] for _, _, offsets in entries.values()), default=0)
     if len(data) < end:
         raise EngineFormatError(f"{source} is truncated: {len(data)} of {end} bytes of weights present; {_REBUILD} "
                                 "or copy the file again")
     plan_json = metadata.get("plan", "")
-    if metadata.get("checksum") != _checksum(plan_json, data):
+    if not isinstance(plan_json, str) or metadata.get("checksum") != _checksum(plan_json, data):
         raise EngineFormatError(f"{source} is corrupted: its checksum does not match its contents; {_REBUILD} "
                                 "or copy the file again")
     try:
         plan = Plan.from_json(json.loads(plan_json))
-        weights = load_tensors(bytes(blob))
     except Exception as error:  # the checksum matched, so this is a file written by an incompatible writer
         raise EngineFormatError(f"{source} has a plan this runtime cannot read ({error}); {_REBUILD}") from None
-    return plan, weights
+    # The checksum covers the plan and the weight bytes, not the header's tensor entries: check those against
+    # the plan so that a corrupted name, dtype, shape or offset is reported here, not as a KeyError at run time.
+    _check_entries(entries, plan.weights, len(data), source)
+    return plan, load_tensors(bytes(blob))
 
 
 def _split(blob: bytes, source: str = "engine") -> tuple[dict, bytes]:
@@ -76,12 +82,99 @@ def _split(blob: bytes, source: str = "engine") -> tuple[dict, bytes]:
             raise EngineFormatError(f"{source} is not a tensorkiln engine (unrecognized header); {_REBUILD}")
         raise EngineFormatError(f"{source} is truncated: its header alone needs {header_len} bytes; {_REBUILD}")
     try:
-        header = json.loads(blob[8:8 + header_len])
+        header = json.loads(blob[8:8 + header_len], object_pairs_hook=_no_duplicate_keys)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise EngineFormatError(f"{source} is not a tensorkiln engine (unreadable header); {_REBUILD}") from None
+    except _DuplicateKey as duplicate:
+        raise EngineFormatError(f"{source} is corrupted: its header names {duplicate} twice; {_REBUILD}") from None
     if not isinstance(header, dict):
         raise EngineFormatError(f"{source} is not a tensorkiln engine (unexpected header); {_REBUILD}")
     return header, blob[8 + header_len:]
+
+
+# safetensors' dtype codes, for the dtypes an engine stores
+_SAFETENSORS_DTYPES = {
+    DataType.FLOAT: "F32", DataType.HALF: "F16", DataType.BF16: "BF16", DataType.DOUBLE: "F64",
+    DataType.INT8: "I8", DataType.UINT8: "U8", DataType.INT16: "I16", DataType.INT32: "I32", DataType.INT64: "I64",
+    DataType.BOOL: "BOOL",
+}
+_ITEMSIZE = {code: dtype.itemsize for dtype, code in _SAFETENSORS_DTYPES.items()}
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    # json.loads would keep the last of two equal keys; a corrupted name can equal another one, so refuse it
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(repr(key))
+        result[key] = value
+    return result
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _tensor_entries(header: dict, source: str) -> dict[str, tuple[str, tuple[int, ...], tuple[int, int]]]:
+    """The header's tensor entries as name -> (dtype code, shape, (begin, end)), each checked for form."""
+    entries = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        problem = _entry_problem(info)
+        if problem:
+            raise EngineFormatError(f"{source} is corrupted: the header entry of tensor {name!r} {problem}; "
+                                    f"{_REBUILD} or copy the file again")
+        entries[name] = (info["dtype"], tuple(info["shape"]), tuple(info["data_offsets"]))
+    return entries
+
+
+def _entry_problem(info) -> str:
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        keys = sorted(info) if isinstance(info, dict) else type(info).__name__
+        return f"has the keys {keys}, not ['data_offsets', 'dtype', 'shape']"
+    if info["dtype"] not in _ITEMSIZE:
+        return f"has the dtype {info['dtype']!r}, which no engine stores"
+    shape, offsets = info["shape"], info["data_offsets"]
+    if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
+        return f"has the shape {shape!r}, not a list of sizes"
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
+        return f"has the data offsets {offsets!r}, not [begin, end]"
+    count = 1
+    for d in shape:
+        count *= d
+    if offsets[1] - offsets[0] != count * _ITEMSIZE[info["dtype"]]:
+        return (f"has the data offsets {offsets}, which do not hold a {info['dtype']} tensor of shape "
+                f"{tuple(shape)} ({count * _ITEMSIZE[info['dtype']]} bytes)")
+    return ""
+
+
+def _check_entries(entries: dict, specs: tuple[TensorSpec, ...], data_len: int, source: str) -> None:
+    """The header's tensors are exactly the plan's weights, with their dtypes and shapes, tiling the data."""
+    def corrupted(what: str) -> EngineFormatError:
+        return EngineFormatError(f"{source} is corrupted: {what}; {_REBUILD} or copy the file again")
+
+    expected = {spec.name: spec for spec in specs}
+    missing, unknown = sorted(set(expected) - set(entries)), sorted(set(entries) - set(expected))
+    if missing or unknown:
+        raise corrupted(f"its plan needs the weights {missing} but the file stores {unknown} instead")
+    for name, (code, shape, _) in entries.items():
+        spec = expected[name]
+        if code != _SAFETENSORS_DTYPES.get(spec.dtype) or shape != tuple(spec.shape):
+            raise corrupted(f"weight {name!r} is stored as {code} {shape}, but the plan says "
+                            f"{spec.dtype.value} {tuple(spec.shape)}")
+    position = 0
+    for name, (_, _, (begin, end)) in sorted(entries.items(), key=lambda item: item[1][2]):
+        if begin != position:
+            raise corrupted(f"weight {name!r} starts at byte {begin} of the data, not at {position} where the "
+                            "previous one ends")
+        position = end
+    if position != data_len:
+        raise corrupted(f"the weights end at byte {position} of the data, but the data holds {data_len} bytes")
 
 
 def _checksum(plan_json: str, data: bytes) -> str:

@@ -27,7 +27,7 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
     """Read an ONNX model, turning protobuf and file errors into one clear ModelFormatError."""
     if isinstance(source, onnx.ModelProto):
         return source
-    what = "ONNX model bytes" if isinstance(source, bytes) else f"ONNX file {str(source)!r}"
+    what = _describe(source)
     if not isinstance(source, bytes) and not Path(source).is_file():
         raise ModelFormatError(f"{what} does not exist")
     try:
@@ -39,11 +39,26 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
     return model
 
 
-def default_opset(model: onnx.ModelProto) -> int:
+def _describe(source: ModelSource) -> str:
+    if isinstance(source, onnx.ModelProto):
+        return "the ONNX model"
+    return "ONNX model bytes" if isinstance(source, bytes) else f"ONNX file {str(source)!r}"
+
+
+def default_opset(model: onnx.ModelProto, what: str = "the ONNX model") -> int:
+    """The version of the default (ai.onnx) operator set the model imports."""
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):
             return entry.version
-    return MAX_OPSET if not model.opset_import else 1
+    # Without it the meaning of every operator is unknown (guessing the newest opset once accepted a file cut
+    # just before its opset_import, its last field), so refuse the model rather than guess.
+    imported = [f"{entry.domain}:{entry.version}" for entry in model.opset_import]
+    raise ModelFormatError(
+        f"{what} has no opset_import for the default domain ('' or 'ai.onnx')"
+        + (f" (it imports only {imported})" if imported else "")
+        + ", so the versions of its operators are unknown (is the file truncated?); re-export the model, or "
+        "declare the opset it was written for: onnx.helper.make_model(graph, opset_imports="
+        "[onnx.helper.make_opsetid('', 17)]) or model.opset_import.append(onnx.helper.make_opsetid('', 17))")
 
 
 def unsupported_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
@@ -69,7 +84,7 @@ class OnnxParser:
 
     def parse(self, source: ModelSource, name: str | None = None) -> NetworkDefinition:
         model = load_model(source)
-        opset = default_opset(model)
+        opset = default_opset(model, _describe(source))
         if not MIN_OPSET <= opset <= MAX_OPSET:
             raise ModelFormatError(f"the model uses ONNX opset {opset}; tensorkiln reads opsets {MIN_OPSET} to "
                                    f"{MAX_OPSET}; convert it with onnx.version_converter.convert_version")

@@ -71,8 +71,18 @@ def test_float16_weights():
     check_reduced("Conv", [rand(1, 3, 7, 5), Const(rand(4, 3, 3, 3, low=-0.5, high=0.5, seed=1))], "float16")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="bfloat16 initializers reach the builder as ml_dtypes arrays, which torch.from_numpy "
-                          "rejects (tensorkiln/builder.py _weight): a model with bfloat16 weights does not build")
 def test_bfloat16_weights():
     check_reduced("Conv", [rand(1, 3, 7, 5), Const(rand(4, 3, 3, 3, low=-0.5, high=0.5, seed=1))], "bfloat16")
+
+
+def test_bfloat16_weights_keep_their_bits():
+    # onnx hands bfloat16 initializers over as ml_dtypes arrays; the engine must hold the very same bits
+    import ml_dtypes
+
+    weight = rand(2, 13, low=-300, high=300, seed=4).astype(ml_dtypes.bfloat16)
+    weight[0, :3] = [3.0e-39, -0.0, 1.00390625]  # a subnormal, a negative zero, a value with the lowest bit set
+    model, feed = make_model("Mul", [rand(2, 13).astype(ml_dtypes.bfloat16), Const(weight)], {}, 13)
+    engine = tk.Builder(tk.BuilderConfig(opt_level=0)).build(parse_onnx(model))
+    (stored,) = engine.weights.values()
+    assert stored.dtype == torch.bfloat16
+    assert torch.equal(stored.view(torch.int16), torch.from_numpy(weight.view(np.int16)))
