@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from typing import Any, Mapping
 
@@ -12,6 +13,7 @@ from ..errors import InputError
 from ..ir.dtypes import DataType
 from ..ir.infer import to_torch
 from ..tactics.selection import kernel_for_tactic
+from ..tactics.timing import gpu_milliseconds
 from .arena import Arena
 
 
@@ -105,7 +107,9 @@ class ExecutionContext:
             self._static_outputs = self._run_steps(self._static_inputs)
         self._graph = graph
 
-    def _run_steps(self, feed: dict[str, torch.Tensor], timings: list[float] | None = None) -> dict[str, torch.Tensor]:
+    def _run_steps(self, feed: dict[str, torch.Tensor], measure=None) -> dict[str, torch.Tensor]:
+        """Every step in order; `measure(launch)`, when given, runs each step's `launch()` and returns its result
+        (the profiler's hook)."""
         env: dict[str, torch.Tensor] = dict(self.engine.device_weights())
         env.update(feed)
         for index, ((fn, op, in_names, out_names), free) in enumerate(zip(self._steps, self._free_after)):
@@ -114,12 +118,7 @@ class ExecutionContext:
             if compute is not None:
                 args = [a.to(compute) if a is not None and a.is_floating_point() and a.dtype != compute else a
                         for a in args]
-            start = time.perf_counter() if timings is not None else 0.0
-            results = fn(op, args)
-            if timings is not None:
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
-                timings.append(time.perf_counter() - start)
+            results = fn(op, args) if measure is None else measure(lambda: fn(op, args))
             if self._arena is not None:
                 results = [self._arena.place(name, value) for name, value in zip(out_names, results)]
             env.update(zip(out_names, results))
@@ -128,15 +127,28 @@ class ExecutionContext:
         return {s.name: _as_io_dtype(env[s.name], s.dtype) for s in self._output_specs}
 
     def profile(self, inputs: Mapping[str, Any], runs: int = 10) -> list[tuple[str, str, str, float]]:
-        """Per-layer times: (step name, layer kind, tactic, median seconds) over `runs` eager runs."""
+        """Per-layer times: (step name, layer kind, tactic, median seconds) over `runs` runs.
+
+        On CUDA each step is timed as the engine runs it, inside a CUDA graph (GPU time, no launch overhead), so
+        the times add up to about the engine's latency; on the CPU by the wall clock of eager runs.
+        """
         feed, _ = self._check_inputs(inputs)
         samples: list[list[float]] = []
-        with torch.inference_mode():
-            for _ in range(runs + 1):  # the first run warms up
+        with torch.inference_mode(), _float32_math(self.engine.plan.precision):
+            if self.device.type == "cuda":
+                def on_gpu(launch):
+                    timings.append(gpu_milliseconds(launch, runs) / 1e3)
+                    return launch()
                 timings: list[float] = []
-                self._run_steps(feed, timings)
+                self._run_steps(feed, on_gpu)
                 samples.append(timings)
-        medians = np.median(np.array(samples[1:]), axis=0)
+            else:
+                for _ in range(runs + 1):  # the first run warms up
+                    timings = []
+                    self._run_steps(feed, functools.partial(_wall_clock, timings))
+                    samples.append(timings)
+                samples = samples[1:]
+        medians = np.median(np.array(samples), axis=0)
         return [(s.name, s.kind, s.tactic, float(t)) for s, t in zip(self.engine.plan.steps, medians)]
 
     # ---- inputs --------------------------------------------------------------------------------
@@ -170,6 +182,13 @@ class ExecutionContext:
         return feed, as_numpy
 
 
+def _wall_clock(timings: list[float], launch):
+    start = time.perf_counter()
+    results = launch()
+    timings.append(time.perf_counter() - start)
+    return results
+
+
 @contextlib.contextmanager
 def _float32_math(precision: str):
     """FP32 engines compute FP32 convolutions and matrix products in full precision; TF32 engines (and the
@@ -184,4 +203,7 @@ def _float32_math(precision: str):
 
 
 def _as_io_dtype(tensor: torch.Tensor, dtype: DataType) -> torch.Tensor:
-    return tensor if tensor.dtype == dtype.torch else tensor.to(dtype.torch)
+    """An output as the caller gets it: its declared dtype, row-major. Channels-last engines compute 4-D
+    activations NHWC; callers (and numpy, and whoever calls .view on the result) expect the standard layout."""
+    tensor = tensor if tensor.dtype == dtype.torch else tensor.to(dtype.torch)
+    return tensor.contiguous()

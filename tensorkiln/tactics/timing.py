@@ -82,35 +82,39 @@ class TacticTimer:
         return args
 
     def _time(self, layer: Layer, entry: KernelEntry) -> float:
-        """Median milliseconds of one launch, after warm-up; inf when the tactic fails.
-
-        The engine replays a CUDA graph, where a kernel costs its GPU time and no Python launch overhead; timing
-        one eager call would instead charge each tactic its launch cost (tens of microseconds for a Triton
-        launcher, a few for an ATen op) and, on small layers, pick by that. So the tactic is captured in a CUDA
-        graph `_GRAPH_REPEATS` times over and the graph's replays are timed; a tactic that cannot be captured is
-        timed eagerly.
-        """
+        """Median milliseconds of one launch on the GPU (see `gpu_milliseconds`); inf when the tactic fails."""
         args = self._inputs(layer)
         try:
             with torch.inference_mode():
-                for _ in range(3):  # warm-up: Triton compiles, cuDNN picks its algorithm
-                    entry.fn(layer.op, args)
-                torch.cuda.synchronize(self.device)
-                run, launches = _captured(lambda: entry.fn(layer.op, args))
-                samples = []
-                for _ in range(self.runs):
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    run()
-                    end.record()
-                    end.synchronize()
-                    samples.append(start.elapsed_time(end) / launches)
+                return gpu_milliseconds(lambda: entry.fn(layer.op, args), self.runs)
         except (RuntimeError, ValueError, NotImplementedError):
             return float("inf")
-        return statistics.median(samples)
 
 
 _GRAPH_REPEATS = 4  # launches per graph replay: amortizes the replay's own launch
+
+
+def gpu_milliseconds(launch, runs: int) -> float:
+    """Median milliseconds that one `launch()` takes on the GPU inside a CUDA graph, after warm-up.
+
+    Engines replay a CUDA graph, where a kernel costs its GPU time and no Python launch overhead. Timing one eager
+    call would instead charge each kernel its launch cost (tens of microseconds for a Triton launcher, a few for
+    an ATen op), and on small layers measure that. So `launch` is captured `_GRAPH_REPEATS` times in one graph
+    and the replays are timed with CUDA events; what cannot be captured is timed eagerly.
+    """
+    for _ in range(3):  # warm-up: Triton compiles, cuDNN picks its algorithm
+        launch()
+    torch.cuda.synchronize()
+    run, launches = _captured(launch)
+    samples = []
+    for _ in range(max(runs, 1)):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end) / launches)
+    return statistics.median(samples)
 
 
 def _captured(launch) -> tuple:

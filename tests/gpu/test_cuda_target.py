@@ -91,3 +91,25 @@ def test_overflowing_layer_stays_fp32():
     value = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
     out = engine.create_execution_context().execute({"x": value})
     np.testing.assert_allclose(next(iter(out.values())), value, rtol=2e-3, atol=1e-3)
+
+
+def test_layer_profile_adds_up_to_the_graph_latency(shared_dir):
+    # per-layer GPU times, each step timed inside a CUDA graph as the engine runs it: their sum is the engine's
+    # latency give or take the gaps between kernels, not dominated by per-layer launch overhead
+    inputs, _ = _reference(shared_dir / "models/onnx/ultraface/reference_version-RFB-320.npz")
+    network = parse_onnx(shared_dir / "models/onnx/ultraface/version-RFB-320.onnx")
+    engine = tk.Builder(BuilderConfig(target=Target.CUDA, precision=Precision.FP16)).build(network)
+    context = engine.create_execution_context()
+    feed = {name: torch.from_numpy(value).cuda() for name, value in inputs.items()}
+    context.execute(feed)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(20):
+        context.execute_async(feed)
+    end.record()
+    end.synchronize()
+    latency_s = start.elapsed_time(end) / 20 / 1e3
+    profile = context.profile(feed, runs=5)
+    assert [name for name, *_ in profile] == [step.name for step in engine.plan.steps]
+    assert all(seconds > 0 for *_, seconds in profile)
+    assert 0.3 * latency_s <= sum(seconds for *_, seconds in profile) <= 2.0 * latency_s
