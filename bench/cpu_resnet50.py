@@ -6,11 +6,12 @@ One model with random weights (torchvision's architecture; written out in tests/
 torchvision is not installed) is exported to ONNX once (TorchScript exporter, opset 17). tensorkiln builds an
 engine from that file, onnxruntime loads the same file (all graph optimizations on), PyTorch runs the module. The
 outputs are checked against each other first (1e-4 relative); then they run in alternation, one run of each
-per round, so that load from other processes hits all alike; figures are medians over the timed rounds.
+per round, so that load from other processes hits all alike (onnxruntime with its spin-waiting off, which would
+slow down whatever runs after it); figures are medians over the timed rounds.
 
-Two tensorkiln rows: the engine as `Builder` makes it for the CPU (NCHW activations), and the same plan run with
-NHWC (channels-last) activations and weights, the layout the builder picks for CUDA engines; on the CPU the fused
-convolutions then run through oneDNN with packed weights (kernels/cpu/fused.py).
+Two tensorkiln rows: the engine as `Builder` makes it for the CPU (NHWC, channels-last activations and weights,
+as for CUDA: the fused convolutions then run through oneDNN with packed weights, kernels/cpu/fused.py), and the
+same plan forced to NCHW (the CPU layout before), for comparison.
 """
 from __future__ import annotations
 
@@ -97,19 +98,22 @@ def main() -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
         options.log_severity_level = 3
+        # onnxruntime's pool threads spin for a while after each run, and whatever is timed next shares the cores
+        # with them (+3.3 ms measured on MTCNN P-Net for the runtime after it); off, its own median here moves ~1 ms
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     context = engine.create_execution_context()
-    nhwc_plan = dataclasses.replace(engine.plan, build_info={**engine.plan.build_info, "channels_last": True})
-    nhwc_context = Engine(nhwc_plan, engine.weights).create_execution_context()
+    nchw_plan = dataclasses.replace(engine.plan, build_info={**engine.plan.build_info, "channels_last": False})
+    nchw_context = Engine(nchw_plan, engine.weights).create_execution_context()
 
     def eager():
         with torch.inference_mode():
             return model(x)
 
-    runners = {"tensorkiln": lambda: context.execute(feed), "tensorkiln NHWC": lambda: nhwc_context.execute(feed),
+    runners = {"tensorkiln": lambda: context.execute(feed), "tensorkiln NCHW": lambda: nchw_context.execute(feed),
                "onnxruntime": lambda: session.run(None, feed), "pytorch eager": eager}
     check({"tensorkiln": next(iter(context.execute(feed).values())),
-           "tensorkiln NHWC": next(iter(nhwc_context.execute(feed).values())),
+           "tensorkiln NCHW": next(iter(nchw_context.execute(feed).values())),
            "onnxruntime": session.run(None, feed)[0], "pytorch eager": eager().numpy()})
     times = time_alternating(runners, args.warmup, args.runs)
     report(engine, build_seconds, times, args)

@@ -69,4 +69,7 @@ def tensor_scatter(op: ops.TensorScatter, inputs):
 
 @kernel(ops.BitCast)
 def bitcast(op: ops.BitCast, inputs):
-    return [inputs[0].view(op.to.torch)]
+    x = inputs[0]
+    if x.element_size() != op.to.torch.itemsize:  # torch reinterprets along a last dim of stride 1 only (not NHWC)
+        x = x.contiguous()
+    return [x.view(op.to.torch)]
