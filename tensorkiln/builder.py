@@ -139,7 +139,7 @@ class Builder:
             return None, None
         cache = TimingCache(self.config.timing_cache)
         dtype = _REDUCED_DTYPES.get(self.config.precision, torch.float32)
-        timer = TacticTimer(self._device, dtype, cache, runs=5 * self.config.opt_level, channels_last=channels_last)
+        timer = TacticTimer(self._device, dtype, cache, runs=2 + 2 * self.config.opt_level, channels_last=channels_last)
         return timer, cache
 
     def _log_pass(self, record: PassRecord) -> None:

@@ -85,7 +85,7 @@ class ExecutionContext:
             return self._run(feed)
 
     def _run(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        with torch.inference_mode(), _float32_math(self.engine.plan.precision):
+        with torch.inference_mode(), float32_math(self.engine.plan.precision):
             if not self._use_graph:
                 return self._run_steps(feed)
             if self._graph is None:
@@ -134,7 +134,7 @@ class ExecutionContext:
         """
         feed, _ = self._check_inputs(inputs)
         samples: list[list[float]] = []
-        with torch.inference_mode(), _float32_math(self.engine.plan.precision):
+        with torch.inference_mode(), float32_math(self.engine.plan.precision):
             if self.device.type == "cuda":
                 def on_gpu(launch):
                     timings.append(gpu_milliseconds(launch, runs) / 1e3)
@@ -190,7 +190,7 @@ def _wall_clock(timings: list[float], launch):
 
 
 @contextlib.contextmanager
-def _float32_math(precision: str):
+def float32_math(precision: str):
     """FP32 engines compute FP32 convolutions and matrix products in full precision; TF32 engines (and the
     FP32 layers of reduced-precision engines) may use TF32 tensor cores."""
     allow = precision != "fp32"
