@@ -8,8 +8,9 @@ import statistics
 import torch
 
 
-def _median_ms(fn, runs: int = 30) -> float:
-    for _ in range(5):
+def median_cuda_ms(fn, warmup: int = 5, runs: int = 30) -> float:
+    """Median milliseconds of one call, by CUDA events, after warm-up (also gpu_peers.py's timer)."""
+    for _ in range(warmup):
         fn()
     samples = []
     for _ in range(runs):
@@ -25,10 +26,10 @@ def _median_ms(fn, runs: int = 30) -> float:
 def measure() -> dict[str, float]:
     n = 8192
     a, b = (torch.randn(n, n, device="cuda", dtype=torch.float16) for _ in range(2))
-    gemm_ms = _median_ms(lambda: a @ b)
+    gemm_ms = median_cuda_ms(lambda: a @ b)
     source = torch.randn(2**28, device="cuda")  # 1 GiB of fp32
     target = torch.empty_like(source)
-    copy_ms = _median_ms(lambda: target.copy_(source))
+    copy_ms = median_cuda_ms(lambda: target.copy_(source))
     return {"device": torch.cuda.get_device_name(), "fp16_gemm_tflops": 2 * n**3 / gemm_ms / 1e9,
             "copy_gb_per_s": 2 * source.numel() * 4 / copy_ms / 1e6}  # a copy reads and writes every byte
 

@@ -12,7 +12,6 @@ import argparse
 import collections
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -27,26 +26,12 @@ from tensorkiln.importers.onnx import parse_onnx  # noqa: E402
 from tensorkiln.quant.precision import Precision  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_peaks import median_cuda_ms  # noqa: E402
 from models import make_inputs, make_model, randomize_batchnorm  # noqa: E402
 
+WARMUP, RUNS = 20, 100  # timed calls: the median of RUNS after WARMUP
 DEFAULT_WORKLOADS = "resnet50:1,resnet50:256,mobilenet_v2:1,mobilenet_v2:256,bert_base:1,bert_base:128"
 FP16_TOLERANCE = 3e-2  # max |out - ref| / max |ref| against the FP32 PyTorch model
-
-
-def time_cuda(fn, warmup=20, runs=100) -> float:
-    """Median milliseconds of one call, by CUDA events, after warm-up."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end))
-    return statistics.median(samples)
 
 
 def peak_memory_mb(fn) -> float:
@@ -90,7 +75,7 @@ def bench_tensorkiln(name, model, inputs, reference, cache_path, opt_level):
     if error > FP16_TOLERANCE:
         result["status"] = "MISMATCH"
         return result, engine
-    result["latency_ms"] = time_cuda(lambda: context.execute_async(inputs))
+    result["latency_ms"] = median_cuda_ms(lambda: context.execute_async(inputs), WARMUP, RUNS)
     result["peak_mb"] = peak_mb
     result["tactics"] = dict(collections.Counter(step.tactic for step in engine.plan.steps).most_common())
     profile = context.profile(dict(inputs), runs=5)  # each step's GPU time inside a CUDA graph
@@ -111,7 +96,7 @@ def bench_eager(model, inputs, reference, channels_last):
         args = [a.contiguous(memory_format=torch.channels_last) if a.dim() == 4 else a for a in args]
     with torch.inference_mode():
         error = relative_error(half(*args), reference)
-        latency = time_cuda(lambda: half(*args))
+        latency = median_cuda_ms(lambda: half(*args), WARMUP, RUNS)
         peak = peak_memory_mb(lambda: half(*args))
     return {"latency_ms": latency, "error": error, "peak_mb": peak}, half, args
 
@@ -124,7 +109,7 @@ def bench_compile(model, args, reference, mode):
         torch.cuda.synchronize()
         build = time.perf_counter() - start
         error = relative_error(output, reference)
-        latency = time_cuda(lambda: compiled(*args))
+        latency = median_cuda_ms(lambda: compiled(*args), WARMUP, RUNS)
     return {"latency_ms": latency, "error": error, "build_s": build, "mode": mode}
 
 
