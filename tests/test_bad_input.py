@@ -77,6 +77,17 @@ def test_a_model_without_opset_import_is_rejected():
         parse_onnx(model)
 
 
+def test_a_model_of_another_domain_only_needs_no_default_opset():
+    # a scikit-learn export (ai.onnx.ml only, as ../shared/models/onnx/ort_tiny/logreg_iris.onnx): no default opset to
+    # know, so the error is the usual one naming each unsupported operator, its node and the domain's opset
+    node = helper.make_node("Normalizer", ["x"], ["y"], name="norm", domain="ai.onnx.ml", norm="L2")
+    graph = helper.make_graph([node], "ml", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 1)])
+    with pytest.raises(UnsupportedOpError, match=r"\(ai.onnx.ml opset 1\).*Normalizer \(domain ai.onnx.ml\) at node 'norm'"):
+        parse_onnx(model)
+
+
 def test_a_file_that_is_not_onnx(tmp_path, capsys):
     path = tmp_path / "model.onnx"
     path.write_bytes(np.random.default_rng(3).bytes(4096))

@@ -50,6 +50,10 @@ def default_opset(model: onnx.ModelProto, what: str = "the ONNX model") -> int:
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):
             return entry.version
+    if model.opset_import and not _uses_default_domain(model.graph):
+        # only other domains (a scikit-learn export in ai.onnx.ml): no operator depends on the default opset, and
+        # the missing converters are reported by name, node and opset as for any other model
+        return onnx.defs.onnx_opset_version()
     # Without it the meaning of every operator is unknown (guessing the newest opset once accepted a file cut
     # just before its opset_import, its last field), so refuse the model rather than guess.
     imported = [f"{entry.domain}:{entry.version}" for entry in model.opset_import]
@@ -59,6 +63,23 @@ def default_opset(model: onnx.ModelProto, what: str = "the ONNX model") -> int:
         + ", so the versions of its operators are unknown (is the file truncated?); re-export the model, or "
         "declare the opset it was written for: onnx.helper.make_model(graph, opset_imports="
         "[onnx.helper.make_opsetid('', 17)]) or model.opset_import.append(onnx.helper.make_opsetid('', 17))")
+
+
+def _imports(model: onnx.ModelProto) -> str:
+    """'opset 17', or 'opset 17, ai.onnx.ml opset 3': the operator sets the model imports."""
+    return ", ".join(("" if e.domain in ("", "ai.onnx") else e.domain + " ") + f"opset {e.version}"
+                     for e in model.opset_import)
+
+
+def _uses_default_domain(graph: onnx.GraphProto) -> bool:
+    for node in graph.node:
+        if node.domain in ("", "ai.onnx"):
+            return True
+        for attribute in node.attribute:
+            subgraphs = [*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs]
+            if any(_uses_default_domain(g) for g in subgraphs):
+                return True
+    return False
 
 
 def unsupported_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
@@ -89,7 +110,7 @@ class OnnxParser:
             raise ModelFormatError(f"the model uses ONNX opset {opset}; tensorkiln reads opsets {MIN_OPSET} to "
                                    f"{MAX_OPSET}; convert it with onnx.version_converter.convert_version")
         graph = model.graph
-        self._check_supported(graph, opset)
+        self._check_supported(graph, _imports(model))
         network = NetworkDefinition(name or graph.name or "onnx_model")
         ctx = ConversionContext(network, opset)
         ctx.convert_subgraph = lambda subgraph: self._convert_subgraph(ctx, subgraph)
@@ -115,7 +136,7 @@ class OnnxParser:
             network.mark_output(self._named_output(ctx, value.name))
         return network
 
-    def _check_supported(self, graph: onnx.GraphProto, opset: int) -> None:
+    def _check_supported(self, graph: onnx.GraphProto, imports: str) -> None:
         missing = unsupported_nodes(graph)
         if self.allow_fallback:  # only default-domain ops have a reference implementation
             missing = [n for n in missing if n.domain not in ("", "ai.onnx")]
@@ -123,7 +144,7 @@ class OnnxParser:
             listing = "; ".join(f"{n.op_type}{'' if n.domain in ('', 'ai.onnx') else ' (domain ' + n.domain + ')'} "
                                 f"at node {n.name or n.output[0]!r}" for n in missing)
             kinds = sorted({n.op_type for n in missing})
-            raise UnsupportedOpError(f"{len(missing)} node(s) of the model (opset {opset}) use operators tensorkiln "
+            raise UnsupportedOpError(f"{len(missing)} node(s) of the model ({imports}) use operators tensorkiln "
                                      f"does not support: {listing}. Unsupported operator types: {kinds}. "
                                      "Register a plugin for them (tensorkiln.plugins.register_plugin), build with "
                                      "allow_fallback (--allow-fallback) to run standard ops on onnx's reference "
