@@ -1,0 +1,90 @@
+"""Layer kinds the graph optimizer creates: recognized patterns (passes/recognize_*.py) and fused layers
+(passes/fuse_vertical.py, passes/fuse_pointwise.py)."""
+from __future__ import annotations
+
+from .base import Ints, OpAttrs, op
+from .enums import ActivationType
+
+
+# ---- layers recognized by the graph optimizer (passes/recognize_*.py) -------------------------------------
+@op("rms_norm")
+class RMSNorm(OpAttrs):
+    """inputs: x, optional scale; x / sqrt(mean(x^2) + epsilon) * scale over the dims from `axis` to the end."""
+    axis: int = -1
+    epsilon: float = 1e-6
+
+
+@op("attention")
+class Attention(OpAttrs):
+    """inputs: q [..., Sq, D], k [..., Sk, D], v [..., Sk, Dv], optional additive mask (broadcast to
+    [..., Sq, Sk]); softmax(q @ k^T * scale + mask) @ v, and a causal mask on top where `causal`."""
+    scale: float = 1.0
+    has_mask: bool = False
+    causal: bool = False
+
+
+# ---- fused layers (passes/fuse_vertical.py, passes/fuse_pointwise.py) ------------------------------------
+# Every fused producer carries the same epilogue fields (flat, so the plan serializer needs nothing new):
+#   y = post_activation(activation(op(x) + bias) + residual)
+# `activation` / `post_activation` use alpha/beta as ops.Activation does; `prelu` makes the first activation a
+# PReLU whose slope is an extra input. Inputs are always five: x, weights, bias|None, residual|None, slope|None.
+# (Written out in each class, not inherited: the producer's own attributes come first, positionally.)
+@op("fused_convolution")
+class FusedConvolution(OpAttrs):
+    """ops.Convolution + epilogue; inputs: x, kernel, bias|None, residual|None, prelu_slope|None."""
+    stride: Ints
+    pads: Ints
+    dilation: Ints
+    groups: int = 1
+    activation: ActivationType | None = None
+    alpha: float = 0.0
+    beta: float = 0.0
+    prelu: bool = False
+    residual: bool = False
+    post_activation: ActivationType | None = None
+    post_alpha: float = 0.0
+    post_beta: float = 0.0
+
+
+@op("fused_deconvolution")
+class FusedDeconvolution(OpAttrs):
+    """ops.Deconvolution + epilogue; inputs: x, kernel, bias|None, residual|None, prelu_slope|None."""
+    stride: Ints
+    pads: Ints
+    dilation: Ints
+    output_padding: Ints
+    groups: int = 1
+    activation: ActivationType | None = None
+    alpha: float = 0.0
+    beta: float = 0.0
+    prelu: bool = False
+    residual: bool = False
+    post_activation: ActivationType | None = None
+    post_alpha: float = 0.0
+    post_beta: float = 0.0
+
+
+@op("fused_matmul")
+class FusedMatMul(OpAttrs):
+    """ops.MatrixMultiply + epilogue; inputs: a, b, bias|None (broadcast over the last dim), residual|None,
+    prelu_slope|None. Fully connected layers and Gemm (matrix multiply + bias add) become this."""
+    transpose_a: bool = False
+    transpose_b: bool = False
+    activation: ActivationType | None = None
+    alpha: float = 0.0
+    beta: float = 0.0
+    prelu: bool = False
+    residual: bool = False
+    post_activation: ActivationType | None = None
+    post_alpha: float = 0.0
+    post_beta: float = 0.0
+
+
+@op("fused_pointwise")
+class FusedPointwise(OpAttrs):
+    """A chain of elementwise, unary and activation layers as one layer. `program` is a tiny SSA text program,
+    one instruction per entry, over the inputs in0, in1, ... with numpy broadcasting, e.g.
+    ("t0 = mul in0 in1", "t1 = add t0 in2", "t2 = relu t1 0 0", "out = t2"). Opcodes are the lower-case values of
+    ElementWiseOperation, UnaryOperation and ActivationType (activations take alpha and beta); the kernel parses
+    it (never evaluates it as code)."""
+    program: tuple[str, ...]
