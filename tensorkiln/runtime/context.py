@@ -85,7 +85,7 @@ class ExecutionContext:
             return self._run(feed)
 
     def _run(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        with torch.inference_mode(), float32_math(self.engine.plan.precision):
+        with torch.inference_mode(), _float32_math(self.engine.plan.precision):
             if not self._use_graph:
                 return self._run_steps(feed)
             if self._graph is None:
@@ -107,9 +107,9 @@ class ExecutionContext:
             self._static_outputs = self._run_steps(self._static_inputs)
         self._graph = graph
 
-    def _run_steps(self, feed: dict[str, torch.Tensor], measure=None) -> dict[str, torch.Tensor]:
-        """Every step in order; `measure(launch)`, when given, runs each step's `launch()` and returns its result
-        (the profiler's hook)."""
+    def _run_steps(self, feed: dict[str, torch.Tensor], hook=None) -> dict[str, torch.Tensor]:
+        """Every step in order; `hook(index, launch, args)`, when given, runs step `index` by calling `launch()`
+        (its kernel on `args`) and returns the results (see `run_each_step`)."""
         env: dict[str, torch.Tensor] = dict(self.engine.device_weights())
         env.update(feed)
         for index, ((fn, op, in_names, out_names), free) in enumerate(zip(self._steps, self._free_after)):
@@ -118,7 +118,7 @@ class ExecutionContext:
             if compute is not None:
                 args = [a.to(compute) if a is not None and a.is_floating_point() and a.dtype != compute else a
                         for a in args]
-            results = fn(op, args) if measure is None else measure(lambda: fn(op, args))
+            results = fn(op, args) if hook is None else hook(index, lambda: fn(op, args), args)
             if self._arena is not None:
                 results = [self._arena.place(name, value) for name, value in zip(out_names, results)]
             env.update(zip(out_names, results))
@@ -126,29 +126,28 @@ class ExecutionContext:
                 env.pop(name, None)
         return {s.name: _as_io_dtype(env[s.name], s.dtype) for s in self._output_specs}
 
+    def run_each_step(self, inputs: Mapping[str, Any], hook) -> dict[str, torch.Tensor]:
+        """Run the engine eagerly (no CUDA graph), step by step: `hook(index, launch, args)` runs step `index`
+        of `engine.plan.steps` by calling `launch()` and returns its results; `args` are the tensors the step
+        reads, in its compute dtype. The profiler and the layer-wise check (tactics/check.py) use it."""
+        feed, _ = self._check_inputs(inputs)
+        with torch.inference_mode(), _float32_math(self.engine.plan.precision):
+            return self._run_steps(feed, hook)
+
     def profile(self, inputs: Mapping[str, Any], runs: int = 10) -> list[tuple[str, str, str, float]]:
         """Per-layer times: (step name, layer kind, tactic, median seconds) over `runs` runs.
 
         On CUDA each step is timed as the engine runs it, inside a CUDA graph (GPU time, no launch overhead), so
         the times add up to about the engine's latency; on the CPU by the wall clock of eager runs.
         """
-        feed, _ = self._check_inputs(inputs)
+        on_gpu = self.device.type == "cuda"
         samples: list[list[float]] = []
-        with torch.inference_mode(), float32_math(self.engine.plan.precision):
-            if self.device.type == "cuda":
-                def on_gpu(launch):
-                    timings.append(gpu_milliseconds(launch, runs) / 1e3)
-                    return launch()
-                timings: list[float] = []
-                self._run_steps(feed, on_gpu)
-                samples.append(timings)
-            else:
-                for _ in range(runs + 1):  # the first run warms up
-                    timings = []
-                    self._run_steps(feed, functools.partial(_wall_clock, timings))
-                    samples.append(timings)
-                samples = samples[1:]
-        medians = np.median(np.array(samples), axis=0)
+        for _ in range(1 if on_gpu else runs + 1):  # one pass times each step `runs` times on the GPU
+            timings: list[float] = []
+            self.run_each_step(inputs, functools.partial(_gpu_time, timings, runs) if on_gpu
+                               else functools.partial(_wall_clock, timings))
+            samples.append(timings)
+        medians = np.median(np.array(samples if on_gpu else samples[1:]), axis=0)  # the first CPU run warms up
         return [(s.name, s.kind, s.tactic, float(t)) for s, t in zip(self.engine.plan.steps, medians)]
 
     # ---- inputs --------------------------------------------------------------------------------
@@ -182,7 +181,12 @@ class ExecutionContext:
         return feed, as_numpy
 
 
-def _wall_clock(timings: list[float], launch):
+def _gpu_time(timings: list[float], runs: int, index: int, launch, args):
+    timings.append(gpu_milliseconds(launch, runs) / 1e3)
+    return launch()
+
+
+def _wall_clock(timings: list[float], index: int, launch, args):
     start = time.perf_counter()
     results = launch()
     timings.append(time.perf_counter() - start)
@@ -190,7 +194,7 @@ def _wall_clock(timings: list[float], launch):
 
 
 @contextlib.contextmanager
-def float32_math(precision: str):
+def _float32_math(precision: str):
     """FP32 engines compute FP32 convolutions and matrix products in full precision; TF32 engines (and the
     FP32 layers of reduced-precision engines) may use TF32 tensor cores."""
     allow = precision != "fp32"
