@@ -15,7 +15,7 @@ import triton.language as tl
 
 from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_zero
 from .configs import CONV_CONFIGS, DEPTHWISE_CONFIGS, TileConfig
-from .gemm import input_precision
+from .gemm import grouped_tile, input_precision
 
 @triton.jit
 def conv2d_nhwc_kernel(
@@ -34,14 +34,7 @@ def conv2d_nhwc_kernel(
 ):
     pid = tl.program_id(axis=0)
     M = N * P * Q
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(K, BLOCK_N)
-    num_pid_in_group = GROUP_M * num_pid_n
-    group_id = pid // num_pid_in_group
-    first_pid_m = group_id * GROUP_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
+    pid_m, pid_n = grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(K, BLOCK_N), GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels

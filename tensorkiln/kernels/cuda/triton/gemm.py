@@ -15,6 +15,16 @@ from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_
 
 
 @triton.jit
+def grouped_tile(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+    """(row block, column block) of program `pid` in grouped order: GROUP_M row blocks sweep the columns
+    together, which keeps their B tiles in L2 (also the implicit-GEMM convolution's order)."""
+    num_pid_in_group = GROUP_M * num_pid_n
+    first_pid_m = (pid // num_pid_in_group) * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    return first_pid_m + ((pid % num_pid_in_group) % group_size_m), (pid % num_pid_in_group) // group_size_m
+
+
+@triton.jit
 def gemm_kernel(
     a_ptr, b_ptr, c_ptr,  # A [batch, M, K], B [batch, K, N], C [batch, M, N] (any strides)
     bias_ptr, slope_ptr, res_ptr,  # epilogue operands: bias [N], PReLU slope [N], residual [batch, M, N]
@@ -30,15 +40,7 @@ def gemm_kernel(
 ):
     pid = tl.program_id(axis=0)
     batch = tl.program_id(axis=1).to(tl.int64)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    # grouped ordering: GROUP_M row blocks sweep the columns together, which keeps their B tiles in L2
-    num_pid_in_group = GROUP_M * num_pid_n
-    group_id = pid // num_pid_in_group
-    first_pid_m = group_id * GROUP_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
+    pid_m, pid_n = grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
