@@ -102,6 +102,27 @@ def test_gemm_fused_epilogues_every_config(dtype, config):
     _check(out, torch.clamp(ra @ rb + rbias, -0.5, 1.5), dtype)
 
 
+@needs_triton
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("config", range(2))
+@pytest.mark.parametrize("k", [13, 200, 1100])  # fewer K blocks than splits (empty splits), a few, many
+def test_split_k_gemm_and_convolution(dtype, config, k):
+    """Split-K sums every slice of K exactly once, per tile and per batch, before the epilogue runs."""
+    gemm, conv, configs = _kernels("gemm"), _kernels("conv"), _kernels("configs")
+    split = configs.SPLIT_K_CONFIGS[config]
+    assert split.split_k > 1
+    a, b = _rand(2, 70, k, dtype=dtype), _rand(k, 33, dtype=dtype)
+    bias, residual = _rand(33, dtype=dtype), _rand(2, 70, 33, dtype=dtype)
+    ra, rb, rbias, rres = _f32(a, b, bias, residual)
+    out = gemm.gemm(a, b, bias=bias, activation=A.RELU, residual=residual, config=split)
+    _check(out, F.relu(ra @ rb + rbias) + rres, dtype)
+    x = _rand(1, k, 7, 5, dtype=dtype, channels_last=True)
+    w = _rand(13, k, 3, 3, dtype=dtype, channels_last=True)
+    rx, rw = _f32(x, w)
+    out = conv.conv2d(x, w, None, stride=(1, 1), pads=(1, 1, 1, 1), activation=A.RELU, config=split)
+    _check(out, F.relu(F.conv2d(rx, rw, None, 1, 1)), dtype)
+
+
 ACTIVATION_REFS = {  # independent references of every activation, (alpha, beta) as ops.Activation means them
     A.RELU: (0, 0, F.relu), A.SIGMOID: (0, 0, torch.sigmoid), A.TANH: (0, 0, torch.tanh),
     A.LEAKY_RELU: (0.1, 0, lambda x: F.leaky_relu(x, 0.1)), A.ELU: (0.7, 0, lambda x: F.elu(x, 0.7)),
@@ -396,6 +417,18 @@ def test_tactic_predicates():
     assert not _triton_serves(ops.FusedPointwise(("t0 = equal in0 in1", "out = t0")), ((4,),), ((4,),))
     assert _triton_serves(ops.FusedPointwise(("t0 = sum in0 in1", "out = t0")), ((4,),), ((4,),))
     assert not _triton_serves(ops.Attention(scale=1.0), *[((1, 4, 512),)] * 3)  # head dim over MAX_HEAD_DIM
+    # split-K only where the output has too few tiles to fill the GPU and K is long enough to split
+    small = _impls(conv, _layer_inputs(((1, 512, 7, 7),), ((512, 512, 3, 3),), ((512,),), None, None))
+    assert {"triton_splitk_bm64_bn64_bk64_w4_s3_k4", "triton_splitk_bm64_bn64_bk64_w4_s3_k8"} <= small
+    assert not any("splitk" in i for i in _impls(conv, _layer_inputs(((32, 512, 7, 7),), ((512, 512, 3, 3),),
+                                                                      ((512,),), None, None)))
+    assert not any("splitk" in i for i in _impls(conv, _layer_inputs(x, ((16, 8, 1, 1),), ((16,),), None, None)))
+    bert_b1 = _impls(ops.FusedMatMul(), _layer_inputs(((1, 128, 3072),), ((3072, 768),), ((768,),), None, None))
+    bert_b128 = _impls(ops.FusedMatMul(), _layer_inputs(((128, 128, 3072),), ((3072, 768),), ((768,),), None, None))
+    assert any("splitk" in i for i in bert_b1) and not any("splitk" in i for i in bert_b128)
+    transposed = _impls(ops.MatrixMultiply(transpose_a=True, transpose_b=True),
+                        _layer_inputs(((4096, 16),), ((16, 4096),)))
+    assert any("splitk" in i for i in transposed)  # read through the transposes: M = N = 16, K = 4096
 
 
 @needs_triton

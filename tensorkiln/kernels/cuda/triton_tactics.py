@@ -11,8 +11,10 @@ timer reads as "this tactic cannot run here".
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import math
 from typing import Callable, Sequence
 
 from ...ir import ops
@@ -82,6 +84,41 @@ def _conv_ok(op, inputs, depthwise: bool) -> bool:
 
 def _igemm_ok(op, inputs) -> bool:
     return _conv_ok(op, inputs, depthwise=False)
+
+
+def _conv_problem(op, inputs) -> tuple[int, int, int] | None:
+    """(M, N, K) of the implicit GEMM the convolution is (None where the igemm kernel cannot serve it)."""
+    if not _igemm_ok(op, inputs):
+        return None
+    (n, c, h, w), (k, _, r, s) = inputs[0].shape, inputs[1].shape
+    p = (h + op.pads[0] + op.pads[2] - op.dilation[0] * (r - 1) - 1) // op.stride[0] + 1
+    q = (w + op.pads[1] + op.pads[3] - op.dilation[1] * (s - 1) - 1) // op.stride[1] + 1
+    return n * p * q, k, c * r * s
+
+
+def _matmul_problem(op, inputs) -> tuple[int, int, int] | None:
+    """(batch x M, N, K) of the GEMM (None where the GEMM kernel cannot serve it)."""
+    if not _matmul_ok(op, inputs):
+        return None
+    a, b = list(inputs[0].shape), list(inputs[1].shape)
+    a = [1, *a] if len(a) == 1 else a[:-2] + a[:-3:-1] if op.transpose_a else a
+    b = [*b, 1] if len(b) == 1 else b[:-2] + b[:-3:-1] if op.transpose_b else b
+    batch = math.prod(max(x, y) for x, y in zip([1] * (len(b) - len(a)) + a[:-2], [1] * (len(a) - len(b)) + b[:-2]))
+    return batch * a[-2], b[-1], a[-1]
+
+
+SPLIT_K_MAX_TILES = 128  # below this many output tiles a GPU of ~132 SMs (an H100) idles without split-K
+
+
+def _split_k_pays(problem: Callable, op, inputs, config) -> bool:
+    """Split-K is a candidate where the output has too few tiles to fill the GPU and K has room for every split to
+    run at least two blocks (otherwise the partial sums cost more than they save)."""
+    mnk = problem(op, inputs)
+    if mnk is None:
+        return False
+    m, n, k = mnk
+    tiles = -(-m // config.block_m) * -(-n // config.block_n)
+    return tiles < SPLIT_K_MAX_TILES and -(-k // config.block_k) >= 2 * config.split_k
 
 
 def _depthwise_ok(op, inputs) -> bool:
@@ -220,6 +257,15 @@ TACTICS: tuple[tuple[type[ops.OpAttrs], str, Callable, Callable, tuple], ...] = 
 )
 
 
+# split-K variants of the GEMM kernels: their predicate also reads the config (the tile count decides)
+SPLIT_K_TACTICS: tuple[tuple[type[ops.OpAttrs], Callable, Callable], ...] = (
+    (ops.FusedConvolution, fused_convolution, _conv_problem),
+    (ops.Convolution, convolution, _conv_problem),
+    (ops.FusedMatMul, fused_matmul, _matmul_problem),
+    (ops.MatrixMultiply, matrix_multiply, _matmul_problem),
+)
+
+
 def tactic_impl(family: str, config) -> str:
     return f"triton_{family}_{config.name}"
 
@@ -236,6 +282,10 @@ def _register() -> None:
     for op_class, family, fn, supports, configs in TACTICS:
         for config in configs:
             kernel(op_class, target="cuda", impl=tactic_impl(family, config), supports=supports)(_bind(fn, config))
+    for op_class, fn, problem in SPLIT_K_TACTICS:
+        for config in tiles.SPLIT_K_CONFIGS:
+            kernel(op_class, target="cuda", impl=tactic_impl("splitk", config),
+                   supports=functools.partial(_split_k_pays, problem, config=config))(_bind(fn, config))
 
 
 if TRITON_AVAILABLE:

@@ -15,12 +15,13 @@ import triton.language as tl
 
 from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_zero
 from .configs import CONV_CONFIGS, DEPTHWISE_CONFIGS, TileConfig
-from .gemm import grouped_tile, input_precision
+from .gemm import grouped_tile, input_precision, split_k_buffers, split_k_gather, split_k_range
 
 @triton.jit
 def conv2d_nhwc_kernel(
     x_ptr, w_ptr, y_ptr,  # x [N, C, H, W], w [K, C, R, S], y [N, K, P, Q], logical NCHW order, any strides
     bias_ptr, slope_ptr, res_ptr,  # epilogue: bias [K], PReLU slope [K], residual [N, K, P, Q]
+    ws_ptr, lock_ptr,  # split-K partial sums and arrival counters (gemm.split_k_gather)
     N, C, H, W, K, P, Q, R, S,
     stride_xn, stride_xc, stride_xh, stride_xw,
     stride_wk, stride_wc, stride_wr, stride_ws,
@@ -31,10 +32,12 @@ def conv2d_nhwc_kernel(
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr, POST_ACT: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    SPLIT_K: tl.constexpr,
 ):
     pid = tl.program_id(axis=0)
     M = N * P * Q
-    pid_m, pid_n = grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(K, BLOCK_N), GROUP_M)
+    tile, pid_k = pid // SPLIT_K, pid % SPLIT_K
+    pid_m, pid_n = grouped_tile(tile, tl.cdiv(M, BLOCK_M), tl.cdiv(K, BLOCK_N), GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels
@@ -49,7 +52,8 @@ def conv2d_nhwc_kernel(
     c_blocks = tl.cdiv(C, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     # one flat reduction loop over (r, s, channel block): the compiler pipelines it as one GEMM K loop
-    for kk in range(0, R * S * c_blocks):
+    kk_first, kk_last = split_k_range(R * S * c_blocks, pid_k, SPLIT_K)
+    for kk in range(kk_first, kk_last):
         rs = kk // c_blocks
         r = rs // S
         s = rs % S
@@ -64,6 +68,7 @@ def conv2d_nhwc_kernel(
                     mask=(c[:, None] < C) & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
 
+    acc, mask_m = split_k_gather(acc, mask_m, ws_ptr, lock_ptr, tile, pid_k, SPLIT_K, BLOCK_M, BLOCK_N)
     res_rows = n * stride_rn + p * stride_rh + q * stride_rw
     acc = apply_epilogue(acc, offs_m, offs_n, mask_m, mask_n, bias_ptr, slope_ptr, res_ptr, res_rows, stride_rc,
                          alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT)
@@ -151,12 +156,13 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     depthwise = groups == C and C_per_group == 1 and K % C == 0
     if groups == 1 and not (depthwise and isinstance(config, TileConfig)):  # C == 1 can run either kernel
         config = config or CONV_CONFIGS[0]
-        grid = (triton.cdiv(N * P * Q, config.block_m) * triton.cdiv(K, config.block_n),)
-        conv2d_nhwc_kernel[grid](
-            x, weight, out, *pointers, N, C, H, W, K, P, Q, R, S,
+        tiles = triton.cdiv(N * P * Q, config.block_m) * triton.cdiv(K, config.block_n)
+        conv2d_nhwc_kernel[(tiles * config.split_k,)](
+            x, weight, out, *pointers, *split_k_buffers(tiles, config, out), N, C, H, W, K, P, Q, R, S,
             *x.stride(), *weight.stride(), *out.stride(), *res_strides, *geometry, *scalars, **flags,
             INPUT_PRECISION=input_precision(x.dtype), BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-            BLOCK_K=config.block_k, GROUP_M=config.group_m, num_warps=config.num_warps, num_stages=config.num_stages)
+            BLOCK_K=config.block_k, GROUP_M=config.group_m, SPLIT_K=config.split_k, num_warps=config.num_warps,
+            num_stages=config.num_stages)
     elif depthwise:
         config = config or DEPTHWISE_CONFIGS[0]
         grid = (triton.cdiv(N * P * Q, config.block_pix), triton.cdiv(K, config.block_c))

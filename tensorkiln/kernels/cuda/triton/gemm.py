@@ -3,6 +3,11 @@
 Tiles of A [BLOCK_M, BLOCK_K] and B [BLOCK_K, BLOCK_N] meet in tl.dot with an FP32 accumulator; programs are
 ordered in groups of GROUP_M row blocks so that neighbouring programs share B tiles in L2 (as in Triton's matmul
 tutorial). FP32 inputs use exact IEEE products unless PyTorch's TF32 switch is on, the way FP32 engines expect.
+
+Split-K (config.split_k > 1) is for problems with too few output tiles to fill the GPU (batch-1 layers: M = 49
+pixels, or 128 tokens): SPLIT_K programs share a tile, each reducing one slice of K; each stores its FP32 partial
+sum in a workspace and bumps the tile's counter, and the last to arrive adds the partials and runs the epilogue
+("serial split-K", one kernel; the counters start at zero on every launch).
 """
 from __future__ import annotations
 
@@ -25,9 +30,62 @@ def grouped_tile(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 
 
 @triton.jit
+def split_k_range(k_blocks, pid_k, SPLIT_K: tl.constexpr):
+    """The K blocks [first, last) that split `pid_k` of SPLIT_K reduces."""
+    if SPLIT_K == 1:
+        first, last = 0, k_blocks
+    else:
+        per_split = tl.cdiv(k_blocks, SPLIT_K)
+        first, last = pid_k * per_split, tl.minimum((pid_k + 1) * per_split, k_blocks)
+    return first, last
+
+
+@triton.jit
+def split_k_gather(acc, mask_m, ws_ptr, lock_ptr, tile, pid_k,
+                   SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Serial split-K: store this split's partial `acc` of output tile `tile`; the last split of the tile to get
+    here returns the sum of all partials, the others a row mask that is all false (their epilogue and store then
+    do nothing)."""
+    if SPLIT_K == 1:
+        total, mask = acc, mask_m
+    else:
+        total, mask = _gather_partials(acc, mask_m, ws_ptr, lock_ptr, tile, pid_k, SPLIT_K, BLOCK_M, BLOCK_N)
+    return total, mask
+
+
+@triton.jit
+def _gather_partials(acc, mask_m, ws_ptr, lock_ptr, tile, pid_k,
+                     SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    offs = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+    tile_ws = ws_ptr + tile.to(tl.int64) * (SPLIT_K * BLOCK_M * BLOCK_N)
+    tl.store(tile_ws + pid_k * (BLOCK_M * BLOCK_N) + offs, acc)
+    tl.debug_barrier()  # every thread's partial is written before the counter says so (the atomic releases it)
+    arrived_before = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel")
+    # the last program keeps its masks, the others get empty ones (limits rather than `mask & flag`: Triton's
+    # interpreter cannot mask loads with a block combined with a scalar flag)
+    last = arrived_before == SPLIT_K - 1
+    in_tile = offs < tl.where(last, BLOCK_M * BLOCK_N, 0)
+    total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for split in tl.static_range(SPLIT_K):  # .cg: read the other programs' partials from L2, not a stale L1
+        total += tl.load(tile_ws + split * (BLOCK_M * BLOCK_N) + offs, mask=in_tile, other=0.0, cache_modifier=".cg")
+    return total, mask_m & (tl.arange(0, BLOCK_M) < tl.where(last, BLOCK_M, 0))
+
+
+def split_k_buffers(tiles: int, config, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The FP32 partial-sum workspace and the zeroed arrival counters of a split-K launch over `tiles` tiles (for
+    split_k == 1, placeholders the kernel never touches)."""
+    if config.split_k == 1:
+        return like, like
+    workspace = torch.empty(tiles * config.split_k * config.block_m * config.block_n, dtype=torch.float32,
+                            device=like.device)
+    return workspace, torch.zeros(tiles, dtype=torch.int32, device=like.device)
+
+
+@triton.jit
 def gemm_kernel(
     a_ptr, b_ptr, c_ptr,  # A [batch, M, K], B [batch, K, N], C [batch, M, N] (any strides)
     bias_ptr, slope_ptr, res_ptr,  # epilogue operands: bias [N], PReLU slope [N], residual [batch, M, N]
+    ws_ptr, lock_ptr,  # split-K partial sums and arrival counters (see split_k_gather)
     M, N, K,
     stride_ab, stride_am, stride_ak,
     stride_bb, stride_bk, stride_bn,
@@ -37,20 +95,24 @@ def gemm_kernel(
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr, POST_ACT: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,  # "ieee" or "tf32" (FP32 inputs only; FP16/BF16 ignore it)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    SPLIT_K: tl.constexpr,
 ):
     pid = tl.program_id(axis=0)
     batch = tl.program_id(axis=1).to(tl.int64)
-    pid_m, pid_n = grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+    tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
+    tile, pid_k = pid // SPLIT_K, pid % SPLIT_K
+    pid_m, pid_n = grouped_tile(tile, tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
     mask_m = offs_m < M
     mask_n = offs_n < N
-    a_ptrs = a_ptr + batch * stride_ab + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak
-    b_ptrs = b_ptr + batch * stride_bb + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bn
+    k_first, k_last = split_k_range(tl.cdiv(K, BLOCK_K), pid_k, SPLIT_K)
+    a_ptrs = a_ptr + batch * stride_ab + offs_m[:, None] * stride_am + (offs_k[None, :] + k_first * BLOCK_K) * stride_ak
+    b_ptrs = b_ptr + batch * stride_bb + (offs_k[:, None] + k_first * BLOCK_K) * stride_bk + offs_n[None, :] * stride_bn
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
+    for k in range(k_first, k_last):
         k_left = K - k * BLOCK_K  # the last tile is ragged: mask it, fill with zeros
         a = tl.load(a_ptrs, mask=mask_m[:, None] & (offs_k[None, :] < k_left), other=0.0)
         b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & mask_n[None, :], other=0.0)
@@ -58,6 +120,7 @@ def gemm_kernel(
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
 
+    acc, mask_m = split_k_gather(acc, mask_m, ws_ptr, lock_ptr, batch * tiles + tile, pid_k, SPLIT_K, BLOCK_M, BLOCK_N)
     acc = apply_epilogue(acc, offs_m, offs_n, mask_m, mask_n, bias_ptr, slope_ptr,
                          res_ptr + batch * stride_rb, offs_m * stride_rm, stride_rn,
                          alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT)
@@ -111,15 +174,17 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, transpose_a: bool = False, transpo
     out = torch.empty((batch, M, N), dtype=out_dtype or a.dtype, device=a.device)
     res3 = out if residual is None else _residual(residual, batch_shape, M, N, squeeze)
     act = activation_code(activation, prelu_slope is not None)
-    grid = (triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n), batch)
+    tiles = triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n)
+    grid = (tiles * config.split_k, batch)
     gemm_kernel[grid](
         a3, b3, out, channel_vector(bias, N, out), channel_vector(prelu_slope, N, out), res3,
-        M, N, K, *a3.stride(), *b3.stride(), *out.stride(), *res3.stride(),
+        *split_k_buffers(tiles * batch, config, out), M, N, K,
+        *a3.stride(), *b3.stride(), *out.stride(), *res3.stride(),
         float(alpha), float(beta), float_or_zero(post_alpha), float_or_zero(post_beta),
         HAS_BIAS=bias is not None, ACT=act, HAS_RES=residual is not None,
         POST_ACT=activation_code(post_activation), INPUT_PRECISION=input_precision(a.dtype),
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
-        num_warps=config.num_warps, num_stages=config.num_stages)
+        SPLIT_K=config.split_k, num_warps=config.num_warps, num_stages=config.num_stages)
     out = out.reshape(*batch_shape, M, N)
     for dim in squeeze:
         out = out.squeeze(dim)
