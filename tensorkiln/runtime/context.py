@@ -87,16 +87,30 @@ class ExecutionContext:
     def _run(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         with torch.inference_mode(), _float32_math(self.engine.plan.precision):
             if not self._use_graph:
-                return self._run_steps(feed)
+                return self._run_steps(self._prepared(feed))
             if self._graph is None:
                 self._capture(feed)
-            for name, value in feed.items():
+            for name, value in feed.items():  # one copy: to the device, the buffer's layout and its dtype at once
                 self._static_inputs[name].copy_(value, non_blocking=True)
             self._graph.replay()
             return dict(self._static_outputs)
 
+    def _prepared(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: self.engine.prepare_input(value) for name, value in feed.items()}
+
+    def _static_input(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """The graph's buffer for input `name`: on the device, in the engine's layout, and already in the dtype its
+        readers compute in (an FP32 input of an FP16 engine is held as FP16: half the bytes, and no cast kernel)."""
+        dtypes = {self._compute_dtypes[i] for i, (_, _, inputs, _) in enumerate(self._steps) if name in inputs}
+        dtype = value.dtype
+        if value.is_floating_point() and len(dtypes) == 1 and None not in dtypes:
+            dtype = dtypes.pop()
+        buffer = torch.empty(value.shape, dtype=dtype, device=self.device,
+                             memory_format=self.engine.memory_format(value.dim()))
+        return buffer.copy_(value)
+
     def _capture(self, feed: dict[str, torch.Tensor]) -> None:
-        self._static_inputs = {name: value.clone() for name, value in feed.items()}
+        self._static_inputs = {name: self._static_input(name, value) for name, value in feed.items()}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up outside the graph: lazy initialization must not be captured
@@ -132,7 +146,7 @@ class ExecutionContext:
         reads, in its compute dtype. The profiler and the layer-wise check (tactics/check.py) use it."""
         feed, _ = self._check_inputs(inputs)
         with torch.inference_mode(), _float32_math(self.engine.plan.precision):
-            return self._run_steps(feed, hook)
+            return self._run_steps(self._prepared(feed), hook)
 
     def profile(self, inputs: Mapping[str, Any], runs: int = 10) -> list[tuple[str, str, str, float]]:
         """Per-layer times: (step name, layer kind, tactic, median seconds) over `runs` runs.
@@ -177,7 +191,7 @@ class ExecutionContext:
             if dtype is not spec.dtype:
                 raise InputError(f"input {name!r} has dtype {dtype.value}, but the engine expects "
                                  f"{spec.dtype.value}; convert it first (e.g. array.astype('{spec.dtype.value}'))")
-            feed[name] = self.engine.prepare_input(tensor)
+            feed[name] = tensor  # moved to the device and the engine's layout when it runs (_prepared, _static_input)
         return feed, as_numpy
 
 

@@ -36,10 +36,11 @@ class Engine:
         return self._device_weights
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        tensor = tensor.to(self.device, non_blocking=True)
-        if self._channels_last and tensor.dim() == 4:
-            tensor = tensor.contiguous(memory_format=torch.channels_last)
-        return tensor
+        return tensor.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format(tensor.dim()))
+
+    def memory_format(self, rank: int) -> torch.memory_format:
+        """The layout the engine's kernels want for tensors of `rank` dims (NHWC engines: channels_last 4-D)."""
+        return torch.channels_last if self._channels_last and rank == 4 else torch.contiguous_format
 
     def prepare_input(self, tensor: torch.Tensor) -> torch.Tensor:
         """An input on the engine's device, in the memory format its kernels prefer."""

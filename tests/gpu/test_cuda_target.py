@@ -86,6 +86,9 @@ def test_graph_replay_tracks_new_inputs_and_streams(shared_dir):
         stream.synchronize()
         for name in expected:
             torch.testing.assert_close(produced[name], expected[name], rtol=0, atol=1e-3)
+    # the graph holds the FP32 input as the FP16 its convolutions read, channels-last: one copy in, no cast kernel
+    held = graphed._static_inputs["input"]
+    assert held.dtype == torch.float16 and held.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_foreign_architecture_is_refused():
