@@ -1,10 +1,17 @@
 """Flash-attention-style fused attention: softmax(Q K^T * scale + mask) V, causal option, in one pass over K and V.
 
-Each program owns BLOCK_M query rows; it streams K/V in blocks of BLOCK_N and keeps an online softmax in FP32: the
-running row maximum m, the running sum l of exp(s - m) and the output accumulator, both rescaled by exp(m_old -
-m_new) whenever the maximum grows, so the [Sq, Sk] score matrix never reaches memory. Causal masking is aligned
-to the top left (key j is visible to query i when j <= i), as PyTorch's is_causal, and skips the K/V blocks
-wholly above the diagonal. A row whose every key is masked gives zeros.
+Each program owns BLOCK_M query rows of one (batch, head); it streams K/V in blocks of BLOCK_N and keeps an online
+softmax in FP32: the running row maximum m, the running sum l of exp(s - m) and the output accumulator, both
+rescaled by exp(m_old - m_new) whenever the maximum grows, so the [Sq, Sk] score matrix never reaches memory. Causal
+masking is aligned to the top left (key j is visible to query i when j <= i), as PyTorch's is_causal, and skips the
+K/V blocks wholly above the diagonal. A row whose every key is masked gives zeros.
+
+Layouts. Transformer exports split heads with a reshape [B, S, H*D] -> [B, S, H, D] and a transpose to
+[B, H, S, D], and merge them back the same way after attention. Both transposes are free views only if nothing
+insists on a row-major [B, H, S, D]: so the kernel reads Q, K, V and the mask through separate batch and head
+strides (the head-split views, and masks broadcast over heads, are read in place), and the output is stored
+[B, S, H, D] in memory and returned as its [B, H, S, D] view, which the merging transpose and reshape then see as
+a plain row-major [B, S, H*D] (PyTorch's flash and memory-efficient SDPA kernels return the same layout).
 """
 from __future__ import annotations
 
@@ -18,25 +25,31 @@ from .gemm import input_precision
 
 @triton.jit
 def attention_kernel(
-    q_ptr, k_ptr, v_ptr, o_ptr,  # q [B, Sq, D], k [B, Sk, D], v [B, Sk, Dv], o [B, Sq, Dv], any strides
-    mask_ptr,  # additive mask [B, Sq, Sk] (strides may be 0 where it broadcasts; unused unless HAS_MASK)
-    stride_qb, stride_qm, stride_qd,
-    stride_kb, stride_kn, stride_kd,
-    stride_vb, stride_vn, stride_vd,
-    stride_ob, stride_om, stride_od,
-    stride_mb, stride_mm, stride_mn,
-    Sq, Sk, D, Dv, scale,
+    q_ptr, k_ptr, v_ptr, o_ptr,  # q [B, H, Sq, D], k [B, H, Sk, D], v [B, H, Sk, Dv], o [B, H, Sq, Dv], any strides
+    mask_ptr,  # additive mask [B, H, Sq, Sk] (strides may be 0 where it broadcasts; unused unless HAS_MASK)
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    H, Sq, Sk, D, Dv, scale,  # H: heads (grid axis 1 runs over B * H)
     HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
     pid_m = tl.program_id(axis=0)
-    batch = tl.program_id(axis=1).to(tl.int64)
+    batch_head = tl.program_id(axis=1).to(tl.int64)
+    batch, head = batch_head // H, batch_head % H
+    q_ptr += batch * stride_qb + head * stride_qh
+    k_ptr += batch * stride_kb + head * stride_kh
+    v_ptr += batch * stride_vb + head * stride_vh
+    o_ptr += batch * stride_ob + head * stride_oh
+    mask_ptr += batch * stride_mb + head * stride_mh
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     offs_n0 = tl.arange(0, BLOCK_N)
     mask_m = offs_m < Sq
-    q = tl.load(q_ptr + batch * stride_qb + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+    q = tl.load(q_ptr + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
                 mask=mask_m[:, None] & (offs_d[None, :] < D), other=0.0)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
@@ -47,11 +60,11 @@ def attention_kernel(
     for start_n in range(0, end, BLOCK_N):
         offs_n = start_n + offs_n0
         mask_n = offs_n < Sk
-        k = tl.load(k_ptr + batch * stride_kb + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+        k = tl.load(k_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
                     mask=mask_n[:, None] & (offs_d[None, :] < D), other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * scale
         if HAS_MASK:
-            bias = tl.load(mask_ptr + batch * stride_mb + offs_m[:, None] * stride_mm + offs_n[None, :] * stride_mn,
+            bias = tl.load(mask_ptr + offs_m[:, None] * stride_mm + offs_n[None, :] * stride_mn,
                            mask=mask_m[:, None] & mask_n[None, :], other=0.0)
             s += bias.to(tl.float32)
         visible = mask_n[None, :]
@@ -63,40 +76,59 @@ def attention_kernel(
         p = tl.exp(s - m_safe[:, None])
         rescale = tl.exp(m_i - m_safe)
         l_i = l_i * rescale + tl.sum(p, axis=1)
-        v = tl.load(v_ptr + batch * stride_vb + offs_n[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
+        v = tl.load(v_ptr + offs_n[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
                     mask=mask_n[:, None] & (offs_dv[None, :] < Dv), other=0.0)
         acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision=INPUT_PRECISION)
         m_i = m_new
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-    tl.store(o_ptr + batch * stride_ob + offs_m[:, None] * stride_om + offs_dv[None, :] * stride_od,
+    tl.store(o_ptr + offs_m[:, None] * stride_om + offs_dv[None, :] * stride_od,
              out.to(o_ptr.dtype.element_ty), mask=mask_m[:, None] & (offs_dv[None, :] < Dv))
 
 
-def _batched(x: torch.Tensor, batch_shape, rows: int, cols: int) -> torch.Tensor:
-    return x.expand(*batch_shape, rows, cols).reshape(-1, rows, cols)
+def _batch_heads(x: torch.Tensor, batch_shape: torch.Size, rows: int, cols: int) -> torch.Tensor:
+    """x broadcast to batch_shape + [rows, cols] and seen as [batch, heads, rows, cols], heads being the last batch
+    dim: a view (strided or broadcast as it comes), except where more than two batch dims have strides that do not
+    merge (then reshape copies)."""
+    x = x.expand(*batch_shape, rows, cols)
+    while x.dim() < 4:
+        x = x.unsqueeze(0)
+    return x.reshape(-1, *x.shape[-3:])
+
+
+def _output(batch_shape: torch.Size, sq: int, dv: int, like: torch.Tensor) -> torch.Tensor:
+    """The [*batch, Sq, Dv] result, stored [*batch[:-1], Sq, heads, Dv] where there is a head dim (see the module
+    docstring: the transpose that merges the heads back is then a view)."""
+    if len(batch_shape) < 2:  # no head dim to interleave: [N, Sq, Dv] (or [Sq, Dv]) row-major
+        return torch.empty((*batch_shape, sq, dv), dtype=like.dtype, device=like.device)
+    heads = batch_shape[-1]
+    stored = torch.empty((*batch_shape[:-1], sq, heads, dv), dtype=like.dtype, device=like.device)
+    return stored.transpose(-2, -3)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
               scale: float, causal: bool = False, config: AttentionConfig = ATTENTION_CONFIGS[0]
               ) -> torch.Tensor:
-    """softmax(q @ k^T * scale + mask) @ v with the batch dims broadcast; a boolean mask keeps where True."""
+    """softmax(q @ k^T * scale + mask) @ v with the batch dims broadcast; a boolean mask keeps where True. Inputs may
+    be any strided views; the result is [*batch, Sq, Dv] laid out as `_output` says."""
     Sq, D = q.shape[-2:]
     Sk, Dv = v.shape[-2:]
     batch_shape = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2],
                                          () if mask is None else mask.shape[:-2])
-    q3, k3, v3 = _batched(q, batch_shape, Sq, D), _batched(k, batch_shape, Sk, D), _batched(v, batch_shape, Sk, Dv)
-    out = torch.empty((*batch_shape, Sq, Dv), dtype=q.dtype, device=q.device)
-    o3 = out.view(-1, Sq, Dv)
-    if o3.numel() == 0:
+    q4, k4, v4 = (_batch_heads(q, batch_shape, Sq, D), _batch_heads(k, batch_shape, Sk, D),
+                  _batch_heads(v, batch_shape, Sk, Dv))
+    out = _output(batch_shape, Sq, Dv, q)
+    if out.numel() == 0:
         return out
+    o4 = _batch_heads(out, batch_shape, Sq, Dv)  # a view: only leading batch dims of a fresh tensor are merged
     if mask is not None and mask.dtype == torch.bool:
         mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
-    m3 = o3 if mask is None else mask.expand(*batch_shape, Sq, Sk).reshape(-1, Sq, Sk)
-    mask_strides = (0, 0, 0) if mask is None else m3.stride()
-    grid = (triton.cdiv(Sq, config.block_m), o3.shape[0])
+    m4 = o4 if mask is None else _batch_heads(mask, batch_shape, Sq, Sk)
+    mask_strides = (0, 0, 0, 0) if mask is None else m4.stride()
+    batch, heads = o4.shape[:2]
+    grid = (triton.cdiv(Sq, config.block_m), batch * heads)
     attention_kernel[grid](
-        q3, k3, v3, o3, m3, *q3.stride(), *k3.stride(), *v3.stride(), *o3.stride(), *mask_strides,
-        Sq, Sk, D, Dv, float(scale), HAS_MASK=mask is not None, CAUSAL=causal,
+        q4, k4, v4, o4, m4, *q4.stride(), *k4.stride(), *v4.stride(), *o4.stride(), *mask_strides,
+        heads, Sq, Sk, D, Dv, float(scale), HAS_MASK=mask is not None, CAUSAL=causal,
         INPUT_PRECISION=input_precision(q.dtype), BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_DV=max(16, triton.next_power_of_2(Dv)),
         num_warps=config.num_warps, num_stages=config.num_stages)

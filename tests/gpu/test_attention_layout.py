@@ -1,0 +1,97 @@
+"""No copies around attention on the CUDA target: the head split (reshape [B, S, H*D] -> [B, S, H, D], transpose to
+[B, H, S, D]) and the head merge after attention (the transpose back, reshape to [B, S, H*D]) are shuffle steps
+that must come out as views, and the Triton flash-attention kernel must read the split views in place and write
+its result so that the merge is a view too (kernels/cuda/triton/attention.py says how).
+
+The Triton tests run on the GPU where there is one, else in Triton's CPU interpreter (TRITON_INTERPRET=1, set at
+import as tests/gpu/test_triton_kernels.py does, before any kernel module is imported); without triton they skip.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+if HAS_TRITON and not HAS_CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+DEVICE = "cuda" if HAS_CUDA else "cpu"
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2}  # max |out - ref| over max |ref|, as test_triton_kernels
+
+
+def _same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+def _head_split(projection: torch.Tensor, heads: int) -> list[torch.Tensor]:
+    """Q, K, V as a transformer export makes them from one merged projection [B, S, 3*H*D]: strided [B, H, S, D]
+    views of it."""
+    b, s, width = projection.shape
+    return [t.reshape(b, s, heads, -1).transpose(1, 2) for t in projection.split(width // 3, dim=-1)]
+
+
+# ---- the Triton kernel ---------------------------------------------------------------------------------------
+class _RecordingLaunch:
+    """Stands in for attention_kernel: records the addresses the launch hands the kernel, then launches it."""
+
+    def __init__(self, kernel):
+        self.kernel, self.pointers = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.pointers = [a.data_ptr() for a in args[:5]]  # q, k, v, out, mask
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch
+
+
+def _reference(q, k, v, mask, scale):
+    q, k, v, mask = (t.float().cpu() for t in (q, k, v, mask))
+    return torch.softmax(q @ k.transpose(-1, -2) * scale + mask, -1) @ v
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_flash_attention_reads_head_split_views_and_returns_the_merge_as_a_view(monkeypatch, dtype, batch):
+    module = importlib.import_module("tensorkiln.kernels.cuda.triton.attention")
+    recording = _RecordingLaunch(module.attention_kernel)
+    monkeypatch.setattr(module, "attention_kernel", recording)
+    generator = torch.Generator().manual_seed(0)
+    seq, heads, depth = 13, 3, 16
+    projection = torch.randn(batch, seq, 3 * heads * depth, generator=generator).to(DEVICE, dtype)
+    q, k, v = _head_split(projection, heads)
+    mask = torch.where(torch.rand(batch, 1, 1, seq, generator=generator) > 0.7, -1e4, 0.0).to(DEVICE, dtype)
+    out = module.attention(q, k, v, mask, scale=0.25)
+    # the kernel read the strided views and the head-broadcast mask where they lie: no copies were made for it
+    assert recording.pointers[:3] == [q.data_ptr(), k.data_ptr(), v.data_ptr()]
+    assert recording.pointers[4] == mask.data_ptr()
+    reference = _reference(q, k, v, mask, 0.25)
+    error = (out.float().cpu() - reference).abs().max() / reference.abs().max()
+    assert out.shape == (batch, heads, seq, depth) and error <= TOLERANCE[dtype]
+    # the head merge of the result is a free view, row-major [B, S, H*D]
+    merged = out.transpose(1, 2).reshape(batch, seq, heads * depth)
+    assert merged.is_contiguous() and _same_memory(merged, out) and merged.data_ptr() == recording.pointers[3]
+
+
+@needs_triton
+@pytest.mark.parametrize("q_shape, kv_shape", [((5, 13, 16), (5, 7, 16)), ((2, 3, 2, 9, 16), (2, 1, 2, 7, 16))],
+                         ids=["3d", "5d_broadcast"])
+def test_flash_attention_other_batch_ranks(q_shape, kv_shape):
+    """No head dim (3-D: a row-major result), and two batch dims before the heads (merged for the launch)."""
+    module = importlib.import_module("tensorkiln.kernels.cuda.triton.attention")
+    generator = torch.Generator().manual_seed(1)
+    q = torch.randn(q_shape, generator=generator).to(DEVICE)
+    k, v = (torch.randn(kv_shape, generator=generator).to(DEVICE) for _ in range(2))
+    mask = torch.zeros(q_shape[-2], kv_shape[-2], device=DEVICE)
+    out = module.attention(q, k, v, None, scale=0.5)
+    reference = _reference(q, k.expand(*q_shape[:-2], *kv_shape[-2:]), v.expand(*q_shape[:-2], *kv_shape[-2:]),
+                           mask, 0.5)
+    assert out.shape == reference.shape
+    assert (out.cpu() - reference).abs().max() / reference.abs().max() <= TOLERANCE[torch.float32]
+    assert out.is_contiguous() == (len(q_shape) == 3)
