@@ -9,15 +9,24 @@ import as tests/gpu/test_triton_kernels.py does, before any kernel module is imp
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
+import warnings
 
+import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 if HAS_TRITON and not HAS_CUDA:
     os.environ["TRITON_INTERPRET"] = "1"
+
+import tensorkiln as tk  # noqa: E402  (after TRITON_INTERPRET is set)
+from tensorkiln.importers.onnx import parse_onnx  # noqa: E402
+from tensorkiln.ir import ops  # noqa: E402
+from tensorkiln.kernels.registry import get_kernel  # noqa: E402
 
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 DEVICE = "cuda" if HAS_CUDA else "cpu"
@@ -33,6 +42,28 @@ def _head_split(projection: torch.Tensor, heads: int) -> list[torch.Tensor]:
     views of it."""
     b, s, width = projection.shape
     return [t.reshape(b, s, heads, -1).transpose(1, 2) for t in projection.split(width // 3, dim=-1)]
+
+
+# ---- the shuffle kernel (the portable one, which the CUDA target runs too) ----------------------------------------
+# the shuffles merge_shuffles leaves around BERT's attention, as built from its export: (op, input shape, input
+# strides): at batch 1 the size-1 batch dim moves to the end
+HEAD_SHUFFLES = [
+    (ops.Shuffle(reshape_dims=(16, 12, 64, 1), second_transpose=(3, 1, 0, 2)), (1, 16, 768), (16 * 2304, 2304, 1)),
+    (ops.Shuffle(reshape_dims=(2, 16, 12, 64), second_transpose=(0, 2, 1, 3)), (2, 16, 768), (16 * 2304, 2304, 1)),
+    (ops.Shuffle(first_transpose=(2, 1, 3, 0), reshape_dims=(1, 16, 768)), (1, 12, 16, 64), (12288, 64, 768, 1)),
+    (ops.Shuffle(first_transpose=(0, 2, 1, 3), reshape_dims=(2, 16, 768)), (2, 12, 16, 64), (12288, 64, 768, 1)),
+]
+
+
+@pytest.mark.parametrize("op, shape, strides", HEAD_SHUFFLES, ids=["split_b1", "split_b2", "merge_b1", "merge_b2"])
+def test_shuffle_kernel_splits_and_merges_heads_as_views(op, shape, strides):
+    """Q, K, V are column slices of the merged QKV projection (row stride 2304); attention's result is stored
+    [B, S, H, D] and seen as [B, H, S, D]. The shuffles over them move no data."""
+    storage = torch.randn(shape[0] * 16 * 2304)
+    x = storage.as_strided(shape, strides)
+    (y,) = get_kernel(ops.Shuffle.KIND, "cuda")(op, [x])
+    assert _same_memory(y, x)
+    assert torch.equal(y, get_kernel(ops.Shuffle.KIND)(op, [x.contiguous()])[0])
 
 
 # ---- the Triton kernel ---------------------------------------------------------------------------------------
@@ -95,3 +126,63 @@ def test_flash_attention_other_batch_ranks(q_shape, kv_shape):
     assert out.shape == reference.shape
     assert (out.cpu() - reference).abs().max() / reference.abs().max() <= TOLERANCE[torch.float32]
     assert out.is_contiguous() == (len(q_shape) == 3)
+
+
+# ---- a transformer export, as the CUDA target runs it -------------------------------------------------------
+class _SelfAttention(nn.Module):
+    """BERT's self-attention block at a small width: separate Q, K, V projections (fuse_horizontal merges them and
+    splits the result), heads split with view + permute and merged with permute + reshape, an additive mask."""
+
+    def __init__(self, hidden: int = 32, heads: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.query, self.key, self.value, self.output = (nn.Linear(hidden, hidden) for _ in range(4))
+
+    def _split(self, x):
+        return x.view(x.shape[0], x.shape[1], self.heads, -1).permute(0, 2, 1, 3)
+
+    def forward(self, x, mask):
+        q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + (1.0 - mask[:, None, None, :]) * -1e4
+        context = torch.matmul(torch.softmax(scores, dim=-1), v).permute(0, 2, 1, 3).reshape(x.shape)
+        return self.output(context)
+
+
+def _flash_tactic():
+    from tensorkiln.kernels.cuda.triton import configs
+    from tensorkiln.kernels.cuda.triton_tactics import tactic_impl
+
+    return get_kernel(ops.Attention.KIND, "cuda", tactic_impl("flash", configs.ATTENTION_CONFIGS[-1]))
+
+
+@needs_triton
+@pytest.mark.parametrize("batch", [1, 2])
+def test_transformer_export_moves_no_data_around_flash_attention(tmp_path, batch):
+    """The engine's steps with the Triton attention tactic in place of the CPU one (the layers after the passes are
+    the CUDA target's too; only the tactics differ): every shuffle step returns a view of its input."""
+    torch.manual_seed(0)
+    x, mask = torch.randn(batch, 8, 32), torch.ones(batch, 8)
+    mask[-1, 5:] = 0.0
+    path = str(tmp_path / "attention.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_SelfAttention().eval(), (x, mask), path, dynamo=False, opset_version=17,
+                          input_names=["x", "mask"])
+    engine = tk.Builder().build(parse_onnx(path))
+    feeds = {"x": x.numpy(), "mask": mask.numpy()}
+    expected = engine.create_execution_context().execute(feeds)
+    steps, flash, copies = engine.plan.steps, _flash_tactic(), []
+
+    def as_on_cuda(index, launch, args):
+        step = steps[index]
+        results = flash(step.op, args) if step.kind == ops.Attention.KIND else launch()
+        if step.kind == ops.Shuffle.KIND and not _same_memory(results[0], args[0]):
+            copies.append(step.name)
+        return results
+
+    kinds = [s.kind for s in steps]
+    assert kinds.count(ops.Attention.KIND) == 1 and kinds.count(ops.Shuffle.KIND) == 5  # mask, Q, K, V, merge
+    outputs = engine.create_execution_context().run_each_step(feeds, as_on_cuda)
+    assert copies == []
+    for name, value in outputs.items():
+        np.testing.assert_allclose(value.numpy(), expected[name], rtol=1e-4, atol=1e-4)
