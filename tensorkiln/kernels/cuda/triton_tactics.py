@@ -107,7 +107,7 @@ def _matmul_problem(op, inputs) -> tuple[int, int, int] | None:
     return batch * a[-2], b[-1], a[-1]
 
 
-SPLIT_K_MAX_TILES = 128  # below this many output tiles a GPU of ~132 SMs (an H100) idles without split-K
+SPLIT_K_MAX_TILES = 64  # below this many output tiles, half of a ~132-SM GPU (an H100) idles without split-K
 
 
 def _split_k_pays(problem: Callable, op, inputs, config) -> bool:
@@ -117,8 +117,8 @@ def _split_k_pays(problem: Callable, op, inputs, config) -> bool:
     if mnk is None:
         return False
     m, n, k = mnk
-    tiles = -(-m // config.block_m) * -(-n // config.block_n)
-    return tiles < SPLIT_K_MAX_TILES and -(-k // config.block_k) >= 2 * config.split_k
+    count = -(-m // config.block_m) * -(-n // config.block_n)
+    return count < SPLIT_K_MAX_TILES and -(-k // config.block_k) >= 2 * tiles.split_k_for(config, count)
 
 
 def _depthwise_ok(op, inputs) -> bool:

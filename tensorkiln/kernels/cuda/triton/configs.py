@@ -18,12 +18,12 @@ class GemmConfig:
     group_m: int = 8  # row blocks that sweep the columns together (L2 reuse of B)
     num_warps: int = 4
     num_stages: int = 3
-    split_k: int = 1  # programs that share an output tile, each reducing a slice of K (see gemm.py)
+    split_k: int = 1  # programs that share an output tile, each reducing a slice of K; 0: chosen per shape (gemm.py)
 
     @property
     def name(self) -> str:
         name = f"bm{self.block_m}_bn{self.block_n}_bk{self.block_k}_w{self.num_warps}_s{self.num_stages}"
-        return name if self.split_k == 1 else f"{name}_k{self.split_k}"
+        return name if self.split_k == 1 else f"{name}_k{self.split_k or 'auto'}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +74,18 @@ class ElementwiseConfig:
 GEMM_CONFIGS = (GemmConfig(128, 128, 32, 8, 4, 4), GemmConfig(128, 64, 64, 8, 4, 3), GemmConfig(64, 64, 32, 8, 4, 4))
 # the first config is the one opt level 2 tries: 128x64 won most large-batch ResNet-50 and MobileNetV2 layers on an H100
 CONV_CONFIGS = (GemmConfig(128, 64, 32, 8, 4, 4), GemmConfig(128, 128, 32, 8, 8, 3), GemmConfig(64, 64, 32, 8, 4, 4))
-# split-K: for layers with fewer output tiles than the GPU has SMs (batch 1); the tactic timer decides whether it pays
-SPLIT_K_CONFIGS = (GemmConfig(64, 64, 64, 8, 4, 3, split_k=4), GemmConfig(64, 64, 64, 8, 4, 3, split_k=8))
+# split-K: for layers with fewer output tiles than the GPU has SMs (batch 1); the tactic timer decides whether it pays.
+# One config, its split chosen per shape (gemm.split_k_for): every config is a compile per epilogue variant, and a
+# second one (fixed splits 4 and 8) cost ResNet-50's cold build more time than its batch-1 latency gained
+SPLIT_K_CONFIGS = (GemmConfig(64, 64, 64, 8, 4, 3, split_k=0),)
+SPLIT_K_TILES = 16  # output tiles below which a problem is split 8 ways rather than 4 (~128 programs on ~132 SMs)
+
+
+def split_k_for(config: GemmConfig, tiles: int) -> int:
+    """The config's split of K for a problem of `tiles` output tiles (split_k 0: chosen from the tile count)."""
+    return config.split_k or (8 if tiles < SPLIT_K_TILES else 4)
+
+
 DEPTHWISE_CONFIGS = (TileConfig(64, 32, 4), TileConfig(32, 64, 4))
 POOL_CONFIGS = (TileConfig(32, 64, 4),)
 GLOBAL_POOL_CONFIGS = (TileConfig(32, 64, 4),)  # block_pix: spatial positions per step

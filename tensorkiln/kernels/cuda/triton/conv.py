@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_zero
-from .configs import CONV_CONFIGS, DEPTHWISE_CONFIGS, TileConfig
+from .configs import CONV_CONFIGS, DEPTHWISE_CONFIGS, TileConfig, split_k_for
 from .gemm import grouped_tile, input_precision, split_k_buffers, split_k_gather, split_k_range
 
 @triton.jit
@@ -157,11 +157,12 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if groups == 1 and not (depthwise and isinstance(config, TileConfig)):  # C == 1 can run either kernel
         config = config or CONV_CONFIGS[0]
         tiles = triton.cdiv(N * P * Q, config.block_m) * triton.cdiv(K, config.block_n)
-        conv2d_nhwc_kernel[(tiles * config.split_k,)](
-            x, weight, out, *pointers, *split_k_buffers(tiles, config, out), N, C, H, W, K, P, Q, R, S,
+        split = split_k_for(config, tiles)
+        conv2d_nhwc_kernel[(tiles * split,)](
+            x, weight, out, *pointers, *split_k_buffers(tiles, split, config, out), N, C, H, W, K, P, Q, R, S,
             *x.stride(), *weight.stride(), *out.stride(), *res_strides, *geometry, *scalars, **flags,
             INPUT_PRECISION=input_precision(x.dtype), BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-            BLOCK_K=config.block_k, GROUP_M=config.group_m, SPLIT_K=config.split_k, num_warps=config.num_warps,
+            BLOCK_K=config.block_k, GROUP_M=config.group_m, SPLIT_K=split, num_warps=config.num_warps,
             num_stages=config.num_stages)
     elif depthwise:
         config = config or DEPTHWISE_CONFIGS[0]

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .configs import GEMM_CONFIGS, GemmConfig
+from .configs import GEMM_CONFIGS, GemmConfig, split_k_for
 from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_zero
 
 
@@ -71,13 +71,12 @@ def _gather_partials(acc, mask_m, ws_ptr, lock_ptr, tile, pid_k,
     return total, mask_m & (tl.arange(0, BLOCK_M) < tl.where(last, BLOCK_M, 0))
 
 
-def split_k_buffers(tiles: int, config, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The FP32 partial-sum workspace and the zeroed arrival counters of a split-K launch over `tiles` tiles (for
-    split_k == 1, placeholders the kernel never touches)."""
-    if config.split_k == 1:
+def split_k_buffers(tiles: int, split: int, config, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The FP32 partial-sum workspace and the zeroed arrival counters of a launch over `tiles` tiles split `split`
+    ways (for split 1, placeholders the kernel never touches)."""
+    if split == 1:
         return like, like
-    workspace = torch.empty(tiles * config.split_k * config.block_m * config.block_n, dtype=torch.float32,
-                            device=like.device)
+    workspace = torch.empty(tiles * split * config.block_m * config.block_n, dtype=torch.float32, device=like.device)
     return workspace, torch.zeros(tiles, dtype=torch.int32, device=like.device)
 
 
@@ -175,16 +174,16 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, transpose_a: bool = False, transpo
     res3 = out if residual is None else _residual(residual, batch_shape, M, N, squeeze)
     act = activation_code(activation, prelu_slope is not None)
     tiles = triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n)
-    grid = (tiles * config.split_k, batch)
-    gemm_kernel[grid](
+    split = split_k_for(config, tiles * batch)
+    gemm_kernel[(tiles * split, batch)](
         a3, b3, out, channel_vector(bias, N, out), channel_vector(prelu_slope, N, out), res3,
-        *split_k_buffers(tiles * batch, config, out), M, N, K,
+        *split_k_buffers(tiles * batch, split, config, out), M, N, K,
         *a3.stride(), *b3.stride(), *out.stride(), *res3.stride(),
         float(alpha), float(beta), float_or_zero(post_alpha), float_or_zero(post_beta),
         HAS_BIAS=bias is not None, ACT=act, HAS_RES=residual is not None,
         POST_ACT=activation_code(post_activation), INPUT_PRECISION=input_precision(a.dtype),
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
-        SPLIT_K=config.split_k, num_warps=config.num_warps, num_stages=config.num_stages)
+        SPLIT_K=split, num_warps=config.num_warps, num_stages=config.num_stages)
     out = out.reshape(*batch_shape, M, N)
     for dim in squeeze:
         out = out.squeeze(dim)
