@@ -72,6 +72,8 @@ CASES = [
     Case("conv_splitk", *_conv(A.RELU, channels=(160, 24)), constant=(1, 2)),  # few tiles, long K: split-K
     Case("conv_plain", ops.Convolution((1, 1), (1, 0, 2, 1), (1, 1), 1), ((2, 13, 11, 9), (24, 13, 3, 3), (24,)),
          constant=(1, 2)),
+    Case("conv_plain_splitk", ops.Convolution((1, 1), (1, 1, 1, 1), (1, 1), 1), ((1, 160, 7, 5), (24, 160, 3, 3)),
+         constant=(1,)),
     Case("conv_plain_depthwise", ops.Convolution((2, 2), (1, 1, 1, 1), (1, 1), 16), ((2, 16, 11, 9), (16, 1, 3, 3)),
          constant=(1,)),
     Case("matmul_bias", *_matmul(), constant=(1, 2)),
@@ -82,6 +84,7 @@ CASES = [
          constant=(1, 2)),
     Case("matmul_plain", ops.MatrixMultiply(), ((2, 3, 7, 33), (2, 3, 33, 19))),
     Case("matmul_plain_bt", ops.MatrixMultiply(transpose_b=True), ((2, 3, 7, 33), (2, 3, 19, 33))),
+    Case("matmul_plain_splitk", ops.MatrixMultiply(), ((7, 1100), (1100, 40))),
     Case("softmax", ops.Softmax(axis=-1), ((3, 5, 129),)),
     Case("layer_norm", ops.LayerNorm(axis=-1, epsilon=1e-5), ((3, 7, 200), (200,), (200,)), constant=(1, 2)),
     Case("rms_norm", ops.RMSNorm(axis=-1, epsilon=1e-6), ((3, 7, 200), (200,)), constant=(1,)),
