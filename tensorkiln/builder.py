@@ -15,6 +15,7 @@ from .ir.graph import Layer, Network
 from .network import NetworkDefinition
 from .passes.manager import DEFAULT_PIPELINE, PassManager, PassRecord
 from .plan import Plan, Step, TensorSpec
+from .plan.in_place import residuals_in_place
 from .plan.memory import plan_memory
 from .quant.precision import Precision, assign_precisions
 from .runtime.engine import Engine
@@ -113,7 +114,12 @@ class Builder:
         if cache is not None:
             cache.save()
             self._say(f"timing cache: {cache.hits} hits, {cache.misses} tactics timed")
-        memory = plan_memory(steps, tensors, outside={t.name for t in graph.outputs})
+        outside = {t.name for t in graph.outputs}
+        steps = residuals_in_place(steps, tensors, outside)
+        in_place = sum(getattr(s.op, "residual_in_place", False) for s in steps)
+        if in_place:
+            self._say(f"residual adds in place: {in_place} layers store their output over their residual input")
+        memory = plan_memory(steps, tensors, outside)
         self._say(f"activation memory: arena {memory.arena_bytes / 2**20:.2f} MiB for "
                   f"{memory.activation_bytes / 2**20:.2f} MiB of activations "
                   f"({100 * memory.arena_bytes / max(memory.activation_bytes, 1):.0f}%)")

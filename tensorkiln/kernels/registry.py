@@ -28,6 +28,9 @@ class KernelEntry:
     impl: str
     fn: KernelFn
     supports: Callable[[OpAttrs, Sequence], bool] | None = None  # (op, input specs) -> can this kernel serve it
+    # honours op.residual_in_place: writes its output over the residual input (each output element after reading
+    # its own residual element), so the memory plan may give both one block
+    writes_over_residual: bool = False
 
     def accepts(self, op: OpAttrs, inputs: Sequence) -> bool:
         return self.supports is None or self.supports(op, inputs)
@@ -36,14 +39,15 @@ class KernelEntry:
 _KERNELS: dict[tuple[str, str, str], KernelEntry] = {}
 
 
-def kernel(op_class: type[OpAttrs], target: str = REFERENCE_TARGET, impl: str = PORTABLE_IMPL, supports=None):
+def kernel(op_class: type[OpAttrs], target: str = REFERENCE_TARGET, impl: str = PORTABLE_IMPL, supports=None,
+           writes_over_residual: bool = False):
     """Register `fn` as implementation `impl` of layer kind `op_class` on `target`."""
 
     def register(fn: KernelFn) -> KernelFn:
         key = (op_class.KIND, target, impl)
         if key in _KERNELS:
             raise ValueError(f"kernel {key} is registered twice")
-        _KERNELS[key] = KernelEntry(op_class.KIND, target, impl, fn, supports)
+        _KERNELS[key] = KernelEntry(op_class.KIND, target, impl, fn, supports, writes_over_residual)
         return fn
 
     return register
@@ -58,6 +62,14 @@ def get_kernel(kind: str, target: str = REFERENCE_TARGET, impl: str = PORTABLE_I
         known = sorted(k for k, t, _ in _KERNELS if t in (target, REFERENCE_TARGET))
         raise BuildError(f"no {target} kernel {impl!r} for layer kind {kind!r}; kinds with kernels: {known}")
     return entry.fn
+
+
+def writes_over_residual(tactic: str) -> bool:
+    """Whether the kernel a tactic id (target.kind.impl) names can write its output over its residual input."""
+    target, kind, impl = tactic.split(".", 2)
+    _load_builtin_kernels(target)
+    entry = _KERNELS.get((kind, target, impl))
+    return entry is not None and entry.writes_over_residual
 
 
 def candidates(kind: str, target: str, op: OpAttrs, inputs: Sequence) -> list[KernelEntry]:

@@ -1,8 +1,9 @@
 """Activation memory planning: every intermediate tensor gets an offset in one arena.
 
 Liveness-based: a tensor lives from the step that writes it to the last step that reads it. Tensors whose
-lifetimes do not overlap may share bytes. Pointwise steps write in place over an input that dies there,
-and reshapes alias their input, so such chains share one block. Blocks are placed greedily, largest first,
+lifetimes do not overlap may share bytes. Pointwise steps write in place over an input that dies there, so do
+fused layers marked `residual_in_place` (plan/in_place.py) over their residual, and reshapes alias their input,
+so such chains share one block. Blocks are placed greedily, largest first,
 at the lowest offset that does not collide with a placed block of overlapping lifetime (the "greedy by
 size" strategy of TFLite's planner). Network inputs, outputs and weights live outside the arena: the
 caller owns them.
@@ -13,6 +14,7 @@ import dataclasses
 from typing import Sequence
 
 from ..ir import ops
+from .in_place import RESIDUAL_INPUT
 from .plan import Step, TensorSpec
 
 ALIGNMENT = 256  # bytes; what CUDA allocations guarantee, so kernels may assume it inside the arena
@@ -52,6 +54,8 @@ def _aliases_input(step: Step, specs: dict[str, TensorSpec], last_use: dict[str,
     """The input this step's single output may share memory with, if any."""
     if len(step.outputs) != 1:
         return None
+    if getattr(step.op, "residual_in_place", False):  # checked by plan/in_place.py: it dies here, same size
+        return step.inputs[RESIDUAL_INPUT]
     out = specs.get(step.outputs[0])
     is_reshape = isinstance(step.op, ops.Shuffle) and step.op.first_transpose is None and step.op.second_transpose is None
     if out is None or not (step.kind in _IN_PLACE_KINDS or is_reshape):

@@ -130,6 +130,30 @@ def test_every_cuda_tactic_matches_the_reference(case, dtype):
         assert error <= TOLERANCE[dtype], f"{case.name} by {entry.impl} ({dtype}): relative error {error:.2e}"
 
 
+
+RESIDUAL_CASES = [c for c in CASES if getattr(c.op, "residual", False)]
+
+
+@pytest.mark.parametrize("case", RESIDUAL_CASES, ids=[c.name for c in RESIDUAL_CASES])
+def test_tactics_that_write_over_the_residual_match_the_reference(case):
+    """With residual_in_place (set by plan/in_place.py) the capable tactics store their result in the residual's
+    own storage, and it is still the right result."""
+    inputs = _random_inputs(case, torch.Generator().manual_seed(0))
+    reference = get_kernel(case.op.KIND, REFERENCE_TARGET)(case.op, inputs)[0]
+    op = dataclasses.replace(case.op, residual_in_place=True)
+    capable = [e for e in candidates(case.op.KIND, "cuda", case.op, case.tensors()) if e.writes_over_residual]
+    assert capable, f"no tactic for {case.name} writes over its residual"
+    for entry in capable:
+        on_gpu = [None if t is None else t.to("cuda", torch.float16) for t in inputs]
+        if on_gpu[3].dim() == 4:  # the convolutions store NHWC, as channels-last engines hold their activations
+            on_gpu[3] = on_gpu[3].contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            out = entry.fn(op, on_gpu)[0]
+        assert out.data_ptr() == on_gpu[3].data_ptr(), f"{entry.impl} did not store over the residual"
+        error = _relative_error(out, reference)
+        assert error <= TOLERANCE[torch.float16], f"{case.name} by {entry.impl}: relative error {error:.2e}"
+
+
 def test_every_cuda_tactic_is_reached_by_some_case():
     from tensorkiln.kernels.registry import _KERNELS
 

@@ -8,6 +8,7 @@ shapes. Without triton (CI) every test that needs it skips; `import tensorkiln` 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import os
@@ -121,6 +122,39 @@ def test_split_k_gemm_and_convolution(dtype, split_k, k):
     rx, rw = _f32(x, w)
     out = conv.conv2d(x, w, None, stride=(1, 1), pads=(1, 1, 1, 1), activation=A.RELU, config=split)
     _check(out, F.relu(F.conv2d(rx, rw, None, 1, 1)), dtype)
+
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", ["igemm", "splitk", "depthwise", "gemm", "gemm_splitk"])
+def test_kernels_store_over_their_residual_when_allowed(dtype, kernel):
+    """over_residual: the result lands in the residual's own storage and equals the out-of-place result; where the
+    residual cannot hold it (another layout), a new tensor is made and the residual is left as it was."""
+    gemm, conv, configs = _kernels("gemm"), _kernels("conv"), _kernels("configs")
+    if kernel.startswith("gemm"):
+        a, b, bias = _rand(2, 70, 200, dtype=dtype), _rand(200, 33, dtype=dtype), _rand(33, dtype=dtype)
+        config = configs.SPLIT_K_CONFIGS[0] if kernel == "gemm_splitk" else configs.GEMM_CONFIGS[0]
+        run = functools.partial(gemm.gemm, a, b, bias=bias, activation=A.RELU, config=config)
+        residual, foreign = _rand(2, 70, 33, dtype=dtype), _rand(2, 33, 70, dtype=dtype).transpose(1, 2)
+    else:
+        depthwise = kernel == "depthwise"
+        channels = 33 if depthwise else 13
+        x = _rand(2, channels, 7, 5, dtype=dtype, channels_last=True)
+        w = _rand(channels, 1 if depthwise else channels, 3, 3, dtype=dtype, channels_last=True)
+        config = {"igemm": configs.CONV_CONFIGS[2], "splitk": configs.SPLIT_K_CONFIGS[0]}.get(kernel)
+        run = functools.partial(conv.conv2d, x, w, _rand(channels, dtype=dtype), pads=(1, 1, 1, 1),
+                                groups=channels if depthwise else 1, activation=A.RELU, config=config)
+        residual = _rand(2, channels, 7, 5, dtype=dtype, channels_last=True)
+        foreign = residual.contiguous()  # row-major: the kernels store NHWC
+    expected = run(residual=residual)
+    out = run(residual=residual, over_residual=True)
+    assert out.data_ptr() == residual.data_ptr()
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    original = foreign.clone()
+    out = run(residual=foreign, over_residual=True)
+    assert out.data_ptr() != foreign.data_ptr() and torch.equal(foreign, original)
+    torch.testing.assert_close(out, run(residual=original), rtol=0, atol=0)
 
 
 ACTIVATION_REFS = {  # independent references of every activation, (alpha, beta) as ops.Activation means them

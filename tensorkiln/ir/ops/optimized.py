@@ -29,6 +29,8 @@ class Attention(OpAttrs):
 # `activation` / `post_activation` use alpha/beta as ops.Activation does; `prelu` makes the first activation a
 # PReLU whose slope is an extra input. Inputs are always five: x, weights, bias|None, residual|None, slope|None.
 # (Written out in each class, not inherited: the producer's own attributes come first, positionally.)
+# `residual_in_place` (convolution and matrix product only) is set by the builder (plan/in_place.py) where the
+# residual dies at this layer and the chosen kernel may write its output over it: the two share bytes.
 @op("fused_convolution")
 class FusedConvolution(OpAttrs):
     """ops.Convolution + epilogue; inputs: x, kernel, bias|None, residual|None, prelu_slope|None."""
@@ -44,6 +46,7 @@ class FusedConvolution(OpAttrs):
     post_activation: ActivationType | None = None
     post_alpha: float = 0.0
     post_beta: float = 0.0
+    residual_in_place: bool = False
 
 
 @op("fused_deconvolution")
@@ -78,6 +81,7 @@ class FusedMatMul(OpAttrs):
     post_activation: ActivationType | None = None
     post_alpha: float = 0.0
     post_beta: float = 0.0
+    residual_in_place: bool = False
 
 
 @op("fused_pointwise")

@@ -181,7 +181,8 @@ def _epilogue(op, residual, slope) -> dict:
 def fused_convolution(op: ops.FusedConvolution, inputs, config):
     x, weight, bias, residual, slope = _five(inputs)
     return [_launch(_triton("conv").conv2d, x, weight, bias, stride=op.stride, pads=op.pads, dilation=op.dilation,
-                    groups=op.groups, config=config, **_epilogue(op, residual, slope))]
+                    groups=op.groups, config=config, over_residual=op.residual_in_place,
+                    **_epilogue(op, residual, slope))]
 
 
 def convolution(op: ops.Convolution, inputs, config):
@@ -193,7 +194,7 @@ def convolution(op: ops.Convolution, inputs, config):
 def fused_matmul(op: ops.FusedMatMul, inputs, config):
     a, b, bias, residual, slope = _five(inputs)
     return [_launch(_triton("gemm").gemm, a, b, transpose_a=op.transpose_a, transpose_b=op.transpose_b, bias=bias,
-                    config=config, **_epilogue(op, residual, slope))]
+                    config=config, over_residual=op.residual_in_place, **_epilogue(op, residual, slope))]
 
 
 def matrix_multiply(op: ops.MatrixMultiply, inputs, config):
@@ -281,14 +282,20 @@ def _bind(fn: Callable, config) -> Callable[[ops.OpAttrs, Sequence], list]:
     return run
 
 
+# the kernels that honour op.residual_in_place (their epilogue reads each residual element before it stores it)
+_OVER_RESIDUAL = {fused_convolution, fused_matmul}
+
+
 def _register() -> None:
     for op_class, family, fn, supports, configs in TACTICS:
         for config in configs:
-            kernel(op_class, target="cuda", impl=tactic_impl(family, config), supports=supports)(_bind(fn, config))
+            kernel(op_class, target="cuda", impl=tactic_impl(family, config), supports=supports,
+                   writes_over_residual=fn in _OVER_RESIDUAL)(_bind(fn, config))
     for op_class, fn, problem in SPLIT_K_TACTICS:
         for config in tiles.SPLIT_K_CONFIGS:
             kernel(op_class, target="cuda", impl=tactic_impl("splitk", config),
-                   supports=functools.partial(_split_k_pays, problem, config=config))(_bind(fn, config))
+                   supports=functools.partial(_split_k_pays, problem, config=config),
+                   writes_over_residual=fn in _OVER_RESIDUAL)(_bind(fn, config))
 
 
 if TRITON_AVAILABLE:

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_zero
+from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_zero, output_buffer
 from .configs import CONV_CONFIGS, DEPTHWISE_CONFIGS, TileConfig, split_k_for
 from .gemm import grouped_tile, input_precision, split_k_buffers, split_k_gather, split_k_range
 
@@ -139,15 +139,16 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
            stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1,
            activation=None, alpha: float = 0.0, beta: float = 0.0, prelu_slope: torch.Tensor | None = None,
            residual: torch.Tensor | None = None, post_activation=None, post_alpha: float = 0.0,
-           post_beta: float = 0.0, out_dtype: torch.dtype | None = None, config=None) -> torch.Tensor:
+           post_beta: float = 0.0, out_dtype: torch.dtype | None = None, config=None,
+           over_residual: bool = False) -> torch.Tensor:
     """ONNX Conv (2-D; pads = (h_begin, w_begin, h_end, w_end)) with the fused epilogue
     y = post_activation(activation(conv(x, weight) + bias) + residual). groups must be 1 or, for the depthwise
-    kernel, equal to the input channels."""
+    kernel, equal to the input channels. `over_residual` lets it store y over the residual (see output_buffer)."""
     N, C, H, W = x.shape
     K, C_per_group, R, S = weight.shape
     P = output_size(H, R, stride[0], pads[0], pads[2], dilation[0])
     Q = output_size(W, S, stride[1], pads[1], pads[3], dilation[1])
-    out = torch.empty((N, K, P, Q), dtype=out_dtype or x.dtype, device=x.device, memory_format=torch.channels_last)
+    out = output_buffer((N, K, P, Q), out_dtype or x.dtype, x.device, torch.channels_last, residual, over_residual)
     if min(N, K, P, Q) <= 0:
         return out
     pointers, res_strides, scalars, flags = _epilogue_args(out, bias, prelu_slope, residual, activation, alpha,

@@ -8,6 +8,7 @@ mirrors kernels/cpu/activation.py. The output cast happens at the store, in the 
 """
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
@@ -107,6 +108,17 @@ def apply_epilogue(acc, offs_m, offs_n, mask_m, mask_n,
 
 
 # ---- host side -------------------------------------------------------------------------------------------------
+def output_buffer(shape, dtype: torch.dtype, device, memory_format=torch.contiguous_format,
+                  residual: torch.Tensor | None = None, over_residual: bool = False) -> torch.Tensor:
+    """Where the kernel stores its result: the residual itself where the caller lets it write over it and the residual
+    has the output's shape, dtype and dense layout (each program reads its own residual elements in the epilogue
+    before it stores those same elements, so nothing is read after it is overwritten), else a new tensor."""
+    if over_residual and residual is not None and tuple(residual.shape) == tuple(shape) and residual.dtype == dtype \
+            and residual.device == torch.device(device) and residual.is_contiguous(memory_format=memory_format):
+        return residual
+    return torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
+
+
 def channel_vector(value, channels: int, like):
     """A bias or PReLU slope as a contiguous [channels] vector (a scalar is broadcast); `like` gives the device."""
     if value is None:

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from .configs import GEMM_CONFIGS, GemmConfig, split_k_for
-from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_zero
+from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_zero, output_buffer
 
 
 @triton.jit
@@ -151,10 +151,12 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, transpose_a: bool = False, transpo
          bias: torch.Tensor | None = None, activation=None, alpha: float = 0.0, beta: float = 0.0,
          prelu_slope: torch.Tensor | None = None, residual: torch.Tensor | None = None,
          post_activation=None, post_alpha: float = 0.0, post_beta: float = 0.0,
-         out_dtype: torch.dtype | None = None, config: GemmConfig = GEMM_CONFIGS[0]) -> torch.Tensor:
+         out_dtype: torch.dtype | None = None, config: GemmConfig = GEMM_CONFIGS[0],
+         over_residual: bool = False) -> torch.Tensor:
     """numpy-matmul semantics (batch dims broadcast, 1-D operands promoted) after the optional transposes of the
     last two dims, then y = post_activation(activation(a @ b + bias) + residual); bias and prelu_slope hold one
-    value per output column (or one value), residual broadcasts to the output."""
+    value per output column (or one value), residual broadcasts to the output. `over_residual` lets it store y over
+    the residual (see output_buffer)."""
     squeeze = []
     if a.dim() == 1:
         a, squeeze = a.unsqueeze(0), squeeze + [-2]
@@ -170,7 +172,9 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, transpose_a: bool = False, transpo
     (M, K), N = a.shape[-2:], b.shape[-1]
     a3, b3 = _as_batched(a, batch_shape), _as_batched(b, batch_shape)
     batch = a3.shape[0]
-    out = torch.empty((batch, M, N), dtype=out_dtype or a.dtype, device=a.device)
+    final_shape = (*batch_shape, *([] if -2 in squeeze else [M]), *([] if -1 in squeeze else [N]))
+    out = output_buffer(final_shape, out_dtype or a.dtype, a.device, residual=residual,
+                        over_residual=over_residual).view(batch, M, N)
     res3 = out if residual is None else _residual(residual, batch_shape, M, N, squeeze)
     act = activation_code(activation, prelu_slope is not None)
     tiles = triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n)
