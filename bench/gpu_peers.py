@@ -54,8 +54,10 @@ def bench_tensorkiln(name, model, inputs, reference, cache_path, opt_level):
         onnx_path = os.path.join(folder, f"{name}.onnx")
         torch.onnx.export(model, tuple(inputs.values()), onnx_path, input_names=list(inputs),
                           output_names=["output"], opset_version=17, dynamo=False)
-        config = BuilderConfig(target=Target.CUDA, precision=Precision.FP16, timing_cache=cache_path,
-                               opt_level=opt_level)
+        # without --timing-cache each workload starts from an empty cache of its own: "cold" then times every
+        # tactic (Triton's own compile cache, ~/.triton, stays warm from the workloads before it in the same call)
+        config = BuilderConfig(target=Target.CUDA, precision=Precision.FP16,
+                               timing_cache=cache_path or os.path.join(folder, "timing.cache"), opt_level=opt_level)
         torch.cuda.synchronize()
         held = torch.cuda.memory_allocated()  # before the engine exists: its weights count against it
         builds = []
@@ -142,7 +144,8 @@ def main() -> None:
     parser.add_argument("--compile-batch-limit", type=int, default=1,
                         help="run torch.compile(max-autotune) only up to this batch size")
     parser.add_argument("--opt-level", type=int, default=2, help="tensorkiln tactic timing effort (0..5)")
-    parser.add_argument("--timing-cache", default="/tmp/tensorkiln_timing.cache", help="timing cache file")
+    parser.add_argument("--timing-cache", default=None,
+                        help="timing cache file shared by every workload and kept (default: a new one per workload)")
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for results.json and RESULTS.md")
     args = parser.parse_args()
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
