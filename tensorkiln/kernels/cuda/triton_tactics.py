@@ -114,14 +114,14 @@ SPLIT_K_MAX_TILES = 32
 
 
 def _split_k_pays(problem: Callable, op, inputs, config) -> bool:
-    """Split-K is a candidate where the output has too few tiles to fill the GPU and K has room for every split to
-    run at least two blocks (otherwise the partial sums cost more than they save)."""
+    """Split-K is a candidate where the output has too few tiles to fill the GPU and K has room for at least two
+    splits of two blocks each (split_k_for; fewer, and the partial sums cost more than they save)."""
     mnk = problem(op, inputs)
     if mnk is None:
         return False
     m, n, k = mnk
     count = -(-m // config.block_m) * -(-n // config.block_n)
-    return count < SPLIT_K_MAX_TILES and -(-k // config.block_k) >= 2 * tiles.split_k_for(config, count)
+    return count < SPLIT_K_MAX_TILES and tiles.split_k_for(config, count, -(-k // config.block_k)) > 1
 
 
 def _depthwise_ok(op, inputs) -> bool:

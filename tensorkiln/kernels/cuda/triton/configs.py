@@ -81,9 +81,16 @@ SPLIT_K_CONFIGS = (GemmConfig(64, 64, 64, 8, 4, 3, split_k=0),)
 SPLIT_K_TILES = 16  # output tiles below which a problem is split 8 ways rather than 4 (~128 programs on ~132 SMs)
 
 
-def split_k_for(config: GemmConfig, tiles: int) -> int:
-    """The config's split of K for a problem of `tiles` output tiles (split_k 0: chosen from the tile count)."""
-    return config.split_k or (8 if tiles < SPLIT_K_TILES else 4)
+def split_k_for(config: GemmConfig, tiles: int, k_blocks: int) -> int:
+    """The config's split of K for a problem of `tiles` output tiles and `k_blocks` blocks of K. split_k 0 chooses:
+    8 ways below SPLIT_K_TILES tiles, else 4, halved until every split gets at least two K blocks (MobileNetV2's
+    batch-1 projections, 6 to 15 blocks over 3 to 8 tiles, split 2 or 4 ways); 1 where not even 2 ways can."""
+    if config.split_k:
+        return config.split_k
+    split = 8 if tiles < SPLIT_K_TILES else 4
+    while split > 1 and k_blocks < 2 * split:
+        split //= 2
+    return split
 
 
 DEPTHWISE_CONFIGS = (TileConfig(64, 32, 4), TileConfig(32, 64, 4))
