@@ -88,18 +88,18 @@ def test_gemm_plain(dtype, a_shape, b_shape, ta, tb):
 
 @needs_triton
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("config", range(3))
+@pytest.mark.parametrize("config", range(4))
 def test_gemm_fused_epilogues_every_config(dtype, config):
     gemm, configs = _kernels("gemm"), _kernels("configs")
+    config = (configs.GEMM_CONFIGS + configs.GEMM_LARGE_CONFIGS)[config]
     a, b = _rand(2, 33, 13, dtype=dtype), _rand(13, 7, dtype=dtype)
     bias, slope, residual = _rand(7, dtype=dtype), _rand(7, dtype=dtype), _rand(33, 7, dtype=dtype)
     ra, rb, rbias, rslope, rres = _f32(a, b, bias, slope, residual)
     y = ra @ rb + rbias
     ref = F.silu(torch.where(y >= 0, y, y * rslope) + rres)
-    out = gemm.gemm(a, b, bias=bias, prelu_slope=slope, residual=residual, post_activation=A.SILU,
-                    config=configs.GEMM_CONFIGS[config])
+    out = gemm.gemm(a, b, bias=bias, prelu_slope=slope, residual=residual, post_activation=A.SILU, config=config)
     _check(out, ref, dtype)
-    out = gemm.gemm(a, b, bias=bias, activation=A.CLIP, alpha=-0.5, beta=1.5, config=configs.GEMM_CONFIGS[config])
+    out = gemm.gemm(a, b, bias=bias, activation=A.CLIP, alpha=-0.5, beta=1.5, config=config)
     _check(out, torch.clamp(ra @ rb + rbias, -0.5, 1.5), dtype)
 
 
@@ -488,6 +488,8 @@ def test_tactic_predicates():
     bert_b1 = _impls(ops.FusedMatMul(), _layer_inputs(((1, 128, 3072),), ((3072, 768),), ((768,),), None, None))
     bert_b128 = _impls(ops.FusedMatMul(), _layer_inputs(((128, 128, 3072),), ((3072, 768),), ((768,),), None, None))
     assert any("splitk" in i for i in bert_b1) and not any("splitk" in i for i in bert_b128)
+    # the 128x256 config only for outputs of two waves of its tiles: BERT-base b128's projections, not b1's
+    assert "triton_gemm_bm128_bn256_bk64_w8_s3" in bert_b128 and "triton_gemm_bm128_bn256_bk64_w8_s3" not in bert_b1
     transposed = _impls(ops.MatrixMultiply(transpose_a=True, transpose_b=True),
                         _layer_inputs(((4096, 16),), ((16, 4096),)))
     assert any("splitk" in i for i in transposed)  # read through the transposes: M = N = 16, K = 4096

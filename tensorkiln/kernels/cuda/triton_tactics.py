@@ -124,6 +124,14 @@ def _split_k_pays(problem: Callable, op, inputs, config) -> bool:
     return count < SPLIT_K_MAX_TILES and tiles.split_k_for(config, count, -(-k // config.block_k)) > 1
 
 
+def _large_matmul_ok(op, inputs) -> bool:
+    mnk = _matmul_problem(op, inputs)
+    if mnk is None:
+        return False
+    large = tiles.GEMM_LARGE_CONFIGS[0]
+    return -(-mnk[0] // large.block_m) * -(-mnk[1] // large.block_n) >= tiles.LARGE_GEMM_MIN_TILES
+
+
 def _depthwise_ok(op, inputs) -> bool:
     return _conv_ok(op, inputs, depthwise=True)
 
@@ -250,6 +258,7 @@ TACTICS: tuple[tuple[type[ops.OpAttrs], str, Callable, Callable, tuple], ...] = 
     (ops.Convolution, "igemm", convolution, _igemm_ok, tiles.CONV_CONFIGS),
     (ops.Convolution, "depthwise", convolution, _depthwise_ok, tiles.DEPTHWISE_CONFIGS),
     (ops.FusedMatMul, "gemm", fused_matmul, _matmul_ok, tiles.GEMM_CONFIGS),
+    (ops.FusedMatMul, "gemm", fused_matmul, _large_matmul_ok, tiles.GEMM_LARGE_CONFIGS),
     (ops.MatrixMultiply, "gemm", matrix_multiply, _matmul_ok, tiles.GEMM_CONFIGS),
     (ops.Pooling, "nhwc", pooling, _pooling_ok, tiles.POOL_CONFIGS),
     (ops.GlobalPooling, "nhwc", global_pooling, _global_pooling_ok, tiles.GLOBAL_POOL_CONFIGS),

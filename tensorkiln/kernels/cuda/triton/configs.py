@@ -72,6 +72,11 @@ class ElementwiseConfig:
 
 
 GEMM_CONFIGS = (GemmConfig(128, 128, 32, 8, 4, 4), GemmConfig(128, 64, 64, 8, 4, 3), GemmConfig(64, 64, 32, 8, 4, 4))
+# for large outputs only (LARGE_GEMM_MIN_TILES of its tiles, two waves on a 132-SM GPU): the 128x256x64 tile with 8
+# warps of Triton's Hopper FP16 matmul tutorial; BERT-base b128's projections (0.21-0.26 ms each on 128x128 tiles,
+# 40-50% of the tensor-core peak on an H200) are what it is for, and smaller problems are spared its compiles
+GEMM_LARGE_CONFIGS = (GemmConfig(128, 256, 64, 8, 8, 3),)
+LARGE_GEMM_MIN_TILES = 264
 # the first config is the one opt level 2 tries: 128x64 won most large-batch ResNet-50 and MobileNetV2 layers on an H100
 CONV_CONFIGS = (GemmConfig(128, 64, 32, 8, 4, 4), GemmConfig(128, 128, 32, 8, 8, 3), GemmConfig(64, 64, 32, 8, 4, 4))
 # split-K: for layers with fewer output tiles than the GPU has SMs (batch 1); the tactic timer decides whether it pays.
