@@ -80,7 +80,7 @@ LARGE_GEMM_MIN_TILES = 264
 # the first config is the one opt level 2 tries: 128x64 won most large-batch ResNet-50 and MobileNetV2 layers on an H100
 CONV_CONFIGS = (GemmConfig(128, 64, 32, 8, 4, 4), GemmConfig(128, 128, 32, 8, 8, 3), GemmConfig(64, 64, 32, 8, 4, 4))
 # split-K: for layers with fewer output tiles than the GPU has SMs (batch 1); the tactic timer decides whether it pays.
-# One config, its split chosen per shape (gemm.split_k_for): every config is a compile per epilogue variant, and a
+# One config, its split chosen per shape (split_k_for): every config is a compile per epilogue variant, and a
 # second one (fixed splits 4 and 8) cost ResNet-50's cold build more time than its batch-1 latency gained
 SPLIT_K_CONFIGS = (GemmConfig(64, 64, 64, 8, 4, 3, split_k=0),)
 SPLIT_K_TILES = 16  # output tiles below which a problem is split 8 ways rather than 4 (~128 programs on ~132 SMs)

@@ -138,10 +138,14 @@ def _as_batched(x: torch.Tensor, batch_shape: torch.Size) -> torch.Tensor:
     return x.expand(*batch_shape, *x.shape[-2:]).reshape(-1, *x.shape[-2:])
 
 
+def _final_shape(batch_shape, M: int, N: int, squeezed: list[int]) -> tuple[int, ...]:
+    """The shape gemm returns: the batch dims, then M and N unless a 1-D operand squeezed them away."""
+    return (*batch_shape, *([] if -2 in squeezed else [M]), *([] if -1 in squeezed else [N]))
+
+
 def _residual(residual: torch.Tensor, batch_shape, M: int, N: int, squeezed: list[int]) -> torch.Tensor:
     """The residual (shaped like the final output, or broadcast to it) as [batch, M, N]."""
-    final = [*batch_shape] + ([] if -2 in squeezed else [M]) + ([] if -1 in squeezed else [N])
-    residual = residual.expand(final)
+    residual = residual.expand(_final_shape(batch_shape, M, N, squeezed))
     for dim in reversed(squeezed):
         residual = residual.unsqueeze(dim)
     return residual.reshape(-1, M, N)
@@ -172,8 +176,7 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, transpose_a: bool = False, transpo
     (M, K), N = a.shape[-2:], b.shape[-1]
     a3, b3 = _as_batched(a, batch_shape), _as_batched(b, batch_shape)
     batch = a3.shape[0]
-    final_shape = (*batch_shape, *([] if -2 in squeeze else [M]), *([] if -1 in squeeze else [N]))
-    out = output_buffer(final_shape, out_dtype or a.dtype, a.device, residual=residual,
+    out = output_buffer(_final_shape(batch_shape, M, N, squeeze), out_dtype or a.dtype, a.device, residual=residual,
                         over_residual=over_residual).view(batch, M, N)
     res3 = out if residual is None else _residual(residual, batch_shape, M, N, squeeze)
     act = activation_code(activation, prelu_slope is not None)
