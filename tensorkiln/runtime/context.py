@@ -111,14 +111,17 @@ class ExecutionContext:
                            memory_format=self.engine.memory_format(value.dim()))
 
     def _capture(self, feed: dict[str, torch.Tensor]) -> None:
-        side = torch.cuda.Stream()
+        graph = torch.cuda.CUDAGraph()
+        capture = torch.cuda.graph(graph)
+        # The warm-up runs on the stream the graph is captured on (PyTorch's, shared by every capture, the tactic
+        # timer's too): cuBLAS holds a workspace per stream for the life of the process, 32 MiB on Hopper.
+        side = capture.capture_stream
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up outside the graph: lazy initialization must not be captured
             warm_up = {name: self._static_input(name, value).copy_(value) for name, value in feed.items()}
             self._run_steps(warm_up, consume_feed=True)
         torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with capture:
             # The input buffers are allocated in the graph's own memory pool and handed over to the steps: once
             # an input's last reader has run, its memory holds later activations (ResNet-50 b256: the 74 MiB FP16
             # image batch is dead after the stem). The context keeps views that do not own the memory, and

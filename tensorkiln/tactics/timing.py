@@ -102,10 +102,14 @@ def gpu_milliseconds(launch, runs: int) -> float:
     an ATen op), and on small layers measure that. So `launch` is captured `_GRAPH_REPEATS` times in one graph
     and the replays are timed with CUDA events; what cannot be captured is timed eagerly.
     """
-    for _ in range(3):  # warm-up: Triton compiles, cuDNN picks its algorithm
-        launch()
+    graph = torch.cuda.CUDAGraph()
+    capture = torch.cuda.graph(graph)
+    capture.capture_stream.wait_stream(torch.cuda.current_stream())  # `launch`'s inputs may still be in flight
+    with torch.cuda.stream(capture.capture_stream):  # the capture's stream: one cuBLAS workspace for both
+        for _ in range(3):  # warm-up: Triton compiles, cuDNN picks its algorithm
+            launch()
     torch.cuda.synchronize()
-    run, launches = _captured(launch)
+    run, launches = _captured(launch, graph, capture)
     samples = []
     for _ in range(max(runs, 1)):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -117,12 +121,11 @@ def gpu_milliseconds(launch, runs: int) -> float:
     return statistics.median(samples)
 
 
-def _captured(launch) -> tuple:
-    """(a callable that replays `launch` captured `_GRAPH_REPEATS` times in one CUDA graph, that count), or
-    (`launch`, 1) when it cannot be captured."""
-    graph = torch.cuda.CUDAGraph()
+def _captured(launch, graph: torch.cuda.CUDAGraph, capture: torch.cuda.graph) -> tuple:
+    """(a callable that replays `launch` captured `_GRAPH_REPEATS` times in `graph`, that count), or (`launch`, 1)
+    when it cannot be captured."""
     try:
-        with torch.cuda.graph(graph):
+        with capture:
             for _ in range(_GRAPH_REPEATS):
                 launch()
     except RuntimeError:
