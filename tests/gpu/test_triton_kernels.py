@@ -88,30 +88,30 @@ def test_gemm_plain(dtype, a_shape, b_shape, ta, tb):
 
 @needs_triton
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("config", range(4))
+@pytest.mark.parametrize("config", range(3))
 def test_gemm_fused_epilogues_every_config(dtype, config):
     gemm, configs = _kernels("gemm"), _kernels("configs")
-    config = (configs.GEMM_CONFIGS + configs.GEMM_LARGE_CONFIGS)[config]
     a, b = _rand(2, 33, 13, dtype=dtype), _rand(13, 7, dtype=dtype)
     bias, slope, residual = _rand(7, dtype=dtype), _rand(7, dtype=dtype), _rand(33, 7, dtype=dtype)
     ra, rb, rbias, rslope, rres = _f32(a, b, bias, slope, residual)
     y = ra @ rb + rbias
     ref = F.silu(torch.where(y >= 0, y, y * rslope) + rres)
-    out = gemm.gemm(a, b, bias=bias, prelu_slope=slope, residual=residual, post_activation=A.SILU, config=config)
+    out = gemm.gemm(a, b, bias=bias, prelu_slope=slope, residual=residual, post_activation=A.SILU,
+                    config=configs.GEMM_CONFIGS[config])
     _check(out, ref, dtype)
-    out = gemm.gemm(a, b, bias=bias, activation=A.CLIP, alpha=-0.5, beta=1.5, config=config)
+    out = gemm.gemm(a, b, bias=bias, activation=A.CLIP, alpha=-0.5, beta=1.5, config=configs.GEMM_CONFIGS[config])
     _check(out, torch.clamp(ra @ rb + rbias, -0.5, 1.5), dtype)
 
 
 @needs_triton
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("split_k", [0, 2, 4, 8])  # 0: the tactic's config, its split chosen per shape
+@pytest.mark.parametrize("split_k", [0, 4, 8])  # 0: the tactic's config, its split chosen per shape
 @pytest.mark.parametrize("k", [13, 200, 1100])  # fewer K blocks than splits (empty splits), a few, many
 def test_split_k_gemm_and_convolution(dtype, split_k, k):
     """Split-K sums every slice of K exactly once, per tile and per batch, before the epilogue runs."""
     gemm, conv, configs = _kernels("gemm"), _kernels("conv"), _kernels("configs")
     split = dataclasses.replace(configs.SPLIT_K_CONFIGS[0], split_k=split_k)
-    assert configs.split_k_for(split, 1, 1100 // 64) > 1
+    assert configs.split_k_for(split, 1) > 1
     a, b = _rand(2, 70, k, dtype=dtype), _rand(k, 33, dtype=dtype)
     bias, residual = _rand(33, dtype=dtype), _rand(2, 70, 33, dtype=dtype)
     ra, rb, rbias, rres = _f32(a, b, bias, residual)
@@ -123,34 +123,6 @@ def test_split_k_gemm_and_convolution(dtype, split_k, k):
     out = conv.conv2d(x, w, None, stride=(1, 1), pads=(1, 1, 1, 1), activation=A.RELU, config=split)
     _check(out, F.relu(F.conv2d(rx, rw, None, 1, 1)), dtype)
 
-
-
-
-def test_split_k_halves_until_every_split_has_two_k_blocks():
-    configs = _kernels("configs")  # imports no triton
-    auto = configs.SPLIT_K_CONFIGS[0]
-    assert [configs.split_k_for(auto, 3, blocks) for blocks in (1, 3, 4, 8, 15, 16, 100)] == [1, 1, 2, 4, 4, 8, 8]
-    assert [configs.split_k_for(auto, 20, blocks) for blocks in (3, 4, 7, 8, 100)] == [1, 2, 2, 4, 4]
-    assert configs.split_k_for(dataclasses.replace(auto, split_k=8), 3, 1) == 8  # a fixed split is kept
-
-
-@needs_triton
-def test_split_k_is_offered_to_batch_1_projections_with_few_k_blocks():
-    """MobileNetV2's batch-1 projections (1x1, 384 to 960 input channels, 3 to 8 output tiles) had no split-K
-    candidate while the split was 8 ways regardless of K; a projection of 64 channels (one K block) still has none."""
-    from tensorkiln.ir.dtypes import DataType
-    from tensorkiln.ir.graph import Tensor
-    from tensorkiln.kernels.registry import candidates
-
-    def impls(channels_in, hw):
-        op = ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), residual=True)
-        specs = [Tensor("x", DataType.HALF, (1, channels_in, hw, hw)),
-                 Tensor("w", DataType.HALF, (64, channels_in, 1, 1)), Tensor("b", DataType.HALF, (64,)),
-                 Tensor("r", DataType.HALF, (1, 64, hw, hw)), None]
-        return {e.impl for e in candidates(op.KIND, "cuda", op, specs)}
-
-    assert any(impl.startswith("triton_splitk") for impl in impls(384, 14))
-    assert not any(impl.startswith("triton_splitk") for impl in impls(64, 14))
 
 
 @needs_triton
@@ -488,8 +460,6 @@ def test_tactic_predicates():
     bert_b1 = _impls(ops.FusedMatMul(), _layer_inputs(((1, 128, 3072),), ((3072, 768),), ((768,),), None, None))
     bert_b128 = _impls(ops.FusedMatMul(), _layer_inputs(((128, 128, 3072),), ((3072, 768),), ((768,),), None, None))
     assert any("splitk" in i for i in bert_b1) and not any("splitk" in i for i in bert_b128)
-    # the 128x256 config only for outputs of two waves of its tiles: BERT-base b128's projections, not b1's
-    assert "triton_gemm_bm128_bn256_bk64_w8_s3" in bert_b128 and "triton_gemm_bm128_bn256_bk64_w8_s3" not in bert_b1
     transposed = _impls(ops.MatrixMultiply(transpose_a=True, transpose_b=True),
                         _layer_inputs(((4096, 16),), ((16, 4096),)))
     assert any("splitk" in i for i in transposed)  # read through the transposes: M = N = 16, K = 4096

@@ -114,22 +114,14 @@ SPLIT_K_MAX_TILES = 32
 
 
 def _split_k_pays(problem: Callable, op, inputs, config) -> bool:
-    """Split-K is a candidate where the output has too few tiles to fill the GPU and K has room for at least two
-    splits of two blocks each (split_k_for; fewer, and the partial sums cost more than they save)."""
+    """Split-K is a candidate where the output has too few tiles to fill the GPU and K has room for every split to
+    run at least two blocks (otherwise the partial sums cost more than they save)."""
     mnk = problem(op, inputs)
     if mnk is None:
         return False
     m, n, k = mnk
     count = -(-m // config.block_m) * -(-n // config.block_n)
-    return count < SPLIT_K_MAX_TILES and tiles.split_k_for(config, count, -(-k // config.block_k)) > 1
-
-
-def _large_matmul_ok(op, inputs) -> bool:
-    mnk = _matmul_problem(op, inputs)
-    if mnk is None:
-        return False
-    large = tiles.GEMM_LARGE_CONFIGS[0]
-    return -(-mnk[0] // large.block_m) * -(-mnk[1] // large.block_n) >= tiles.LARGE_GEMM_MIN_TILES
+    return count < SPLIT_K_MAX_TILES and -(-k // config.block_k) >= 2 * tiles.split_k_for(config, count)
 
 
 def _depthwise_ok(op, inputs) -> bool:
@@ -258,7 +250,6 @@ TACTICS: tuple[tuple[type[ops.OpAttrs], str, Callable, Callable, tuple], ...] = 
     (ops.Convolution, "igemm", convolution, _igemm_ok, tiles.CONV_CONFIGS),
     (ops.Convolution, "depthwise", convolution, _depthwise_ok, tiles.DEPTHWISE_CONFIGS),
     (ops.FusedMatMul, "gemm", fused_matmul, _matmul_ok, tiles.GEMM_CONFIGS),
-    (ops.FusedMatMul, "gemm", fused_matmul, _large_matmul_ok, tiles.GEMM_LARGE_CONFIGS),
     (ops.MatrixMultiply, "gemm", matrix_multiply, _matmul_ok, tiles.GEMM_CONFIGS),
     (ops.Pooling, "nhwc", pooling, _pooling_ok, tiles.POOL_CONFIGS),
     (ops.GlobalPooling, "nhwc", global_pooling, _global_pooling_ok, tiles.GLOBAL_POOL_CONFIGS),

@@ -72,11 +72,6 @@ class ElementwiseConfig:
 
 
 GEMM_CONFIGS = (GemmConfig(128, 128, 32, 8, 4, 4), GemmConfig(128, 64, 64, 8, 4, 3), GemmConfig(64, 64, 32, 8, 4, 4))
-# for large outputs only (LARGE_GEMM_MIN_TILES of its tiles, two waves on a 132-SM GPU): the 128x256x64 tile with 8
-# warps of Triton's Hopper FP16 matmul tutorial; BERT-base b128's projections (0.21-0.26 ms each on 128x128 tiles,
-# 40-50% of the tensor-core peak on an H200) are what it is for, and smaller problems are spared its compiles
-GEMM_LARGE_CONFIGS = (GemmConfig(128, 256, 64, 8, 8, 3),)
-LARGE_GEMM_MIN_TILES = 264
 # the first config is the one opt level 2 tries: 128x64 won most large-batch ResNet-50 and MobileNetV2 layers on an H100
 CONV_CONFIGS = (GemmConfig(128, 64, 32, 8, 4, 4), GemmConfig(128, 128, 32, 8, 8, 3), GemmConfig(64, 64, 32, 8, 4, 4))
 # split-K: for layers with fewer output tiles than the GPU has SMs (batch 1); the tactic timer decides whether it pays.
@@ -86,16 +81,9 @@ SPLIT_K_CONFIGS = (GemmConfig(64, 64, 64, 8, 4, 3, split_k=0),)
 SPLIT_K_TILES = 16  # output tiles below which a problem is split 8 ways rather than 4 (~128 programs on ~132 SMs)
 
 
-def split_k_for(config: GemmConfig, tiles: int, k_blocks: int) -> int:
-    """The config's split of K for a problem of `tiles` output tiles and `k_blocks` blocks of K. split_k 0 chooses:
-    8 ways below SPLIT_K_TILES tiles, else 4, halved until every split gets at least two K blocks (MobileNetV2's
-    batch-1 projections, 6 to 15 blocks over 3 to 8 tiles, split 2 or 4 ways); 1 where not even 2 ways can."""
-    if config.split_k:
-        return config.split_k
-    split = 8 if tiles < SPLIT_K_TILES else 4
-    while split > 1 and k_blocks < 2 * split:
-        split //= 2
-    return split
+def split_k_for(config: GemmConfig, tiles: int) -> int:
+    """The config's split of K for a problem of `tiles` output tiles (split_k 0: chosen from the tile count)."""
+    return config.split_k or (8 if tiles < SPLIT_K_TILES else 4)
 
 
 DEPTHWISE_CONFIGS = (TileConfig(64, 32, 4), TileConfig(32, 64, 4))

@@ -158,7 +158,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if groups == 1 and not (depthwise and isinstance(config, TileConfig)):  # C == 1 can run either kernel
         config = config or CONV_CONFIGS[0]
         tiles = triton.cdiv(N * P * Q, config.block_m) * triton.cdiv(K, config.block_n)
-        split = split_k_for(config, tiles, R * S * triton.cdiv(C, config.block_k))  # the kernel's K loop
+        split = split_k_for(config, tiles)
         conv2d_nhwc_kernel[(tiles * split,)](
             x, weight, out, *pointers, *split_k_buffers(tiles, split, config, out), N, C, H, W, K, P, Q, R, S,
             *x.stride(), *weight.stride(), *out.stride(), *res_strides, *geometry, *scalars, **flags,

@@ -181,7 +181,7 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, transpose_a: bool = False, transpo
     res3 = out if residual is None else _residual(residual, batch_shape, M, N, squeeze)
     act = activation_code(activation, prelu_slope is not None)
     tiles = triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n)
-    split = split_k_for(config, tiles * batch, triton.cdiv(K, config.block_k))
+    split = split_k_for(config, tiles * batch)
     gemm_kernel[(tiles * split, batch)](
         a3, b3, out, channel_vector(bias, N, out), channel_vector(prelu_slope, N, out), res3,
         *split_k_buffers(tiles * batch, split, config, out), M, N, K,
