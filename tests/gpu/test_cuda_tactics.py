@@ -69,6 +69,11 @@ CASES = [
          ((2, 13, 7, 5), (24, 13, 1, 1), (24,), None, None), constant=(1, 2)),
     Case("conv_1x1_relu", ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), 1, activation=A.RELU),
          ((1, 40, 7, 7), (24, 40, 1, 1), (24,), None, None), constant=(1, 2)),
+    Case("conv_1x1_residual", ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), 1, residual=True),  # MobileNetV2
+         ((1, 40, 7, 7), (24, 40, 1, 1), (24,), (1, 24, 7, 7), None), constant=(1, 2)),
+    Case("conv_1x1_add_relu", ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), 1, residual=True,  # ResNet
+                                                   post_activation=A.RELU),
+         ((2, 40, 7, 5), (24, 40, 1, 1), (24,), (2, 24, 7, 5), None), constant=(1, 2)),
     Case("conv_splitk", *_conv(A.RELU, channels=(160, 24)), constant=(1, 2)),  # few tiles, long K: split-K
     Case("conv_plain", ops.Convolution((1, 1), (1, 0, 2, 1), (1, 1), 1), ((2, 13, 11, 9), (24, 13, 3, 3), (24,)),
          constant=(1, 2)),
