@@ -91,16 +91,16 @@ def test_graph_replay_tracks_new_inputs_and_streams(shared_dir):
     assert held.dtype == torch.float16 and held.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_graph_input_memory_serves_later_activations():
-    # x -> 2x2 max pool -> p -> pad back to x's size -> y -> global average: the graph's input buffer lives in its
-    # memory pool and is released after the pooling, so y takes x's memory: x + p at most, not x beside p and y
+def test_graph_input_memory_is_released_after_its_last_reader():
+    # x -> softmax -> a -> softmax -> b -> mean: the graph's input buffer lives in its memory pool and is released
+    # after the first softmax, so two 64 MiB activations are alive at a time (x and a, then a and b), not three
     network = tk.NetworkDefinition()
     shape = (8, 128, 128, 128)  # 64 MiB in FP32
     unit = int(np.prod(shape)) * 4
-    x = network.add_input("x", tk.DataType.FLOAT, shape)
-    pooled = network.add_pooling(x, tk.PoolingType.MAX, (2, 2), stride=(2, 2), name="pool").get_output(0)
-    padded = network.add_padding(pooled, (32, 32), (32, 32), name="pad").get_output(0)
-    network.mark_output(network.add_global_pooling(padded, tk.PoolingType.AVERAGE, name="mean").get_output(0))
+    t = network.add_input("x", tk.DataType.FLOAT, shape)
+    for name in ("a", "b"):
+        t = network.add_softmax(t, axis=-1, name=name).get_output(0)
+    network.mark_output(network.add_reduce(t, tk.ReduceOperation.MEAN, (2, 3), name="mean").get_output(0))
     engine = tk.Builder(BuilderConfig(target=Target.CUDA)).build(network)
     eager, graphed = engine.create_execution_context(cuda_graph=False), engine.create_execution_context()
     feeds = [{"x": torch.randn(shape, device="cuda")} for _ in range(2)]
@@ -110,10 +110,10 @@ def test_graph_input_memory_serves_later_activations():
     first = graphed.execute_async(feeds[0])  # warm-up, capture, replay; the outputs are the graph's own buffers
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - held
-    assert peak < 1.5 * unit, f"peak {peak / 2**20:.0f} MiB: the input buffer was held beside both activations"
+    assert peak < 2.5 * unit, f"peak {peak / 2**20:.0f} MiB: the input buffer was held beside both activations"
     for feed, produced in ((feeds[0], {k: v.clone() for k, v in first.items()}), (feeds[1], graphed.execute(feeds[1]))):
         torch.testing.assert_close(next(iter(produced.values())), next(iter(eager.execute(feed).values())),
-                                   rtol=1e-6, atol=1e-6)
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_foreign_architecture_is_refused():
