@@ -77,7 +77,9 @@ class ExecutionContext:
         """Enqueue the engine on `stream` (default: the current one) without waiting.
 
         Inputs are torch tensors on the engine's device (no copies beyond the graph's input buffers). The
-        returned tensors are the context's output buffers: valid until the next execution of this context.
+        returned tensors are the context's output buffers: valid until the next execution of this context. One
+        context's executions share its graph's memory, so they must not overlap: enqueue them on one stream, or
+        give each stream a context of its own (contexts share the engine's weights).
         """
         feed, _ = self._check_inputs(inputs)
         if stream is None or self.device.type != "cuda":
@@ -224,6 +226,8 @@ class _DeviceMemory:
 def _unowned_view(tensor: torch.Tensor) -> torch.Tensor:
     """A tensor over `tensor`'s memory (same dtype, shape and strides) that does not keep that memory allocated."""
     storage = tensor.untyped_storage()
+    if storage.nbytes() == 0:  # nothing to share (and no pointer to describe)
+        return tensor
     raw = torch.as_tensor(_DeviceMemory(storage.data_ptr(), storage.nbytes()), device=tensor.device)
     return raw.view(tensor.dtype).as_strided(tensor.shape, tensor.stride(), tensor.storage_offset())
 
