@@ -1,8 +1,10 @@
 """cuBLASLt GEMM tactics with a fused epilogue: the bias (and a ReLU) applied by the GEMM itself
 (torch.addmm / torch._addmm_activation reach cuBLASLt's bias and ReLU epilogues). A residual add and a post
 activation, which cuBLASLt cannot fuse alongside the bias, follow as kernels of their own: one more small launch
-that can still beat a Triton GEMM on small problems (MobileNetV2's batch-1 projections). The tactic timer weighs them
-against the portable torch kernel (a matmul, then the epilogue as separate kernels) and the Triton ones.
+that can still beat a Triton GEMM on small problems (MobileNetV2's batch-1 projections). Where the plan lets a layer
+store over its residual (plan/in_place.py), the GEMM accumulates into it instead (cuBLAS's C with beta = 1). The
+tactic timer weighs them against the portable torch kernel (a matmul, then the epilogue as separate kernels) and the
+Triton ones. Being plain PyTorch, they run on CPU tensors too: tests/gpu/test_cublas_tactics.py checks them in CI.
 
 A 1x1 convolution of NHWC activations is the same GEMM: [pixels, C] x [C, K], both operands views. cuDNN has no
 bias-only fusion (conv + bias is two kernels there: MobileNetV2's projection layers), and at batch 1 cuBLAS's
@@ -10,6 +12,7 @@ small-M kernels (split-K among them) often beat cuDNN's."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import torch
 
@@ -24,11 +27,39 @@ def _epilogue_ok(op, residual, out_shape) -> bool:
             and (not op.residual or (residual is not None and tuple(residual.shape) == tuple(out_shape))))
 
 
-def _rest_of_epilogue(op, y: torch.Tensor, inputs) -> torch.Tensor:
-    """The residual add and post activation after the GEMM, in place on its fresh result."""
+def _gemm(op, rows: torch.Tensor, columns: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor | None,
+          as_rows: Callable[[torch.Tensor], torch.Tensor], as_output: Callable[[torch.Tensor], torch.Tensor]
+          ) -> torch.Tensor:
+    """rows @ columns + bias with the layer's epilogue. `as_rows` views a tensor of the output's shape as the
+    [rows, columns] matrix (RuntimeError where its layout does not allow), `as_output` the reverse."""
+    bias = bias.to(rows.dtype)
+    target = _view_or_none(as_rows, residual) if op.residual_in_place else None
+    if target is not None:  # store over the residual: each element is read (cuBLAS's C with beta = 1) first
+        if op.activation is None:
+            target.addmm_(rows, columns).add_(bias)
+        else:
+            target.add_(torch._addmm_activation(bias, rows, columns))
+        y = apply_epilogue(dataclasses.replace(op, activation=None, residual=False), residual, None, None)
+        return residual if y is residual else residual.copy_(y)  # a post activation that is not in place
+    if op.activation is ops.ActivationType.RELU:
+        y = as_output(torch._addmm_activation(bias, rows, columns))
+    else:
+        y = as_output(torch.addmm(bias, rows, columns))
     if not op.residual and op.post_activation is None:
         return y
-    return apply_epilogue(dataclasses.replace(op, activation=None), y, inputs[3] if op.residual else None, None)
+    # the residual add and post activation as kernels of their own, in place on the fresh result
+    return apply_epilogue(dataclasses.replace(op, activation=None), y, residual, None)
+
+
+def _view_or_none(view: Callable[[torch.Tensor], torch.Tensor], tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """`view(tensor)` where it is a dense row-major matrix over `tensor`'s memory (what a GEMM can write into)."""
+    if tensor is None:
+        return None
+    try:
+        matrix = view(tensor)
+    except RuntimeError:  # a layout the view cannot describe: the result goes to a new tensor
+        return None
+    return matrix if matrix.is_contiguous() else None
 
 
 def _supports(op, inputs) -> bool:
@@ -39,17 +70,13 @@ def _supports(op, inputs) -> bool:
     return len(bias.shape) == 1 and _epilogue_ok(op, residual, out_shape)
 
 
-@kernel(ops.FusedMatMul, target="cuda", impl="cublaslt_epilogue", supports=_supports)
+@kernel(ops.FusedMatMul, target="cuda", impl="cublaslt_epilogue", supports=_supports, writes_over_residual=True)
 def fused_matmul_cublaslt(op: ops.FusedMatMul, inputs):
     a, b, bias = inputs[:3]
-    b = b.t() if op.transpose_b else b
-    rows = a.reshape(-1, a.shape[-1])
-    bias = bias.to(rows.dtype)
-    if op.activation is ops.ActivationType.RELU:
-        y = torch._addmm_activation(bias, rows, b.to(rows.dtype))
-    else:
-        y = torch.addmm(bias, rows, b.to(rows.dtype))
-    return [_rest_of_epilogue(op, y.reshape(*a.shape[:-1], b.shape[-1]), inputs)]
+    b = (b.t() if op.transpose_b else b).to(a.dtype)
+    shape = (*a.shape[:-1], b.shape[-1])
+    return [_gemm(op, a.reshape(-1, a.shape[-1]), b, bias, inputs[3] if op.residual else None,
+                  lambda t: t.view(-1, shape[-1]), lambda y: y.reshape(shape))]
 
 
 def _pointwise_conv_supports(op, inputs) -> bool:
@@ -60,15 +87,14 @@ def _pointwise_conv_supports(op, inputs) -> bool:
             and _epilogue_ok(op, residual, (x.shape[0], weight.shape[0], *x.shape[2:])))
 
 
-@kernel(ops.FusedConvolution, target="cuda", impl="cublaslt_1x1", supports=_pointwise_conv_supports)
+@kernel(ops.FusedConvolution, target="cuda", impl="cublaslt_1x1", supports=_pointwise_conv_supports,
+        writes_over_residual=True)
 def pointwise_convolution_cublaslt(op: ops.FusedConvolution, inputs):
     x, weight, bias = inputs[:3]
     n, c, h, w = x.shape
     rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view of channels-last x (a copy of NCHW x)
     columns = weight.reshape(weight.shape[0], c).t().to(rows.dtype)
-    bias = bias.to(rows.dtype)
-    if op.activation is ops.ActivationType.RELU:
-        y = torch._addmm_activation(bias, rows, columns)
-    else:
-        y = torch.addmm(bias, rows, columns)
-    return [_rest_of_epilogue(op, y.view(n, h, w, -1).permute(0, 3, 1, 2), inputs)]  # channels-last in memory
+    # the result is NCHW-shaped and channels-last in memory, as NHWC engines hold their activations
+    return [_gemm(op, rows, columns, bias, inputs[3] if op.residual else None,
+                  lambda t: t.permute(0, 2, 3, 1).view(n * h * w, -1),
+                  lambda y: y.view(n, h, w, -1).permute(0, 3, 1, 2))]
