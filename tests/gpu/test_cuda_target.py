@@ -142,6 +142,7 @@ def test_overflowing_layer_stays_fp32():
     np.testing.assert_allclose(next(iter(out.values())), value, rtol=2e-3, atol=1e-3)
 
 
+@pytest.mark.timing
 def test_layer_profile_adds_up_to_the_graph_latency(shared_dir):
     # per-layer GPU times, each step timed inside a CUDA graph as the engine runs it: their sum is the engine's
     # latency give or take the gaps between kernels, not dominated by per-layer launch overhead
