@@ -49,11 +49,16 @@ def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out.float() - ref.float()).abs().max() / ref.float().abs().max().clamp_min(1e-12))
 
 
+def export_onnx(model, inputs: dict, path: str) -> None:
+    """The workload as tensorkiln reads it: ONNX opset 17, one output named "output"."""
+    torch.onnx.export(model, tuple(inputs.values()), path, input_names=list(inputs), output_names=["output"],
+                      opset_version=17, dynamo=False)
+
+
 def bench_tensorkiln(name, model, inputs, reference, cache_path, opt_level):
     with tempfile.TemporaryDirectory() as folder:
         onnx_path = os.path.join(folder, f"{name}.onnx")
-        torch.onnx.export(model, tuple(inputs.values()), onnx_path, input_names=list(inputs),
-                          output_names=["output"], opset_version=17, dynamo=False)
+        export_onnx(model, inputs, onnx_path)
         # without --timing-cache each workload starts from an empty cache of its own: "cold" then times every
         # tactic (Triton's own compile cache, ~/.triton, stays warm from the workloads before it in the same call)
         config = BuilderConfig(target=Target.CUDA, precision=Precision.FP16,

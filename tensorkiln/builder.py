@@ -19,7 +19,7 @@ from .plan.in_place import residuals_in_place
 from .plan.memory import plan_memory
 from .quant.precision import Precision, assign_precisions
 from .runtime.engine import Engine
-from .tactics.selection import select_tactic
+from .tactics.selection import TACTIC_SOURCES, select_tactic
 from .tactics.timing import TacticTimer, TimingCache
 
 log = logging.getLogger("tensorkiln.builder")
@@ -40,6 +40,9 @@ class BuilderConfig:
     opt_level: int = 3  # 0: first candidate; 1: time library tactics; 2: + one config of each generated kernel;
     #                     3..5: every config (and more timing runs per candidate)
     timing_cache: Path | None = None  # read before the build and written after it
+    # tactic sources the build must not use (tactics/selection.py TACTIC_SOURCES: torch, cudnn, cublaslt, triton),
+    # like TensorRT's tactic sources: to compare libraries, or to avoid one
+    disabled_tactic_sources: tuple[str, ...] = ()
     passes: tuple[str, ...] = DEFAULT_PIPELINE
     debug: bool = False  # verify IR invariants after every pass
     dump_dir: Path | None = None  # write the network after every pass
@@ -73,6 +76,9 @@ class Builder:
         config = self.config
         if config.target is Target.CUDA and not torch.cuda.is_available():
             raise BuildError("the CUDA target needs a CUDA device, and this machine has none; build for the CPU")
+        unknown = sorted(set(config.disabled_tactic_sources) - set(TACTIC_SOURCES))
+        if unknown:
+            raise BuildError(f"unknown tactic sources {unknown}; the sources are {', '.join(TACTIC_SOURCES)}")
         if config.target is Target.CPU and config.precision is not Precision.FP32:
             raise BuildError(f"{config.precision.value} engines are not supported on the CPU target yet; "
                              "build FP32 engines for the CPU, or use the CUDA target")
@@ -102,8 +108,9 @@ class Builder:
                 if tensor is not None and tensor.is_constant and tensor.name not in weights:
                     weights[tensor.name] = _weight(tensor, reduced)
                     weight_specs.append(_spec(tensor, weights[tensor.name].dtype))
+            tactic = select_tactic(layer, target, timer, config.opt_level, config.disabled_tactic_sources)
             steps.append(Step(layer.name, layer.op, tuple(None if t is None else t.name for t in layer.inputs),
-                              tuple(t.name for t in layer.outputs), select_tactic(layer, target, timer, config.opt_level),
+                              tuple(t.name for t in layer.outputs), tactic,
                               tuple(getattr(layer, "fused_from", ())), overrides.get(layer.name, "")))
             tensors.extend(_spec(t, reduced if reduced is not None and t.dtype.is_floating else None)
                            for t in layer.outputs)

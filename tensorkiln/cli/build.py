@@ -54,6 +54,10 @@ def add_parser(subparsers) -> None:
                         help="build effort (CUDA target): 0 takes the first candidate kernel of each layer, 1 times "
                              "library kernels, 2 adds one config of each generated Triton kernel, 3..5 time every "
                              "config with more runs each (default: 3)")
+    tuning.add_argument("--tactic-sources", "--tacticSources", dest="tactic_sources", metavar="[+-]SOURCE,...",
+                        help="kernel libraries to leave out (-) or keep (+), trtexec style: torch, cudnn, cublaslt "
+                             "(trtexec's CUBLAS and CUBLAS_LT), triton; e.g. --tactic-sources=-cudnn,-cublaslt "
+                             "times only Triton and PyTorch kernels (default: all)")
     tuning.add_argument("--timing-cache", "--timingCacheFile", dest="timing_cache", metavar="PATH",
                         help="timing cache file, read before the build and updated after it (makes rebuilds fast)")
     tuning.add_argument("--workspace", type=positive_int, metavar="MIB",
@@ -205,7 +209,30 @@ def _builder_config(args: argparse.Namespace):
 
     return BuilderConfig(target=Target(args.device), precision=_precision(args), opt_level=args.opt_level,
                          timing_cache=Path(args.timing_cache) if args.timing_cache else None, debug=args.debug,
-                         dump_dir=Path(args.dump_passes) if args.dump_passes else None, verbose=args.verbose)
+                         dump_dir=Path(args.dump_passes) if args.dump_passes else None, verbose=args.verbose,
+                         disabled_tactic_sources=parse_tactic_sources(args.tactic_sources))
+
+
+_SOURCE_ALIASES = {"cublas": "cublaslt", "cublas_lt": "cublaslt"}  # trtexec's names for what cuBLASLt serves here
+
+
+def parse_tactic_sources(text: str | None) -> tuple[str, ...]:
+    """`-cudnn,+cublaslt` (trtexec's --tacticSources) -> the sources left out, ("cudnn",). Every source is in by
+    default; a later item overrides an earlier one."""
+    from ..tactics.selection import TACTIC_SOURCES
+
+    disabled: dict[str, bool] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        sign, name = (item[0], item[1:]) if item[0] in "+-" else ("+", item)
+        name = _SOURCE_ALIASES.get(name.lower(), name.lower())
+        if name not in TACTIC_SOURCES:
+            raise CommandLineError(f"--tactic-sources item {item!r}: unknown source {name!r}; the sources are "
+                                   f"{', '.join(TACTIC_SOURCES)}, each with + (keep) or - (leave out)")
+        disabled[name] = sign == "-"
+    return tuple(name for name in TACTIC_SOURCES if disabled.get(name))
 
 
 def _precision(args: argparse.Namespace):

@@ -21,6 +21,14 @@ def layer_candidates(layer: Layer, target: str) -> list[KernelEntry]:
 
 
 GENERATED_PREFIX = "triton_"  # implementations generated per shape (each config is one compile per shape)
+# Where a tactic's kernel comes from, the first word of its implementation name (TensorRT's tactic sources):
+# PyTorch's own kernels, cuDNN, cuBLASLt, and tensorkiln's generated Triton kernels.
+TACTIC_SOURCES = ("torch", "cudnn", "cublaslt", "triton")
+
+
+def tactic_source(impl: str) -> str:
+    """The source of an implementation name (a KernelEntry's impl, or the last part of a tactic id)."""
+    return impl.split("_", 1)[0]
 
 
 def family(entry: KernelEntry) -> str:
@@ -44,8 +52,15 @@ def prune_for_opt_level(found: list[KernelEntry], opt_level: int) -> list[Kernel
 
 
 def select_tactic(layer: Layer, target: str, timer: Callable[[Layer, list[KernelEntry]], KernelEntry] | None = None,
-                  opt_level: int = 3) -> str:
-    found = prune_for_opt_level(layer_candidates(layer, target), opt_level)
+                  opt_level: int = 3, disabled_sources: tuple[str, ...] = ()) -> str:
+    found = layer_candidates(layer, target)
+    enabled = [entry for entry in found if tactic_source(entry.impl) not in disabled_sources]
+    if not enabled:
+        sources = sorted({tactic_source(entry.impl) for entry in found})
+        raise BuildError(f"layer {layer.name!r} of kind {layer.kind!r} has {target} kernels from "
+                         f"{', '.join(sources)} only, and the build disables them; enable one "
+                         f"(e.g. --tactic-sources=+{sources[0]})")
+    found = prune_for_opt_level(enabled, opt_level)
     if len(found) == 1 or timer is None:
         return tactic_id(found[0])
     return tactic_id(timer(layer, found))

@@ -230,6 +230,14 @@ def test_corrupt_engine_file_is_one_line_error(command, damage, engine_path, tmp
 
 
 # ---- shared parsing -------------------------------------------------------------------------------
+def test_parse_tactic_sources():
+    from tensorkiln.cli.build import parse_tactic_sources
+
+    assert parse_tactic_sources("-CUDNN,+CUBLAS_LT") == ("cudnn",)  # trtexec's spelling
+    assert parse_tactic_sources("-cublas, -triton") == ("cublaslt", "triton")
+    assert parse_tactic_sources("-triton,+triton") == () == parse_tactic_sources(None)  # the last word counts
+
+
 def test_parse_shapes():
     assert parse_shapes("input:1x3x224x224,other:1x10") == {"input": (1, 3, 224, 224), "other": (1, 10)}
     assert parse_shapes("input_1:0:2X5") == {"input_1:0": (2, 5)}  # TensorFlow-style names keep their colon
@@ -310,6 +318,8 @@ def test_build_rejects_reduced_precision_on_cpu(flag, tmp_path, capsys):
     (["{dir}/conv_relu.onnx", "--shapes", "z:1x3x7x7"], ["'z'", "not inputs of the model"]),
     (["{dir}/conv_relu.onnx", "--shapes", "x:1x3"], ["rank"]),
     ([], ["no model given"]),
+    (["{dir}/conv_relu.onnx", "--tacticSources=-JIT_CONVOLUTIONS"], ["unknown source 'jit_convolutions'", "cudnn"]),
+    (["{dir}/conv_relu.onnx", "--tactic-sources=-torch"], ["kernels from torch only", "--tactic-sources=+torch"]),
 ])
 def test_build_errors_are_one_line(args, fragments, tmp_path, capsys):
     _conv_relu_model(tmp_path / "conv_relu.onnx")

@@ -72,3 +72,39 @@ def test_opt_level_bounds_the_tactics_timed():
                                                                "triton_depthwise_bp32"]
     assert prune_for_opt_level(found, 3) == found
     assert [e.impl for e in prune_for_opt_level(found[2:], 1)] == ["triton_igemm_bm128"]  # never nothing
+
+
+def test_disabled_tactic_sources_are_never_chosen():
+    from tensorkiln.errors import BuildError
+    from tensorkiln.ir import ops
+    from tensorkiln.ir.dtypes import DataType
+    from tensorkiln.ir.graph import Layer, Tensor
+    from tensorkiln.tactics.selection import layer_candidates, select_tactic, tactic_source
+
+    def spec(shape, constant=False):
+        return Tensor("t", DataType.FLOAT, shape, value=np.zeros(shape, np.float32) if constant else None)
+
+    op = ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), 1, activation=ops.ActivationType.RELU)
+    layer = Layer("conv", op, [spec((1, 40, 7, 7)), spec((24, 40, 1, 1), True), spec((24,), True)],
+                  [spec((1, 24, 7, 7))])
+    assert {tactic_source(e.impl) for e in layer_candidates(layer, "cuda")} == {"torch", "cudnn", "cublaslt", "triton"}
+    libraries = ("cudnn", "cublaslt", "triton")
+    assert select_tactic(layer, "cuda", disabled_sources=libraries) == "cuda.fused_convolution.torch"
+    chosen = select_tactic(layer, "cuda", timer=lambda layer, found: found[-1], disabled_sources=("torch", "cudnn"))
+    assert chosen.split(".")[-1].startswith(("cublaslt", "triton"))
+    with pytest.raises(BuildError, match=r"'conv' of kind 'fused_convolution' has cuda kernels from .*cudnn.*"
+                                         r"enable one \(e.g. --tactic-sources=\+cublaslt\)"):
+        select_tactic(layer, "cuda", disabled_sources=("torch",) + libraries)
+
+
+def test_a_build_names_unknown_tactic_sources():
+    from tensorkiln.builder import Builder, BuilderConfig
+    from tensorkiln.errors import BuildError
+
+    network = tk.NetworkDefinition()
+    network.mark_output(network.add_activation(network.add_input("x", tk.DataType.FLOAT, (2, 3)),
+                                               tk.ActivationType.RELU).get_output(0))
+    with pytest.raises(BuildError, match=r"unknown tactic sources \['cublas'\]; the sources are torch, cudnn"):
+        Builder(BuilderConfig(disabled_tactic_sources=("cublas",))).build(network)
+    with pytest.raises(BuildError, match="has cpu kernels from torch only, and the build disables them"):
+        Builder(BuilderConfig(disabled_tactic_sources=("torch",))).build(network)
