@@ -36,20 +36,30 @@ def _matmul_inputs(generator):
             torch.randn(40, generator=generator), torch.randn(3, 7, 40, generator=generator), None]
 
 
-CASES = [  # (op, tactic, inputs)
+CASES = [  # (op, tactic, inputs, with a bias)
     *[(ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), 1, activation=act, residual=residual, post_activation=post,
-                            post_beta=6.0), pointwise_convolution_cublaslt, _conv_inputs)
-      for residual in (False, True) for act, post in EPILOGUES],
+                            post_beta=6.0), pointwise_convolution_cublaslt, _conv_inputs, bias)
+      for bias in (True, False) for residual in (False, True) for act, post in EPILOGUES],
     *[(ops.FusedMatMul(transpose_b=True, activation=act, residual=residual, post_activation=post, post_beta=6.0),
-       fused_matmul_cublaslt, _matmul_inputs)
-      for residual in (False, True) for act, post in EPILOGUES],
+       fused_matmul_cublaslt, _matmul_inputs, bias)
+      for bias in (True, False) for residual in (False, True) for act, post in EPILOGUES],
 ]
 
 
 def _id(case) -> str:
-    op = case[0]
-    return f"{op.KIND}-{op.activation and op.activation.value}-{'residual' if op.residual else 'bias'}-" \
-           f"{op.post_activation and op.post_activation.value}"
+    op, bias = case[0], case[3]
+    return f"{op.KIND}-{'bias' if bias else 'nobias'}-{op.activation and op.activation.value}-" \
+           f"{'residual' if op.residual else 'alone'}-{op.post_activation and op.post_activation.value}"
+
+
+def _inputs(case, device) -> list:
+    op, _, make, bias = case
+    inputs = [None if t is None else t.to(device) for t in make(torch.Generator().manual_seed(0))]
+    if not bias:
+        inputs[2] = None
+    if not op.residual:
+        inputs[3] = None
+    return inputs
 
 
 def _reference(op, inputs) -> torch.Tensor:
@@ -61,10 +71,8 @@ def _reference(op, inputs) -> torch.Tensor:
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
 def test_cublaslt_tactic_matches_the_reference(case, device):
-    op, tactic, make = case
-    inputs = [None if t is None else t.to(device) for t in make(torch.Generator().manual_seed(0))]
-    if not op.residual:
-        inputs[3] = None
+    op, tactic = case[:2]
+    inputs = _inputs(case, device)
     expected = _reference(op, inputs)
     residual_before = None if inputs[3] is None else inputs[3].clone()
     with torch.inference_mode():
@@ -80,8 +88,8 @@ RESIDUAL_CASES = [c for c in CASES if c[0].residual]
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", RESIDUAL_CASES, ids=[_id(c) for c in RESIDUAL_CASES])
 def test_cublaslt_tactic_stores_over_its_residual_when_allowed(case, device):
-    op, tactic, make = case
-    inputs = [None if t is None else t.to(device) for t in make(torch.Generator().manual_seed(0))]
+    op, tactic = case[:2]
+    inputs = _inputs(case, device)
     expected = _reference(op, inputs)
     with torch.inference_mode():
         out = tactic(dataclasses.replace(op, residual_in_place=True), inputs)[0]
@@ -113,7 +121,7 @@ def test_what_the_cublaslt_tactics_take():
     assert not _pointwise_conv_supports(conv, [x, w, b, _spec((1, 24, 1, 1)), None])  # a broadcast residual
     assert not _pointwise_conv_supports(dataclasses.replace(conv, activation=A.SILU), [x, w, b, _spec((1, 24, 7, 7))])
     assert not _pointwise_conv_supports(dataclasses.replace(conv, prelu=True), [x, w, b, _spec((1, 24, 7, 7))])
-    assert not _pointwise_conv_supports(dataclasses.replace(conv, residual=False), [x, w, None])  # no bias
+    assert _pointwise_conv_supports(conv, [x, w, None, _spec((1, 24, 7, 7)), None])  # no bias: one GEMM
     matmul = ops.FusedMatMul(transpose_b=True, residual=True, post_activation=A.GELU_ERF)
     a, weight, bias = _spec((3, 7, 33)), _spec((40, 33), True), _spec((40,), True)
     assert _supports(matmul, [a, weight, bias, _spec((3, 7, 40))])

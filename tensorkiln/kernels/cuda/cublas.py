@@ -22,33 +22,42 @@ from ..registry import kernel
 
 
 def _epilogue_ok(op, residual, out_shape) -> bool:
-    """cuBLASLt applies the bias and a ReLU; a residual of the output's own shape and any post activation follow."""
+    """cuBLASLt applies the bias (if any) and a ReLU; a residual of the output's shape and any post activation
+    follow."""
     return (op.activation in (None, ops.ActivationType.RELU) and not op.prelu
             and (not op.residual or (residual is not None and tuple(residual.shape) == tuple(out_shape))))
 
 
-def _gemm(op, rows: torch.Tensor, columns: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor | None,
+def _gemm(op, rows: torch.Tensor, columns: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
           as_rows: Callable[[torch.Tensor], torch.Tensor], as_output: Callable[[torch.Tensor], torch.Tensor]
           ) -> torch.Tensor:
-    """rows @ columns + bias with the layer's epilogue. `as_rows` views a tensor of the output's shape as the
+    """rows @ columns (+ bias) with the layer's epilogue. `as_rows` views a tensor of the output's shape as the
     [rows, columns] matrix (RuntimeError where its layout does not allow), `as_output` the reverse."""
-    bias = bias.to(rows.dtype)
     target = _view_or_none(as_rows, residual) if op.residual_in_place else None
     if target is not None:  # store over the residual: each element is read (cuBLAS's C with beta = 1) first
-        if op.activation is None:
-            target.addmm_(rows, columns).add_(bias)
+        if op.activation is None:  # without a bias, one GEMM and nothing else
+            target.addmm_(rows, columns)
+            if bias is not None:
+                target.add_(bias.to(rows.dtype))
         else:
-            target.add_(torch._addmm_activation(bias, rows, columns))
+            target.add_(_product(op, rows, columns, bias))
         y = apply_epilogue(dataclasses.replace(op, activation=None, residual=False), residual, None, None)
         return residual if y is residual else residual.copy_(y)  # a post activation that is not in place
-    if op.activation is ops.ActivationType.RELU:
-        y = as_output(torch._addmm_activation(bias, rows, columns))
-    else:
-        y = as_output(torch.addmm(bias, rows, columns))
+    y = as_output(_product(op, rows, columns, bias))
     if not op.residual and op.post_activation is None:
         return y
     # the residual add and post activation as kernels of their own, in place on the fresh result
     return apply_epilogue(dataclasses.replace(op, activation=None), y, residual, None)
+
+
+def _product(op, rows: torch.Tensor, columns: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A new rows @ columns + bias, then the layer's ReLU if it has one: cuBLASLt's epilogue where there is a bias."""
+    relu = op.activation is ops.ActivationType.RELU
+    if bias is None:
+        y = torch.mm(rows, columns)
+        return y.relu_() if relu else y
+    bias = bias.to(rows.dtype)
+    return torch._addmm_activation(bias, rows, columns) if relu else torch.addmm(bias, rows, columns)
 
 
 def _view_or_none(view: Callable[[torch.Tensor], torch.Tensor], tensor: torch.Tensor | None) -> torch.Tensor | None:
@@ -64,10 +73,10 @@ def _view_or_none(view: Callable[[torch.Tensor], torch.Tensor], tensor: torch.Te
 
 def _supports(op, inputs) -> bool:
     a, b, bias, residual = (list(inputs) + [None] * 4)[:4]
-    if a is None or b is None or bias is None or not a.dtype.is_floating or op.transpose_a or len(b.shape) != 2:
+    if a is None or b is None or not a.dtype.is_floating or op.transpose_a or len(b.shape) != 2:
         return False
     out_shape = (*a.shape[:-1], b.shape[0] if op.transpose_b else b.shape[1])
-    return len(bias.shape) == 1 and _epilogue_ok(op, residual, out_shape)
+    return (bias is None or len(bias.shape) == 1) and _epilogue_ok(op, residual, out_shape)
 
 
 @kernel(ops.FusedMatMul, target="cuda", impl="cublaslt_epilogue", supports=_supports, writes_over_residual=True)
@@ -81,8 +90,8 @@ def fused_matmul_cublaslt(op: ops.FusedMatMul, inputs):
 
 def _pointwise_conv_supports(op, inputs) -> bool:
     x, weight, bias, residual = (list(inputs) + [None] * 4)[:4]
-    return (x is not None and weight is not None and bias is not None and x.dtype.is_floating
-            and len(x.shape) == 4 and tuple(weight.shape[1:]) == (x.shape[1], 1, 1) and len(bias.shape) == 1
+    return (x is not None and weight is not None and x.dtype.is_floating and (bias is None or len(bias.shape) == 1)
+            and len(x.shape) == 4 and tuple(weight.shape[1:]) == (x.shape[1], 1, 1)
             and op.groups == 1 and tuple(op.stride) == (1, 1) and not any(op.pads)
             and _epilogue_ok(op, residual, (x.shape[0], weight.shape[0], *x.shape[2:])))
 
