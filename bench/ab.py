@@ -1,9 +1,10 @@
-"""A/B of build variants on one workload: engines that differ in their tactic sources, timed alternately.
+"""A/B of build variants on one workload: engines that differ in tactic sources or passes, timed alternately.
 
-    python bench/ab.py --workload mobilenet_v2:1 --variant all= --variant no-cublaslt=-cublaslt [--rounds 7]
+    python bench/ab.py --workload mobilenet_v2:1 --variant default= --variant forward=+forward_residual_bias
 
-Each `--variant LABEL=SOURCES` is an engine built with those tactic sources (`kiln build --tactic-sources`
-syntax; empty: all). Every variant is built from one timing cache, so a tactic they share is timed once and
+Each `--variant LABEL=CHANGES` is an engine built with those changes to the defaults: tactic sources and passes,
+each +NAME or -NAME (`kiln build --tactic-sources` and `--passes`), e.g. `-cublaslt,+forward_residual_bias`;
+empty: the defaults. Every variant is built from one timing cache, so a tactic they share is timed once and
 chosen alike, and its output is checked against PyTorch in FP32 before any timing counts. Then the variants run
 in turns, ROUNDS times a median of RUNS runs each: a difference of a few percent, which the spread between
 separate calls (about 8% on the H200) hides, shows in every round. CUDA target in FP16, timed with CUDA events;
@@ -28,8 +29,9 @@ import tensorkiln as tk  # noqa: E402
 from tensorkiln.builder import BuilderConfig, Target  # noqa: E402
 from tensorkiln.cli.build import parse_tactic_sources  # noqa: E402
 from tensorkiln.importers.onnx import parse_onnx  # noqa: E402
+from tensorkiln.passes.manager import pipeline_with  # noqa: E402
 from tensorkiln.quant.precision import Precision  # noqa: E402
-from tensorkiln.tactics.selection import tactic_source  # noqa: E402
+from tensorkiln.tactics.selection import TACTIC_SOURCES, tactic_source  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_peaks import median_cuda_ms  # noqa: E402
@@ -48,11 +50,20 @@ def median_wall_ms(fn, warmup: int, runs: int) -> float:
     return statistics.median(samples)
 
 
+def split_changes(changes: str) -> tuple[str, str]:
+    """`-cublaslt,+forward_residual_bias` -> (tactic-source items, pass items), each comma-separated."""
+    items = [item.strip() for item in changes.split(",") if item.strip()]
+    is_source = [item.lstrip("+-").lower() in TACTIC_SOURCES for item in items]
+    return (",".join(i for i, source in zip(items, is_source) if source),
+            ",".join(i for i, source in zip(items, is_source) if not source))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", required=True, help="name:batch, e.g. mobilenet_v2:1")
-    parser.add_argument("--variant", action="append", required=True, metavar="LABEL=SOURCES",
-                        help="a build variant: a label and its --tactic-sources (repeat; two or more)")
+    parser.add_argument("--variant", action="append", required=True, metavar="LABEL=CHANGES",
+                        help="a build variant: a label and its changes, +/- tactic sources and passes (repeat; two "
+                             "or more)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--runs", type=int, default=200, help="runs per round and variant (their median counts)")
     parser.add_argument("--opt-level", type=int, default=3)
@@ -61,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     variants = dict(item.split("=", 1) for item in args.variant)
     if len(variants) < 2:
-        parser.error("give two --variant LABEL=SOURCES or more")
+        parser.error("give two --variant LABEL=CHANGES or more")
     name, batch = args.workload.split(":")
     cuda = args.device == "cuda"
     torch.manual_seed(0)
@@ -75,15 +86,16 @@ def main() -> None:
     export_onnx(model, inputs, onnx_path)
     del model
     contexts, rows = {}, {}
-    for label, sources in variants.items():
+    for label, changes in variants.items():
+        sources, passes = split_changes(changes)
         config = BuilderConfig(target=Target(args.device), precision=Precision.FP16 if cuda else Precision.FP32,
                                timing_cache=os.path.join(folder, "timing.cache"), opt_level=args.opt_level,
-                               disabled_tactic_sources=parse_tactic_sources(sources))
+                               disabled_tactic_sources=parse_tactic_sources(sources), passes=pipeline_with(passes))
         engine = tk.Builder(config).build(parse_onnx(onnx_path))
         contexts[label] = engine.create_execution_context()
         error = relative_error(contexts[label].execute(dict(inputs))["output"], reference)
         sources_used = collections.Counter(tactic_source(step.tactic.split(".", 2)[2]) for step in engine.plan.steps)
-        rows[label] = {"sources": sources, "error": error, "steps_by_source": dict(sources_used), "round_ms": []}
+        rows[label] = {"changes": changes, "error": error, "steps_by_source": dict(sources_used), "round_ms": []}
         if error > (FP16_TOLERANCE if cuda else 1e-3):
             raise SystemExit(f"variant {label}: output off by {error:.2e} against PyTorch FP32; nothing timed")
     timer = median_cuda_ms if cuda else median_wall_ms
@@ -93,11 +105,11 @@ def main() -> None:
             rows[label]["round_ms"].append(timer(run, 10, args.runs))
     device = torch.cuda.get_device_name() if cuda else "cpu"
     print(f"{args.workload} on {device}, {args.rounds} rounds of a {args.runs}-run median")
-    print("| variant | tactic sources | median ms | rounds min - max | steps by source | error |")
+    print("| variant | changes | median ms | rounds min - max | steps by source | error |")
     print("| --- | --- | --- | --- | --- | --- |")
     for label, row in rows.items():
         row["median_ms"] = statistics.median(row["round_ms"])
-        print(f"| {label} | {row['sources'] or 'all'} | {row['median_ms']:.4f} | {min(row['round_ms']):.4f} - "
+        print(f"| {label} | {row['changes'] or 'defaults'} | {row['median_ms']:.4f} | {min(row['round_ms']):.4f} - "
               f"{max(row['round_ms']):.4f} | {row['steps_by_source']} | {row['error']:.1e} |")
     Path(args.out, "ab.json").write_text(json.dumps({"workload": args.workload, "device": device, **rows}, indent=1))
 

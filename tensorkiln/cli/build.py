@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from ..errors import BuildError
+from ..passes.manager import OPT_IN_PASSES, pipeline_with
 from .display import format_bytes, io_table, key_value_table, make_console, target_description
 from .inputs import CommandLineError, make_feed, parse_shapes, positive_int
 
@@ -58,6 +59,10 @@ def add_parser(subparsers) -> None:
                         help="kernel libraries to leave out (-) or keep (+), trtexec style: torch, cudnn, cublaslt "
                              "(trtexec's CUBLAS and CUBLAS_LT), triton; e.g. --tactic-sources=-cudnn,-cublaslt "
                              "times only Triton and PyTorch kernels (default: all)")
+    tuning.add_argument("--passes", metavar="[+-]PASS,...",
+                        help="graph passes to add (+) to or leave out (-) of the default pipeline, e.g. "
+                             "--passes=+forward_residual_bias (opt-in passes: "
+                             + ", ".join(OPT_IN_PASSES) + ")")
     tuning.add_argument("--timing-cache", "--timingCacheFile", dest="timing_cache", metavar="PATH",
                         help="timing cache file, read before the build and updated after it (makes rebuilds fast)")
     tuning.add_argument("--workspace", type=positive_int, metavar="MIB",
@@ -210,7 +215,15 @@ def _builder_config(args: argparse.Namespace):
     return BuilderConfig(target=Target(args.device), precision=_precision(args), opt_level=args.opt_level,
                          timing_cache=Path(args.timing_cache) if args.timing_cache else None, debug=args.debug,
                          dump_dir=Path(args.dump_passes) if args.dump_passes else None, verbose=args.verbose,
-                         disabled_tactic_sources=parse_tactic_sources(args.tactic_sources))
+                         disabled_tactic_sources=parse_tactic_sources(args.tactic_sources),
+                         passes=_pipeline(args.passes))
+
+
+def _pipeline(changes: str | None) -> tuple[str, ...]:
+    try:
+        return pipeline_with(changes or "")
+    except ValueError as error:
+        raise CommandLineError(f"--passes: {error}") from None
 
 
 _SOURCE_ALIASES = {"cublas": "cublaslt", "cublas_lt": "cublaslt"}  # trtexec's names for what cuBLASLt serves here

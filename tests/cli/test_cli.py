@@ -320,6 +320,7 @@ def test_build_rejects_reduced_precision_on_cpu(flag, tmp_path, capsys):
     ([], ["no model given"]),
     (["{dir}/conv_relu.onnx", "--tacticSources=-JIT_CONVOLUTIONS"], ["unknown source 'jit_convolutions'", "cudnn"]),
     (["{dir}/conv_relu.onnx", "--tactic-sources=-torch"], ["kernels from torch only", "--tactic-sources=+torch"]),
+    (["{dir}/conv_relu.onnx", "--passes=+fold_bias"], ["--passes", "unknown pass 'fold_bias'"]),
 ])
 def test_build_errors_are_one_line(args, fragments, tmp_path, capsys):
     _conv_relu_model(tmp_path / "conv_relu.onnx")

@@ -1,0 +1,114 @@
+"""Residual bias forwarding: along a residual stream of linear blocks (MobileNetV2's and MobileNetV3's projections:
+convolution + bias + residual add, no activation), each block's bias is carried forward in the stream instead of
+being added by the block, and the layers that read the stream through their weights take it into their own bias.
+
+    s0 = conv(x0, W0) + b0        =>  s0' = conv(x0, W0)            s0 = s0' + c0,  c0 = b0
+    s1 = conv(x1, W1) + b1 + s0   =>  s1' = conv(x1, W1) + s0'      s1 = s1' + c1,  c1 = b1 + c0
+    e = act(conv(s1, We) + be)    =>  e = act(conv(s1', We) + be + sum(We) c1)
+
+This is exact in real arithmetic. It buys a residual block with no bias, which cuBLAS computes as one GEMM
+accumulating into its residual (beta = 1; kernels/cuda/cublas.py). With a bias it takes a second kernel: cuBLASLt's
+bias epilogue cannot be combined with accumulation through PyTorch. On MobileNetV2 at batch 1 that kernel is about
+2 us of each projection's 6.5 us on an H200.
+
+A stream tensor may only be read where the constant can go:
+  - as the residual of another such block;
+  - as the input of a convolution with constant weights, one group and no padding. Padding would read zeros where
+    the shifted stream needs -c.
+A stream tensor that is a network output, or that any other layer reads, keeps its bias. So does a block whose
+chain holds no residual block: it would only move the bias.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import ops
+from ..ir.graph import Layer, Network, Tensor
+from .manager import Pass, register_pass
+from .pattern import Uses, make_constant
+
+_CONVOLUTIONS = (ops.Convolution.KIND, ops.FusedConvolution.KIND)
+
+
+def _linear_block(layer: Layer) -> bool:
+    """A fused convolution whose output is conv + bias (+ residual): nothing nonlinear after the bias."""
+    if layer.kind != ops.FusedConvolution.KIND or not layer.outputs[0].dtype.is_floating:
+        return False
+    op, bias = layer.op, layer.inputs[2]
+    return (op.activation is None and not op.prelu and op.post_activation is None and layer.inputs[1].is_constant
+            and (bias is None or bias.is_constant))
+
+
+def _residual(layer: Layer) -> Tensor | None:
+    return layer.inputs[3] if layer.kind == ops.FusedConvolution.KIND and layer.op.residual else None
+
+
+def _absorbs(layer: Layer, tensor: Tensor) -> bool:
+    """Whether `layer` reads `tensor` only as its input image, through constant weights, with no padding."""
+    return (layer.kind in _CONVOLUTIONS and layer.inputs[0] is tensor
+            and not any(t is tensor for t in layer.inputs[1:]) and layer.inputs[1].is_constant
+            and layer.op.groups == 1 and not any(layer.op.pads)
+            and (_bias(layer) is None or _bias(layer).is_constant))
+
+
+def _bias(layer: Layer) -> Tensor | None:
+    return layer.inputs[2] if len(layer.inputs) > 2 else None
+
+
+@register_pass
+class ForwardResidualBias(Pass):
+    name = "forward_residual_bias"
+
+    def run(self, network: Network) -> bool:
+        uses = Uses(network)
+        chosen = self._blocks(network, uses)
+        if not chosen:
+            return False
+        carried: dict[int, np.ndarray] = {}  # id(stream tensor) -> the constant c its stored values lack
+        for layer in network.layers:  # in order: a layer's input constants are known before it is reached
+            shift = carried.get(id(layer.inputs[0])) if layer.kind in _CONVOLUTIONS else None
+            if shift is not None:  # absorbs: bias + sum over the kernel window of W . c
+                weight = layer.inputs[1].value.astype(np.float64)
+                bias = _values(_bias(layer), weight.shape[0]) + weight.sum(axis=tuple(range(2, weight.ndim))) @ shift
+                self._set_bias(network, layer, bias)
+                self.count("absorbed")
+            if id(layer) in chosen:
+                residual = _residual(layer)
+                shift = _values(layer.inputs[2], layer.outputs[0].shape[1])
+                carried[id(layer.outputs[0])] = shift + carried.get(id(residual), 0.0)
+                layer.inputs[2] = None
+                self.count("forwarded")
+                self.log.append(f"{layer.name}: bias carried forward in {layer.outputs[0].name}")
+        return True
+
+    @staticmethod
+    def _blocks(network: Network, uses: Uses) -> set[int]:
+        """The linear blocks whose output stream only residual blocks and absorbing convolutions read."""
+        chosen = {id(layer): layer for layer in network.layers if _linear_block(layer)}
+        changed = True
+        while changed:  # drop blocks with a reader that cannot take the constant, until none is left
+            changed = False
+            for key, layer in list(chosen.items()):
+                out = layer.outputs[0]
+                if uses.is_output(out) or not all(
+                        (id(reader) in chosen and _residual(reader) is out
+                         and not any(t is out for t in reader.inputs[:3])) or _absorbs(reader, out)
+                        for reader in uses.consumers(out)):
+                    del chosen[key]
+                    changed = True
+        # a block with no residual helps only where a chosen block takes its stream as a residual
+        feeds_residual = {id(_residual(layer)) for layer in chosen.values() if _residual(layer) is not None}
+        return {key for key, layer in chosen.items()
+                if _residual(layer) is not None or id(layer.outputs[0]) in feeds_residual}
+
+    @staticmethod
+    def _set_bias(network: Network, layer: Layer, bias: np.ndarray) -> None:
+        old = _bias(layer)
+        dtype = old.value.dtype if old is not None else layer.inputs[1].value.dtype
+        if len(layer.inputs) < 3:
+            layer.inputs.append(None)
+        layer.inputs[2] = make_constant(network, bias.astype(dtype), f"{layer.name}_bias")
+
+
+def _values(bias: Tensor | None, channels: int) -> np.ndarray:
+    return np.zeros(channels) if bias is None else np.broadcast_to(bias.value.astype(np.float64), (channels,)).copy()

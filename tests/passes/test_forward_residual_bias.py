@@ -1,0 +1,104 @@
+"""forward_residual_bias: the biases of a residual stream of linear blocks (MobileNetV2's projections) are carried
+forward in the stream and taken in by the convolutions that read it. The outputs agree with the same network built
+without the pass. Counts and the engine's biases are asserted. The pass does not fire where a stream is a network
+output, where a padded convolution reads it, where no block has a residual, or where an activation follows the
+residual add (ResNet)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tensorkiln as tk
+from tensorkiln.ir.ops import ActivationType as A
+from tensorkiln.passes.manager import DEFAULT_PIPELINE, pipeline_with
+from tolerances import tolerance_for
+
+WITH = pipeline_with("+forward_residual_bias")  # opt-in until a GPU run shows it pays
+TOL = tolerance_for("float32")
+
+
+class _Net:
+    """A network written layer by layer with seeded weights and biases of a few units (BatchNorm-folded sizes)."""
+
+    def __init__(self):
+        self.net = tk.NetworkDefinition()
+        self.rng = np.random.default_rng(1)
+
+    def conv(self, t, channels, kernel=1, padding=0, groups=1, act=None, bias=True, name=None):
+        fan_in = t.shape[1] // groups * kernel * kernel
+        weight = (self.rng.standard_normal((channels, t.shape[1] // groups, kernel, kernel)) / np.sqrt(fan_in))
+        layer = self.net.add_convolution(t, channels, (kernel, kernel), weight.astype(np.float32),
+                                         bias=(self.rng.standard_normal(channels) * 2).astype(np.float32) if bias
+                                         else None, padding=padding, groups=groups, name=name)
+        out = layer.get_output(0)
+        if act is A.CLIP:
+            return self.net.add_activation(out, A.CLIP, alpha=0.0, beta=6.0).get_output(0)
+        return self.net.add_activation(out, act).get_output(0) if act else out
+
+    def block(self, s, residual=True, post=None, name="block"):
+        """Inverted residual: 1x1 expansion + ReLU6, 3x3 depthwise + ReLU6, linear 1x1 projection (+ s)."""
+        wide = self.conv(s, 2 * s.shape[1], act=A.CLIP)
+        wide = self.conv(wide, wide.shape[1], kernel=3, padding=1, groups=wide.shape[1], act=A.CLIP)
+        out = self.conv(wide, s.shape[1], name=f"{name}_projection")
+        if residual:
+            out = self.net.add_elementwise(out, s, tk.ElementWiseOperation.SUM).get_output(0)
+            if post:
+                out = self.net.add_activation(out, post).get_output(0)
+        return out
+
+
+def _mobilenet_stage(blocks=2, tail_padding=0, stream_output=False, post=None):
+    def make():
+        n = _Net()
+        x = n.net.add_input("x", tk.DataType.FLOAT, (2, 8, 9, 7))
+        s = n.block(n.conv(x, 16, kernel=3, padding=1, act=A.CLIP), residual=False, name="head")
+        for index in range(blocks):
+            s = n.block(s, post=post, name=f"block{index}")
+        if stream_output:
+            n.net.mark_output(s)
+        tail = n.conv(s, 24, kernel=1 + 2 * tail_padding, padding=tail_padding, act=A.CLIP, name="tail")
+        n.net.mark_output(n.net.add_global_pooling(tail, tk.PoolingType.AVERAGE).get_output(0))
+        return n.net
+    return make
+
+
+def _build(make) -> tuple[tk.Engine, dict[str, int]]:
+    """The engine with the pass, after checking that its outputs agree with the engine built without it."""
+    engine = tk.Builder(tk.BuilderConfig(passes=WITH, debug=True)).build(make())
+    reference = tk.Builder(tk.BuilderConfig(passes=DEFAULT_PIPELINE)).build(make())
+    feed = {"x": np.random.default_rng(0).standard_normal((2, 8, 9, 7)).astype(np.float32)}
+    got, want = engine.create_execution_context().execute(feed), reference.create_execution_context().execute(feed)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=TOL.rtol, atol=TOL.atol, err_msg=name)
+    prefix = "forward_residual_bias."
+    counts = {k[len(prefix):]: v for k, v in engine.plan.build_info["pass_counts"].items() if k.startswith(prefix)}
+    return engine, counts
+
+
+def test_the_pass_is_opt_in_and_keeps_its_place():
+    assert "forward_residual_bias" not in DEFAULT_PIPELINE
+    assert WITH.index("forward_residual_bias") == WITH.index("fuse_vertical") + 1
+    assert "fuse_horizontal" not in pipeline_with("-fuse_horizontal,+forward_residual_bias")
+    with pytest.raises(ValueError, match="unknown pass 'fold_bias'"):
+        pipeline_with("+fold_bias")
+
+
+def test_the_stream_of_a_stage_carries_its_biases():
+    engine, counts = _build(_mobilenet_stage(blocks=2))
+    # the head and both residual projections lose their bias; both expansions and the tail take the constants in
+    assert counts == {"forwarded": 3, "absorbed": 3}
+    projections = [s for s in engine.plan.steps if "projection" in s.name]
+    assert len(projections) == 3 and all(s.inputs[2] is None for s in projections)
+    assert sum(bool(s.op.residual) for s in projections) == 2
+
+
+@pytest.mark.parametrize("case, make", [
+    ("the stream is a network output", _mobilenet_stage(stream_output=True)),
+    ("a padded convolution reads the stream", _mobilenet_stage(tail_padding=1)),
+    ("no block has a residual", _mobilenet_stage(blocks=0)),
+    ("a ReLU follows the residual add", _mobilenet_stage(post=A.RELU)),
+])
+def test_streams_the_constant_cannot_reach_keep_their_biases(case, make):
+    engine, counts = _build(make)
+    assert not counts, case
+    assert all(s.inputs[2] is not None for s in engine.plan.steps if "projection" in s.name), case
