@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import logging
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from .ir.graph import Layer, Network
 from .network import NetworkDefinition
 from .passes.manager import DEFAULT_PIPELINE, PassManager, PassRecord
 from .plan import Plan, Step, TensorSpec
-from .plan.in_place import residuals_in_place
+from .plan.in_place import residual_in_place_candidates, residuals_in_place
 from .plan.memory import plan_memory
 from .quant.precision import Precision, assign_precisions
 from .runtime.engine import Engine
@@ -108,12 +109,19 @@ class Builder:
                 if tensor is not None and tensor.is_constant and tensor.name not in weights:
                     weights[tensor.name] = _weight(tensor, reduced)
                     weight_specs.append(_spec(tensor, weights[tensor.name].dtype))
-            tactic = select_tactic(layer, target, timer, config.opt_level, config.disabled_tactic_sources)
             steps.append(Step(layer.name, layer.op, tuple(None if t is None else t.name for t in layer.inputs),
-                              tuple(t.name for t in layer.outputs), tactic,
+                              tuple(t.name for t in layer.outputs), "",
                               tuple(getattr(layer, "fused_from", ())), overrides.get(layer.name, "")))
             tensors.extend(_spec(t, reduced if reduced is not None and t.dtype.is_floating else None)
                            for t in layer.outputs)
+        outside = {t.name for t in graph.outputs}
+        # the layers that will store over their residual if their tactic can: the timer times such tactics that way
+        # (for cuBLAS it is one GEMM accumulating into the residual instead of a GEMM and an add)
+        may_store = residual_in_place_candidates(steps, tensors, outside)
+        for index, layer in enumerate(graph.layers):
+            layer_timer = timer and functools.partial(timer, in_place=layer.name in may_store)
+            tactic = select_tactic(layer, target, layer_timer, config.opt_level, config.disabled_tactic_sources)
+            steps[index] = dataclasses.replace(steps[index], tactic=tactic)
         for tensor in graph.outputs:
             if tensor.is_constant and tensor.name not in weights:
                 weights[tensor.name] = _weight(tensor, None)
@@ -121,7 +129,6 @@ class Builder:
         if cache is not None:
             cache.save()
             self._say(f"timing cache: {cache.hits} hits, {cache.misses} tactics timed")
-        outside = {t.name for t in graph.outputs}
         steps = residuals_in_place(steps, tensors, outside)
         in_place = sum(getattr(s.op, "residual_in_place", False) for s in steps)
         if in_place:

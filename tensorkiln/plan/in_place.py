@@ -25,6 +25,14 @@ _FRESH_OUTPUT_KINDS = {ops.FusedConvolution.KIND, ops.Convolution.KIND, ops.Fuse
 
 def residuals_in_place(steps: Sequence[Step], tensors: Sequence[TensorSpec], outside: set[str]) -> list[Step]:
     """The steps, with `residual_in_place=True` on each one that may store its output over its residual input."""
+    candidates = residual_in_place_candidates(steps, tensors, outside)
+    return [dataclasses.replace(step, op=dataclasses.replace(step.op, residual_in_place=True))
+            if step.name in candidates and writes_over_residual(step.tactic) else step for step in steps]
+
+
+def residual_in_place_candidates(steps: Sequence[Step], tensors: Sequence[TensorSpec], outside: set[str]) -> set[str]:
+    """The names of the steps that may store over their residual input if their tactic can (whatever the tactics:
+    the builder asks before choosing them, so that the timer times such tactics storing over the residual)."""
     specs = {t.name: t for t in tensors if t.name not in outside and not t.is_dynamic}
     producer = {name: step for step in steps for name in step.outputs}
     readers: dict[str, list[Step]] = defaultdict(list)
@@ -34,12 +42,8 @@ def residuals_in_place(steps: Sequence[Step], tensors: Sequence[TensorSpec], out
             if name is not None:
                 readers[name].append(step)
                 last_use[name] = index
-    marked = []
-    for index, step in enumerate(steps):
-        if _may_store_over_residual(step, index, specs, producer, readers, last_use):
-            step = dataclasses.replace(step, op=dataclasses.replace(step.op, residual_in_place=True))
-        marked.append(step)
-    return marked
+    return {step.name for index, step in enumerate(steps)
+            if _may_store_over_residual(step, index, specs, producer, readers, last_use)}
 
 
 def _may_store_over_residual(step: Step, index: int, specs: dict[str, TensorSpec], producer: dict[str, Step],
@@ -57,4 +61,4 @@ def _may_store_over_residual(step: Step, index: int, specs: dict[str, TensorSpec
         return False
     if producer[residual].kind not in _FRESH_OUTPUT_KINDS:
         return False
-    return all(r.kind in _FRESH_OUTPUT_KINDS for r in readers[residual]) and writes_over_residual(step.tactic)
+    return all(r.kind in _FRESH_OUTPUT_KINDS for r in readers[residual])

@@ -5,6 +5,7 @@ so a similar network (same layers at the same shapes) reuses the measurements of
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -46,16 +47,20 @@ class TacticTimer:
         self.device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         self.log: list[str] = []
 
-    def __call__(self, layer: Layer, entries: list[KernelEntry]) -> KernelEntry:
-        key = layer_key(layer, self.dtype, self.device_name)
+    def __call__(self, layer: Layer, entries: list[KernelEntry], in_place: bool = False) -> KernelEntry:
+        """The fastest of `entries` for `layer`. With `in_place` the layer will store over its residual where its
+        tactic can (plan/in_place.py), and such tactics are timed doing so."""
+        stored_over = dataclasses.replace(layer, op=dataclasses.replace(layer.op, residual_in_place=True)) \
+            if in_place else layer
         times = {}
         for entry in entries:
-            entry_key = f"{tactic_id(entry)}|{key}"
+            timed = stored_over if entry.writes_over_residual else layer
+            entry_key = f"{tactic_id(entry)}|{layer_key(timed, self.dtype, self.device_name)}"
             if entry_key in self.cache.entries:
                 self.cache.hits += 1
             else:
                 self.cache.misses += 1
-                self.cache.entries[entry_key] = self._time(layer, entry)
+                self.cache.entries[entry_key] = self._time(timed, entry)
             times[tactic_id(entry)] = self.cache.entries[entry_key]
         best = min(entries, key=lambda e: times[tactic_id(e)])
         self.log.append(f"{layer.name}: " + ", ".join(f"{t} {ms * 1000:.1f} us" for t, ms in times.items())

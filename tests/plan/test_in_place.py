@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import tensorkiln as tk
 from tensorkiln.ir.ops import ActivationType, ElementWiseOperation
@@ -86,3 +87,32 @@ def test_tactics_that_cannot_write_over_the_residual_are_never_marked(monkeypatc
     assert not marked(tk.Builder(tk.BuilderConfig()).build(bottleneck()))  # the CPU kernels: none can
     engine, _ = build(bottleneck(), monkeypatch, capable=False)
     assert not marked(engine)
+
+
+def test_the_timer_times_tactics_that_can_store_over_the_residual_doing_so(monkeypatch):
+    # before tactics are chosen, the builder knows which layers will store over their residual if their tactic can
+    # (residual_in_place_candidates); the timer then times the capable tactics that way, under a key of their own
+    from tensorkiln.ir import ops
+    from tensorkiln.ir.dtypes import DataType
+    from tensorkiln.ir.graph import Layer, Tensor
+    from tensorkiln.kernels.registry import KernelEntry
+    from tensorkiln.tactics.timing import TacticTimer, TimingCache
+
+    network = bottleneck()
+    engine = tk.Builder(tk.BuilderConfig()).build(network)
+    assert in_place.residual_in_place_candidates(engine.plan.steps, engine.plan.tensors,
+                                                 {t.name for t in engine.plan.outputs}) == {"c.fused"}
+
+    timed = []
+    monkeypatch.setattr(TacticTimer, "_time", lambda self, layer, entry: timed.append(
+        (entry.impl, layer.op.residual_in_place)) or {"capable": 1.0, "plain": 2.0}[entry.impl])
+    spec = Tensor("t", DataType.FLOAT, (1, 4, 3, 3))
+    layer = Layer("c", ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), 1, residual=True), [spec] * 4, [spec])
+    entries = [KernelEntry("fused_convolution", "cuda", impl, lambda op, inputs: [],
+                           writes_over_residual=impl == "capable") for impl in ("capable", "plain")]
+    cache = TimingCache()
+    timer = TacticTimer(torch.device("cpu"), torch.float16, cache)
+    assert timer(layer, entries, in_place=True).impl == "capable"
+    assert timed == [("capable", True), ("plain", False)]
+    timer(layer, entries)  # not in place: the capable tactic is timed again, under a key of its own; plain is cached
+    assert timed[2:] == [("capable", False)] and len(cache.entries) == 3
