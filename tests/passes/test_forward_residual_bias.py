@@ -102,3 +102,20 @@ def test_streams_the_constant_cannot_reach_keep_their_biases(case, make):
     engine, counts = _build(make)
     assert not counts, case
     assert all(s.inputs[2] is not None for s in engine.plan.steps if "projection" in s.name), case
+
+
+def test_centerface_with_the_pass_matches_its_reference(shared_dir):
+    # CenterFace has a MobileNetV2 backbone: 15 projections lose their bias; onnxruntime's outputs still hold
+    from tensorkiln.importers.onnx import parse_onnx
+
+    folder = shared_dir / "models" / "onnx" / "centerface"
+    data = np.load(folder / "reference.npz", allow_pickle=False)
+    inputs = {k[len("input:"):]: data[k] for k in data.files if k.startswith("input:")}
+    network = parse_onnx(folder / "centerface.onnx", input_shapes={name: value.shape for name, value in inputs.items()})
+    engine = tk.Builder(tk.BuilderConfig(passes=WITH)).build(network)
+    assert engine.plan.build_info["pass_counts"]["forward_residual_bias.forwarded"] == 15
+    outputs = engine.create_execution_context().execute(inputs)
+    for key in (k for k in data.files if k.startswith("output:")):
+        reference = data[key]
+        error = np.max(np.abs(outputs[key[len("output:"):]].astype(np.float64) - reference)) / np.max(np.abs(reference))
+        assert error <= 1e-4, f"{key}: relative error {error:.2e}"
