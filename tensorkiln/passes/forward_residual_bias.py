@@ -17,6 +17,11 @@ A stream tensor may only be read where the constant can go:
     the shifted stream needs -c.
 A stream tensor that is a network output, or that any other layer reads, keeps its bias. So does a block whose
 chain holds no residual block: it would only move the bias.
+
+The pass is opt-in (`kiln build --passes=+forward_residual_bias`; manager.OPT_IN_PASSES). The stored stream
+values are the true ones minus c. On CenterFace they are up to 1.9x larger in magnitude, so FP16 rounds them more
+coarsely. Neither that cost nor the speed it buys has been measured on a GPU yet (`bench/ab.py --variant default=
+--variant forward=+forward_residual_bias`).
 """
 from __future__ import annotations
 
