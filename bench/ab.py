@@ -31,7 +31,7 @@ from tensorkiln.cli.build import parse_tactic_sources  # noqa: E402
 from tensorkiln.importers.onnx import parse_onnx  # noqa: E402
 from tensorkiln.passes.manager import pipeline_with  # noqa: E402
 from tensorkiln.quant.precision import Precision  # noqa: E402
-from tensorkiln.tactics.selection import TACTIC_SOURCES, tactic_source  # noqa: E402
+from tensorkiln.tactics.selection import TACTIC_SOURCE_ALIASES, TACTIC_SOURCES, tactic_source  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_peaks import median_cuda_ms  # noqa: E402
@@ -53,7 +53,8 @@ def median_wall_ms(fn, warmup: int, runs: int) -> float:
 def split_changes(changes: str) -> tuple[str, str]:
     """`-cublaslt,+forward_residual_bias` -> (tactic-source items, pass items), each comma-separated."""
     items = [item.strip() for item in changes.split(",") if item.strip()]
-    is_source = [item.lstrip("+-").lower() in TACTIC_SOURCES for item in items]
+    sources = set(TACTIC_SOURCES) | set(TACTIC_SOURCE_ALIASES)
+    is_source = [item.lstrip("+-").lower() in sources for item in items]
     return (",".join(i for i, source in zip(items, is_source) if source),
             ",".join(i for i, source in zip(items, is_source) if not source))
 

@@ -226,13 +226,10 @@ def _pipeline(changes: str | None) -> tuple[str, ...]:
         raise CommandLineError(f"--passes: {error}") from None
 
 
-_SOURCE_ALIASES = {"cublas": "cublaslt", "cublas_lt": "cublaslt"}  # trtexec's names for what cuBLASLt serves here
-
-
 def parse_tactic_sources(text: str | None) -> tuple[str, ...]:
     """`-cudnn,+cublaslt` (trtexec's --tacticSources) -> the sources left out, ("cudnn",). Every source is in by
     default; a later item overrides an earlier one."""
-    from ..tactics.selection import TACTIC_SOURCES
+    from ..tactics.selection import TACTIC_SOURCE_ALIASES, TACTIC_SOURCES
 
     disabled: dict[str, bool] = {}
     for item in (text or "").split(","):
@@ -240,7 +237,7 @@ def parse_tactic_sources(text: str | None) -> tuple[str, ...]:
         if not item:
             continue
         sign, name = (item[0], item[1:]) if item[0] in "+-" else ("+", item)
-        name = _SOURCE_ALIASES.get(name.lower(), name.lower())
+        name = TACTIC_SOURCE_ALIASES.get(name.lower(), name.lower())
         if name not in TACTIC_SOURCES:
             raise CommandLineError(f"--tactic-sources item {item!r}: unknown source {name!r}; the sources are "
                                    f"{', '.join(TACTIC_SOURCES)}, each with + (keep) or - (leave out)")

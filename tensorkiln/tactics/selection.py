@@ -24,6 +24,7 @@ GENERATED_PREFIX = "triton_"  # implementations generated per shape (each config
 # Where a tactic's kernel comes from, the first word of its implementation name (TensorRT's tactic sources):
 # PyTorch's own kernels, cuDNN, cuBLASLt, and tensorkiln's generated Triton kernels.
 TACTIC_SOURCES = ("torch", "cudnn", "cublaslt", "triton")
+TACTIC_SOURCE_ALIASES = {"cublas": "cublaslt", "cublas_lt": "cublaslt"}  # trtexec's names for what cuBLASLt serves
 
 
 def tactic_source(impl: str) -> str:
