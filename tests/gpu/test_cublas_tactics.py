@@ -20,7 +20,8 @@ from tensorkiln.kernels.registry import REFERENCE_TARGET, get_kernel
 
 A = ops.ActivationType
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-EPILOGUES = [(None, None), (A.RELU, None), (None, A.RELU), (A.RELU, A.SIGMOID), (None, A.CLIP)]
+EPILOGUES = [(None, None), (A.RELU, None), (None, A.RELU), (A.RELU, A.SIGMOID), (None, A.CLIP), (A.GELU_ERF, None),
+             (A.SILU, A.RELU)]  # GELU and SiLU: a kernel of their own after the GEMM
 
 
 def _conv_inputs(generator, channels_last: bool = True):
@@ -119,7 +120,7 @@ def test_what_the_cublaslt_tactics_take():
     x, w, b = _spec((1, 40, 7, 7)), _spec((24, 40, 1, 1), True), _spec((24,), True)
     assert _pointwise_conv_supports(conv, [x, w, b, _spec((1, 24, 7, 7)), None])
     assert not _pointwise_conv_supports(conv, [x, w, b, _spec((1, 24, 1, 1)), None])  # a broadcast residual
-    assert not _pointwise_conv_supports(dataclasses.replace(conv, activation=A.SILU), [x, w, b, _spec((1, 24, 7, 7))])
+    assert _pointwise_conv_supports(dataclasses.replace(conv, activation=A.SILU), [x, w, b, _spec((1, 24, 7, 7))])
     assert not _pointwise_conv_supports(dataclasses.replace(conv, prelu=True), [x, w, b, _spec((1, 24, 7, 7))])
     assert _pointwise_conv_supports(conv, [x, w, None, _spec((1, 24, 7, 7)), None])  # no bias: one GEMM
     matmul = ops.FusedMatMul(transpose_b=True, residual=True, post_activation=A.GELU_ERF)

@@ -1,6 +1,6 @@
 """cuBLASLt GEMM tactics with a fused epilogue: the bias (and a ReLU) applied by the GEMM itself
-(torch.addmm / torch._addmm_activation reach cuBLASLt's bias and ReLU epilogues). A residual add and a post
-activation, which cuBLASLt cannot fuse alongside the bias, follow as kernels of their own: one more small launch
+(torch.addmm / torch._addmm_activation reach cuBLASLt's bias and ReLU epilogues). Another activation, a residual add
+and a post activation, which cuBLASLt cannot fuse alongside the bias, follow as kernels of their own: one more small launch
 that can still beat a Triton GEMM on small problems (MobileNetV2's batch-1 projections). Where the plan lets a layer
 store over its residual (plan/in_place.py), the GEMM accumulates into it instead (cuBLAS's C with beta = 1). The
 tactic timer weighs them against the portable torch kernel (a matmul, then the epilogue as separate kernels) and the
@@ -22,10 +22,9 @@ from ..registry import kernel
 
 
 def _epilogue_ok(op, residual, out_shape) -> bool:
-    """cuBLASLt applies the bias (if any) and a ReLU; a residual of the output's shape and any post activation
-    follow."""
-    return (op.activation in (None, ops.ActivationType.RELU) and not op.prelu
-            and (not op.residual or (residual is not None and tuple(residual.shape) == tuple(out_shape))))
+    """cuBLASLt applies the bias (if any) and a ReLU; any other activation, a residual of the output's shape and a
+    post activation follow."""
+    return not op.prelu and (not op.residual or (residual is not None and tuple(residual.shape) == tuple(out_shape)))
 
 
 def _gemm(op, rows: torch.Tensor, columns: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
@@ -51,13 +50,12 @@ def _gemm(op, rows: torch.Tensor, columns: torch.Tensor, bias: torch.Tensor | No
 
 
 def _product(op, rows: torch.Tensor, columns: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """A new rows @ columns + bias, then the layer's ReLU if it has one: cuBLASLt's epilogue where there is a bias."""
-    relu = op.activation is ops.ActivationType.RELU
-    if bias is None:
-        y = torch.mm(rows, columns)
-        return y.relu_() if relu else y
-    bias = bias.to(rows.dtype)
-    return torch._addmm_activation(bias, rows, columns) if relu else torch.addmm(bias, rows, columns)
+    """A new activation(rows @ columns + bias): a ReLU in cuBLASLt's epilogue where there is a bias, any other
+    activation as a kernel of its own (BERT's GELU: cuBLASLt's GELU epilogue is the tanh approximation, not erf)."""
+    if bias is not None and op.activation is ops.ActivationType.RELU:
+        return torch._addmm_activation(bias.to(rows.dtype), rows, columns)
+    y = torch.mm(rows, columns) if bias is None else torch.addmm(bias.to(rows.dtype), rows, columns)
+    return apply_epilogue(dataclasses.replace(op, residual=False, post_activation=None), y, None, None)
 
 
 def _view_or_none(view: Callable[[torch.Tensor], torch.Tensor], tensor: torch.Tensor | None) -> torch.Tensor | None:
