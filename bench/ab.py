@@ -16,6 +16,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -69,6 +70,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200, help="runs per round and variant (their median counts)")
     parser.add_argument("--opt-level", type=int, default=3)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time each variant's steps (kiln bench --dump-profile) into ab.json, and print the "
+                             "slowest")
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for ab.json")
     args = parser.parse_args()
     variants = dict(item.split("=", 1) for item in args.variant)
@@ -112,6 +116,20 @@ def main() -> None:
         row["median_ms"] = statistics.median(row["round_ms"])
         print(f"| {label} | {row['changes'] or 'defaults'} | {row['median_ms']:.4f} | {min(row['round_ms']):.4f} - "
               f"{max(row['round_ms']):.4f} | {row['steps_by_source']} | {row['error']:.1e} |")
+    if args.profile:
+        for label, context in contexts.items():
+            steps = sorted(context.profile(inputs, runs=20), key=lambda step: -step[3])
+            rows[label]["profile"] = [{"name": n, "kind": k, "tactic": t, "median_ms": s * 1e3} for n, k, t, s in steps]
+            by_tactic = collections.defaultdict(list)
+            for name, _, tactic, seconds in steps:  # the same layer in every block: its name without numbers
+                by_tactic[tactic, re.sub(r"\d+", "#", name)].append(seconds * 1e3)
+            print(f"\n{label}: steps {sum(s[3] for s in steps) * 1e3:.4f} ms in all; by tactic and layer:")
+            for (tactic, layer), times in sorted(by_tactic.items(), key=lambda item: -sum(item[1]))[:16]:
+                print(f"  {sum(times):8.4f} ms  {len(times):3d} steps  {tactic:44s} {layer}")
+            print("  the slowest steps:")
+            for name, kind, tactic, seconds in steps[:8]:
+                print(f"  {seconds * 1e3:8.4f} ms  {tactic:44s} {name}")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, "ab.json").write_text(json.dumps({"workload": args.workload, "device": device, **rows}, indent=1))
 
 

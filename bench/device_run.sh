@@ -13,7 +13,7 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 case "${1:-}" in
   tests)
     parallel=$(python -c "import xdist" 2>/dev/null && echo "-n 8")
-    timeout 420 python -m pytest -q -p no:cacheprovider $parallel -m "not timing" tests/gpu 2>&1 | tee "$OUT/pytest_gpu.txt"
+    timeout ${TEST_TIMEOUT:-420} python -m pytest -q -p no:cacheprovider $parallel -m "not timing" tests/gpu 2>&1 | tee "$OUT/pytest_gpu.txt"
     timeout 90 python -m pytest -q -p no:cacheprovider -m timing tests/gpu 2>&1 | tee -a "$OUT/pytest_gpu.txt"
     python bench/gpu_peaks.py | tee "$OUT/peaks.json" ;;
   bench)

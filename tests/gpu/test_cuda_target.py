@@ -12,6 +12,7 @@ import tensorkiln as tk
 from tensorkiln.builder import BuilderConfig, Target
 from tensorkiln.errors import EngineFormatError
 from tensorkiln.importers.onnx import parse_onnx
+from tensorkiln.passes.manager import pipeline_with
 from tensorkiln.plan.file_format import serialize
 from tensorkiln.tactics.check import layerwise_errors
 from tensorkiln.quant.precision import Precision
@@ -70,6 +71,20 @@ def test_real_models_on_cuda(shared_dir, model_file, reference_file, precision):
         for name, ref in expected.items():
             assert _relative_error(outputs[name], ref) <= END_TO_END[precision], (name, graph)
 
+
+def test_centerface_with_forwarded_residual_biases_in_fp16(shared_dir):
+    # forward_residual_bias (opt-in) makes the residual stream carry each projection's bias, values up to 1.9x
+    # larger on CenterFace: its FP16 outputs must stay within the tolerance of the default pipeline
+    inputs, expected = _reference(shared_dir / "models/onnx/centerface/reference.npz")
+    network = parse_onnx(shared_dir / "models/onnx/centerface/centerface.onnx",
+                         input_shapes={k: v.shape for k, v in inputs.items()})
+    config = BuilderConfig(target=Target.CUDA, precision=Precision.FP16, opt_level=2,
+                           passes=pipeline_with("+forward_residual_bias"))
+    engine = tk.Builder(config).build(network)
+    assert engine.plan.build_info["pass_counts"]["forward_residual_bias.forwarded"] == 15
+    outputs = engine.create_execution_context().execute(inputs)
+    for name, ref in expected.items():
+        assert _relative_error(outputs[name], ref) <= END_TO_END[Precision.FP16], name
 
 
 def test_graph_replay_tracks_new_inputs_and_streams(shared_dir):
