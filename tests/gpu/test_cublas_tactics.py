@@ -20,6 +20,18 @@ from tensorkiln.kernels.registry import REFERENCE_TARGET, get_kernel
 
 A = ops.ActivationType
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(autouse=True)
+def _exact_float32():
+    # the reference convolution is cuDNN's on CUDA tensors, which rounds FP32 products to TF32 by default (an error
+    # of about 6e-3 here); FP32 engines switch TF32 off as well (runtime/context.py)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        previous, torch.backends.cuda.matmul.allow_tf32 = torch.backends.cuda.matmul.allow_tf32, False
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
 EPILOGUES = [(None, None), (A.RELU, None), (None, A.RELU), (A.RELU, A.SIGMOID), (None, A.CLIP), (A.GELU_ERF, None),
              (A.SILU, A.RELU)]  # GELU and SiLU: a kernel of their own after the GEMM
 
