@@ -269,19 +269,31 @@ def test_softmax_of_masked_rows():
 
 @needs_triton
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape, axis, block_n", [((1, 1), -1, None), ((3, 7), -1, None), ((2, 5, 33), -1, None),
-                                                  ((2, 5, 33), -2, None), ((2, 5, 33), -1, 16)])
-def test_layer_norm_and_rms_norm(dtype, shape, axis, block_n):
+@pytest.mark.parametrize("shape, axis, block_n, rows", [
+    ((1, 1), -1, None, 1), ((3, 7), -1, None, 1), ((2, 5, 33), -1, None, 1), ((2, 5, 33), -2, None, 1),
+    ((2, 5, 33), -1, 16, 1),
+    ((1, 1), -1, None, 4), ((2, 5, 33), -1, None, 4), ((2, 5, 33), -2, None, 16), ((3, 7, 768), -1, None, 4)])
+def test_layer_norm_and_rms_norm(dtype, shape, axis, block_n, rows):
     norms = _kernels("norms")
     x = _rand(*shape, dtype=dtype, scale=2.0) + 1.0
     normalized = shape[axis % len(shape):]
     w, b = _rand(*normalized, dtype=dtype), _rand(normalized[-1], dtype=dtype)
     rx, rw, rb = _f32(x, w, b)
-    _check(norms.layer_norm(x, w, b, axis=axis, eps=1e-5, block_n=block_n),
+    _check(norms.layer_norm(x, w, b, axis=axis, eps=1e-5, block_n=block_n, rows=rows),
            F.layer_norm(rx, normalized, rw, rb.expand(normalized), 1e-5), dtype)
-    _check(norms.layer_norm(x, w, None, axis=axis, block_n=block_n), F.layer_norm(rx, normalized, rw, None), dtype)
-    _check(norms.rms_norm(x, w, axis=axis, eps=1e-6, block_n=block_n), F.rms_norm(rx, normalized, rw, 1e-6), dtype)
-    _check(norms.rms_norm(x, None, axis=axis, block_n=block_n), F.rms_norm(rx, normalized, None, 1e-6), dtype)
+    _check(norms.layer_norm(x, w, None, axis=axis, block_n=block_n, rows=rows),
+           F.layer_norm(rx, normalized, rw, None), dtype)
+    _check(norms.rms_norm(x, w, axis=axis, eps=1e-6, block_n=block_n, rows=rows),
+           F.rms_norm(rx, normalized, rw, 1e-6), dtype)
+    _check(norms.rms_norm(x, None, axis=axis, block_n=block_n, rows=rows), F.rms_norm(rx, normalized, None, 1e-6),
+           dtype)
+
+
+@needs_triton
+def test_tiled_norms_refuse_rows_longer_than_their_tile():
+    norms = _kernels("norms")
+    with pytest.raises(ValueError, match="longer than"):
+        norms.layer_norm(_rand(2, 5000), _rand(5000), rows=4)
 
 
 # ---- pooling ---------------------------------------------------------------------------------------------------

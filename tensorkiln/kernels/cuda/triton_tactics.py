@@ -151,9 +151,12 @@ def _softmax_ok(op, inputs) -> bool:
     return x is not None and len(x.shape) >= 1 and op.axis % len(x.shape) == len(x.shape) - 1 and _floats([x])
 
 
-def _norm_ok(op, inputs) -> bool:
+def _norm_ok(op, inputs, config=None) -> bool:
     x = inputs[0]
-    return x is not None and len(x.shape) >= 1 and _floats(inputs)
+    if x is None or len(x.shape) < 1 or not _floats(inputs):
+        return False
+    # several rows per program only where a row fits the tile
+    return config is None or config.rows == 1 or math.prod(x.shape[op.axis % len(x.shape):]) <= tiles.MAX_TILED_ROW
 
 
 def _attention_ok(op, inputs) -> bool:
@@ -223,13 +226,13 @@ def layer_norm(op: ops.LayerNorm, inputs, config):
     if weight is None:  # the reference allows a missing scale: scale by one
         weight = x.new_ones(x.shape[op.axis % x.dim():])
     return [_launch(_triton("norms").layer_norm, x, weight, bias, axis=op.axis, eps=op.epsilon,
-                    block_n=config.block_n or None, num_warps=config.num_warps or None)]
+                    block_n=config.block_n or None, num_warps=config.num_warps or None, rows=config.rows)]
 
 
 def rms_norm(op: ops.RMSNorm, inputs, config):
     x, scale = (list(inputs) + [None])[:2]
     return [_launch(_triton("norms").rms_norm, x, scale, axis=op.axis, eps=op.epsilon,
-                    block_n=config.block_n or None, num_warps=config.num_warps or None)]
+                    block_n=config.block_n or None, num_warps=config.num_warps or None, rows=config.rows)]
 
 
 def attention(op: ops.Attention, inputs, config):
@@ -254,8 +257,8 @@ TACTICS: tuple[tuple[type[ops.OpAttrs], str, Callable, Callable, tuple], ...] = 
     (ops.Pooling, "nhwc", pooling, _pooling_ok, tiles.POOL_CONFIGS),
     (ops.GlobalPooling, "nhwc", global_pooling, _global_pooling_ok, tiles.GLOBAL_POOL_CONFIGS),
     (ops.Softmax, "row", softmax, _softmax_ok, tiles.ROW_CONFIGS),
-    (ops.LayerNorm, "row", layer_norm, _norm_ok, tiles.ROW_CONFIGS),
-    (ops.RMSNorm, "row", rms_norm, _norm_ok, tiles.ROW_CONFIGS),
+    (ops.LayerNorm, "row", layer_norm, _norm_ok, tiles.NORM_CONFIGS),
+    (ops.RMSNorm, "row", rms_norm, _norm_ok, tiles.NORM_CONFIGS),
     (ops.Attention, "flash", attention, _attention_ok, tiles.ATTENTION_CONFIGS),
     (ops.FusedPointwise, "generated", fused_pointwise, _pointwise_ok, tiles.POINTWISE_CONFIGS),
 )
@@ -282,6 +285,8 @@ def _bind(fn: Callable, config) -> Callable[[ops.OpAttrs, Sequence], list]:
     return run
 
 
+# the predicates that also read the config
+_READ_CONFIG = {_norm_ok}
 # the kernels that honour op.residual_in_place (their epilogue reads each residual element before it stores it)
 _OVER_RESIDUAL = {fused_convolution, fused_matmul}
 
@@ -289,7 +294,8 @@ _OVER_RESIDUAL = {fused_convolution, fused_matmul}
 def _register() -> None:
     for op_class, family, fn, supports, configs in TACTICS:
         for config in configs:
-            kernel(op_class, target="cuda", impl=tactic_impl(family, config), supports=supports,
+            kernel(op_class, target="cuda", impl=tactic_impl(family, config),
+                   supports=functools.partial(supports, config=config) if supports in _READ_CONFIG else supports,
                    writes_over_residual=fn in _OVER_RESIDUAL)(_bind(fn, config))
     for op_class, fn, problem in SPLIT_K_TACTICS:
         for config in tiles.SPLIT_K_CONFIGS:

@@ -52,13 +52,16 @@ class AttentionConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RowConfig:
-    """Row kernels (softmax, norms): block 0 sizes the block from the row length; num_warps 0 from the block."""
+    """Row kernels (softmax, norms): block 0 sizes the block from the row length; num_warps 0 from the block;
+    rows > 1 (the norms): that many whole rows per program, for short rows (norms.py)."""
     block_n: int = 0
     num_warps: int = 0
+    rows: int = 1
 
     @property
     def name(self) -> str:
-        return "auto" if self.block_n == 0 else f"bn{self.block_n}_w{self.num_warps}"
+        name = "auto" if self.block_n == 0 else f"bn{self.block_n}_w{self.num_warps}"
+        return name if self.rows == 1 else f"r{self.rows}_{name}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,4 +94,7 @@ POOL_CONFIGS = (TileConfig(32, 64, 4),)
 GLOBAL_POOL_CONFIGS = (TileConfig(32, 64, 4),)  # block_pix: spatial positions per step
 ATTENTION_CONFIGS = (AttentionConfig(128, 64, 8, 3), AttentionConfig(64, 64, 4, 3))
 ROW_CONFIGS = (RowConfig(),)
+# the norms also tile short rows: BERT-base b128's 768-wide LayerNorm took 27 us in one-row programs on an H200
+NORM_CONFIGS = (RowConfig(), RowConfig(rows=4), RowConfig(rows=16))
+MAX_TILED_ROW = 4096  # the longest row the norms' `rows` kernels hold in one tile with others
 POINTWISE_CONFIGS = (ElementwiseConfig(1024, 4),)
