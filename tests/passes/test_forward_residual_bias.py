@@ -13,7 +13,8 @@ from tensorkiln.ir.ops import ActivationType as A
 from tensorkiln.passes.manager import DEFAULT_PIPELINE, pipeline_with
 from tolerances import tolerance_for
 
-WITH = pipeline_with("+forward_residual_bias")  # opt-in until a GPU run shows it pays
+WITH = DEFAULT_PIPELINE
+WITHOUT = pipeline_with("-forward_residual_bias")
 TOL = tolerance_for("float32")
 
 
@@ -65,7 +66,7 @@ def _mobilenet_stage(blocks=2, tail_padding=0, stream_output=False, post=None):
 def _build(make) -> tuple[tk.Engine, dict[str, int]]:
     """The engine with the pass, after checking that its outputs agree with the engine built without it."""
     engine = tk.Builder(tk.BuilderConfig(passes=WITH, debug=True)).build(make())
-    reference = tk.Builder(tk.BuilderConfig(passes=DEFAULT_PIPELINE)).build(make())
+    reference = tk.Builder(tk.BuilderConfig(passes=WITHOUT)).build(make())
     feed = {"x": np.random.default_rng(0).standard_normal((2, 8, 9, 7)).astype(np.float32)}
     got, want = engine.create_execution_context().execute(feed), reference.create_execution_context().execute(feed)
     for name in want:
@@ -75,9 +76,10 @@ def _build(make) -> tuple[tk.Engine, dict[str, int]]:
     return engine, counts
 
 
-def test_the_pass_is_opt_in_and_keeps_its_place():
-    assert "forward_residual_bias" not in DEFAULT_PIPELINE
-    assert WITH.index("forward_residual_bias") == WITH.index("fuse_vertical") + 1
+def test_the_pass_runs_by_default_after_vertical_fusion_and_can_be_left_out():
+    assert DEFAULT_PIPELINE.index("forward_residual_bias") == DEFAULT_PIPELINE.index("fuse_vertical") + 1
+    assert "forward_residual_bias" not in WITHOUT
+    assert pipeline_with("+forward_residual_bias") == DEFAULT_PIPELINE
     assert "fuse_horizontal" not in pipeline_with("-fuse_horizontal,+forward_residual_bias")
     with pytest.raises(ValueError, match="unknown pass 'fold_bias'"):
         pipeline_with("+fold_bias")
