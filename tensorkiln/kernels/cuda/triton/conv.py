@@ -130,8 +130,8 @@ def _epilogue_args(out, bias, prelu_slope, residual, activation, alpha, beta, po
     res = out if residual is None else residual.expand(out.shape)
     pointers = (channel_vector(bias, channels, out), channel_vector(prelu_slope, channels, out), res)
     scalars = (float(alpha), float(beta), float_or_zero(post_alpha), float_or_zero(post_beta))
-    flags = dict(HAS_BIAS=bias is not None, ACT=activation_code(activation, prelu_slope is not None),
-                 HAS_RES=residual is not None, POST_ACT=activation_code(post_activation))
+    flags = dict(HAS_BIAS=bias is not None, ACT=activation_code(activation, prelu_slope is not None, out.dtype),
+                 HAS_RES=residual is not None, POST_ACT=activation_code(post_activation, out_dtype=out.dtype))
     return pointers, res.stride(), scalars, flags
 
 

@@ -179,7 +179,7 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, transpose_a: bool = False, transpo
     out = output_buffer(_final_shape(batch_shape, M, N, squeeze), out_dtype or a.dtype, a.device, residual=residual,
                         over_residual=over_residual).view(batch, M, N)
     res3 = out if residual is None else _residual(residual, batch_shape, M, N, squeeze)
-    act = activation_code(activation, prelu_slope is not None)
+    act = activation_code(activation, prelu_slope is not None, out.dtype)
     tiles = triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n)
     split = split_k_for(config, tiles * batch)
     gemm_kernel[(tiles * split, batch)](
@@ -188,7 +188,7 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, transpose_a: bool = False, transpo
         *a3.stride(), *b3.stride(), *out.stride(), *res3.stride(),
         float(alpha), float(beta), float_or_zero(post_alpha), float_or_zero(post_beta),
         HAS_BIAS=bias is not None, ACT=act, HAS_RES=residual is not None,
-        POST_ACT=activation_code(post_activation), INPUT_PRECISION=input_precision(a.dtype),
+        POST_ACT=activation_code(post_activation, out_dtype=out.dtype), INPUT_PRECISION=input_precision(a.dtype),
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
         SPLIT_K=split, num_warps=config.num_warps, num_stages=config.num_stages)
     out = out.reshape(*batch_shape, M, N)
