@@ -13,10 +13,13 @@ bias epilogue cannot be combined with accumulation through PyTorch. On MobileNet
 
 A stream tensor may only be read where the constant can go:
   - as the residual of another such block;
+  - as the residual of a fused convolution with nothing nonlinear between its bias and the residual add (ResNet's
+    last convolution of a block, whose ReLU follows the add): its bias takes the constant in, and the stream ends;
   - as the input of a convolution with constant weights, one group and no padding. Padding would read zeros where
     the shifted stream needs -c.
 A stream tensor that is a network output, or that any other layer reads, keeps its bias. So does a block whose
-chain holds no residual block: it would only move the bias.
+chain holds no residual add: it would only move the bias. ResNet's downsample convolutions lose theirs to the
+block's last convolution: a strided 1x1 convolution with no bias is one batched GEMM (kernels/cuda/cublas.py).
 
 It runs by default. On an H200 (2026-11-30, `python bench/ab.py --workload mobilenet_v2:1 --variant default=
 --variant forward=+forward_residual_bias`, then opt-in) MobileNetV2 b1 ran 0.254 ms with it against 0.282 ms
@@ -58,6 +61,13 @@ def _absorbs(layer: Layer, tensor: Tensor) -> bool:
             and (_bias(layer) is None or _bias(layer).is_constant))
 
 
+def _ends_stream(layer: Layer, tensor: Tensor) -> bool:
+    """Whether `layer` reads `tensor` only as its residual, added right after its bias (no activation between)."""
+    return (_residual(layer) is tensor and not any(t is tensor for t in layer.inputs[:3])
+            and layer.op.activation is None and not layer.op.prelu
+            and (_bias(layer) is None or _bias(layer).is_constant))
+
+
 def _bias(layer: Layer) -> Tensor | None:
     return layer.inputs[2] if len(layer.inputs) > 2 else None
 
@@ -79,18 +89,21 @@ class ForwardResidualBias(Pass):
                 bias = _values(_bias(layer), weight.shape[0]) + weight.sum(axis=tuple(range(2, weight.ndim))) @ shift
                 self._set_bias(network, layer, bias)
                 self.count("absorbed")
+            residual = _residual(layer)
             if id(layer) in chosen:
-                residual = _residual(layer)
                 shift = _values(layer.inputs[2], layer.outputs[0].shape[1])
                 carried[id(layer.outputs[0])] = shift + carried.get(id(residual), 0.0)
                 layer.inputs[2] = None
                 self.count("forwarded")
                 self.log.append(f"{layer.name}: bias carried forward in {layer.outputs[0].name}")
+            elif id(residual) in carried:  # the stream ends here: the bias before the residual add takes c in
+                self._set_bias(network, layer, _values(_bias(layer), layer.outputs[0].shape[1]) + carried[id(residual)])
+                self.count("absorbed")
         return True
 
     @staticmethod
     def _blocks(network: Network, uses: Uses) -> set[int]:
-        """The linear blocks whose output stream only residual blocks and absorbing convolutions read."""
+        """The linear blocks whose output stream only residual blocks, stream ends and absorbing convolutions read."""
         chosen = {id(layer): layer for layer in network.layers if _linear_block(layer)}
         changed = True
         while changed:  # drop blocks with a reader that cannot take the constant, until none is left
@@ -99,14 +112,15 @@ class ForwardResidualBias(Pass):
                 out = layer.outputs[0]
                 if uses.is_output(out) or not all(
                         (id(reader) in chosen and _residual(reader) is out
-                         and not any(t is out for t in reader.inputs[:3])) or _absorbs(reader, out)
+                         and not any(t is out for t in reader.inputs[:3]))
+                        or _ends_stream(reader, out) or _absorbs(reader, out)
                         for reader in uses.consumers(out)):
                     del chosen[key]
                     changed = True
-        # a block with no residual helps only where a chosen block takes its stream as a residual
-        feeds_residual = {id(_residual(layer)) for layer in chosen.values() if _residual(layer) is not None}
+        # a block helps only where its stream meets a residual add: its own, or a reader's
         return {key for key, layer in chosen.items()
-                if _residual(layer) is not None or id(layer.outputs[0]) in feeds_residual}
+                if _residual(layer) is not None
+                or any(_residual(reader) is layer.outputs[0] for reader in uses.consumers(layer.outputs[0]))}
 
     @staticmethod
     def _set_bias(network: Network, layer: Layer, bias: np.ndarray) -> None:

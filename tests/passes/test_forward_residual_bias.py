@@ -25,12 +25,12 @@ class _Net:
         self.net = tk.NetworkDefinition()
         self.rng = np.random.default_rng(1)
 
-    def conv(self, t, channels, kernel=1, padding=0, groups=1, act=None, bias=True, name=None):
+    def conv(self, t, channels, kernel=1, padding=0, groups=1, act=None, bias=True, name=None, stride=1):
         fan_in = t.shape[1] // groups * kernel * kernel
         weight = (self.rng.standard_normal((channels, t.shape[1] // groups, kernel, kernel)) / np.sqrt(fan_in))
         layer = self.net.add_convolution(t, channels, (kernel, kernel), weight.astype(np.float32),
                                          bias=(self.rng.standard_normal(channels) * 2).astype(np.float32) if bias
-                                         else None, padding=padding, groups=groups, name=name)
+                                         else None, stride=stride, padding=padding, groups=groups, name=name)
         out = layer.get_output(0)
         if act is A.CLIP:
             return self.net.add_activation(out, A.CLIP, alpha=0.0, beta=6.0).get_output(0)
@@ -94,16 +94,48 @@ def test_the_stream_of_a_stage_carries_its_biases():
     assert sum(bool(s.op.residual) for s in projections) == 2
 
 
-@pytest.mark.parametrize("case, make", [
-    ("the stream is a network output", _mobilenet_stage(stream_output=True)),
-    ("a padded convolution reads the stream", _mobilenet_stage(tail_padding=1)),
-    ("no block has a residual", _mobilenet_stage(blocks=0)),
-    ("a ReLU follows the residual add", _mobilenet_stage(post=A.RELU)),
+@pytest.mark.parametrize("case, make, forwarded", [
+    ("the stream is a network output", _mobilenet_stage(stream_output=True), 2),
+    ("a padded convolution reads the stream", _mobilenet_stage(tail_padding=1), 2),
+    ("a ReLU follows each residual add", _mobilenet_stage(post=A.RELU), 1),
 ])
-def test_streams_the_constant_cannot_reach_keep_their_biases(case, make):
+def test_a_stream_ends_in_the_last_block_before_a_reader_the_constant_cannot_reach(case, make, forwarded):
+    # that block keeps its bias and takes in what the stream carried (its residual add comes right after its bias)
     engine, counts = _build(make)
-    assert not counts, case
-    assert all(s.inputs[2] is not None for s in engine.plan.steps if "projection" in s.name), case
+    assert counts == {"forwarded": forwarded, "absorbed": forwarded + 1}, case
+    projections = [s for s in engine.plan.steps if "projection" in s.name]
+    assert [s.inputs[2] is None for s in projections] == [True] * forwarded + [False] * (3 - forwarded), case
+
+
+def test_a_network_without_residual_adds_keeps_its_biases():
+    engine, counts = _build(_mobilenet_stage(blocks=0))
+    assert not counts
+    assert all(s.inputs[2] is not None for s in engine.plan.steps if s.kind == "fused_convolution")
+
+
+def _resnet_downsample_block():
+    def make():
+        n = _Net()
+        x = n.net.add_input("x", tk.DataType.FLOAT, (2, 8, 9, 7))
+        x = n.conv(x, 8, kernel=3, padding=1, act=A.RELU, name="stem")
+        h = n.conv(n.conv(x, 4, act=A.RELU), 4, kernel=3, padding=1, stride=2, act=A.RELU)
+        h = n.conv(h, 16, name="conv3")
+        shortcut = n.conv(x, 16, stride=2, name="downsample")  # after conv3, as torchvision's Bottleneck runs it
+        h = n.net.add_elementwise(h, shortcut, tk.ElementWiseOperation.SUM).get_output(0)
+        n.net.mark_output(n.net.add_global_pooling(n.net.add_activation(h, A.RELU).get_output(0),
+                                                   tk.PoolingType.AVERAGE).get_output(0))
+        return n.net
+    return make
+
+
+def test_a_resnet_downsample_hands_its_bias_to_the_convolution_it_is_added_to():
+    # conv3 + bias + shortcut, then ReLU: the shortcut's bias can join conv3's, which leaves the strided 1x1
+    # downsample a plain GEMM
+    engine, counts = _build(_resnet_downsample_block())
+    assert counts == {"forwarded": 1, "absorbed": 1}
+    downsample = next(s for s in engine.plan.steps if s.name.startswith("downsample"))
+    conv3 = next(s for s in engine.plan.steps if s.name.startswith("conv3"))
+    assert downsample.inputs[2] is None and conv3.inputs[2] is not None and conv3.op.residual
 
 
 def test_centerface_with_the_pass_matches_its_reference(shared_dir):
