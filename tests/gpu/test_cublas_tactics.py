@@ -14,8 +14,9 @@ import torch
 from tensorkiln.ir import ops
 from tensorkiln.ir.dtypes import DataType
 from tensorkiln.ir.graph import Tensor
-from tensorkiln.kernels.cuda.cublas import (_pointwise_conv_supports, _supports, fused_matmul_cublaslt,
-                                            pointwise_convolution_cublaslt)
+from tensorkiln.kernels.cuda.cublas import (_pointwise_conv_supports, _strided_pointwise_conv_supports, _supports,
+                                            fused_matmul_cublaslt, pointwise_convolution_cublaslt,
+                                            strided_pointwise_convolution_cublas)
 from tensorkiln.kernels.registry import REFERENCE_TARGET, get_kernel
 
 A = ops.ActivationType
@@ -44,6 +45,12 @@ def _conv_inputs(generator, channels_last: bool = True):
             torch.randn(24, generator=generator), nhwc(torch.randn(2, 24, 7, 5, generator=generator)), None]
 
 
+def _strided_conv_inputs(generator):  # stride (2, 3): output 4 x 2
+    return [torch.randn(2, 40, 8, 6, generator=generator).contiguous(memory_format=torch.channels_last),
+            torch.randn(24, 40, 1, 1, generator=generator), torch.randn(24, generator=generator),
+            torch.randn(2, 24, 4, 2, generator=generator).contiguous(memory_format=torch.channels_last), None]
+
+
 def _matmul_inputs(generator):
     return [torch.randn(3, 7, 33, generator=generator), torch.randn(40, 33, generator=generator),
             torch.randn(40, generator=generator), torch.randn(3, 7, 40, generator=generator), None]
@@ -56,12 +63,15 @@ CASES = [  # (op, tactic, inputs, with a bias)
     *[(ops.FusedMatMul(transpose_b=True, activation=act, residual=residual, post_activation=post, post_beta=6.0),
        fused_matmul_cublaslt, _matmul_inputs, bias)
       for bias in (True, False) for residual in (False, True) for act, post in EPILOGUES],
+    *[(ops.FusedConvolution((2, 3), (0, 0, 0, 0), (1, 1), 1, activation=act, residual=residual, post_activation=post,
+                            post_beta=6.0), strided_pointwise_convolution_cublas, _strided_conv_inputs, bias)
+      for bias in (True, False) for residual in (False, True) for act, post in EPILOGUES],
 ]
 
 
 def _id(case) -> str:
     op, bias = case[0], case[3]
-    return f"{op.KIND}-{'bias' if bias else 'nobias'}-{op.activation and op.activation.value}-" \
+    return f"{case[1].__name__}-{'bias' if bias else 'nobias'}-{op.activation and op.activation.value}-" \
            f"{'residual' if op.residual else 'alone'}-{op.post_activation and op.post_activation.value}"
 
 
@@ -95,7 +105,7 @@ def test_cublaslt_tactic_matches_the_reference(case, device):
         assert torch.equal(inputs[3], residual_before)
 
 
-RESIDUAL_CASES = [c for c in CASES if c[0].residual]
+RESIDUAL_CASES = [c for c in CASES if c[0].residual and c[1] is not strided_pointwise_convolution_cublas]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -135,6 +145,12 @@ def test_what_the_cublaslt_tactics_take():
     assert _pointwise_conv_supports(dataclasses.replace(conv, activation=A.SILU), [x, w, b, _spec((1, 24, 7, 7))])
     assert not _pointwise_conv_supports(dataclasses.replace(conv, prelu=True), [x, w, b, _spec((1, 24, 7, 7))])
     assert _pointwise_conv_supports(conv, [x, w, None, _spec((1, 24, 7, 7)), None])  # no bias: one GEMM
+    strided = dataclasses.replace(conv, stride=(2, 2), residual=False)
+    assert _strided_pointwise_conv_supports(strided, [_spec((1, 40, 8, 8)), w, b])
+    assert not _strided_pointwise_conv_supports(strided, [_spec((1, 40, 7, 7)), w, b])  # rows do not split evenly
+    assert not _strided_pointwise_conv_supports(conv, [x, w, b, _spec((1, 24, 7, 7))])  # stride 1: cublaslt_1x1's
+    assert not _strided_pointwise_conv_supports(dataclasses.replace(strided, pads=(1, 1, 1, 1)),
+                                                [_spec((1, 40, 8, 8)), w, b])
     matmul = ops.FusedMatMul(transpose_b=True, residual=True, post_activation=A.GELU_ERF)
     a, weight, bias = _spec((3, 7, 33)), _spec((40, 33), True), _spec((40,), True)
     assert _supports(matmul, [a, weight, bias, _spec((3, 7, 40))])

@@ -73,6 +73,11 @@ CASES = [
          ((1, 40, 7, 7), (24, 40, 1, 1), (24,), (1, 24, 7, 7), None), constant=(1, 2)),
     Case("conv_1x1_residual_no_bias", ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), 1, residual=True),
          ((1, 40, 7, 7), (24, 40, 1, 1), None, (1, 24, 7, 7), None), constant=(1,)),  # forward_residual_bias's
+    Case("conv_1x1_stride2", ops.FusedConvolution((2, 2), (0, 0, 0, 0), (1, 1), 1),  # ResNet's downsample, biasless
+         ((2, 16, 8, 6), (24, 16, 1, 1), None, None, None), constant=(1,)),
+    Case("conv_1x1_stride2_add_relu", ops.FusedConvolution((2, 2), (0, 0, 0, 0), (1, 1), 1, residual=True,
+                                                           post_activation=A.RELU),
+         ((1, 16, 8, 8), (24, 16, 1, 1), (24,), (1, 24, 4, 4), None), constant=(1, 2)),
     Case("conv_1x1_add_relu", ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), 1, residual=True,  # ResNet
                                                    post_activation=A.RELU),
          ((2, 40, 7, 5), (24, 40, 1, 1), (24,), (2, 24, 7, 5), None), constant=(1, 2)),

@@ -105,3 +105,32 @@ def pointwise_convolution_cublaslt(op: ops.FusedConvolution, inputs):
     return [_gemm(op, rows, columns, bias, inputs[3] if op.residual else None,
                   lambda t: t.permute(0, 2, 3, 1).view(n * h * w, -1),
                   lambda y: y.view(n, h, w, -1).permute(0, 3, 1, 2))]
+
+
+def _strided_pointwise_conv_supports(op, inputs) -> bool:
+    """A strided 1x1 convolution (ResNet's downsample) whose input rows split evenly by the stride: its input pixels
+    are then rows of a batched matrix with a leading dimension, one batch per output row (see below)."""
+    x, weight, bias, residual = (list(inputs) + [None] * 4)[:4]
+    if x is None or weight is None or not x.dtype.is_floating or len(x.shape) != 4 or op.groups != 1 or any(op.pads):
+        return False
+    (sh, sw), (h, w) = op.stride, x.shape[2:]
+    return (tuple(weight.shape[1:]) == (x.shape[1], 1, 1) and (sh, sw) != (1, 1) and h % sh == 0 and w % sw == 0
+            and (bias is None or len(bias.shape) == 1) and tuple(op.dilation) == (1, 1)
+            and _epilogue_ok(op, residual, (x.shape[0], weight.shape[0], h // sh, w // sw)))
+
+
+@kernel(ops.FusedConvolution, target="cuda", impl="cublaslt_strided_1x1", supports=_strided_pointwise_conv_supports)
+def strided_pointwise_convolution_cublas(op: ops.FusedConvolution, inputs):
+    """y[n, p, q] = x[n, p sh, q sw] @ W^T: of channels-last x, the pixels of output row (n, p) are Q rows of C
+    values, sw C apart, and consecutive output rows lie sh W C apart. One strided-batched GEMM over N P such
+    matrices reads them in place (where cuDNN's strided 1x1 convolution took 10.6 us at ResNet-50 b1 on an H200)."""
+    x, weight, bias = inputs[:3]
+    n, c, h, w = x.shape
+    (sh, sw), p, q = op.stride, h // op.stride[0], w // op.stride[1]
+    nhwc = x.permute(0, 2, 3, 1).contiguous()  # a view where x is channels-last (as the engine holds it)
+    rows = nhwc.as_strided((n * p, q, c), (sh * w * c, sw * c, 1))
+    columns = weight.reshape(weight.shape[0], c).t().to(rows.dtype)
+    y = torch.bmm(rows, columns.expand(n * p, c, weight.shape[0])).view(n, p, q, -1).permute(0, 3, 1, 2)
+    if bias is not None:
+        y.add_(bias.to(y.dtype).view(1, -1, 1, 1))
+    return [apply_epilogue(op, y, inputs[3] if op.residual else None, None)]
