@@ -53,10 +53,11 @@ class PassRecord:
 # when their producers are final. remove_noops and merge_shuffles clean up first, so that no identity or split
 # shuffle hides a pattern; fold_scale folds BatchNorm and per-channel Mul/Add into weights before fusion (after
 # recognition, which matches the Mul/Add of a GELU or a norm before they could be mistaken for a scale).
-# forward_residual_bias works on the fused convolutions fuse_vertical leaves (their residual adds inside them).
+# forward_residual_bias and hoist_residual_bias work on the fused layers fuse_vertical leaves (their residual adds
+# inside them).
 PIPELINE_ORDER = ("fold_constants", "remove_noops", "merge_shuffles", "recognize_layer_norm", "recognize_rms_norm",
                   "recognize_gelu", "recognize_attention", "fold_scale", "fuse_horizontal", "fuse_vertical",
-                  "forward_residual_bias", "fuse_pointwise", "eliminate_concat", "remove_dead_layers")
+                  "forward_residual_bias", "hoist_residual_bias", "fuse_pointwise", "eliminate_concat", "remove_dead_layers")
 # Passes that run only on request (BuilderConfig.passes, `kiln build --passes=+NAME`): none at present. A new pass
 # whose gain is unmeasured, or that trades accuracy for speed, starts here until a GPU run shows that it pays.
 OPT_IN_PASSES: tuple[str, ...] = ()

@@ -107,6 +107,7 @@ def test_bert_encoder_attention_layer_norm_and_gelu_become_single_layers(tmp_pat
     assert counts["recognize_layer_norm.layer_norm"] == 2 * layers + 1  # embeddings, and two per layer
     assert counts["recognize_gelu.gelu_erf"] == layers
     assert counts["fuse_horizontal.matrix_multiply_groups"] == layers  # Q, K, V: one matrix multiply per layer
+    assert counts["hoist_residual_bias.hoisted"] == 2 * layers  # each residual GEMM leaves its bias to a LayerNorm
     steps = engine.plan.steps
     kinds = [s.kind for s in steps]
     assert kinds.count("attention") == layers and "softmax" not in kinds
