@@ -61,7 +61,7 @@ def add_parser(subparsers) -> None:
                              "times only Triton and PyTorch kernels (default: all)")
     tuning.add_argument("--passes", metavar="[+-]PASS,...",
                         help="graph passes to add (+) to or leave out (-) of the default pipeline, e.g. "
-                             "--passes=-forward_residual_bias (opt-in passes: "
+                             "--passes=-forward_residual_bias,+approximate_gelu (opt-in passes: "
                              + (", ".join(OPT_IN_PASSES) or "none") + ")")
     tuning.add_argument("--timing-cache", "--timingCacheFile", dest="timing_cache", metavar="PATH",
                         help="timing cache file, read before the build and updated after it (makes rebuilds fast)")

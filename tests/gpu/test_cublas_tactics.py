@@ -33,8 +33,8 @@ def _exact_float32():
             yield
         finally:
             torch.backends.cuda.matmul.allow_tf32 = previous
-EPILOGUES = [(None, None), (A.RELU, None), (None, A.RELU), (A.RELU, A.SIGMOID), (None, A.CLIP), (A.GELU_ERF, None),
-             (A.SILU, A.RELU)]  # GELU and SiLU: a kernel of their own after the GEMM
+EPILOGUES = [(None, None), (A.RELU, None), (None, A.RELU), (A.RELU, A.SIGMOID), (None, A.CLIP), (A.GELU_TANH, None),
+             (A.GELU_ERF, None), (A.SILU, A.RELU)]  # GELU (erf) and SiLU: a kernel of their own after the GEMM
 
 
 def _conv_inputs(generator, channels_last: bool = True):

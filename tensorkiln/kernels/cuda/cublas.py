@@ -1,5 +1,5 @@
-"""cuBLASLt GEMM tactics with a fused epilogue: the bias (and a ReLU) applied by the GEMM itself
-(torch.addmm / torch._addmm_activation reach cuBLASLt's bias and ReLU epilogues). Another activation, a residual add
+"""cuBLASLt GEMM tactics with a fused epilogue: the bias (and a ReLU or tanh-form GELU) applied by the GEMM itself
+(torch.addmm / torch._addmm_activation reach cuBLASLt's bias, ReLU and GELU epilogues). Another activation, a residual add
 and a post activation, which cuBLASLt cannot fuse alongside the bias, follow as kernels of their own: one more small launch
 that can still beat a Triton GEMM on small problems (MobileNetV2's batch-1 projections). Where the plan lets a layer
 store over its residual (plan/in_place.py), the GEMM accumulates into it instead (cuBLAS's C with beta = 1). The
@@ -49,11 +49,18 @@ def _gemm(op, rows: torch.Tensor, columns: torch.Tensor, bias: torch.Tensor | No
     return apply_epilogue(dataclasses.replace(op, activation=None), y, residual, None)
 
 
+RELU = ops.ActivationType.RELU
+_EPILOGUE_ACTIVATIONS = {RELU: False, ops.ActivationType.GELU_TANH: True}  # -> use_gelu
+
+
 def _product(op, rows: torch.Tensor, columns: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """A new activation(rows @ columns + bias): a ReLU in cuBLASLt's epilogue where there is a bias, any other
-    activation as a kernel of its own (BERT's GELU: cuBLASLt's GELU epilogue is the tanh approximation, not erf)."""
-    if bias is not None and op.activation is ops.ActivationType.RELU:
-        return torch._addmm_activation(bias.to(rows.dtype), rows, columns)
+    """A new activation(rows @ columns + bias): a ReLU or a GELU (tanh form) in cuBLASLt's epilogue where there is a
+    bias, any other activation as a kernel of its own (BERT's erf GELU: cuBLASLt's GELU is the tanh form; see
+    passes/approximate_gelu.py)."""
+    # (on CPU tensors, which only the tests give it, torch's _addmm_activation computes the erf GELU instead)
+    if bias is not None and op.activation in _EPILOGUE_ACTIVATIONS and (rows.is_cuda or op.activation is RELU):
+        return torch._addmm_activation(bias.to(rows.dtype), rows, columns,
+                                       use_gelu=_EPILOGUE_ACTIVATIONS[op.activation])
     y = torch.mm(rows, columns) if bias is None else torch.addmm(bias.to(rows.dtype), rows, columns)
     return apply_epilogue(dataclasses.replace(op, residual=False, post_activation=None), y, None, None)
 
