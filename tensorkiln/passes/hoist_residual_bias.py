@@ -14,7 +14,9 @@ The normalized tensor may only be read by the one residual GEMM and by GEMMs tha
 constant weights; it may not be a network output. The LayerNorm must normalize over its last axis alone, with a
 constant scale and bias, and the residual GEMM's bias must be one constant per output column. The stored tensor
 differs from the true one by b, so FP16 rounds it slightly differently (b is usually small beside it).
-forward_residual_bias does the same for chains of linear convolutions, in the other direction.
+forward_residual_bias does the same for chains of linear convolutions, in the other direction. On an H200 (A/B,
+`bench/ab.py --variant default= --variant nohoist=-hoist_residual_bias`) BERT-base b128 ran 6.77 against 7.21 ms,
+b1 0.540 against 0.605 ms.
 """
 from __future__ import annotations
 
