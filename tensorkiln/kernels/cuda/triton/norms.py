@@ -73,21 +73,28 @@ def rms_norm_kernel(
 
 
 @triton.jit
+def _row_tile(x_ptr, stride_xr, n_rows, n_cols, ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The ROWS whole rows of this program as an FP32 [ROWS, BLOCK_N] tile (zeros past either end), their row and
+    column offsets, and the mask of the elements that exist."""
+    rows = tl.program_id(axis=0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK_N)
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    x = tl.load(x_ptr + rows[:, None] * stride_xr + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    return x, rows, cols, mask
+
+
+@triton.jit
 def layer_norm_rows_kernel(
     y_ptr, x_ptr, w_ptr, b_ptr, stride_xr, stride_yr, n_rows, n_cols, eps,
     HAS_BIAS: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    rows = tl.program_id(axis=0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
-    cols = tl.arange(0, BLOCK_N)
-    in_row = cols < n_cols
-    mask = (rows < n_rows)[:, None] & in_row[None, :]
-    x = tl.load(x_ptr + rows[:, None] * stride_xr + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    x, rows, cols, mask = _row_tile(x_ptr, stride_xr, n_rows, n_cols, ROWS, BLOCK_N)
     mean = tl.sum(x, axis=1) / n_cols
     deviation = tl.where(mask, x - mean[:, None], 0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(deviation * deviation, axis=1) / n_cols + eps)
-    y = deviation * rstd[:, None] * tl.load(w_ptr + cols, mask=in_row, other=0.0).to(tl.float32)[None, :]
+    y = deviation * rstd[:, None] * tl.load(w_ptr + cols, mask=cols < n_cols, other=0.0).to(tl.float32)[None, :]
     if HAS_BIAS:
-        y += tl.load(b_ptr + cols, mask=in_row, other=0.0).to(tl.float32)[None, :]
+        y += tl.load(b_ptr + cols, mask=cols < n_cols, other=0.0).to(tl.float32)[None, :]
     tl.store(y_ptr + rows[:, None] * stride_yr + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -96,14 +103,10 @@ def rms_norm_rows_kernel(
     y_ptr, x_ptr, w_ptr, stride_xr, stride_yr, n_rows, n_cols, eps,
     HAS_SCALE: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    rows = tl.program_id(axis=0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
-    cols = tl.arange(0, BLOCK_N)
-    in_row = cols < n_cols
-    mask = (rows < n_rows)[:, None] & in_row[None, :]
-    x = tl.load(x_ptr + rows[:, None] * stride_xr + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    x, rows, cols, mask = _row_tile(x_ptr, stride_xr, n_rows, n_cols, ROWS, BLOCK_N)
     y = x * (1.0 / tl.sqrt(tl.sum(x * x, axis=1) / n_cols + eps))[:, None]
     if HAS_SCALE:
-        y *= tl.load(w_ptr + cols, mask=in_row, other=0.0).to(tl.float32)[None, :]
+        y *= tl.load(w_ptr + cols, mask=cols < n_cols, other=0.0).to(tl.float32)[None, :]
     tl.store(y_ptr + rows[:, None] * stride_yr + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
