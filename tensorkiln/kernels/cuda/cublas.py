@@ -1,10 +1,10 @@
 """cuBLASLt GEMM tactics with a fused epilogue: the bias (and a ReLU or tanh-form GELU) applied by the GEMM itself
-(torch.addmm / torch._addmm_activation reach cuBLASLt's bias, ReLU and GELU epilogues). Another activation, a residual add
-and a post activation, which cuBLASLt cannot fuse alongside the bias, follow as kernels of their own: one more small launch
-that can still beat a Triton GEMM on small problems (MobileNetV2's batch-1 projections). Where the plan lets a layer
-store over its residual (plan/in_place.py), the GEMM accumulates into it instead (cuBLAS's C with beta = 1). The
-tactic timer weighs them against the portable torch kernel (a matmul, then the epilogue as separate kernels) and the
-Triton ones. Being plain PyTorch, they run on CPU tensors too: tests/gpu/test_cublas_tactics.py checks them in CI.
+(torch.addmm / torch._addmm_activation reach cuBLASLt's bias, ReLU and GELU epilogues). Another activation, a
+residual add and a post activation, which cuBLASLt cannot fuse alongside the bias, follow as kernels of their own:
+one more launch that can still beat a Triton GEMM (MobileNetV2's batch-1 projections, BERT's GELU projections).
+Where the plan lets a layer store over its residual (plan/in_place.py), the GEMM accumulates into it instead
+(cuBLAS's C with beta = 1). The tactic timer weighs them against the portable torch kernel (a matmul, then the
+epilogue as separate kernels) and the Triton ones. Being plain PyTorch, they run on CPU tensors too: tests/gpu/test_cublas_tactics.py checks them in CI.
 
 A 1x1 convolution of NHWC activations is the same GEMM: [pixels, C] x [C, K], both operands views. cuDNN has no
 bias-only fusion (conv + bias is two kernels there: MobileNetV2's projection layers), and at batch 1 cuBLAS's
@@ -22,8 +22,8 @@ from ..registry import kernel
 
 
 def _epilogue_ok(op, residual, out_shape) -> bool:
-    """cuBLASLt applies the bias (if any) and a ReLU; any other activation, a residual of the output's shape and a
-    post activation follow."""
+    """cuBLASLt applies the bias (if any) and a ReLU or tanh-form GELU; any other activation, a residual of the
+    output's shape and a post activation follow."""
     return not op.prelu and (not op.residual or (residual is not None and tuple(residual.shape) == tuple(out_shape)))
 
 
