@@ -4,7 +4,8 @@ residual add and a post activation, which cuBLASLt cannot fuse alongside the bia
 one more launch that can still beat a Triton GEMM (MobileNetV2's batch-1 projections, BERT's GELU projections).
 Where the plan lets a layer store over its residual (plan/in_place.py), the GEMM accumulates into it instead
 (cuBLAS's C with beta = 1). The tactic timer weighs them against the portable torch kernel (a matmul, then the
-epilogue as separate kernels) and the Triton ones. Being plain PyTorch, they run on CPU tensors too: tests/gpu/test_cublas_tactics.py checks them in CI.
+epilogue as separate kernels) and the Triton ones. Being plain PyTorch, they run on CPU tensors too:
+tests/gpu/test_cublas_tactics.py checks them in CI.
 
 A 1x1 convolution of NHWC activations is the same GEMM: [pixels, C] x [C, K], both operands views. cuDNN has no
 bias-only fusion (conv + bias is two kernels there: MobileNetV2's projection layers), and at batch 1 cuBLAS's
