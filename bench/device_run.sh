@@ -4,7 +4,7 @@
 #   bash bench/device_run.sh bench [gpu_peers.py arguments]
 # The GPU tests compile every Triton config of every case, which takes most of their time on a machine whose Triton
 # cache starts empty: they run in 8 processes where pytest-xdist is installed; the tests marked `timing` run after
-# them, alone on the GPU.
+# them, alone on the GPU. On a fresh machine the first part takes about 240 s.
 set -u
 OUT=${OUT:-bench_out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD TENSORKILN_SHARED=${TENSORKILN_SHARED:-$PWD/.devshared} PYTHONUNBUFFERED=1
@@ -13,7 +13,10 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 case "${1:-}" in
   tests)
     parallel=$(python -c "import xdist" 2>/dev/null && echo "-n 8")
-    timeout ${TEST_TIMEOUT:-420} python -m pytest -q -p no:cacheprovider $parallel -m "not timing" tests/gpu 2>&1 | tee "$OUT/pytest_gpu.txt"
+    # -v names every test as it ends: where the time limit stops the run, the file shows which ones never ran
+    timeout ${TEST_TIMEOUT:-420} python -m pytest -v -p no:cacheprovider $parallel -m "not timing" tests/gpu \
+      > "$OUT/pytest_gpu.txt" 2>&1
+    grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_gpu.txt" | tail -20
     timeout 90 python -m pytest -q -p no:cacheprovider -m timing tests/gpu 2>&1 | tee -a "$OUT/pytest_gpu.txt"
     python bench/gpu_peaks.py | tee "$OUT/peaks.json" ;;
   bench)
