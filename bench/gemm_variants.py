@@ -1,5 +1,6 @@
-"""The Triton GEMM against cuBLAS on the large projections of BERT-base b128 (M = 16,384 tokens), per tile config
-and epilogue: where the FFN up-projection with its GELU loses time. Each result is checked against torch first.
+"""The Triton GEMMs (gemm.py, and the experimental persistent TMA GEMM of gemm_tma.py) against cuBLAS on the large
+projections of BERT-base b128 (M = 16,384 tokens), per tile config and epilogue: where the FFN up-projection with its
+GELU loses time. Each result is checked against torch first.
 Every candidate is timed as a replay of a CUDA graph that holds it, as engines run it: a Triton launch from Python
 costs more CPU time than the kernel takes, and eager timings would include it.
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tensorkiln.ir.ops import ActivationType as A  # noqa: E402
 from tensorkiln.kernels.cuda.triton import gemm as triton_gemm  # noqa: E402
+from tensorkiln.kernels.cuda.triton import gemm_tma  # noqa: E402
 from tensorkiln.kernels.cuda.triton.configs import GemmConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,15 +64,29 @@ def main() -> None:
         add("cublas addmm (bias epilogue)", graph_ms(lambda: torch.addmm(bias, x, w.t())))
         add("cublas addmm + F.gelu", graph_ms(lambda: F.gelu(torch.addmm(bias, x, w.t()))))
         add("cublaslt gelu-tanh epilogue", graph_ms(lambda: torch._addmm_activation(bias, x, w.t(), use_gelu=True)))
-        for config in CONFIGS:
-            for act in (None, A.GELU_ERF) if label.startswith("up") else (None,):
-                run = lambda: triton_gemm.gemm(x, w, transpose_b=True, bias=bias, activation=act,  # noqa: E731
-                                               config=config)
+
+        def checked(name, run, act):
+            """Time `run` if its result matches the reference (a kernel that fails to build is reported, not timed:
+            the experimental TMA GEMM has not met Triton 3.6 before)."""
+            try:
                 error = float((run().float() - reference[act]).abs().max() / reference[act].abs().max())
-                if error > 1e-2:
-                    print(f"{label} {config.name} {act}: error {error:.1e}, not timed")
-                    continue
-                add(f"triton {config.name} {act.value if act else 'bias'}", graph_ms(run))
+            except Exception as failure:  # noqa: BLE001 (compile errors of any kind)
+                print(f"{label} {name}: failed: {type(failure).__name__}: {str(failure)[:200]}")
+                return
+            if error > 1e-2:
+                print(f"{label} {name}: error {error:.1e}, not timed")
+                return
+            add(name, graph_ms(run))
+
+        activations = (None, A.GELU_ERF) if label.startswith("up") else (None,)
+        for config in CONFIGS:
+            for act in activations:
+                checked(f"triton {config.name} {act.value if act else 'bias'}",
+                        lambda: triton_gemm.gemm(x, w, transpose_b=True, bias=bias, activation=act, config=config), act)
+        for config in gemm_tma.TMA_CONFIGS:  # the experimental persistent TMA GEMM (gemm_tma.py)
+            for act in activations:
+                checked(f"triton-tma {config.name} {act.value if act else 'bias'}",
+                        lambda: gemm_tma.gemm_tma(x, w, bias=bias, activation=act, config=config), act)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, "gemm_variants.json").write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows},
                                                                indent=1))
