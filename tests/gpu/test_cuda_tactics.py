@@ -92,6 +92,8 @@ CASES = [
     Case("matmul_bias_relu", *_matmul(A.RELU), constant=(1, 2)),
     Case("matmul_bias_gelu_t", *_matmul(A.GELU_ERF, transpose_b=True), constant=(1, 2)),
     Case("matmul_residual", *_matmul(residual=True), constant=(1, 2)),
+    Case("matmul_gelu_in_chunks", ops.FusedMatMul(transpose_b=True, activation=A.GELU_ERF),  # 2 chunks of 24 MiB
+         ((6144, 64), (4096, 64), (4096,), None, None), constant=(1, 2)),
     Case("matmul_splitk", ops.FusedMatMul(residual=True), ((1, 7, 1100), (1100, 40), (40,), (1, 7, 40), None),
          constant=(1, 2)),
     Case("matmul_plain", ops.MatrixMultiply(), ((2, 3, 7, 33), (2, 3, 33, 19))),
