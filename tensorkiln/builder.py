@@ -129,7 +129,7 @@ class Builder:
         if cache is not None:
             cache.save()
             self._say(f"timing cache: {cache.hits} hits, {cache.misses} tactics timed")
-        steps = residuals_in_place(steps, tensors, outside)
+        steps = residuals_in_place(steps, may_store)
         in_place = sum(getattr(s.op, "residual_in_place", False) for s in steps)
         if in_place:
             self._say(f"residual adds in place: {in_place} layers store their output over their residual input")

@@ -36,7 +36,7 @@ import numpy as np
 from ..ir import ops
 from ..ir.graph import Layer, Network, Tensor
 from .manager import Pass, register_pass
-from .pattern import Uses, make_constant
+from .pattern import Uses, bias_values, replace_bias
 
 _CONVOLUTIONS = (ops.Convolution.KIND, ops.FusedConvolution.KIND)
 
@@ -87,18 +87,18 @@ class ForwardResidualBias(Pass):
             shift = carried.get(id(layer.inputs[0])) if layer.kind in _CONVOLUTIONS else None
             if shift is not None:  # absorbs: bias + sum over the kernel window of W . c
                 weight = layer.inputs[1].value.astype(np.float64)
-                bias = _values(_bias(layer), weight.shape[0]) + weight.sum(axis=tuple(range(2, weight.ndim))) @ shift
-                self._set_bias(network, layer, bias)
+                bias = bias_values(layer, weight.shape[0]) + weight.sum(axis=tuple(range(2, weight.ndim))) @ shift
+                replace_bias(network, layer, bias)
                 self.count("absorbed")
             residual = _residual(layer)
             if id(layer) in chosen:
-                shift = _values(layer.inputs[2], layer.outputs[0].shape[1])
+                shift = bias_values(layer, layer.outputs[0].shape[1])
                 carried[id(layer.outputs[0])] = shift + carried.get(id(residual), 0.0)
                 layer.inputs[2] = None
                 self.count("forwarded")
                 self.log.append(f"{layer.name}: bias carried forward in {layer.outputs[0].name}")
             elif id(residual) in carried:  # the stream ends here: the bias before the residual add takes c in
-                self._set_bias(network, layer, _values(_bias(layer), layer.outputs[0].shape[1]) + carried[id(residual)])
+                replace_bias(network, layer, bias_values(layer, layer.outputs[0].shape[1]) + carried[id(residual)])
                 self.count("absorbed")
         return True
 
@@ -122,15 +122,3 @@ class ForwardResidualBias(Pass):
         return {key for key, layer in chosen.items()
                 if _residual(layer) is not None
                 or any(_residual(reader) is layer.outputs[0] for reader in uses.consumers(layer.outputs[0]))}
-
-    @staticmethod
-    def _set_bias(network: Network, layer: Layer, bias: np.ndarray) -> None:
-        old = _bias(layer)
-        dtype = old.value.dtype if old is not None else layer.inputs[1].value.dtype
-        if len(layer.inputs) < 3:
-            layer.inputs.append(None)
-        layer.inputs[2] = make_constant(network, bias.astype(dtype), f"{layer.name}_bias")
-
-
-def _values(bias: Tensor | None, channels: int) -> np.ndarray:
-    return np.zeros(channels) if bias is None else np.broadcast_to(bias.value.astype(np.float64), (channels,)).copy()

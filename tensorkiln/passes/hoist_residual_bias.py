@@ -25,7 +25,7 @@ import numpy as np
 from ..ir import ops
 from ..ir.graph import Layer, Network, Tensor
 from .manager import Pass, register_pass
-from .pattern import Uses, make_constant
+from .pattern import Uses, bias_values, replace_bias
 
 
 def _constant_vector(tensor: Tensor | None, length: int) -> bool:
@@ -77,28 +77,14 @@ class HoistResidualBias(Pass):
             if not all(_absorbs(reader, residual) for reader in others):
                 continue
             shift = gemm.inputs[2].value.astype(np.float64).reshape(-1)
-            self._set_vector(network, norm, 2, self._vector(norm, 2, shift.size) + shift)
+            replace_bias(network, norm, bias_values(norm, shift.size) + shift)
             for reader in others:
                 weight = reader.inputs[1].value.astype(np.float64)
                 weight = weight.T if reader.op.transpose_b else weight  # [channels in, columns out]
-                self._set_vector(network, reader, 2, self._vector(reader, 2, weight.shape[1]) - shift @ weight)
+                replace_bias(network, reader, bias_values(reader, weight.shape[1]) - shift @ weight)
             gemm.inputs[2] = None
             self.count("hoisted")
             self.log.append(f"{gemm.name}: bias hoisted into {norm.name}, taken out again by "
                             + (", ".join(r.name for r in others) or "no other reader"))
             changed = True
         return changed
-
-    @staticmethod
-    def _vector(layer: Layer, index: int, length: int) -> np.ndarray:
-        tensor = (list(layer.inputs) + [None] * 3)[index]
-        return np.zeros(length) if tensor is None else np.broadcast_to(tensor.value.astype(np.float64).reshape(-1),
-                                                                       (length,)).copy()
-
-    @staticmethod
-    def _set_vector(network: Network, layer: Layer, index: int, values: np.ndarray) -> None:
-        while len(layer.inputs) <= index:
-            layer.inputs.append(None)
-        old = layer.inputs[index]
-        dtype = old.value.dtype if old is not None else layer.inputs[1].value.dtype
-        layer.inputs[index] = make_constant(network, values.astype(dtype), f"{layer.name}_bias")

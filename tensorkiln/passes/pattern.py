@@ -257,6 +257,23 @@ def make_constant(network: Network, value: np.ndarray, base: str) -> Tensor:
     return Tensor(network.unique_name(base), DataType.from_numpy(value.dtype), value.shape, value=value)
 
 
+def bias_values(layer: Layer, channels: int) -> np.ndarray:
+    """The constant bias of `layer` (input 2 of convolutions, GEMMs and norms) as one float64 value per channel;
+    zeros where it has none."""
+    bias = layer.inputs[2] if len(layer.inputs) > 2 else None
+    if bias is None:
+        return np.zeros(channels)
+    return np.broadcast_to(bias.value.astype(np.float64).reshape(-1), (channels,)).copy()
+
+
+def replace_bias(network: Network, layer: Layer, values: np.ndarray) -> None:
+    """Give `layer` a new constant bias (input 2), in the dtype of its old one, or else of its weights (input 1)."""
+    old = layer.inputs[2] if len(layer.inputs) > 2 else None
+    dtype = old.value.dtype if old is not None else layer.inputs[1].value.dtype
+    if len(layer.inputs) < 3:
+        layer.inputs.append(None)
+    layer.inputs[2] = make_constant(network, values.astype(dtype), f"{layer.name}_bias")
+
 def splice(network: Network, remove: Iterable[Layer], insert: Sequence[Layer], before: Layer) -> None:
     """Remove layers and place `insert` where `before` stands (`before` may be one of the removed)."""
     dropped = {id(l) for l in remove}

@@ -23,9 +23,9 @@ _FRESH_OUTPUT_KINDS = {ops.FusedConvolution.KIND, ops.Convolution.KIND, ops.Fuse
                        ops.MatrixMultiply.KIND, ops.LayerNorm.KIND, ops.RMSNorm.KIND}
 
 
-def residuals_in_place(steps: Sequence[Step], tensors: Sequence[TensorSpec], outside: set[str]) -> list[Step]:
-    """The steps, with `residual_in_place=True` on each one that may store its output over its residual input."""
-    candidates = residual_in_place_candidates(steps, tensors, outside)
+def residuals_in_place(steps: Sequence[Step], candidates: set[str]) -> list[Step]:
+    """The steps, with `residual_in_place=True` on each of the `candidates` (residual_in_place_candidates) whose
+    tactic can store its output over its residual input."""
     return [dataclasses.replace(step, op=dataclasses.replace(step.op, residual_in_place=True))
             if step.name in candidates and writes_over_residual(step.tactic) else step for step in steps]
 

@@ -22,7 +22,7 @@ if HAS_TRITON and not HAS_CUDA:
 
 import tensorkiln as tk  # noqa: E402  (after TRITON_INTERPRET is set)
 from tensorkiln.ir.ops import ActivationType, ElementWiseOperation  # noqa: E402
-from tensorkiln.plan.in_place import residuals_in_place  # noqa: E402
+from tensorkiln.plan.in_place import residual_in_place_candidates, residuals_in_place  # noqa: E402
 from tensorkiln.plan.memory import plan_memory  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
@@ -70,7 +70,7 @@ def test_convolutions_storing_over_their_residual_give_the_portable_result(monke
              for s in plan.steps]
     convolutions = [s for s in steps if s.kind == "fused_convolution"]
     outside = {t.name for t in plan.outputs}
-    steps = residuals_in_place(steps, plan.tensors, outside)
+    steps = residuals_in_place(steps, residual_in_place_candidates(steps, plan.tensors, outside))
     marked = [s.name for s in steps if getattr(s.op, "residual_in_place", False)]
     assert len(marked) == 2, marked  # each block's last convolution
     plan = dataclasses.replace(plan, steps=tuple(steps), memory=plan_memory(steps, plan.tensors, outside))
