@@ -202,14 +202,17 @@ def test_gelu_erf_stored_in_16_bits_is_off_by_rounding_and_the_cheap_erf_bound(d
 @pytest.mark.skipif(HAS_CUDA and torch.cuda.get_device_capability() < (9, 0), reason="TMA needs Hopper or later")
 @pytest.mark.parametrize("dtype", [d for d in DTYPES if d != torch.float32])
 @pytest.mark.parametrize("b_k_major", [True, False])
-def test_experimental_tma_gemm_with_its_epilogue(dtype, b_k_major):
+@pytest.mark.parametrize("warp_specialize, split_epilogue", [(False, False), (True, True)])
+def test_experimental_tma_gemm_with_its_epilogue(dtype, b_k_major, warp_specialize, split_epilogue):
     # ragged M and N against the tiles, more tiles than programs (each program walks several), K over two steps
     gemm_tma, configs = _kernels("gemm_tma"), _kernels("configs")
     a, w = _rand(100, 136, dtype=dtype), _rand(72, 136, dtype=dtype, scale=0.1)
     bias, residual = _rand(72, dtype=dtype), _rand(100, 72, dtype=dtype)
     b = w if b_k_major else w.t().contiguous()
     out = gemm_tma.gemm_tma(a, b, b_k_major=b_k_major, bias=bias, activation=A.GELU_ERF, residual=residual,
-                            post_activation=A.RELU, config=configs.GemmConfig(32, 32, 32, 2, 4, 2), programs=3)
+                            post_activation=A.RELU, programs=3,
+                            config=configs.TmaGemmConfig(configs.GemmConfig(32, 32, 32, 2, 4, 2), warp_specialize,
+                                                         split_epilogue))
     ra, rw, rbias, rres = _f32(a, w, bias, residual)
     _check(out, F.relu(F.gelu(ra @ rw.t() + rbias) + rres), dtype)
     with pytest.raises(ValueError, match="multiples of 8"):

@@ -74,6 +74,21 @@ class ElementwiseConfig:
         return f"b{self.block}_w{self.num_warps}"
 
 
+@dataclasses.dataclass(frozen=True)
+class TmaGemmConfig:
+    """The persistent TMA GEMM (gemm_tma.py): its tiles, and how its loop and epilogue run."""
+    tiles: GemmConfig = GemmConfig(128, 128, 64, 8, 8, 3)
+    warp_specialize: bool = False  # producer warps issue the loads, consumer warps the MMAs (Triton's tl.range)
+    split_epilogue: bool = False  # the epilogue in two column halves: half the registers live at a time
+    programs_per_sm: int = 1  # 2: one program's epilogue overlaps another's loads (memory-bound GEMMs)
+
+    @property
+    def name(self) -> str:
+        return (f"tma_{self.tiles.name}" + ("_ws" if self.warp_specialize else "")
+                + ("_split" if self.split_epilogue else "") + (f"_p{self.programs_per_sm}"
+                                                                 if self.programs_per_sm != 1 else ""))
+
+
 GEMM_CONFIGS = (GemmConfig(128, 128, 32, 8, 4, 4), GemmConfig(128, 64, 64, 8, 4, 3), GemmConfig(64, 64, 32, 8, 4, 4))
 # the first config is the one opt level 2 tries: 128x64 won most large-batch ResNet-50 and MobileNetV2 layers on an H100
 CONV_CONFIGS = (GemmConfig(128, 64, 32, 8, 4, 4), GemmConfig(128, 128, 32, 8, 8, 3), GemmConfig(64, 64, 32, 8, 4, 4))

@@ -19,11 +19,34 @@ import torch
 import triton
 import triton.language as tl
 
-from .configs import GemmConfig
+from .configs import GemmConfig, TmaGemmConfig
 from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_zero
 from .gemm import grouped_tile
 
-TMA_CONFIGS = (GemmConfig(128, 128, 64, 8, 8, 3), GemmConfig(128, 256, 64, 8, 8, 3))
+# what bench/gemm_variants.py sweeps: 128x128 and 128x256 tiles, with and without warp specialization and a split
+# epilogue, and two programs per SM for the memory-bound shapes
+TMA_CONFIGS = tuple(
+    TmaGemmConfig(tiles, ws, split, per_sm)
+    for tiles in (GemmConfig(128, 128, 64, 8, 8, 3), GemmConfig(128, 256, 64, 8, 8, 3), GemmConfig(128, 128, 64, 8, 4, 4))
+    for ws in (False, True) for split in (False, True) for per_sm in (1, 2)
+    if not (split and tiles.block_n < 256) and not (per_sm == 2 and tiles.block_n == 256))
+
+
+@triton.jit
+def _finish_tile(acc, row, column, c_ptr, M, N, bias_ptr, slope_ptr, res_ptr, stride_rm, stride_rn,
+                 alpha, beta, post_alpha, post_beta, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+                 HAS_RES: tl.constexpr, POST_ACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The epilogue of one [BLOCK_M, BLOCK_N] tile at (row, column), and its store."""
+    offs_m = row + tl.arange(0, BLOCK_M)
+    offs_n = column + tl.arange(0, BLOCK_N)
+    mask_m, mask_n = offs_m < M, offs_n < N
+    acc = apply_epilogue(acc, offs_m, offs_n, mask_m, mask_n, bias_ptr, slope_ptr,
+                         res_ptr, offs_m.to(tl.int64) * stride_rm, stride_rn,
+                         alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT)
+    # a plain store: Triton 3.9's interpreter stores BF16 tiles through a descriptor wrongly, so a TMA store
+    # could not be checked on the CPU
+    c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
 @triton.jit
@@ -33,7 +56,7 @@ def gemm_tma_kernel(
     alpha, beta, post_alpha, post_beta, NUM_PROGRAMS,
     B_K_MAJOR: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr,
     POST_ACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr,
+    GROUP_M: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, SPLIT_EPILOGUE: tl.constexpr,
 ):
     a_desc = tl.make_tensor_descriptor(a_ptr, shape=[M, K], strides=[K, 1], block_shape=[BLOCK_M, BLOCK_K])
     if B_K_MAJOR:
@@ -41,7 +64,8 @@ def gemm_tma_kernel(
     else:
         b_desc = tl.make_tensor_descriptor(b_ptr, shape=[K, N], strides=[N, 1], block_shape=[BLOCK_K, BLOCK_N])
     num_pid_m, num_pid_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
-    for tile in tl.range(tl.program_id(axis=0), num_pid_m * num_pid_n, NUM_PROGRAMS, flatten=True):
+    for tile in tl.range(tl.program_id(axis=0), num_pid_m * num_pid_n, NUM_PROGRAMS, flatten=True,
+                         warp_specialize=WARP_SPECIALIZE):
         pid_m, pid_n = grouped_tile(tile, num_pid_m, num_pid_n, GROUP_M)
         row, column = pid_m * BLOCK_M, pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -51,16 +75,16 @@ def gemm_tma_kernel(
                 acc = tl.dot(a, b_desc.load([column, k * BLOCK_K]).T, acc)
             else:
                 acc = tl.dot(a, b_desc.load([k * BLOCK_K, column]), acc)
-        offs_m = row + tl.arange(0, BLOCK_M)
-        offs_n = column + tl.arange(0, BLOCK_N)
-        mask_m, mask_n = offs_m < M, offs_n < N
-        acc = apply_epilogue(acc, offs_m, offs_n, mask_m, mask_n, bias_ptr, slope_ptr,
-                             res_ptr, offs_m.to(tl.int64) * stride_rm, stride_rn,
-                             alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT)
-        # a plain store: Triton 3.9's interpreter stores BF16 tiles through a descriptor wrongly, so a TMA store
-        # could not be checked on the CPU
-        c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
-        tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+        if SPLIT_EPILOGUE:  # as Triton's persistent-matmul tutorial splits its store
+            left, right = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+            _finish_tile(left, row, column, c_ptr, M, N, bias_ptr, slope_ptr, res_ptr, stride_rm, stride_rn,
+                         alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT, BLOCK_M, BLOCK_N // 2)
+            _finish_tile(right, row, column + BLOCK_N // 2, c_ptr, M, N, bias_ptr, slope_ptr, res_ptr, stride_rm,
+                         stride_rn, alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT, BLOCK_M,
+                         BLOCK_N // 2)
+        else:
+            _finish_tile(acc, row, column, c_ptr, M, N, bias_ptr, slope_ptr, res_ptr, stride_rm, stride_rn,
+                         alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT, BLOCK_M, BLOCK_N)
 
 
 def supported(a: torch.Tensor, b: torch.Tensor, b_k_major: bool) -> bool:
@@ -86,7 +110,7 @@ def _scratch(size: int, alignment: int, stream) -> torch.Tensor:
 def gemm_tma(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = True, bias: torch.Tensor | None = None,
              activation=None, alpha: float = 0.0, beta: float = 0.0, residual: torch.Tensor | None = None,
              post_activation=None, post_alpha: float = 0.0, post_beta: float = 0.0,
-             config: GemmConfig = TMA_CONFIGS[0], programs: int | None = None) -> torch.Tensor:
+             config: TmaGemmConfig = TMA_CONFIGS[0], programs: int | None = None) -> torch.Tensor:
     """post_activation(activation(a @ B + bias) + residual) with B = b.T (b_k_major) or b; residual [M, N]."""
     if not supported(a, b, b_k_major):
         raise ValueError("gemm_tma takes dense 2-D FP16/BF16 operands with K and N multiples of 8; use gemm.gemm")
@@ -95,9 +119,10 @@ def gemm_tma(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = True, bias: 
         raise ValueError(f"matmul of {tuple(a.shape)} and B {tuple(b.shape)} (K-major: {b_k_major}): inner dims differ")
     out = torch.empty(m, n, dtype=a.dtype, device=a.device)
     res = out if residual is None else residual.expand(m, n)
-    tiles = triton.cdiv(m, config.block_m) * triton.cdiv(n, config.block_n)
+    tile = config.tiles
+    tiles = triton.cdiv(m, tile.block_m) * triton.cdiv(n, tile.block_n)
     if programs is None:
-        programs = _programs(a.device.index or 0) if a.is_cuda else 4
+        programs = _programs(a.device.index or 0) * config.programs_per_sm if a.is_cuda else 4
     programs = max(1, min(programs, tiles))
     triton.set_allocator(_scratch)
     gemm_tma_kernel[(programs,)](
@@ -105,6 +130,7 @@ def gemm_tma(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = True, bias: 
         float(alpha), float(beta), float_or_zero(post_alpha), float_or_zero(post_beta), programs,
         B_K_MAJOR=b_k_major, HAS_BIAS=bias is not None, ACT=activation_code(activation, out_dtype=out.dtype),
         HAS_RES=residual is not None, POST_ACT=activation_code(post_activation, out_dtype=out.dtype),
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
-        num_warps=config.num_warps, num_stages=config.num_stages)
+        BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
+        WARP_SPECIALIZE=config.warp_specialize, SPLIT_EPILOGUE=config.split_epilogue,
+        num_warps=tile.num_warps, num_stages=tile.num_stages)
     return out
