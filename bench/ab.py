@@ -3,8 +3,8 @@
     python bench/ab.py --workload mobilenet_v2:1 --variant default= --variant forward=+forward_residual_bias
 
 Each `--variant LABEL=CHANGES` is an engine built with those changes to the defaults: tactic sources and passes,
-each +NAME or -NAME (`kiln build --tactic-sources` and `--passes`), e.g. `-cublaslt,+forward_residual_bias`;
-empty: the defaults. Every variant is built from one timing cache, so a tactic they share is timed once and
+each +NAME or -NAME (`kiln build --tactic-sources` and `--passes`), e.g. `-cublaslt,+forward_residual_bias`, and
+~TEXT to leave out every tactic whose name holds TEXT (`~tma`: no TMA GEMM); empty: the defaults. Every variant is built from one timing cache, so a tactic they share is timed once and
 chosen alike, and its output is checked against PyTorch in FP32 before any timing counts. Then the variants run
 in turns, ROUNDS times a median of RUNS runs each: a difference of a few percent, which the spread between
 separate calls (about 8% on the H200) hides, shows in every round. CUDA target in FP16, timed with CUDA events;
@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+import unittest.mock
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ from tensorkiln.cli.build import parse_tactic_sources  # noqa: E402
 from tensorkiln.importers.onnx import parse_onnx  # noqa: E402
 from tensorkiln.passes.manager import pipeline_with  # noqa: E402
 from tensorkiln.quant.precision import Precision  # noqa: E402
+from tensorkiln.tactics import selection  # noqa: E402
 from tensorkiln.tactics.selection import TACTIC_SOURCE_ALIASES, TACTIC_SOURCES, tactic_source  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,13 +53,27 @@ def median_wall_ms(fn, warmup: int, runs: int) -> float:
     return statistics.median(samples)
 
 
-def split_changes(changes: str) -> tuple[str, str]:
-    """`-cublaslt,+forward_residual_bias` -> (tactic-source items, pass items), each comma-separated."""
+def split_changes(changes: str) -> tuple[str, str, list[str]]:
+    """`-cublaslt,+forward_residual_bias,~tma` -> (tactic-source items, pass items, each comma-separated; tactic name
+    parts to leave out)."""
     items = [item.strip() for item in changes.split(",") if item.strip()]
+    left_out = [item[1:] for item in items if item.startswith("~")]
+    items = [item for item in items if not item.startswith("~")]
     sources = set(TACTIC_SOURCES) | set(TACTIC_SOURCE_ALIASES)
     is_source = [item.lstrip("+-").lower() in sources for item in items]
     return (",".join(i for i, source in zip(items, is_source) if source),
-            ",".join(i for i, source in zip(items, is_source) if not source))
+            ",".join(i for i, source in zip(items, is_source) if not source), left_out)
+
+
+def leaving_out(parts: list[str]):
+    """A context in which the builder's candidates exclude tactics whose implementation name holds any of `parts`."""
+    original = selection.layer_candidates
+
+    def filtered(layer, target):
+        found = original(layer, target)
+        return [entry for entry in found if not any(part in entry.impl for part in parts)] or found
+
+    return unittest.mock.patch.object(selection, "layer_candidates", filtered)
 
 
 def main() -> None:
@@ -92,11 +108,12 @@ def main() -> None:
     del model
     contexts, rows = {}, {}
     for label, changes in variants.items():
-        sources, passes = split_changes(changes)
+        sources, passes, left_out = split_changes(changes)
         config = BuilderConfig(target=Target(args.device), precision=Precision.FP16 if cuda else Precision.FP32,
                                timing_cache=os.path.join(folder, "timing.cache"), opt_level=args.opt_level,
                                disabled_tactic_sources=parse_tactic_sources(sources), passes=pipeline_with(passes))
-        engine = tk.Builder(config).build(parse_onnx(onnx_path))
+        with leaving_out(left_out):
+            engine = tk.Builder(config).build(parse_onnx(onnx_path))
         contexts[label] = engine.create_execution_context()
         error = relative_error(contexts[label].execute(dict(inputs))["output"], reference)
         sources_used = collections.Counter(tactic_source(step.tactic.split(".", 2)[2]) for step in engine.plan.steps)

@@ -218,6 +218,46 @@ def test_experimental_tma_gemm_with_its_epilogue(dtype, b_k_major, warp_speciali
     with pytest.raises(ValueError, match="multiples of 8"):
         gemm_tma.gemm_tma(a[:, :130], w[:, :130].contiguous())
 
+@needs_triton
+@pytest.mark.skipif(HAS_CUDA and torch.cuda.get_device_capability() < (9, 0), reason="TMA needs Hopper or later")
+def test_tma_tactics_serve_large_gemms_and_1x1_convolutions(monkeypatch):
+    """The registered TMA tactics: which layers they take (large, 16-byte aligned, no PReLU), their results, and
+    their stores over the residual; FP32 layers are declined at run time, as the tactic timer reads it."""
+    from tensorkiln.ir.dtypes import DataType
+    from tensorkiln.ir.graph import Tensor
+    from tensorkiln.kernels.cuda import triton_tactics as tt
+
+    monkeypatch.setattr(tt, "_hopper", lambda: True)  # in the interpreter too
+    config = _kernels("configs").TMA_GEMM_CONFIGS[0]
+    spec = lambda *shape: Tensor("t", DataType.FLOAT, shape)  # noqa: E731
+    conv = ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), 1, residual=True, post_activation=A.RELU)
+    big = [spec(8, 64, 32, 32), spec(512, 64, 1, 1), spec(512), spec(8, 512, 32, 32), None]  # 64 x 2 tiles
+    assert tt._tma_conv_ok(conv, big, config)
+    assert not tt._tma_conv_ok(conv, [spec(1, 64, 32, 32), *big[1:3], spec(1, 512, 32, 32), None], config)  # batch 1
+    assert not tt._tma_conv_ok(conv, [spec(8, 60, 32, 32), spec(512, 60, 1, 1), *big[2:]], config)  # K % 8
+    assert not tt._tma_conv_ok(dataclasses.replace(conv, stride=(2, 2)), big, config)
+    assert not tt._tma_conv_ok(dataclasses.replace(conv, prelu=True), big, config)
+    matmul = ops.FusedMatMul(activation=A.GELU_ERF)
+    assert tt._tma_matmul_ok(matmul, [spec(4, 2048, 64), spec(64, 512), spec(512), None, None], config)
+    assert not tt._tma_matmul_ok(matmul, [spec(4, 2048, 64), spec(64, 500), spec(500), None, None], config)
+
+    dtype = torch.float16
+    x, w, bias = _rand(8, 64, 32, 32, dtype=dtype, channels_last=True), _rand(512, 64, 1, 1, dtype=dtype, scale=0.1), \
+        _rand(512, dtype=dtype)
+    residual = _rand(8, 512, 32, 32, dtype=dtype, channels_last=True)
+    rx, rw, rb, rres = _f32(x, w, bias, residual)
+    expected = F.relu(F.conv2d(rx, rw, rb) + rres)
+    out = tt.pointwise_convolution_tma(dataclasses.replace(conv, residual_in_place=True), [x, w, bias, residual],
+                                       config)[0]
+    assert out.data_ptr() == residual.data_ptr() and out.is_contiguous(memory_format=torch.channels_last)
+    _check(out, expected, dtype)
+    a, b = _rand(4, 2048, 64, dtype=dtype), _rand(64, 512, dtype=dtype, scale=0.1)
+    ra, rb2, rbias = _f32(a, b, bias)
+    _check(tt.fused_matmul_tma(matmul, [a, b, bias], config)[0], F.gelu(ra @ rb2 + rbias), dtype)
+    with pytest.raises(NotImplementedError, match="FP16/BF16"):
+        tt.fused_matmul_tma(matmul, [a.float(), b.float(), bias.float()], config)
+
+
 # ---- convolution ---------------------------------------------------------------------------------------------
 CONV_CASES = [  # x shape, weight shape, stride, pads (h_begin, w_begin, h_end, w_end), dilation
     ((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),

@@ -17,6 +17,8 @@ import importlib.util
 import math
 from typing import Callable, Sequence
 
+import torch
+
 from ...ir import ops
 from ...ir.dtypes import DataType
 from ..registry import kernel
@@ -246,6 +248,81 @@ def fused_pointwise(op: ops.FusedPointwise, inputs, config):
                     num_warps=config.num_warps)]
 
 
+# ---- the persistent TMA GEMM (Hopper): large GEMMs, and 1x1 convolutions as GEMMs over NHWC --------------------
+# output tiles below which a ~132-SM GPU is not kept busy by one persistent program per SM: smaller problems (every
+# batch-1 layer) leave it to cuBLAS and the pointer-based GEMM, and their builds compile nothing more
+TMA_MIN_TILES = 128
+
+
+@functools.cache
+def _hopper() -> bool:
+    """TMA needs compute capability 9.0 or later."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)
+
+
+def _tma_ok(m: int, n: int, k: int, op, bias, residual, out_shape, config) -> bool:
+    """A GEMM of at least TMA_MIN_TILES tiles whose rows are 16-byte aligned in 16-bit types (K, N multiples of 8),
+    with a per-column bias and a residual of the output's shape (no PReLU: the kernel has no slope operand)."""
+    tile = config.tiles
+    count = -(-m // tile.block_m) * -(-n // tile.block_n)
+    return (_hopper() and count >= TMA_MIN_TILES and k % 8 == 0 and n % 8 == 0 and not op.prelu
+            and (bias is None or tuple(bias.shape) == (n,))
+            and (not op.residual or (residual is not None and tuple(residual.shape) == tuple(out_shape))))
+
+
+def _tma_matmul_ok(op, inputs, config) -> bool:
+    a, b, bias, residual, slope = _five(inputs)
+    if a is None or b is None or not _floats([a, b, bias, residual]) or op.transpose_a or len(b.shape) != 2 \
+            or len(a.shape) < 2:
+        return False
+    (k, n), m = (b.shape[::-1] if op.transpose_b else b.shape), math.prod(a.shape[:-1])
+    return a.shape[-1] == k and _tma_ok(m, n, k, op, bias, residual, (*a.shape[:-1], n), config)
+
+
+def _tma_conv_ok(op, inputs, config) -> bool:
+    """A 1x1 convolution, stride 1, no padding: [N H W, C] x [C, K] over channels-last activations."""
+    x, weight, bias, residual, slope = _five(inputs)
+    if not _igemm_ok(op, inputs) or tuple(weight.shape[2:]) != (1, 1) or tuple(op.stride) != (1, 1) or any(op.pads):
+        return False
+    n, c, h, w = x.shape
+    return _tma_ok(n * h * w, weight.shape[0], c, op, bias, residual, (n, weight.shape[0], h, w), config)
+
+
+def _tma_gemm(op, rows, weights, k_major: bool, bias, residual_rows, config):
+    """The TMA GEMM over `rows` [M, K] and weights [N, K] (k_major) or [K, N] with the layer's epilogue; into the
+    residual where the plan lets it (residual_rows: the residual as a dense [M, N] view, or None)."""
+    if rows.dtype not in (torch.float16, torch.bfloat16):
+        raise NotImplementedError("the TMA GEMM takes FP16/BF16 operands (an FP32 layer keeps another tactic)")
+    into = residual_rows if op.residual and op.residual_in_place else None
+    return _launch(_triton("gemm_tma").gemm_tma, rows.contiguous(), weights.to(rows.dtype).contiguous(),
+                   b_k_major=k_major, bias=bias, config=config, out=into, activation=op.activation,
+                   alpha=op.alpha, beta=op.beta, residual=residual_rows, post_activation=op.post_activation,
+                   post_alpha=op.post_alpha, post_beta=op.post_beta)
+
+
+def fused_matmul_tma(op: ops.FusedMatMul, inputs, config):
+    a, b, bias, residual = _five(inputs)[:4]
+    shape = (*a.shape[:-1], b.shape[0] if op.transpose_b else b.shape[1])
+    residual_rows = _dense_rows(residual, lambda t: t.reshape(-1, shape[-1])) if op.residual else None
+    return [_tma_gemm(op, a.reshape(-1, a.shape[-1]), b, op.transpose_b, bias, residual_rows, config).view(shape)]
+
+
+def pointwise_convolution_tma(op: ops.FusedConvolution, inputs, config):
+    x, weight, bias, residual = _five(inputs)[:4]
+    n, c, h, w = x.shape
+    as_rows = lambda t: t.permute(0, 2, 3, 1).reshape(n * h * w, -1)  # noqa: E731 (a view of channels-last t)
+    residual_rows = _dense_rows(residual, as_rows) if op.residual else None
+    y = _tma_gemm(op, as_rows(x), weight.reshape(weight.shape[0], c), True, bias, residual_rows, config)
+    return [y.view(n, h, w, -1).permute(0, 3, 1, 2)]  # NCHW-shaped, channels-last in memory
+
+
+def _dense_rows(tensor, view):
+    """`view(tensor)` as a dense [rows, columns] matrix: a view where the layout allows, else a dense copy (which
+    nothing will store over)."""
+    rows = view(tensor)
+    return rows if rows.is_contiguous() else rows.contiguous()
+
+
 # ---- the tactic table: (layer kind, family, kernel, predicate, candidate configs) ------------------------------
 TACTICS: tuple[tuple[type[ops.OpAttrs], str, Callable, Callable, tuple], ...] = (
     (ops.FusedConvolution, "igemm", fused_convolution, _igemm_ok, tiles.CONV_CONFIGS),
@@ -297,6 +374,11 @@ def _register() -> None:
             kernel(op_class, target="cuda", impl=tactic_impl(family, config),
                    supports=functools.partial(supports, config=config) if supports in _READ_CONFIG else supports,
                    writes_over_residual=fn in _OVER_RESIDUAL)(_bind(fn, config))
+    for op_class, fn, supports in ((ops.FusedMatMul, fused_matmul_tma, _tma_matmul_ok),
+                                   (ops.FusedConvolution, pointwise_convolution_tma, _tma_conv_ok)):
+        for config in tiles.TMA_GEMM_CONFIGS:
+            kernel(op_class, target="cuda", impl=tactic_impl("gemm", config),
+                   supports=functools.partial(supports, config=config), writes_over_residual=True)(_bind(fn, config))
     for op_class, fn, problem in SPLIT_K_TACTICS:
         for config in tiles.SPLIT_K_CONFIGS:
             kernel(op_class, target="cuda", impl=tactic_impl("splitk", config),
