@@ -220,9 +220,9 @@ def test_experimental_tma_gemm_with_its_epilogue(dtype, b_k_major, warp_speciali
 
 @needs_triton
 @pytest.mark.skipif(HAS_CUDA and torch.cuda.get_device_capability() < (9, 0), reason="TMA needs Hopper or later")
-def test_tma_tactics_serve_large_gemms_and_1x1_convolutions(monkeypatch):
-    """The registered TMA tactics: which layers they take (large, 16-byte aligned, no PReLU), their results, and
-    their stores over the residual; FP32 layers are declined at run time, as the tactic timer reads it."""
+def test_tma_tactic_serves_large_1x1_convolutions(monkeypatch):
+    """The registered TMA tactic: which layers it takes (large 1x1 convolutions, 16-byte aligned, no PReLU), its
+    result, and its store over the residual; FP32 layers are declined at run time, as the tactic timer reads it."""
     from tensorkiln.ir.dtypes import DataType
     from tensorkiln.ir.graph import Tensor
     from tensorkiln.kernels.cuda import triton_tactics as tt
@@ -237,9 +237,7 @@ def test_tma_tactics_serve_large_gemms_and_1x1_convolutions(monkeypatch):
     assert not tt._tma_conv_ok(conv, [spec(8, 60, 32, 32), spec(512, 60, 1, 1), *big[2:]], config)  # K % 8
     assert not tt._tma_conv_ok(dataclasses.replace(conv, stride=(2, 2)), big, config)
     assert not tt._tma_conv_ok(dataclasses.replace(conv, prelu=True), big, config)
-    matmul = ops.FusedMatMul(activation=A.GELU_ERF)
-    assert tt._tma_matmul_ok(matmul, [spec(4, 2048, 64), spec(64, 512), spec(512), None, None], config)
-    assert not tt._tma_matmul_ok(matmul, [spec(4, 2048, 64), spec(64, 500), spec(500), None, None], config)
+    assert not tt._tma_conv_ok(conv, [big[0], spec(500, 64, 1, 1), spec(500), spec(8, 500, 32, 32), None], config)
 
     dtype = torch.float16
     x, w, bias = _rand(8, 64, 32, 32, dtype=dtype, channels_last=True), _rand(512, 64, 1, 1, dtype=dtype, scale=0.1), \
@@ -251,11 +249,11 @@ def test_tma_tactics_serve_large_gemms_and_1x1_convolutions(monkeypatch):
                                        config)[0]
     assert out.data_ptr() == residual.data_ptr() and out.is_contiguous(memory_format=torch.channels_last)
     _check(out, expected, dtype)
-    a, b = _rand(4, 2048, 64, dtype=dtype), _rand(64, 512, dtype=dtype, scale=0.1)
-    ra, rb2, rbias = _f32(a, b, bias)
-    _check(tt.fused_matmul_tma(matmul, [a, b, bias], config)[0], F.gelu(ra @ rb2 + rbias), dtype)
+    relu = ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), 1, activation=A.RELU)  # NCHW input: rows copied
+    _check(tt.pointwise_convolution_tma(relu, [x.contiguous(), w, bias], config)[0], F.relu(F.conv2d(rx, rw, rb)),
+           dtype)
     with pytest.raises(NotImplementedError, match="FP16/BF16"):
-        tt.fused_matmul_tma(matmul, [a.float(), b.float(), bias.float()], config)
+        tt.pointwise_convolution_tma(relu, [x.float(), w.float(), bias.float()], config)
 
 
 # ---- convolution ---------------------------------------------------------------------------------------------
@@ -424,7 +422,7 @@ def test_global_pooling(dtype, shape):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sq, sk, d, dv", [(1, 1, 7, 7), (13, 33, 16, 7), (33, 13, 33, 16), (70, 70, 8, 8)])
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("mask_kind", [None, "float", "bool"])
+@pytest.mark.parametrize("mask_kind", [None, "float", "bool", "padding"])
 def test_attention(dtype, sq, sk, d, dv, causal, mask_kind):
     attention = _kernels("attention")
     q, k, v = _rand(2, 3, sq, d, dtype=dtype), _rand(2, 1, sk, d, dtype=dtype), _rand(2, 3, sk, dv, dtype=dtype)
@@ -434,6 +432,9 @@ def test_attention(dtype, sq, sk, d, dv, causal, mask_kind):
     elif mask_kind == "bool":
         mask = (torch.rand(2, 1, sq, sk, generator=_rand.gen) > 0.3).to(DEVICE)
         mask[..., 0] = True  # every row keeps a key (fully masked rows differ between implementations)
+    elif mask_kind == "padding":  # BERT's: one additive row per sequence, broadcast over heads and queries
+        mask = torch.where(torch.arange(sk) < torch.tensor([[sk], [sk // 2 + 1]]), 0.0, -1e4)
+        mask = mask.view(2, 1, 1, sk).to(DEVICE, dtype)
     rq, rk, rv = _f32(q, k, v)
     scores = rq @ rk.transpose(-1, -2) * 0.3
     if mask is not None:

@@ -23,6 +23,9 @@ from .configs import ATTENTION_CONFIGS, AttentionConfig
 from .gemm import input_precision
 
 
+LOG2E = tl.constexpr(1.4426950408889634)
+
+
 @triton.jit
 def attention_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr,  # q [B, H, Sq, D], k [B, H, Sk, D], v [B, H, Sk, Dv], o [B, H, Sq, Dv], any strides
@@ -33,7 +36,7 @@ def attention_kernel(
     stride_ob, stride_oh, stride_om, stride_od,
     stride_mb, stride_mh, stride_mm, stride_mn,
     H, Sq, Sk, D, Dv, scale,  # H: heads (grid axis 1 runs over B * H)
-    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    HAS_MASK: tl.constexpr, MASK_ROWS: tl.constexpr, CAUSAL: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
     pid_m = tl.program_id(axis=0)
@@ -62,19 +65,23 @@ def attention_kernel(
         mask_n = offs_n < Sk
         k = tl.load(k_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
                     mask=mask_n[:, None] & (offs_d[None, :] < D), other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * scale
+        # scores in base 2 (exp2 is the hardware's exponential): softmax is the same with every score times log2(e)
+        s = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * (scale * LOG2E)
         if HAS_MASK:
-            bias = tl.load(mask_ptr + offs_m[:, None] * stride_mm + offs_n[None, :] * stride_mn,
-                           mask=mask_m[:, None] & mask_n[None, :], other=0.0)
-            s += bias.to(tl.float32)
+            if MASK_ROWS:
+                bias = tl.load(mask_ptr + offs_m[:, None] * stride_mm + offs_n[None, :] * stride_mn,
+                               mask=mask_m[:, None] & mask_n[None, :], other=0.0)
+            else:  # one mask row for every query (a padding mask): load it once per block
+                bias = tl.load(mask_ptr + offs_n * stride_mn, mask=mask_n, other=0.0)[None, :]
+            s += bias.to(tl.float32) * LOG2E
         visible = mask_n[None, :]
         if CAUSAL:
             visible = visible & (offs_n[None, :] <= offs_m[:, None])
         s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet stays at zero
-        p = tl.exp(s - m_safe[:, None])
-        rescale = tl.exp(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        rescale = tl.exp2(m_i - m_safe)
         l_i = l_i * rescale + tl.sum(p, axis=1)
         v = tl.load(v_ptr + offs_n[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
                     mask=mask_n[:, None] & (offs_dv[None, :] < Dv), other=0.0)
@@ -128,7 +135,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     grid = (triton.cdiv(Sq, config.block_m), batch * heads)
     attention_kernel[grid](
         q4, k4, v4, o4, m4, *q4.stride(), *k4.stride(), *v4.stride(), *o4.stride(), *mask_strides,
-        heads, Sq, Sk, D, Dv, float(scale), HAS_MASK=mask is not None, CAUSAL=causal,
+        heads, Sq, Sk, D, Dv, float(scale), HAS_MASK=mask is not None, MASK_ROWS=mask_strides[2] != 0,
+        CAUSAL=causal,
         INPUT_PRECISION=input_precision(q.dtype), BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_DV=max(16, triton.next_power_of_2(Dv)),
         num_warps=config.num_warps, num_stages=config.num_stages)
