@@ -21,7 +21,7 @@ from tensorkiln.kernels.cuda.triton import attention as triton_attention  # noqa
 from tensorkiln.kernels.cuda.triton.configs import AttentionConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gemm_variants import graph_ms  # noqa: E402
+from gemm_variants import checked_ms, graph_ms  # noqa: E402
 
 CONFIGS = [AttentionConfig(bm, bn, warps, stages) for bm, bn, warps, stages in
            ((128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3), (64, 32, 4, 4), (64, 32, 4, 2), (128, 32, 8, 3),
@@ -48,15 +48,10 @@ def main() -> None:
     print(f"batch {batch}: floor {floor_ms * 1e3:.1f} us ({moved / 1e6:.0f} MB at the copy rate)", flush=True)
 
     def timed(name, run):
-        try:
-            error = float((run().float() - reference).abs().max() / reference.abs().max())
-        except Exception as failure:  # noqa: BLE001 (compile errors of any kind)
-            print(f"{name}: failed: {type(failure).__name__}: {str(failure)[:300]}", flush=True)
+        result = checked_ms(name, run, reference)
+        if result is None:
             return
-        if error > 1e-2:
-            print(f"{name}: error {error:.1e}, not timed", flush=True)
-            return
-        ms = graph_ms(run)
+        ms, error = result
         rows.append({"variant": name, "us": ms * 1e3, "error": error})
         print(f"{name:40s} {ms * 1e3:8.1f} us  error {error:.1e}", flush=True)
 

@@ -1,10 +1,10 @@
-"""The Triton GEMMs (gemm.py, and the experimental persistent TMA GEMM of gemm_tma.py) against cuBLAS on the large
-projections of BERT-base b128 (M = 16,384 tokens), per tile config and epilogue: where the FFN up-projection with its
-GELU loses time. Each result is checked against torch first.
-Every candidate is timed as a replay of a CUDA graph that holds it, as engines run it: a Triton launch from Python
-costs more CPU time than the kernel takes, and eager timings would include it.
+"""The Triton GEMMs (gemm.py, and the persistent TMA GEMM of gemm_tma.py per config) against cuBLAS on BERT-base
+b128's projections (M = 16,384 tokens) and on ResNet-50 b256's 1x1 convolutions as GEMMs over NHWC (M = 802,816 or
+200,704 pixels), each with its epilogue: bias, GELU, ReLU, or residual add and ReLU. Each result is checked against
+torch in FP32 first. Every candidate is timed as a replay of a CUDA graph that holds it, as engines run it: a Triton
+launch from Python costs more CPU time than the kernel takes, and eager timings would include it.
 
-    python bench/gemm_variants.py [--out DIR]
+    python bench/gemm_variants.py [--shapes "bert up,resnet"] [--out DIR]
 """
 from __future__ import annotations
 
@@ -49,6 +49,20 @@ def graph_ms(fn) -> float:
     return median_cuda_ms(graph.replay, 10, 50)
 
 
+def checked_ms(name: str, run, reference: torch.Tensor, tolerance: float = 1e-2) -> tuple[float, float] | None:
+    """(graph-timed ms, relative error) of `run` where its result matches `reference`; None, with the reason
+    printed, where it fails to build or run (any exception: Triton's compile errors have many types) or is off."""
+    try:
+        error = float((run().float() - reference).abs().max() / reference.abs().max())
+    except Exception as failure:  # noqa: BLE001
+        print(f"{name}: failed: {type(failure).__name__}: {str(failure)[:300]}", flush=True)
+        return None
+    if error > tolerance:
+        print(f"{name}: error {error:.1e}, not timed", flush=True)
+        return None
+    return graph_ms(run), error
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -78,17 +92,9 @@ def main() -> None:
                   f"{moved / ms / 1e6:6.0f} GB/s", flush=True)
 
         def checked(name, run):
-            """Time `run` if its result matches the reference (a kernel that fails to build is reported, not timed:
-            the experimental TMA GEMM has not met Triton 3.6 before)."""
-            try:
-                error = float((run().float() - reference).abs().max() / reference.abs().max())
-            except Exception as failure:  # noqa: BLE001 (compile errors of any kind)
-                print(f"{label} {name}: failed: {type(failure).__name__}: {str(failure)[:300]}", flush=True)
-                return
-            if error > 1e-2:
-                print(f"{label} {name}: error {error:.1e}, not timed", flush=True)
-                return
-            add(name, graph_ms(run))
+            timed = checked_ms(f"{label} {name}", run, reference)
+            if timed is not None:
+                add(name, timed[0])
 
         if epilogue == "gelu":
             checked("cublas addmm + F.gelu", lambda: F.gelu(torch.addmm(bias, x, w.t())))

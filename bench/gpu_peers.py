@@ -162,6 +162,7 @@ def main() -> None:
         except Exception as error:  # one failing workload must not hide the others' figures
             print(f"{item}: FAILED {type(error).__name__}: {error}", flush=True)
             rows.append({"workload": item, "failed": f"{type(error).__name__}: {error}"})
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, "results.json").write_text(json.dumps(rows, indent=1))
     table = format_table(rows)
     Path(args.out, "RESULTS.md").write_text(table)
