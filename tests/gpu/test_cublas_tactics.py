@@ -14,8 +14,7 @@ import torch
 from tensorkiln.ir import ops
 from tensorkiln.ir.dtypes import DataType
 from tensorkiln.ir.graph import Tensor
-from tensorkiln.kernels.cuda.cublas import (_chunked_supports, _pointwise_conv_supports,
-                                            _strided_pointwise_conv_supports, _supports, chunked_gemm_activation,
+from tensorkiln.kernels.cuda.cublas import (_pointwise_conv_supports, _strided_pointwise_conv_supports, _supports,
                                             fused_matmul_cublaslt, pointwise_convolution_cublaslt,
                                             strided_pointwise_convolution_cublas)
 from tensorkiln.kernels.registry import REFERENCE_TARGET, get_kernel
@@ -157,28 +156,3 @@ def test_what_the_cublaslt_tactics_take():
     assert _supports(matmul, [a, weight, bias, _spec((3, 7, 40))])
     assert not _supports(matmul, [a, weight, bias, _spec((1, 7, 40))])
     assert not _supports(dataclasses.replace(matmul, transpose_b=False), [a, weight, bias, _spec((3, 7, 40))])
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("activation", [A.GELU_ERF, A.GELU_TANH, A.SILU])
-@pytest.mark.parametrize("transpose_b", [True, False])
-def test_the_gemm_and_its_activation_in_chunks_of_rows(device, activation, transpose_b):
-    # 900 rows in chunks of 256: three whole chunks and a ragged one, each activated in place
-    generator = torch.Generator().manual_seed(0)
-    a, w, bias = (torch.randn(*shape, generator=generator).to(device) for shape in ((3, 300, 33), (40, 33), (40,)))
-    op = ops.FusedMatMul(transpose_b=transpose_b, activation=activation)
-    with torch.inference_mode():
-        (out,) = chunked_gemm_activation(op, [a, w if transpose_b else w.t().contiguous(), bias],
-                                         chunk_bytes=256 * 40 * 2)
-    torch.testing.assert_close(out, _reference(op, [a, w if transpose_b else w.t(), bias, None, None]),
-                               rtol=1e-4, atol=1e-4)
-
-
-def test_what_the_chunked_tactic_takes():
-    gelu = ops.FusedMatMul(transpose_b=True, activation=A.GELU_ERF)
-    weight, bias = _spec((4096, 64), True), _spec((4096,), True)
-    assert _chunked_supports(8 << 20, gelu, [_spec((2048, 64)), weight, bias])  # two chunks of 1,024 rows
-    assert not _chunked_supports(8 << 20, gelu, [_spec((2047, 64)), weight, bias])  # less than two chunks
-    assert not _chunked_supports(8 << 20, gelu, [_spec((2048, 64)), weight, None])  # no bias epilogue to chunk
-    assert not _chunked_supports(8 << 20, dataclasses.replace(gelu, activation=A.RELU),  # fused by cuBLASLt whole
-                                 [_spec((2048, 64)), weight, bias])

@@ -92,8 +92,6 @@ CASES = [
     Case("matmul_bias_relu", *_matmul(A.RELU), constant=(1, 2)),
     Case("matmul_bias_gelu_t", *_matmul(A.GELU_ERF, transpose_b=True), constant=(1, 2)),
     Case("matmul_residual", *_matmul(residual=True), constant=(1, 2)),
-    Case("matmul_gelu_in_chunks", ops.FusedMatMul(transpose_b=True, activation=A.GELU_ERF),  # 2 chunks of 24 MiB
-         ((6144, 64), (4096, 64), (4096,), None, None), constant=(1, 2)),
     Case("matmul_large_residual", ops.FusedMatMul(residual=True, post_activation=A.RELU),
          ((4, 2048, 64), (64, 512), (512,), (4, 2048, 512), None), constant=(1, 2)),
     Case("conv_1x1_large_add_relu", ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), 1, residual=True,  # TMA

@@ -13,8 +13,6 @@ small-M kernels (split-K among them) often beat cuDNN's."""
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 from typing import Callable
 
 import torch
@@ -144,56 +142,3 @@ def strided_pointwise_convolution_cublas(op: ops.FusedConvolution, inputs):
     if bias is not None:
         y.add_(bias.to(y.dtype).view(1, -1, 1, 1))
     return [apply_epilogue(op, y, inputs[3] if op.residual else None, None)]
-
-
-# ---- the GEMM and its activation a chunk of rows at a time -------------------------------------------------
-# BERT-base b128's FFN up-projection writes 100 MB that the GELU kernel after it reads back from HBM (58 us of its
-# 183 us on an H200). Written and activated in chunks of rows small enough to stay in L2 (50 MB on an H100 or H200),
-# the activation would read each chunk from L2 instead, for one more pair of launches per chunk. Not yet timed on a
-# GPU: the tactic timer weighs both chunk sizes against the other tactics on each layer.
-_IN_PLACE_ACTIVATIONS = {
-    ops.ActivationType.GELU_ERF: lambda t: torch.ops.aten.gelu_(t),
-    ops.ActivationType.GELU_TANH: lambda t: torch.ops.aten.gelu_(t, approximate="tanh"),
-    ops.ActivationType.SILU: lambda t: torch.nn.functional.silu(t, inplace=True),
-}
-CHUNK_BYTES = (8 << 20, 24 << 20)
-
-
-def _chunk_rows(chunk_bytes: int, columns: int) -> int:
-    """Rows per chunk: as many as fit `chunk_bytes` of 16-bit output, a multiple of 128 (cuBLAS's tile height)."""
-    return max(128, chunk_bytes // (2 * columns) // 128 * 128)
-
-
-def _chunked_supports(chunk_bytes: int, op, inputs) -> bool:
-    """A biased GEMM with an activation cuBLASLt cannot fuse, and nothing after it, of at least two chunks."""
-    a, b, bias = (list(inputs) + [None] * 3)[:3]
-    if not _supports(op, inputs) or bias is None or op.activation not in _IN_PLACE_ACTIVATIONS or op.residual \
-            or op.post_activation is not None:
-        return False
-    columns = b.shape[0] if op.transpose_b else b.shape[1]
-    return math.prod(a.shape[:-1]) >= 2 * _chunk_rows(chunk_bytes, columns)
-
-
-def chunked_gemm_activation(op: ops.FusedMatMul, inputs, chunk_bytes: int) -> list[torch.Tensor]:
-    """activation(a @ b + bias), cuBLASLt's bias epilogue then the activation in place, chunk by chunk of rows."""
-    a, b, bias = inputs[:3]
-    columns = (b.t() if op.transpose_b else b).to(a.dtype)
-    rows = a.reshape(-1, a.shape[-1])
-    out = torch.empty(rows.shape[0], columns.shape[1], dtype=a.dtype, device=a.device)
-    bias, step = bias.to(a.dtype), _chunk_rows(chunk_bytes, columns.shape[1])
-    activate = _IN_PLACE_ACTIVATIONS[op.activation]
-    for start in range(0, rows.shape[0], step):
-        chunk = out[start:start + step]
-        torch.addmm(bias, rows[start:start + step], columns, out=chunk)
-        activate(chunk)
-    return [out.view(*a.shape[:-1], columns.shape[1])]
-
-
-def _register_chunked() -> None:
-    for chunk_bytes in CHUNK_BYTES:
-        kernel(ops.FusedMatMul, target="cuda", impl=f"cublaslt_chunked_{chunk_bytes >> 20}mib",
-               supports=functools.partial(_chunked_supports, chunk_bytes))(
-            functools.partial(chunked_gemm_activation, chunk_bytes=chunk_bytes))
-
-
-_register_chunked()
