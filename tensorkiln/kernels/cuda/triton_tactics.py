@@ -263,54 +263,33 @@ def _hopper() -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)
 
 
-def _tma_ok(m: int, n: int, k: int, op, bias, residual, out_shape, config) -> bool:
-    """A GEMM of at least TMA_MIN_TILES tiles, at least one tile wide (narrower outputs waste most of each tile and
-    its compile: ResNet-50's 64-channel 1x1 convolutions took 299 us on it, 129 us on cuBLASLt), whose rows are
-    16-byte aligned in 16-bit types (K, N multiples of 8), with a per-column bias and a residual of the output's
-    shape (no PReLU: the kernel has no slope operand)."""
-    tile = config.tiles
-    count = -(-m // tile.block_m) * -(-n // tile.block_n)
-    return (_hopper() and count >= TMA_MIN_TILES and n >= tile.block_n and k % 8 == 0 and n % 8 == 0
-            and not op.prelu
-            and (bias is None or tuple(bias.shape) == (n,))
-            and (not op.residual or (residual is not None and tuple(residual.shape) == tuple(out_shape))))
-
-
 def _tma_conv_ok(op, inputs, config) -> bool:
-    """A 1x1 convolution, stride 1, no padding: [N H W, C] x [C, K] over channels-last activations."""
+    """A 1x1 convolution, stride 1, no padding (a GEMM [N H W, C] x [C, K] over channels-last activations) of at
+    least TMA_MIN_TILES tiles and at least one tile wide (narrower outputs waste most of each tile and a compile:
+    ResNet-50's 64-channel 1x1 convolutions took 299 us on it, 129 us on cuBLASLt), with rows 16-byte aligned in
+    16-bit types (C and K multiples of 8), and a residual of the output's shape; no PReLU (no slope operand)."""
     x, weight, bias, residual, slope = _five(inputs)
-    if not _igemm_ok(op, inputs) or tuple(weight.shape[2:]) != (1, 1) or tuple(op.stride) != (1, 1) or any(op.pads):
+    if not _igemm_ok(op, inputs) or tuple(weight.shape[2:]) != (1, 1) or tuple(op.stride) != (1, 1) or any(op.pads) \
+            or op.prelu:
         return False
-    n, c, h, w = x.shape
-    return _tma_ok(n * h * w, weight.shape[0], c, op, bias, residual, (n, weight.shape[0], h, w), config)
-
-
-def _tma_gemm(op, rows, weights, bias, residual_rows, config):
-    """The TMA GEMM over `rows` [M, K] and weights [N, K] with the layer's epilogue; into the residual where the plan
-    lets it (residual_rows: the residual as a dense [M, N] view, or None)."""
-    if rows.dtype not in (torch.float16, torch.bfloat16):
-        raise NotImplementedError("the TMA GEMM takes FP16/BF16 operands (an FP32 layer keeps another tactic)")
-    into = residual_rows if op.residual and op.residual_in_place else None
-    return _launch(_triton("gemm_tma").gemm_tma, rows.contiguous(), weights.to(rows.dtype).contiguous(),
-                   bias=bias, config=config, out=into, activation=op.activation,
-                   alpha=op.alpha, beta=op.beta, residual=residual_rows, post_activation=op.post_activation,
-                   post_alpha=op.post_alpha, post_beta=op.post_beta)
+    (n, c, h, w), k, tile = x.shape, weight.shape[0], config.tiles
+    tiles = -(-(n * h * w) // tile.block_m) * -(-k // tile.block_n)
+    return (_hopper() and tiles >= TMA_MIN_TILES and k >= tile.block_n and c % 8 == 0 and k % 8 == 0
+            and (not op.residual or (residual is not None and tuple(residual.shape) == (n, k, h, w))))
 
 
 def pointwise_convolution_tma(op: ops.FusedConvolution, inputs, config):
     x, weight, bias, residual = _five(inputs)[:4]
+    if x.dtype not in (torch.float16, torch.bfloat16):
+        raise NotImplementedError("the TMA GEMM takes FP16/BF16 operands (an FP32 layer keeps another tactic)")
     n, c, h, w = x.shape
-    as_rows = lambda t: t.permute(0, 2, 3, 1).reshape(n * h * w, -1)  # noqa: E731 (a view of channels-last t)
-    residual_rows = _dense_rows(residual, as_rows) if op.residual else None
-    y = _tma_gemm(op, as_rows(x), weight.reshape(weight.shape[0], c), bias, residual_rows, config)
+    as_rows = lambda t: t.permute(0, 2, 3, 1).reshape(n * h * w, -1).contiguous()  # noqa: E731 (channels-last: a view)
+    residual_rows = as_rows(residual) if op.residual else None
+    y = _launch(_triton("gemm_tma").gemm_tma, as_rows(x), weight.reshape(weight.shape[0], c).to(x.dtype).contiguous(),
+                bias=bias, config=config, out=residual_rows if op.residual_in_place else None,
+                activation=op.activation, alpha=op.alpha, beta=op.beta, residual=residual_rows,
+                post_activation=op.post_activation, post_alpha=op.post_alpha, post_beta=op.post_beta)
     return [y.view(n, h, w, -1).permute(0, 3, 1, 2)]  # NCHW-shaped, channels-last in memory
-
-
-def _dense_rows(tensor, view):
-    """`view(tensor)` as a dense [rows, columns] matrix: a view where the layout allows, else a dense copy (which
-    nothing will store over)."""
-    rows = view(tensor)
-    return rows if rows.is_contiguous() else rows.contiguous()
 
 
 # ---- the tactic table: (layer kind, family, kernel, predicate, candidate configs) ------------------------------
