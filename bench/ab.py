@@ -4,8 +4,9 @@
 
 Each `--variant LABEL=CHANGES` is an engine built with those changes to the defaults: tactic sources and passes,
 each +NAME or -NAME (`kiln build --tactic-sources` and `--passes`), e.g. `-cublaslt,+forward_residual_bias`, and
-~TEXT to leave out every tactic whose name holds TEXT (`~tma`: no TMA GEMM); empty: the defaults. Every variant is built from one timing cache, so a tactic they share is timed once and
-chosen alike, and its output is checked against PyTorch in FP32 before any timing counts. Then the variants run
+~TEXT to leave out every tactic whose name holds TEXT (`~tma`: no TMA GEMM); empty: the defaults. Every variant is
+built from one timing cache, so a tactic they share is timed once and chosen alike, and its output is checked
+against PyTorch in FP32 before any timing counts. Then the variants run
 in turns, ROUNDS times a median of RUNS runs each: a difference of a few percent, which the spread between
 separate calls (about 8% on the H200) hides, shows in every round. CUDA target in FP16, timed with CUDA events;
 `--device cpu` builds FP32 CPU engines and times them by the wall clock.
