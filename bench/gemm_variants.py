@@ -30,7 +30,8 @@ from gpu_peaks import median_cuda_ms  # noqa: E402
 CONFIGS = [GemmConfig(128, 128, 64, 8, 4, 3), GemmConfig(128, 128, 64, 8, 8, 4)]
 # (M, K, N, epilogue): BERT-base b128's projections, and ResNet-50 b256's 1x1 convolutions as GEMMs over NHWC
 # ("residual": + residual, then ReLU, as conv3 of a bottleneck)
-SHAPES = {"bert up (K 768, N 3072)": (16384, 768, 3072, "gelu"), "bert down (K 3072, N 768)": (16384, 3072, 768, "bias"),
+SHAPES = {"bert up (K 768, N 3072)": (16384, 768, 3072, "gelu"),
+          "bert down (K 3072, N 768)": (16384, 3072, 768, "bias"),
           "bert qkv (K 768, N 2304)": (16384, 768, 2304, "bias"),
           "resnet l1 conv3 (K 64, N 256)": (802816, 64, 256, "residual"),
           "resnet l1 conv1 (K 256, N 64)": (802816, 256, 64, "relu"),
@@ -82,7 +83,8 @@ def main() -> None:
         exact = torch.addmm(bias.float(), x.float(), w.float().t())
         act = {"gelu": A.GELU_ERF, "relu": A.RELU}.get(epilogue)
         post = A.RELU if res is not None else None
-        reference = {"gelu": F.gelu, "relu": F.relu, "bias": lambda t: t}.get(epilogue, lambda t: F.relu(t + res.float()))(exact)
+        finish = {"gelu": F.gelu, "relu": F.relu, "bias": lambda t: t, "residual": lambda t: F.relu(t + res.float())}
+        reference = finish[epilogue](exact)
         del exact
 
         def add(name, ms):

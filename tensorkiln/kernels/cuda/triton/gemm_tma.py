@@ -31,7 +31,8 @@ from .gemm import grouped_tile
 # epilogue, and two programs per SM for the memory-bound shapes
 TMA_CONFIGS = tuple(
     TmaGemmConfig(tiles, ws, split, per_sm)
-    for tiles in (GemmConfig(128, 128, 64, 8, 8, 3), GemmConfig(128, 256, 64, 8, 8, 3), GemmConfig(128, 128, 64, 8, 4, 4))
+    for tiles in (GemmConfig(128, 128, 64, 8, 8, 3), GemmConfig(128, 256, 64, 8, 8, 3),
+                  GemmConfig(128, 128, 64, 8, 4, 4))
     for ws in (False, True) for split in (False, True) for per_sm in (1, 2)
     if not (split and tiles.block_n < 256) and not (per_sm == 2 and tiles.block_n == 256))
 
