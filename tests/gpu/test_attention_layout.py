@@ -4,33 +4,24 @@ that must come out as views, and the Triton flash-attention kernel must read the
 its result so that the merge is a view too (kernels/cuda/triton/attention.py says how).
 
 The Triton tests run on the GPU where there is one, else in Triton's CPU interpreter (TRITON_INTERPRET=1, set at
-import as tests/gpu/test_triton_kernels.py does, before any kernel module is imported); without triton they skip.
+import by tests/gpu/triton_support.py, before any kernel module is imported); without triton they skip.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 import warnings
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from triton_support import DEVICE, TOLERANCE, needs_triton, triton_module
 
-HAS_CUDA = torch.cuda.is_available()
-HAS_TRITON = importlib.util.find_spec("triton") is not None
-if HAS_TRITON and not HAS_CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-
-import tensorkiln as tk  # noqa: E402  (after TRITON_INTERPRET is set)
+import tensorkiln as tk  # noqa: E402  (after triton_support sets TRITON_INTERPRET)
 from tensorkiln.importers.onnx import parse_onnx  # noqa: E402
 from tensorkiln.ir import ops  # noqa: E402
 from tensorkiln.kernels.registry import get_kernel  # noqa: E402
 
-needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
-DEVICE = "cuda" if HAS_CUDA else "cpu"
-TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2}  # max |out - ref| over max |ref|, as test_triton_kernels
 
 
 def _same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -90,7 +81,7 @@ def _reference(q, k, v, mask, scale):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("batch", [1, 2])
 def test_flash_attention_reads_head_split_views_and_returns_the_merge_as_a_view(monkeypatch, dtype, batch):
-    module = importlib.import_module("tensorkiln.kernels.cuda.triton.attention")
+    module = triton_module("attention")
     recording = _RecordingLaunch(module.attention_kernel)
     monkeypatch.setattr(module, "attention_kernel", recording)
     generator = torch.Generator().manual_seed(0)
@@ -115,7 +106,7 @@ def test_flash_attention_reads_head_split_views_and_returns_the_merge_as_a_view(
                          ids=["3d", "5d_broadcast"])
 def test_flash_attention_other_batch_ranks(q_shape, kv_shape):
     """No head dim (3-D: a row-major result), and two batch dims before the heads (merged for the launch)."""
-    module = importlib.import_module("tensorkiln.kernels.cuda.triton.attention")
+    module = triton_module("attention")
     generator = torch.Generator().manual_seed(1)
     q = torch.randn(q_shape, generator=generator).to(DEVICE)
     k, v = (torch.randn(kv_shape, generator=generator).to(DEVICE) for _ in range(2))

@@ -3,24 +3,18 @@ Triton implicit-GEMM tactic, so that plan/in_place.py marks the residual convolu
 loop (free lists, the kernel storing over the residual) must give what the portable kernels give.
 
 Runs on the GPU where there is one (an FP32 CUDA engine), else in Triton's CPU interpreter on a CPU engine with the
-same steps (TRITON_INTERPRET=1, set at import as tests/gpu/test_triton_kernels.py does); without triton it skips.
+same steps (TRITON_INTERPRET=1, set at import by tests/gpu/triton_support.py); without triton it skips.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import os
 
 import numpy as np
 import pytest
 import torch
+from triton_support import HAS_CUDA, HAS_TRITON, triton_module
 
-HAS_CUDA = torch.cuda.is_available()
-HAS_TRITON = importlib.util.find_spec("triton") is not None
-if HAS_TRITON and not HAS_CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-
-import tensorkiln as tk  # noqa: E402  (after TRITON_INTERPRET is set)
+import tensorkiln as tk  # noqa: E402  (after triton_support sets TRITON_INTERPRET)
 from tensorkiln.ir.ops import ActivationType, ElementWiseOperation  # noqa: E402
 from tensorkiln.plan.in_place import residual_in_place_candidates, residuals_in_place  # noqa: E402
 from tensorkiln.plan.memory import plan_memory  # noqa: E402
@@ -52,7 +46,7 @@ def _blocks():
 
 
 def test_convolutions_storing_over_their_residual_give_the_portable_result(monkeypatch):
-    conv_module = importlib.import_module("tensorkiln.kernels.cuda.triton.conv")
+    conv_module = triton_module("conv")
     stored_over = []
 
     def recording_buffer(shape, dtype, device, memory_format=torch.contiguous_format, residual=None,
