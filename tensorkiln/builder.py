@@ -129,6 +129,7 @@ class Builder:
         if cache is not None:
             cache.save()
             self._say(f"timing cache: {cache.hits} hits, {cache.misses} tactics timed")
+            self._say(timer.summary())
         steps = residuals_in_place(steps, may_store)
         in_place = sum(getattr(s.op, "residual_in_place", False) for s in steps)
         if in_place:

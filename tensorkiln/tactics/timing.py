@@ -5,9 +5,11 @@ so a similar network (same layers at the same shapes) reuses the measurements of
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -15,7 +17,7 @@ import torch
 from ..ir.graph import Layer
 from ..ir.serialize import op_to_json
 from ..kernels.registry import KernelEntry
-from .selection import tactic_id
+from .selection import family, tactic_id
 
 
 class TimingCache:
@@ -46,6 +48,7 @@ class TacticTimer:
         self.channels_last = channels_last
         self.device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         self.log: list[str] = []
+        self.seconds: collections.Counter[str] = collections.Counter()  # build time spent timing, per kernel family
 
     def __call__(self, layer: Layer, entries: list[KernelEntry], in_place: bool = False) -> KernelEntry:
         """The fastest of `entries` for `layer`. With `in_place` the layer will store over its residual where its
@@ -60,12 +63,19 @@ class TacticTimer:
                 self.cache.hits += 1
             else:
                 self.cache.misses += 1
+                start = time.perf_counter()
                 self.cache.entries[entry_key] = self._time(timed, entry)
+                self.seconds[family(entry)] += time.perf_counter() - start
             times[tactic_id(entry)] = self.cache.entries[entry_key]
         best = min(entries, key=lambda e: times[tactic_id(e)])
         self.log.append(f"{layer.name}: " + ", ".join(f"{t} {ms * 1000:.1f} us" for t, ms in times.items())
                         + f" -> {tactic_id(best)}")
         return best
+
+    def summary(self) -> str:
+        """Where the timing's build time went: seconds per kernel family (its compiles and library searches too)."""
+        spent = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds.most_common())
+        return f"tactic timing took {sum(self.seconds.values()):.1f} s" + (f": {spent}" if spent else "")
 
     def _inputs(self, layer: Layer) -> list[torch.Tensor | None]:
         args = []

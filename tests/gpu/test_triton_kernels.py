@@ -137,7 +137,7 @@ def test_every_activation_in_the_epilogue():
 @needs_triton
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_gelu_erf_stored_in_16_bits_is_off_by_rounding_and_the_cheap_erf_bound(dtype):
-    # 16-bit outputs take a cheaper erf (epilogue._erf_16bit, |error| <= 1.5e-7): each result must be within one ulp
+    # 16-bit outputs take a cheaper erf (epilogue._gelu_16bit, |error| <= 1.5e-7): each result must be within one ulp
     # of the exact GELU (subnormals included) plus 0.5 |x| 1.5e-7, across the range where GELU bends (identity
     # weights: the epilogue sees the input itself); without the erf term, 5 of 4,096 values in the far negative
     # tail fail by a tenth of a millionth, where rounding GELU's input to 16 bits unfused errs more
@@ -154,8 +154,9 @@ def test_gelu_erf_stored_in_16_bits_is_off_by_rounding_and_the_cheap_erf_bound(d
 @pytest.mark.skipif(HAS_CUDA and torch.cuda.get_device_capability() < (9, 0), reason="TMA needs Hopper or later")
 @pytest.mark.parametrize("dtype", [d for d in DTYPES if d != torch.float32])
 @pytest.mark.parametrize("b_k_major", [True, False])
-@pytest.mark.parametrize("warp_specialize, split_epilogue", [(False, False), (True, True)])
-def test_experimental_tma_gemm_with_its_epilogue(dtype, b_k_major, warp_specialize, split_epilogue):
+@pytest.mark.parametrize("warp_specialize, split_epilogue, tma_store", [(False, False, False), (True, True, False),
+                                                                        (False, True, True), (False, False, True)])
+def test_tma_gemm_with_its_epilogue(dtype, b_k_major, warp_specialize, split_epilogue, tma_store):
     # ragged M and N against the tiles, more tiles than programs (each program walks several), K over two steps
     gemm_tma, configs = triton_module("gemm_tma"), triton_module("configs")
     a, w = rand(100, 136, dtype=dtype), rand(72, 136, dtype=dtype, scale=0.1)
@@ -164,7 +165,7 @@ def test_experimental_tma_gemm_with_its_epilogue(dtype, b_k_major, warp_speciali
     out = gemm_tma.gemm_tma(a, b, b_k_major=b_k_major, bias=bias, activation=A.GELU_ERF, residual=residual,
                             post_activation=A.RELU, programs=3,
                             config=configs.TmaGemmConfig(configs.GemmConfig(32, 32, 32, 2, 4, 2), warp_specialize,
-                                                         split_epilogue))
+                                                         split_epilogue, tma_store=tma_store))
     ra, rw, rbias, rres = f32(a, w, bias, residual)
     check(out, F.relu(F.gelu(ra @ rw.t() + rbias) + rres), dtype)
     with pytest.raises(ValueError, match="multiples of 8"):

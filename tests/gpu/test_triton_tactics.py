@@ -56,6 +56,40 @@ def test_tma_tactic_serves_large_1x1_convolutions(monkeypatch):
         tt.pointwise_convolution_tma(relu, [x.float(), w.float(), bias.float()], config)
 
 
+@needs_triton
+@pytest.mark.skipif(HAS_CUDA and torch.cuda.get_device_capability() < (9, 0), reason="TMA needs Hopper or later")
+def test_tma_tactic_serves_large_matmuls_whose_activation_cublaslt_lacks(monkeypatch):
+    """As a matmul tactic the TMA GEMM takes large GEMMs with an activation other than ReLU or the tanh GELU (BERT's
+    erf GELU), with either weight layout, and stores over the residual."""
+    from tensorkiln.ir.dtypes import DataType
+    from tensorkiln.ir.graph import Tensor
+    from tensorkiln.kernels.cuda import triton_tactics as tt
+
+    monkeypatch.setattr(tt, "_hopper", lambda: True)
+    config = triton_module("configs").TMA_GEMM_CONFIGS[0]
+    spec = lambda *shape: Tensor("t", DataType.FLOAT, shape)  # noqa: E731
+    gelu = ops.FusedMatMul(transpose_b=True, activation=A.GELU_ERF)
+    big = [spec(64, 128, 64), spec(512, 64), spec(512)]  # 8192 x 512: 64 x 2 tiles
+    assert tt._tma_matmul_ok(gelu, big, config)
+    assert not tt._tma_matmul_ok(gelu, [spec(1, 128, 64), *big[1:]], config)  # too few tiles
+    assert not tt._tma_matmul_ok(gelu, [spec(64, 128, 60), spec(512, 60), big[2]], config)  # K % 8
+    for lacking in (None, A.RELU, A.GELU_TANH):  # cuBLASLt fuses these
+        assert not tt._tma_matmul_ok(dataclasses.replace(gelu, activation=lacking), big, config)
+
+    dtype = torch.float16
+    a, w, bias, residual = rand(4, 40, 64, dtype=dtype), rand(48, 64, dtype=dtype, scale=0.1), rand(48, dtype=dtype), \
+        rand(4, 40, 48, dtype=dtype)
+    ra, rw, rb, rres = f32(a, w, bias, residual)
+    fused = dataclasses.replace(gelu, residual=True, residual_in_place=True)
+    out = tt.fused_matmul_tma(fused, [a, w, bias, residual], config)[0]
+    assert out.data_ptr() == residual.data_ptr()
+    check(out, F.gelu(ra @ rw.t() + rb) + rres, dtype)
+    plain = ops.FusedMatMul(activation=A.GELU_ERF)  # weights [K, N]
+    check(tt.fused_matmul_tma(plain, [a, w.t().contiguous(), bias], config)[0], F.gelu(ra @ rw.t() + rb), dtype)
+    with pytest.raises(NotImplementedError, match="FP16/BF16"):
+        tt.fused_matmul_tma(plain, [a.float(), w.t().float(), bias.float()], config)
+
+
 # ---- the tactics: registration, predicates, and the kernels behind them ------------------------------------------
 def _layer_inputs(*specs):
     from tensorkiln.ir.dtypes import DataType

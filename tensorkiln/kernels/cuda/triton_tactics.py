@@ -248,10 +248,11 @@ def fused_pointwise(op: ops.FusedPointwise, inputs, config):
                     num_warps=config.num_warps)]
 
 
-# ---- the persistent TMA GEMM (Hopper): large 1x1 convolutions as GEMMs over NHWC ------------------------------
+# ---- the persistent TMA GEMM (Hopper): large 1x1 convolutions, and GEMMs whose activation cuBLASLt cannot fuse ----
 # ResNet-50 b256's layer1 conv3 (with its residual and ReLU) took 0.306 ms on it, 0.405 ms on the implicit GEMM; the
-# whole engine 6.26 against 6.62 ms (bench/ab.py on an H200). Not a matmul tactic: on BERT-base b128's FFN
-# up-projection it timed within 1% of cuBLAS plus the GELU kernel, and the engine that took it ran 2.6% slower.
+# whole engine 6.26 against 6.62 ms (bench/ab.py on an H200). For matmuls it is a candidate only where the activation
+# is one cuBLASLt's epilogue lacks (BERT's erf GELU): where cuBLASLt fuses the epilogue, the timer chose it for
+# BERT-base b128's up-projection and the engine ran 2.6% slower.
 # TMA_MIN_TILES: output tiles below which one persistent program per SM leaves a ~132-SM GPU idle; smaller problems
 # (every batch-1 layer) leave it to cuDNN, cuBLAS and the implicit GEMM, and their builds compile nothing more
 TMA_MIN_TILES = 128
@@ -278,18 +279,46 @@ def _tma_conv_ok(op, inputs, config) -> bool:
             and (not op.residual or (residual is not None and tuple(residual.shape) == (n, k, h, w))))
 
 
+def _tma_matmul_ok(op, inputs, config) -> bool:
+    """A GEMM of at least TMA_MIN_TILES tiles (A [..., K] by a 2-D B) with an activation that cuBLASLt's epilogue
+    lacks (cublas.py fuses ReLU and the tanh GELU), 16-byte aligned rows in 16-bit types, and no PReLU."""
+    a, b, bias, residual, slope = _five(inputs)
+    if not _matmul_ok(op, inputs) or op.transpose_a or len(b.shape) != 2 or op.prelu \
+            or op.activation in (None, ops.ActivationType.RELU, ops.ActivationType.GELU_TANH):
+        return False
+    (k, n), tile = (b.shape[::-1] if op.transpose_b else b.shape), config.tiles
+    m = math.prod(a.shape[:-1])
+    tiles = -(-m // tile.block_m) * -(-n // tile.block_n)
+    return (_hopper() and tiles >= TMA_MIN_TILES and a.shape[-1] == k and k % 8 == 0 and n % 8 == 0
+            and (not op.residual or (residual is not None and tuple(residual.shape) == (*a.shape[:-1], n))))
+
+
+def _tma_gemm(op, rows: torch.Tensor, b: torch.Tensor, b_k_major: bool, bias, residual_rows, config) -> torch.Tensor:
+    """The layer's GEMM and epilogue on the TMA GEMM: rows [M, K] by b, residual_rows [M, N] (stored over where the
+    plan lets the layer)."""
+    if rows.dtype not in (torch.float16, torch.bfloat16):
+        raise NotImplementedError("the TMA GEMM takes FP16/BF16 operands (an FP32 layer keeps another tactic)")
+    return _launch(_triton("gemm_tma").gemm_tma, rows, b.to(rows.dtype).contiguous(), b_k_major=b_k_major, bias=bias,
+                   config=config, out=residual_rows if op.residual_in_place else None, activation=op.activation,
+                   alpha=op.alpha, beta=op.beta, residual=residual_rows, post_activation=op.post_activation,
+                   post_alpha=op.post_alpha, post_beta=op.post_beta)
+
+
 def pointwise_convolution_tma(op: ops.FusedConvolution, inputs, config):
     x, weight, bias, residual = _five(inputs)[:4]
-    if x.dtype not in (torch.float16, torch.bfloat16):
-        raise NotImplementedError("the TMA GEMM takes FP16/BF16 operands (an FP32 layer keeps another tactic)")
     n, c, h, w = x.shape
     as_rows = lambda t: t.permute(0, 2, 3, 1).reshape(n * h * w, -1).contiguous()  # noqa: E731 (channels-last: a view)
-    residual_rows = as_rows(residual) if op.residual else None
-    y = _launch(_triton("gemm_tma").gemm_tma, as_rows(x), weight.reshape(weight.shape[0], c).to(x.dtype).contiguous(),
-                bias=bias, config=config, out=residual_rows if op.residual_in_place else None,
-                activation=op.activation, alpha=op.alpha, beta=op.beta, residual=residual_rows,
-                post_activation=op.post_activation, post_alpha=op.post_alpha, post_beta=op.post_beta)
+    y = _tma_gemm(op, as_rows(x), weight.reshape(weight.shape[0], c), True, bias,
+                  as_rows(residual) if op.residual else None, config)
     return [y.view(n, h, w, -1).permute(0, 3, 1, 2)]  # NCHW-shaped, channels-last in memory
+
+
+def fused_matmul_tma(op: ops.FusedMatMul, inputs, config):
+    a, b, bias, residual = _five(inputs)[:4]
+    shape = (*a.shape[:-1], b.shape[0] if op.transpose_b else b.shape[1])
+    y = _tma_gemm(op, a.reshape(-1, a.shape[-1]).contiguous(), b, op.transpose_b, bias,
+                  residual.reshape(-1, shape[-1]).contiguous() if op.residual else None, config)
+    return [y.view(shape)]
 
 
 # ---- the tactic table: (layer kind, family, kernel, predicate, candidate configs) ------------------------------
@@ -346,6 +375,8 @@ def _register() -> None:
     for config in tiles.TMA_GEMM_CONFIGS:
         kernel(ops.FusedConvolution, target="cuda", impl=tactic_impl("gemm", config), writes_over_residual=True,
                supports=functools.partial(_tma_conv_ok, config=config))(_bind(pointwise_convolution_tma, config))
+        kernel(ops.FusedMatMul, target="cuda", impl=tactic_impl("gemm", config), writes_over_residual=True,
+               supports=functools.partial(_tma_matmul_ok, config=config))(_bind(fused_matmul_tma, config))
     for op_class, fn, problem in SPLIT_K_TACTICS:
         for config in tiles.SPLIT_K_CONFIGS:
             kernel(op_class, target="cuda", impl=tactic_impl("splitk", config),

@@ -8,6 +8,8 @@ mirrors kernels/cpu/activation.py. The output cast happens at the store, in the 
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -20,7 +22,7 @@ ACTIVATION_CODES = {None: NO_ACTIVATION, A.RELU: 1, A.SIGMOID: 2, A.TANH: 3, A.L
                     A.SOFTPLUS: 7, A.SOFTSIGN: 8, A.CLIP: 9, A.HARD_SIGMOID: 10, A.HARD_SWISH: 11,
                     A.SCALED_TANH: 12, A.THRESHOLDED_RELU: 13, A.GELU_ERF: 14, A.GELU_TANH: 15, A.SILU: 16,
                     A.MISH: 17, A.CELU: 18}
-GELU_ERF_16BIT = 19  # GELU (erf) for 16-bit outputs: see _erf_16bit
+GELU_ERF_16BIT = 19  # GELU (erf) for 16-bit outputs: see _gelu_16bit
 _HALF_OUTPUTS = (torch.float16, torch.bfloat16)
 
 
@@ -34,17 +36,42 @@ def activation_code(activation: A | None, prelu: bool = False, out_dtype: torch.
     return ACTIVATION_CODES[activation]
 
 
+# Triton's interpreter (the tests on a machine without a GPU) runs no PTX: there the helpers below compute the same
+# function with plain operations.
+_PTX = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
+
+
 @triton.jit
-def _erf_16bit(x):
-    # Abramowitz & Stegun 7.1.26, |error| <= 1.5e-7: a dozen instructions where libdevice's erff takes two polynomial
-    # paths. A GELU stored in 16 bits is off by at most 0.5 |x| 1.5e-7, less than the rounding of its FP16 input
-    # would cause unfused. Not yet timed side by side with libdevice's erf: with this one, GELU still adds ~50 us to
-    # BERT-base b128's FFN up-projection (228 us against 175 us without, bench/gemm_variants.py on an H200).
-    a = tl.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    y = 1.0 - poly * tl.exp(-a * a)
-    return tl.where(x < 0, -y, y)
+def _reciprocal(x):
+    """1 / x in one MUFU.RCP (rel. error 2^-23; flushes denormals), where Triton's division adds range checks."""
+    if _PTX:
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return 1.0 / x
+
+
+@triton.jit
+def _exp2(x):
+    """2^x in one MUFU.EX2 (rel. error 2^-22; flushes denormals), where tl.exp2 adds range checks."""
+    if _PTX:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return tl.exp2(x)
+
+
+@triton.jit
+def _gelu_16bit(x):
+    # x Phi(x) with erfc from Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7): for z = |x| / sqrt(2), erfc(z) =
+    # poly(t) exp(-z^2) with t = 1 / (1 + p z), and Phi(x) = 1 - erfc(z) / 2 for x >= 0, erfc(z) / 2 below. The result
+    # is off by at most |x| 7.5e-8, less than the rounding of its 16-bit store. About 14 instructions, two of them
+    # MUFU, where libdevice's erff and IEEE division take about 40 (SASS of gemm_tma_kernel for sm_90): the GELU
+    # epilogue of a GEMM does not overlap its MMAs, so each instruction here costs GEMM time.
+    t = _reciprocal(1.0 + (0.3275911 * 0.7071067811865476) * tl.abs(x))
+    half_poly = t * (0.127414796 + t * (-0.142248368 + t * (0.7107068705 + t * (-0.7265760135 + t * 0.5307027145))))
+    half_erfc = half_poly * _exp2(x * x * -0.7213475204444817)  # exp(-x^2 / 2) = 2^(-x^2 log2(e) / 2)
+    return x * tl.where(x >= 0, 1.0 - half_erfc, half_erfc)
 
 
 @triton.jit
@@ -101,7 +128,7 @@ def apply_activation(x, ACT: tl.constexpr, alpha, beta):
     elif ACT == 18:  # celu
         x = tl.maximum(x, 0.0) + tl.minimum(alpha * (tl.exp(x / alpha) - 1.0), 0.0)
     elif ACT == 19:  # gelu (erf), to 16-bit precision
-        x = 0.5 * x * (1.0 + _erf_16bit(x * 0.7071067811865476))
+        x = _gelu_16bit(x)
     return x
 
 
