@@ -1,8 +1,9 @@
-"""Where an engine build's time goes: one FP16 CUDA build of a workload from an empty timing cache, under cProfile,
-with Triton's compile cache empty too (as on a fresh machine) unless --warm-triton. Prints the builder's log (its
-last lines say how long tactic timing took per kernel family) and the functions with the most cumulative time.
+"""Where an engine build's time goes: one FP16 CUDA build of a workload from an empty timing cache, with Triton's
+compile cache empty too (as on a fresh machine) unless --warm-triton. Prints the build time and the builder's log
+(its last lines say how long tactic timing took per kernel family), and with --cprofile the functions with the most
+cumulative time (cProfile slows the build down).
 
-    python bench/build_profile.py --workload resnet50:256 [--opt-level 3] [--out DIR]
+    python bench/build_profile.py --workload resnet50:256 [--opt-level 3] [--cprofile] [--out DIR]
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--workload", default="resnet50:256", help="name:batch, as in gpu_peers.py")
 parser.add_argument("--opt-level", type=int, default=3)
 parser.add_argument("--warm-triton", action="store_true", help="keep Triton's own compile cache")
-parser.add_argument("--top", type=int, default=40, help="functions to print")
+parser.add_argument("--cprofile", action="store_true", help="profile the build's Python functions")
+parser.add_argument("--top", type=int, default=40, help="functions to print with --cprofile")
 parser.add_argument("--out", default=os.environ.get("OUT", "."))
 args = parser.parse_args()
 if not args.warm_triton:  # before triton is imported: it reads the variable once
@@ -52,14 +54,16 @@ def main() -> None:
         builder = tk.Builder(config)
         profiler = cProfile.Profile()
         start = time.perf_counter()
-        profiler.enable()
+        if args.cprofile:
+            profiler.enable()
         builder.build(parse_onnx(onnx_path))
         profiler.disable()
         seconds = time.perf_counter() - start
     report = io.StringIO()
-    pstats.Stats(profiler, stream=report).sort_stats("cumulative").print_stats(args.top)
+    if args.cprofile:
+        pstats.Stats(profiler, stream=report).sort_stats("cumulative").print_stats(args.top)
     text = (f"{torch.cuda.get_device_name()}: {args.workload} FP16 build, opt level {args.opt_level}, Triton cache "
-            f"{'warm' if args.warm_triton else 'empty'}: {seconds:.1f} s\n\n" + "\n".join(builder.build_log[-6:])
+            f"{'warm' if args.warm_triton else 'empty'}: {seconds:.1f} s (parse included)\n\n" + "\n".join(builder.build_log[-7:])
             + "\n\n" + report.getvalue())
     print(text)
     Path(out, f"build_profile_{name}_{batch}.txt").write_text(text)

@@ -20,7 +20,7 @@ from .plan.in_place import residual_in_place_candidates, residuals_in_place
 from .plan.memory import plan_memory
 from .quant.precision import Precision, assign_precisions
 from .runtime.engine import Engine
-from .tactics.selection import TACTIC_SOURCES, select_tactic
+from .tactics.selection import TACTIC_SOURCES, select_tactic, timed_candidates
 from .tactics.timing import TacticTimer, TimingCache
 
 log = logging.getLogger("tensorkiln.builder")
@@ -118,6 +118,10 @@ class Builder:
         # the layers that will store over their residual if their tactic can: the timer times such tactics that way
         # (for cuBLAS it is one GEMM accumulating into the residual instead of a GEMM and an add)
         may_store = residual_in_place_candidates(steps, tensors, outside)
+        if timer is not None:
+            timer.compile_ahead((layer, found, layer.name in may_store) for layer in graph.layers
+                                if len(found := timed_candidates(layer, target, config.opt_level,
+                                                                 config.disabled_tactic_sources)) > 1)
         for index, layer in enumerate(graph.layers):
             layer_timer = timer and functools.partial(timer, in_place=layer.name in may_store)
             tactic = select_tactic(layer, target, layer_timer, config.opt_level, config.disabled_tactic_sources)

@@ -52,8 +52,9 @@ def prune_for_opt_level(found: list[KernelEntry], opt_level: int) -> list[Kernel
     return kept or found[:1]
 
 
-def select_tactic(layer: Layer, target: str, timer: Callable[[Layer, list[KernelEntry]], KernelEntry] | None = None,
-                  opt_level: int = 3, disabled_sources: tuple[str, ...] = ()) -> str:
+def timed_candidates(layer: Layer, target: str, opt_level: int = 3,
+                     disabled_sources: tuple[str, ...] = ()) -> list[KernelEntry]:
+    """The tactics that compete for `layer`: its candidates less the disabled sources, pruned for the opt level."""
     found = layer_candidates(layer, target)
     enabled = [entry for entry in found if tactic_source(entry.impl) not in disabled_sources]
     if not enabled:
@@ -61,7 +62,12 @@ def select_tactic(layer: Layer, target: str, timer: Callable[[Layer, list[Kernel
         raise BuildError(f"layer {layer.name!r} of kind {layer.kind!r} has {target} kernels from "
                          f"{', '.join(sources)} only, and the build disables them; enable one "
                          f"(e.g. --tactic-sources=+{sources[0]})")
-    found = prune_for_opt_level(enabled, opt_level)
+    return prune_for_opt_level(enabled, opt_level)
+
+
+def select_tactic(layer: Layer, target: str, timer: Callable[[Layer, list[KernelEntry]], KernelEntry] | None = None,
+                  opt_level: int = 3, disabled_sources: tuple[str, ...] = ()) -> str:
+    found = timed_candidates(layer, target, opt_level, disabled_sources)
     if len(found) == 1 or timer is None:
         return tactic_id(found[0])
     return tactic_id(timer(layer, found))

@@ -6,18 +6,21 @@ so a similar network (same layers at the same shapes) reuses the measurements of
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import json
+import os
 import statistics
 import time
 from pathlib import Path
+from typing import Iterable
 
 import torch
 
 from ..ir.graph import Layer
 from ..ir.serialize import op_to_json
 from ..kernels.registry import KernelEntry
-from .selection import family, tactic_id
+from .selection import GENERATED_PREFIX, family, tactic_id
 
 
 class TimingCache:
@@ -49,16 +52,14 @@ class TacticTimer:
         self.device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         self.log: list[str] = []
         self.seconds: collections.Counter[str] = collections.Counter()  # build time spent timing, per kernel family
+        self.ahead = (0, 0.0)  # (kernels launched, seconds) by compile_ahead
 
     def __call__(self, layer: Layer, entries: list[KernelEntry], in_place: bool = False) -> KernelEntry:
         """The fastest of `entries` for `layer`. With `in_place` the layer will store over its residual where its
         tactic can (plan/in_place.py), and such tactics are timed doing so."""
-        stored_over = dataclasses.replace(layer, op=dataclasses.replace(layer.op, residual_in_place=True)) \
-            if in_place else layer
         times = {}
         for entry in entries:
-            timed = stored_over if entry.writes_over_residual else layer
-            entry_key = f"{tactic_id(entry)}|{layer_key(timed, self.dtype, self.device_name)}"
+            timed, entry_key = self._timed(layer, entry, in_place)
             if entry_key in self.cache.entries:
                 self.cache.hits += 1
             else:
@@ -72,10 +73,45 @@ class TacticTimer:
                         + f" -> {tactic_id(best)}")
         return best
 
+    def compile_ahead(self, work: Iterable[tuple[Layer, list[KernelEntry], bool]]) -> None:
+        """Launch every generated (Triton) tactic that timing will meet once, several at a time, so that their
+        compiles overlap: a compile spends most of its time in ptxas and the C compiler (subprocesses), which
+        threads run side by side. `work`: (layer, its candidates, in_place) as `__call__` will get them."""
+        jobs = {}
+        for layer, entries, in_place in work:
+            for entry in entries:
+                timed, entry_key = self._timed(layer, entry, in_place)
+                if entry.impl.startswith(GENERATED_PREFIX) and entry_key not in self.cache.entries:
+                    jobs.setdefault(entry_key, (timed, entry))
+        if not jobs:
+            return
+        start = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            list(pool.map(lambda job: self._launch_once(*job), jobs.values()))
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()  # the concurrent launches' inputs: up to 8 layers' worth, not needed again
+        self.ahead = (len(jobs), time.perf_counter() - start)
+
+    def _launch_once(self, layer: Layer, entry: KernelEntry) -> None:
+        try:
+            with torch.inference_mode():
+                entry.fn(layer.op, self._inputs(layer))
+        except Exception:  # noqa: BLE001 (Triton's compile errors have many types) the timer meets it again: inf
+            pass
+
+    def _timed(self, layer: Layer, entry: KernelEntry, in_place: bool) -> tuple[Layer, str]:
+        """The layer as `entry` is timed (storing over its residual where it can and the plan lets it), and the
+        timing cache's key."""
+        timed = layer
+        if in_place and entry.writes_over_residual:
+            timed = dataclasses.replace(layer, op=dataclasses.replace(layer.op, residual_in_place=True))
+        return timed, f"{tactic_id(entry)}|{layer_key(timed, self.dtype, self.device_name)}"
+
     def summary(self) -> str:
         """Where the timing's build time went: seconds per kernel family (its compiles and library searches too)."""
         spent = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds.most_common())
-        return f"tactic timing took {sum(self.seconds.values()):.1f} s" + (f": {spent}" if spent else "")
+        ahead = f"compiling {self.ahead[0]} generated tactics ahead took {self.ahead[1]:.1f} s; " if self.ahead[0] else ""
+        return ahead + f"tactic timing took {sum(self.seconds.values()):.1f} s" + (f": {spent}" if spent else "")
 
     def _inputs(self, layer: Layer) -> list[torch.Tensor | None]:
         args = []

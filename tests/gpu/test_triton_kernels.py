@@ -154,9 +154,8 @@ def test_gelu_erf_stored_in_16_bits_is_off_by_rounding_and_the_cheap_erf_bound(d
 @pytest.mark.skipif(HAS_CUDA and torch.cuda.get_device_capability() < (9, 0), reason="TMA needs Hopper or later")
 @pytest.mark.parametrize("dtype", [d for d in DTYPES if d != torch.float32])
 @pytest.mark.parametrize("b_k_major", [True, False])
-@pytest.mark.parametrize("warp_specialize, split_epilogue, tma_store", [(False, False, False), (True, True, False),
-                                                                        (False, True, True), (False, False, True)])
-def test_tma_gemm_with_its_epilogue(dtype, b_k_major, warp_specialize, split_epilogue, tma_store):
+@pytest.mark.parametrize("warp_specialize, split_epilogue", [(False, False), (True, True)])
+def test_tma_gemm_with_its_epilogue(dtype, b_k_major, warp_specialize, split_epilogue):
     # ragged M and N against the tiles, more tiles than programs (each program walks several), K over two steps
     gemm_tma, configs = triton_module("gemm_tma"), triton_module("configs")
     a, w = rand(100, 136, dtype=dtype), rand(72, 136, dtype=dtype, scale=0.1)
@@ -165,7 +164,7 @@ def test_tma_gemm_with_its_epilogue(dtype, b_k_major, warp_specialize, split_epi
     out = gemm_tma.gemm_tma(a, b, b_k_major=b_k_major, bias=bias, activation=A.GELU_ERF, residual=residual,
                             post_activation=A.RELU, programs=3,
                             config=configs.TmaGemmConfig(configs.GemmConfig(32, 32, 32, 2, 4, 2), warp_specialize,
-                                                         split_epilogue, tma_store=tma_store))
+                                                         split_epilogue))
     ra, rw, rbias, rres = f32(a, w, bias, residual)
     check(out, F.relu(F.gelu(ra @ rw.t() + rbias) + rres), dtype)
     with pytest.raises(ValueError, match="multiples of 8"):

@@ -27,21 +27,20 @@ from .configs import TMA_GEMM_CONFIGS, GemmConfig, TmaGemmConfig
 from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_zero
 from .gemm import grouped_tile
 
-# what bench/gemm_variants.py sweeps: the tactic's 128x256 tiles with the split epilogue, stored by pointer or by TMA
-# (with and without warp specialization), and 128x128 tiles, one or two programs per SM. (The sweep of 2026-11-30
-# found warp specialization and two programs per SM within 3% elsewhere: bench/RESULTS.md.)
-_WIDE, _SQUARE, _SQUARE_4 = GemmConfig(128, 256, 64, 8, 8, 3), GemmConfig(128, 128, 64, 8, 8, 3), \
-    GemmConfig(128, 128, 64, 8, 4, 4)
-TMA_CONFIGS = (TmaGemmConfig(_WIDE, split_epilogue=True), TmaGemmConfig(_WIDE, split_epilogue=True, tma_store=True),
-               TmaGemmConfig(_WIDE, True, True, tma_store=True), TmaGemmConfig(_SQUARE, tma_store=True),
-               TmaGemmConfig(_SQUARE_4, programs_per_sm=2, tma_store=True))
+# what bench/gemm_variants.py sweeps: 128x128 and 128x256 tiles, with and without warp specialization and a split
+# epilogue, and two programs per SM for the memory-bound shapes
+TMA_CONFIGS = tuple(
+    TmaGemmConfig(tiles, ws, split, per_sm)
+    for tiles in (GemmConfig(128, 128, 64, 8, 8, 3), GemmConfig(128, 256, 64, 8, 8, 3),
+                  GemmConfig(128, 128, 64, 8, 4, 4))
+    for ws in (False, True) for split in (False, True) for per_sm in (1, 2)
+    if not (split and tiles.block_n < 256) and not (per_sm == 2 and tiles.block_n == 256))
 
 
 @triton.jit
-def _finish_tile(acc, row, column, c_ptr, c_desc, M, N, bias_ptr, slope_ptr, res_ptr, stride_rm, stride_rn,
+def _finish_tile(acc, row, column, c_ptr, M, N, bias_ptr, slope_ptr, res_ptr, stride_rm, stride_rn,
                  alpha, beta, post_alpha, post_beta, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
-                 HAS_RES: tl.constexpr, POST_ACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 TMA_STORE: tl.constexpr):
+                 HAS_RES: tl.constexpr, POST_ACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """The epilogue of one [BLOCK_M, BLOCK_N] tile at (row, column), and its store."""
     offs_m = row + tl.arange(0, BLOCK_M)
     offs_n = column + tl.arange(0, BLOCK_N)
@@ -49,11 +48,10 @@ def _finish_tile(acc, row, column, c_ptr, c_desc, M, N, bias_ptr, slope_ptr, res
     acc = apply_epilogue(acc, offs_m, offs_n, mask_m, mask_n, bias_ptr, slope_ptr,
                          res_ptr, offs_m.to(tl.int64) * stride_rm, stride_rn,
                          alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT)
-    if TMA_STORE:  # TMA clips the rows and columns past M and N
-        c_desc.store([row, column], acc.to(c_ptr.dtype.element_ty))
-    else:
-        c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
-        tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    # a plain store: through shared memory and a TMA store (descriptor.store) it took 15% longer on ResNet-50's 1x1
+    # convolutions with their residual and 1% longer on BERT's GELU up-projection (bench/gemm_variants.py, H200)
+    c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
 @triton.jit
@@ -63,17 +61,13 @@ def gemm_tma_kernel(
     alpha, beta, post_alpha, post_beta, NUM_PROGRAMS,
     B_K_MAJOR: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr,
     POST_ACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, SPLIT_EPILOGUE: tl.constexpr, TMA_STORE: tl.constexpr,
+    GROUP_M: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, SPLIT_EPILOGUE: tl.constexpr,
 ):
     a_desc = tl.make_tensor_descriptor(a_ptr, shape=[M, K], strides=[K, 1], block_shape=[BLOCK_M, BLOCK_K])
     if B_K_MAJOR:
         b_desc = tl.make_tensor_descriptor(b_ptr, shape=[N, K], strides=[K, 1], block_shape=[BLOCK_N, BLOCK_K])
     else:
         b_desc = tl.make_tensor_descriptor(b_ptr, shape=[K, N], strides=[N, 1], block_shape=[BLOCK_K, BLOCK_N])
-    c_desc = None
-    if TMA_STORE:
-        c_desc = tl.make_tensor_descriptor(c_ptr, shape=[M, N], strides=[N, 1],
-                                           block_shape=[BLOCK_M, BLOCK_N // 2 if SPLIT_EPILOGUE else BLOCK_N])
     num_pid_m, num_pid_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
     for tile in tl.range(tl.program_id(axis=0), num_pid_m * num_pid_n, NUM_PROGRAMS, flatten=True,
                          warp_specialize=WARP_SPECIALIZE):
@@ -88,16 +82,14 @@ def gemm_tma_kernel(
                 acc = tl.dot(a, b_desc.load([k * BLOCK_K, column]), acc)
         if SPLIT_EPILOGUE:  # as Triton's persistent-matmul tutorial splits its store
             left, right = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
-            _finish_tile(left, row, column, c_ptr, c_desc, M, N, bias_ptr, slope_ptr, res_ptr, stride_rm, stride_rn,
-                         alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT, BLOCK_M, BLOCK_N // 2,
-                         TMA_STORE)
-            _finish_tile(right, row, column + BLOCK_N // 2, c_ptr, c_desc, M, N, bias_ptr, slope_ptr, res_ptr,
+            _finish_tile(left, row, column, c_ptr, M, N, bias_ptr, slope_ptr, res_ptr, stride_rm, stride_rn,
+                         alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT, BLOCK_M, BLOCK_N // 2)
+            _finish_tile(right, row, column + BLOCK_N // 2, c_ptr, M, N, bias_ptr, slope_ptr, res_ptr,
                          stride_rm, stride_rn, alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT,
-                         BLOCK_M, BLOCK_N // 2, TMA_STORE)
+                         BLOCK_M, BLOCK_N // 2)
         else:
-            _finish_tile(acc, row, column, c_ptr, c_desc, M, N, bias_ptr, slope_ptr, res_ptr, stride_rm, stride_rn,
-                         alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT, BLOCK_M, BLOCK_N,
-                         TMA_STORE)
+            _finish_tile(acc, row, column, c_ptr, M, N, bias_ptr, slope_ptr, res_ptr, stride_rm, stride_rn,
+                         alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT, BLOCK_M, BLOCK_N)
 
 
 def supported(a: torch.Tensor, b: torch.Tensor, b_k_major: bool) -> bool:
@@ -150,6 +142,6 @@ def gemm_tma(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = True, bias: 
         B_K_MAJOR=b_k_major, HAS_BIAS=bias is not None, ACT=activation_code(activation, out_dtype=out.dtype),
         HAS_RES=residual is not None, POST_ACT=activation_code(post_activation, out_dtype=out.dtype),
         BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
-        WARP_SPECIALIZE=config.warp_specialize, SPLIT_EPILOGUE=config.split_epilogue, TMA_STORE=config.tma_store,
+        WARP_SPECIALIZE=config.warp_specialize, SPLIT_EPILOGUE=config.split_epilogue,
         num_warps=tile.num_warps, num_stages=tile.num_stages)
     return out
