@@ -94,6 +94,8 @@ CASES = [
     Case("matmul_residual", *_matmul(residual=True), constant=(1, 2)),
     Case("matmul_large_residual", ops.FusedMatMul(residual=True, post_activation=A.RELU),
          ((4, 2048, 64), (64, 512), (512,), (4, 2048, 512), None), constant=(1, 2)),
+    Case("matmul_large_gelu", ops.FusedMatMul(transpose_b=True, activation=A.GELU_ERF, residual=True),  # TMA
+         ((4, 2048, 64), (512, 64), (512,), (4, 2048, 512), None), constant=(1, 2)),
     Case("conv_1x1_large_add_relu", ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), 1, residual=True,  # TMA
                                                          post_activation=A.RELU),
          ((8, 64, 32, 32), (512, 64, 1, 1), (512,), (8, 512, 32, 32), None), constant=(1, 2)),

@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from .configs import ATTENTION_CONFIGS, AttentionConfig
+from .epilogue import exp2_ftz
 from .gemm import input_precision
 
 
@@ -80,8 +81,8 @@ def attention_kernel(
         s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet stays at zero
-        p = tl.exp2(s - m_safe[:, None])
-        rescale = tl.exp2(m_i - m_safe)
+        p = exp2_ftz(s - m_safe[:, None])  # one MUFU.EX2 each (what tl.exp2 adds handles denormal results)
+        rescale = exp2_ftz(m_i - m_safe)
         l_i = l_i * rescale + tl.sum(p, axis=1)
         v = tl.load(v_ptr + offs_n[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
                     mask=mask_n[:, None] & (offs_dv[None, :] < Dv), other=0.0)

@@ -42,7 +42,7 @@ _PTX = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 
 
 @triton.jit
-def _reciprocal(x):
+def reciprocal_ftz(x):
     """1 / x in one MUFU.RCP (rel. error 2^-23; flushes denormals), where Triton's division adds range checks."""
     if _PTX:
         return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
@@ -52,7 +52,7 @@ def _reciprocal(x):
 
 
 @triton.jit
-def _exp2(x):
+def exp2_ftz(x):
     """2^x in one MUFU.EX2 (rel. error 2^-22; flushes denormals), where tl.exp2 adds range checks."""
     if _PTX:
         return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
@@ -68,9 +68,9 @@ def _gelu_16bit(x):
     # is off by at most |x| 7.5e-8, less than the rounding of its 16-bit store. About 14 instructions, two of them
     # MUFU, where libdevice's erff and IEEE division take about 40 (SASS of gemm_tma_kernel for sm_90): the GELU
     # epilogue of a GEMM does not overlap its MMAs, so each instruction here costs GEMM time.
-    t = _reciprocal(1.0 + (0.3275911 * 0.7071067811865476) * tl.abs(x))
+    t = reciprocal_ftz(1.0 + (0.3275911 * 0.7071067811865476) * tl.abs(x))
     half_poly = t * (0.127414796 + t * (-0.142248368 + t * (0.7107068705 + t * (-0.7265760135 + t * 0.5307027145))))
-    half_erfc = half_poly * _exp2(x * x * -0.7213475204444817)  # exp(-x^2 / 2) = 2^(-x^2 log2(e) / 2)
+    half_erfc = half_poly * exp2_ftz(x * x * -0.7213475204444817)  # exp(-x^2 / 2) = 2^(-x^2 log2(e) / 2)
     return x * tl.where(x >= 0, 1.0 - half_erfc, half_erfc)
 
 

@@ -40,11 +40,16 @@ TMA_CONFIGS = tuple(
 @triton.jit
 def _finish_tile(acc, row, column, c_ptr, M, N, bias_ptr, slope_ptr, res_ptr, stride_rm, stride_rn,
                  alpha, beta, post_alpha, post_beta, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
-                 HAS_RES: tl.constexpr, POST_ACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """The epilogue of one [BLOCK_M, BLOCK_N] tile at (row, column), and its store."""
+                 HAS_RES: tl.constexpr, POST_ACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 EVEN: tl.constexpr):
+    """The epilogue of one [BLOCK_M, BLOCK_N] tile at (row, column), and its store. EVEN: the tiles divide M and N,
+    so no element needs a bounds check."""
     offs_m = row + tl.arange(0, BLOCK_M)
     offs_n = column + tl.arange(0, BLOCK_N)
-    mask_m, mask_n = offs_m < M, offs_n < N
+    if EVEN:  # constant masks, which the compiler drops
+        mask_m, mask_n = tl.full((BLOCK_M,), True, tl.int1), tl.full((BLOCK_N,), True, tl.int1)
+    else:
+        mask_m, mask_n = offs_m < M, offs_n < N
     acc = apply_epilogue(acc, offs_m, offs_n, mask_m, mask_n, bias_ptr, slope_ptr,
                          res_ptr, offs_m.to(tl.int64) * stride_rm, stride_rn,
                          alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT)
@@ -61,7 +66,7 @@ def gemm_tma_kernel(
     alpha, beta, post_alpha, post_beta, NUM_PROGRAMS,
     B_K_MAJOR: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr,
     POST_ACT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, SPLIT_EPILOGUE: tl.constexpr,
+    GROUP_M: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, SPLIT_EPILOGUE: tl.constexpr, EVEN: tl.constexpr,
 ):
     a_desc = tl.make_tensor_descriptor(a_ptr, shape=[M, K], strides=[K, 1], block_shape=[BLOCK_M, BLOCK_K])
     if B_K_MAJOR:
@@ -83,13 +88,13 @@ def gemm_tma_kernel(
         if SPLIT_EPILOGUE:  # as Triton's persistent-matmul tutorial splits its store
             left, right = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
             _finish_tile(left, row, column, c_ptr, M, N, bias_ptr, slope_ptr, res_ptr, stride_rm, stride_rn,
-                         alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT, BLOCK_M, BLOCK_N // 2)
+                         alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT, BLOCK_M, BLOCK_N // 2, EVEN)
             _finish_tile(right, row, column + BLOCK_N // 2, c_ptr, M, N, bias_ptr, slope_ptr, res_ptr,
                          stride_rm, stride_rn, alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT,
-                         BLOCK_M, BLOCK_N // 2)
+                         BLOCK_M, BLOCK_N // 2, EVEN)
         else:
             _finish_tile(acc, row, column, c_ptr, M, N, bias_ptr, slope_ptr, res_ptr, stride_rm, stride_rn,
-                         alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT, BLOCK_M, BLOCK_N)
+                         alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT, BLOCK_M, BLOCK_N, EVEN)
 
 
 def supported(a: torch.Tensor, b: torch.Tensor, b_k_major: bool) -> bool:
@@ -143,5 +148,6 @@ def gemm_tma(a: torch.Tensor, b: torch.Tensor, *, b_k_major: bool = True, bias: 
         HAS_RES=residual is not None, POST_ACT=activation_code(post_activation, out_dtype=out.dtype),
         BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
         WARP_SPECIALIZE=config.warp_specialize, SPLIT_EPILOGUE=config.split_epilogue,
+        EVEN=m % tile.block_m == 0 and n % tile.block_n == 0,
         num_warps=tile.num_warps, num_stages=tile.num_stages)
     return out
