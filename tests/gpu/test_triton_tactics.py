@@ -58,9 +58,9 @@ def test_tma_tactic_serves_large_1x1_convolutions(monkeypatch):
 
 @needs_triton
 @pytest.mark.skipif(HAS_CUDA and torch.cuda.get_device_capability() < (9, 0), reason="TMA needs Hopper or later")
-def test_tma_tactic_serves_large_matmuls_whose_activation_cublaslt_lacks(monkeypatch):
-    """As a matmul tactic the TMA GEMM takes large GEMMs with an activation other than ReLU or the tanh GELU (BERT's
-    erf GELU), with either weight layout, and stores over the residual."""
+def test_tma_tactic_serves_large_matmuls_whose_epilogue_cublaslt_cannot_fuse(monkeypatch):
+    """As a matmul tactic the TMA GEMM takes large GEMMs whose epilogue cuBLASLt cannot run whole (BERT's erf GELU, a
+    bias with a residual), with either weight layout, and stores over the residual."""
     from tensorkiln.ir.dtypes import DataType
     from tensorkiln.ir.graph import Tensor
     from tensorkiln.kernels.cuda import triton_tactics as tt
@@ -73,8 +73,11 @@ def test_tma_tactic_serves_large_matmuls_whose_activation_cublaslt_lacks(monkeyp
     assert tt._tma_matmul_ok(gelu, big, config)
     assert not tt._tma_matmul_ok(gelu, [spec(1, 128, 64), *big[1:]], config)  # too few tiles
     assert not tt._tma_matmul_ok(gelu, [spec(64, 128, 60), spec(512, 60), big[2]], config)  # K % 8
-    for lacking in (None, A.RELU, A.GELU_TANH):  # cuBLASLt fuses these
-        assert not tt._tma_matmul_ok(dataclasses.replace(gelu, activation=lacking), big, config)
+    for fused in (None, A.RELU, A.GELU_TANH):  # cuBLASLt runs these epilogues whole
+        assert not tt._tma_matmul_ok(dataclasses.replace(gelu, activation=fused), big, config)
+    with_residual = dataclasses.replace(gelu, activation=None, residual=True)  # BERT's down-projection
+    assert tt._tma_matmul_ok(with_residual, [*big, spec(64, 128, 512)], config)  # bias + residual: two kernels there
+    assert not tt._tma_matmul_ok(with_residual, [*big[:2], None, spec(64, 128, 512)], config)  # accumulated into
 
     dtype = torch.float16
     a, w, bias, residual = rand(4, 40, 64, dtype=dtype), rand(48, 64, dtype=dtype, scale=0.1), rand(48, dtype=dtype), \

@@ -250,9 +250,10 @@ def fused_pointwise(op: ops.FusedPointwise, inputs, config):
 
 # ---- the persistent TMA GEMM (Hopper): large 1x1 convolutions, and GEMMs whose activation cuBLASLt cannot fuse ----
 # ResNet-50 b256's layer1 conv3 (with its residual and ReLU) took 0.306 ms on it, 0.405 ms on the implicit GEMM; the
-# whole engine 6.26 against 6.62 ms (bench/ab.py on an H200). For matmuls it is a candidate only where the activation
-# is one cuBLASLt's epilogue lacks (BERT's erf GELU): BERT-base b128 ran in 6.61 against 6.79 ms without it, its
-# twelve FFN up-projections in 1.89 against 2.09 ms (`bench/ab.py --variant notma=~tma`, H200).
+# whole engine 6.26 against 6.62 ms (bench/ab.py on an H200). For matmuls it is a candidate only where cuBLASLt cannot
+# run the whole epilogue (BERT's erf GELU; its projections that add a bias and a residual): BERT-base b128 ran in 6.61
+# against 6.79 ms without it, its twelve FFN up-projections in 1.89 against 2.09 ms (`bench/ab.py --variant
+# notma=~tma`, H200).
 # TMA_MIN_TILES: output tiles below which one persistent program per SM leaves a ~132-SM GPU idle; smaller problems
 # (every batch-1 layer) leave it to cuDNN, cuBLAS and the implicit GEMM, and their builds compile nothing more
 TMA_MIN_TILES = 128
@@ -279,12 +280,21 @@ def _tma_conv_ok(op, inputs, config) -> bool:
             and (not op.residual or (residual is not None and tuple(residual.shape) == (n, k, h, w))))
 
 
+def _cublaslt_fuses(op, bias) -> bool:
+    """Whether cublas.py runs the layer's whole epilogue inside its GEMM: a bias with no activation, a ReLU or the tanh
+    GELU; or a residual alone, accumulated into. (A bias with a residual takes it a second kernel.)"""
+    if op.post_activation is not None or op.prelu:
+        return False
+    if op.residual:
+        return bias is None and op.activation is None
+    return op.activation in (None, ops.ActivationType.RELU, ops.ActivationType.GELU_TANH)
+
+
 def _tma_matmul_ok(op, inputs, config) -> bool:
-    """A GEMM of at least TMA_MIN_TILES tiles (A [..., K] by a 2-D B) with an activation that cuBLASLt's epilogue
-    lacks (cublas.py fuses ReLU and the tanh GELU), 16-byte aligned rows in 16-bit types, and no PReLU."""
+    """A GEMM of at least TMA_MIN_TILES tiles (A [..., K] by a 2-D B) whose epilogue cuBLASLt cannot run whole (the
+    erf GELU; a bias and a residual), 16-byte aligned rows in 16-bit types, and no PReLU."""
     a, b, bias, residual, slope = _five(inputs)
-    if not _matmul_ok(op, inputs) or op.transpose_a or len(b.shape) != 2 or op.prelu \
-            or op.activation in (None, ops.ActivationType.RELU, ops.ActivationType.GELU_TANH):
+    if not _matmul_ok(op, inputs) or op.transpose_a or len(b.shape) != 2 or op.prelu or _cublaslt_fuses(op, bias):
         return False
     (k, n), tile = (b.shape[::-1] if op.transpose_b else b.shape), config.tiles
     m = math.prod(a.shape[:-1])
