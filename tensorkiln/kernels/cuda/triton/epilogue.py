@@ -42,23 +42,20 @@ _PTX = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 
 
 @triton.jit
+def _f32_ptx(instruction: tl.constexpr, x):
+    return tl.inline_asm_elementwise(instruction, "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
 def reciprocal_ftz(x):
     """1 / x in one MUFU.RCP (rel. error 2^-23; flushes denormals), where Triton's division adds range checks."""
-    if _PTX:
-        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
-                                         is_pure=True, pack=1)
-    else:
-        return 1.0 / x
+    return _f32_ptx("rcp.approx.ftz.f32 $0, $1;", x) if _PTX else 1.0 / x
 
 
 @triton.jit
 def exp2_ftz(x):
     """2^x in one MUFU.EX2 (rel. error 2^-22; flushes denormals), where tl.exp2 adds range checks."""
-    if _PTX:
-        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
-                                         is_pure=True, pack=1)
-    else:
-        return tl.exp2(x)
+    return _f32_ptx("ex2.approx.ftz.f32 $0, $1;", x) if _PTX else tl.exp2(x)
 
 
 @triton.jit
