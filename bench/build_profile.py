@@ -63,8 +63,8 @@ def main() -> None:
     if args.cprofile:
         pstats.Stats(profiler, stream=report).sort_stats("cumulative").print_stats(args.top)
     text = (f"{torch.cuda.get_device_name()}: {args.workload} FP16 build, opt level {args.opt_level}, Triton cache "
-            f"{'warm' if args.warm_triton else 'empty'}: {seconds:.1f} s (parse included)\n\n" + "\n".join(builder.build_log[-7:])
-            + "\n\n" + report.getvalue())
+            f"{'warm' if args.warm_triton else 'empty'}: {seconds:.1f} s (parse included)\n\n"
+            + "\n".join(builder.build_log[-7:]) + "\n\n" + report.getvalue())
     print(text)
     Path(out, f"build_profile_{name}_{batch}.txt").write_text(text)
 

@@ -110,7 +110,8 @@ class TacticTimer:
     def summary(self) -> str:
         """Where the timing's build time went: seconds per kernel family (its compiles and library searches too)."""
         spent = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds.most_common())
-        ahead = f"compiling {self.ahead[0]} generated tactics ahead took {self.ahead[1]:.1f} s; " if self.ahead[0] else ""
+        launched, compiling = self.ahead
+        ahead = f"compiling {launched} generated tactics ahead took {compiling:.1f} s; " if launched else ""
         return ahead + f"tactic timing took {sum(self.seconds.values()):.1f} s" + (f": {spent}" if spent else "")
 
     def _inputs(self, layer: Layer) -> list[torch.Tensor | None]:

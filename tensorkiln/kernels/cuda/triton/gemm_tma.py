@@ -88,7 +88,8 @@ def gemm_tma_kernel(
         if SPLIT_EPILOGUE:  # as Triton's persistent-matmul tutorial splits its store
             left, right = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
             _finish_tile(left, row, column, c_ptr, M, N, bias_ptr, slope_ptr, res_ptr, stride_rm, stride_rn,
-                         alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT, BLOCK_M, BLOCK_N // 2, EVEN)
+                         alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT, BLOCK_M, BLOCK_N // 2,
+                         EVEN)
             _finish_tile(right, row, column + BLOCK_N // 2, c_ptr, M, N, bias_ptr, slope_ptr, res_ptr,
                          stride_rm, stride_rn, alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT,
                          BLOCK_M, BLOCK_N // 2, EVEN)
