@@ -248,12 +248,11 @@ def fused_pointwise(op: ops.FusedPointwise, inputs, config):
                     num_warps=config.num_warps)]
 
 
-# ---- the persistent TMA GEMM (Hopper): large 1x1 convolutions, and GEMMs whose activation cuBLASLt cannot fuse ----
+# ---- the persistent TMA GEMM (Hopper): large 1x1 convolutions, and GEMMs whose epilogue cuBLASLt cannot fuse ------
 # ResNet-50 b256's layer1 conv3 (with its residual and ReLU) took 0.306 ms on it, 0.405 ms on the implicit GEMM; the
 # whole engine 6.26 against 6.62 ms (bench/ab.py on an H200). For matmuls it is a candidate only where cuBLASLt cannot
-# run the whole epilogue (BERT's erf GELU; its projections that add a bias and a residual): BERT-base b128 ran in 6.61
-# against 6.79 ms without it, its twelve FFN up-projections in 1.89 against 2.09 ms (`bench/ab.py --variant
-# notma=~tma`, H200).
+# run the whole epilogue (BERT's erf GELU; a bias with a residual): BERT-base b128 ran in 6.61 against 6.79 ms
+# without it, its twelve FFN up-projections in 1.89 against 2.09 ms (`bench/ab.py --variant notma=~tma`, H200).
 # TMA_MIN_TILES: output tiles below which one persistent program per SM leaves a ~132-SM GPU idle; smaller problems
 # (every batch-1 layer) leave it to cuDNN, cuBLAS and the implicit GEMM, and their builds compile nothing more
 TMA_MIN_TILES = 128
