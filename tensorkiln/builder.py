@@ -118,13 +118,14 @@ class Builder:
         # the layers that will store over their residual if their tactic can: the timer times such tactics that way
         # (for cuBLAS it is one GEMM accumulating into the residual instead of a GEMM and an add)
         may_store = residual_in_place_candidates(steps, tensors, outside)
+        candidates = [timed_candidates(layer, target, config.opt_level, config.disabled_tactic_sources)
+                      for layer in graph.layers]
         if timer is not None:
-            timer.compile_ahead((layer, found, layer.name in may_store) for layer in graph.layers
-                                if len(found := timed_candidates(layer, target, config.opt_level,
-                                                                 config.disabled_tactic_sources)) > 1)
-        for index, layer in enumerate(graph.layers):
+            timer.compile_ahead((layer, found, layer.name in may_store)
+                                for layer, found in zip(graph.layers, candidates) if len(found) > 1)
+        for index, (layer, found) in enumerate(zip(graph.layers, candidates)):
             layer_timer = timer and functools.partial(timer, in_place=layer.name in may_store)
-            tactic = select_tactic(layer, target, layer_timer, config.opt_level, config.disabled_tactic_sources)
+            tactic = select_tactic(layer, target, layer_timer, found=found)
             steps[index] = dataclasses.replace(steps[index], tactic=tactic)
         for tensor in graph.outputs:
             if tensor.is_constant and tensor.name not in weights:

@@ -274,6 +274,7 @@ def replace_bias(network: Network, layer: Layer, values: np.ndarray) -> None:
         layer.inputs.append(None)
     layer.inputs[2] = make_constant(network, values.astype(dtype), f"{layer.name}_bias")
 
+
 def splice(network: Network, remove: Iterable[Layer], insert: Sequence[Layer], before: Layer) -> None:
     """Remove layers and place `insert` where `before` stands (`before` may be one of the removed)."""
     dropped = {id(l) for l in remove}

@@ -66,8 +66,10 @@ def timed_candidates(layer: Layer, target: str, opt_level: int = 3,
 
 
 def select_tactic(layer: Layer, target: str, timer: Callable[[Layer, list[KernelEntry]], KernelEntry] | None = None,
-                  opt_level: int = 3, disabled_sources: tuple[str, ...] = ()) -> str:
-    found = timed_candidates(layer, target, opt_level, disabled_sources)
+                  opt_level: int = 3, disabled_sources: tuple[str, ...] = (),
+                  found: list[KernelEntry] | None = None) -> str:
+    """The tactic id for `layer`; `found`: its timed_candidates where the caller has them already."""
+    found = found if found is not None else timed_candidates(layer, target, opt_level, disabled_sources)
     if len(found) == 1 or timer is None:
         return tactic_id(found[0])
     return tactic_id(timer(layer, found))

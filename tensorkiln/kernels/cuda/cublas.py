@@ -54,6 +54,17 @@ RELU = ops.ActivationType.RELU
 _EPILOGUE_ACTIVATIONS = {RELU: False, ops.ActivationType.GELU_TANH: True}  # -> use_gelu
 
 
+def runs_whole_epilogue(op, has_bias: bool) -> bool:
+    """Whether these tactics run the layer's whole epilogue inside the one GEMM: a bias with no activation, a ReLU or
+    the tanh GELU; or a residual alone, accumulated into. Anything else takes them a kernel more (the Triton TMA GEMM
+    is a candidate there: triton_tactics.py)."""
+    if op.post_activation is not None or op.prelu:
+        return False
+    if op.residual:
+        return not has_bias and op.activation is None
+    return op.activation is None or op.activation in _EPILOGUE_ACTIVATIONS
+
+
 def _product(op, rows: torch.Tensor, columns: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """A new activation(rows @ columns + bias): a ReLU or a GELU (tanh form) in cuBLASLt's epilogue where there is a
     bias, any other activation as a kernel of its own (BERT's erf GELU: cuBLASLt's GELU is the tanh form; see

@@ -22,6 +22,7 @@ import torch
 from ...ir import ops
 from ...ir.dtypes import DataType
 from ..registry import kernel
+from . import cublas
 from .triton import configs as tiles
 
 
@@ -279,21 +280,12 @@ def _tma_conv_ok(op, inputs, config) -> bool:
             and (not op.residual or (residual is not None and tuple(residual.shape) == (n, k, h, w))))
 
 
-def _cublaslt_fuses(op, bias) -> bool:
-    """Whether cublas.py runs the layer's whole epilogue inside its GEMM: a bias with no activation, a ReLU or the tanh
-    GELU; or a residual alone, accumulated into. (A bias with a residual takes it a second kernel.)"""
-    if op.post_activation is not None or op.prelu:
-        return False
-    if op.residual:
-        return bias is None and op.activation is None
-    return op.activation in (None, ops.ActivationType.RELU, ops.ActivationType.GELU_TANH)
-
-
 def _tma_matmul_ok(op, inputs, config) -> bool:
     """A GEMM of at least TMA_MIN_TILES tiles (A [..., K] by a 2-D B) whose epilogue cuBLASLt cannot run whole (the
     erf GELU; a bias and a residual), 16-byte aligned rows in 16-bit types, and no PReLU."""
     a, b, bias, residual, slope = _five(inputs)
-    if not _matmul_ok(op, inputs) or op.transpose_a or len(b.shape) != 2 or op.prelu or _cublaslt_fuses(op, bias):
+    if not _matmul_ok(op, inputs) or op.transpose_a or len(b.shape) != 2 or op.prelu \
+            or cublas.runs_whole_epilogue(op, bias is not None):
         return False
     (k, n), tile = (b.shape[::-1] if op.transpose_b else b.shape), config.tiles
     m = math.prod(a.shape[:-1])
