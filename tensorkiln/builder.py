@@ -135,6 +135,8 @@ class Builder:
             cache.save()
             self._say(f"timing cache: {cache.hits} hits, {cache.misses} tactics timed")
             self._say(timer.summary())
+            for line in timer.log:  # each layer's candidates and their times, as trtexec --verbose lists them
+                self._say(f"  {line}", detail=True)
         steps = residuals_in_place(steps, may_store)
         in_place = sum(getattr(s.op, "residual_in_place", False) for s in steps)
         if in_place:

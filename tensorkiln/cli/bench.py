@@ -2,14 +2,15 @@
 
 Each timed run is one `ExecutionContext.execute` on random inputs (never zeros), timed with
 time.perf_counter; `execute` returns only once the device is done. On the CPU the inputs and outputs are numpy
-arrays. On CUDA they stay on the device by default, so that the figures are the engine's (like trtexec's GPU
-compute time) rather than those of host<->device copies of pageable numpy memory, which can cost far more than
-the engine itself; --host-io times numpy in and numpy out, copies included.
+arrays. On CUDA the inputs stay on the device by default, bound to the context where they lie (like trtexec's
+device buffers), so that the figures are the engine's rather than those of host<->device copies of pageable numpy
+memory, which can cost far more than the engine itself; --host-io times numpy in and numpy out, copies included.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import time
 from pathlib import Path
@@ -68,10 +69,15 @@ def main(args: argparse.Namespace) -> int:
     if io == "device":
         feed = _on_device(feed, engine.device)
     context = engine.create_execution_context()
+    run = functools.partial(context.execute, feed)
+    if io == "device":
+        for name, value in feed.items():
+            context.set_input_tensor(name, value)
+        run = context.execute
     min_iterations, min_seconds = _run_length(args)
     with _threads(args.threads) as threads:
-        warmup_runs = _warm_up(context, feed, args.warmup, args.warmup_ms)
-        latencies, total_seconds = _measure(context, feed, min_iterations, min_seconds)
+        warmup_runs = _warm_up(run, args.warmup, args.warmup_ms)
+        latencies, total_seconds = _measure(run, min_iterations, min_seconds)
         profile = context.profile(feed, runs=min(len(latencies), MAX_PROFILE_RUNS)) if args.dump_profile else None
 
     batch = engine.inputs[0].shape[0] if engine.inputs and engine.inputs[0].shape else 1
@@ -119,27 +125,27 @@ def _threads(count: int | None):
         torch.set_num_threads(saved)
 
 
-def _warm_up(context, feed, runs: int | None, milliseconds: float | None) -> int:
-    """Untimed executions (first-use setup, caches, CUDA graph capture); returns how many ran."""
+def _warm_up(run, runs: int | None, milliseconds: float | None) -> int:
+    """Untimed executions `run()` (first-use setup, caches, CUDA graph capture); returns how many ran."""
     if runs is not None:
         for _ in range(runs):
-            context.execute(feed)
+            run()
         return runs
     budget = (DEFAULT_WARMUP_MS if milliseconds is None else milliseconds) / 1000
     count, start = 0, time.perf_counter()
     while count == 0 or time.perf_counter() - start < budget:
-        context.execute(feed)
+        run()
         count += 1
     return count
 
 
-def _measure(context, feed, min_iterations: int, min_seconds: float) -> tuple[np.ndarray, float]:
-    """Latency of each timed execution (seconds) and the wall time of the whole timed phase."""
+def _measure(run, min_iterations: int, min_seconds: float) -> tuple[np.ndarray, float]:
+    """Latency of each timed execution `run()` (seconds) and the wall time of the whole timed phase."""
     latencies: list[float] = []
     start = time.perf_counter()
     while len(latencies) < min_iterations or time.perf_counter() - start < min_seconds:
         begin = time.perf_counter()
-        context.execute(feed)
+        run()
         latencies.append(time.perf_counter() - begin)
     return np.array(latencies), time.perf_counter() - start
 
@@ -164,7 +170,7 @@ def summary_table(figures: dict) -> Table:
         ("engine", figures["engine"]), ("target", figures["device"]), ("precision", figures["precision"]),
         ("threads", figures["threads"]),
         ("inputs/outputs", "numpy on the host (copies timed)" if figures["io"] == "host"
-         else "on the device (host copies not timed; --host-io times them)"),
+         else "bound on the device (host copies not timed; --host-io times them)"),
         ("throughput", f"{figures['throughput_inferences_per_second']:.2f} inferences/s, "
                        f"{figures['throughput_items_per_second']:.2f} items/s (batch {figures['batch']})"),
         ("latency (ms)", ", ".join(f"{key} {value:.4f}" for key, value in latency.items() if key != "std")),

@@ -40,6 +40,8 @@ class ExecutionContext:
         dynamic = any(t.is_dynamic for t in plan.tensors)  # data-dependent sizes cannot be captured in a graph
         self._use_graph = self.device.type == "cuda" and not dynamic if cuda_graph is None else cuda_graph
         self._graph = None
+        self._graph_mode: str | None = None  # "copy": inputs copied into the graph's buffers; "bound": read in place
+        self._bound: dict[str, torch.Tensor] = {}  # set_input_tensor
         self._static_inputs: dict[str, torch.Tensor] = {}
         self._static_outputs: dict[str, torch.Tensor] = {}
 
@@ -57,14 +59,15 @@ class ExecutionContext:
         return free
 
     # ---- execution -----------------------------------------------------------------------------
-    def execute(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """Run the engine on `inputs` ({name: numpy array or torch tensor}) and wait for the result.
+    def execute(self, inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run the engine on `inputs` ({name: numpy array or torch tensor}) and wait for the result. Without
+        `inputs` it reads the tensors bound with `set_input_tensor`.
 
         Returns {output name: array}: numpy arrays when the inputs were numpy, torch tensors (on the
         engine's device, owned by the caller) otherwise.
         """
-        feed, as_numpy = self._check_inputs(inputs)
-        outputs = self._run(feed)
+        feed, as_numpy = self._feed(inputs)
+        outputs = self._run(feed, bound=inputs is None)
         if self.device.type == "cuda":
             torch.cuda.current_stream().synchronize()
         if as_numpy:
@@ -73,35 +76,70 @@ class ExecutionContext:
 
     __call__ = execute
 
-    def execute_async(self, inputs: Mapping[str, torch.Tensor], stream: torch.cuda.Stream | None = None
-                      ) -> dict[str, torch.Tensor]:
+    def execute_async(self, inputs: Mapping[str, torch.Tensor] | None = None,
+                      stream: torch.cuda.Stream | None = None) -> dict[str, torch.Tensor]:
         """Enqueue the engine on `stream` (default: the current one) without waiting.
 
-        Inputs are torch tensors on the engine's device (no copies beyond the graph's input buffers). The
-        returned tensors are the context's output buffers: valid until the next execution of this context. One
-        context's executions share its graph's memory, so they must not overlap: enqueue them on one stream, or
-        give each stream a context of its own (contexts share the engine's weights).
+        Inputs are torch tensors on the engine's device, copied into the graph's input buffers; without `inputs`
+        the engine reads the tensors bound with `set_input_tensor` where they lie (no copy). The returned tensors
+        are the context's output buffers: valid until the next execution of this context. One context's
+        executions share its graph's memory, so they must not overlap: enqueue them on one stream, or give each
+        stream a context of its own (contexts share the engine's weights).
         """
-        feed, _ = self._check_inputs(inputs)
+        feed, _ = self._feed(inputs)
         if stream is None or self.device.type != "cuda":
-            return self._run(feed)
+            return self._run(feed, bound=inputs is None)
         with torch.cuda.stream(stream):
-            return self._run(feed)
+            return self._run(feed, bound=inputs is None)
 
-    def _run(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self._graph is not None:
+    def set_input_tensor(self, name: str, tensor: torch.Tensor) -> None:
+        """Bind `tensor` as input `name` (TensorRT's `set_tensor_address`, onnxruntime's IO binding): executions
+        started without inputs read it where it lies, with no copy before the graph's replay. Write each request
+        into it (a non-blocking copy from pinned host memory, or a producer kernel) before executing; keep it
+        allocated while bound. The CUDA graph is captured for the bound tensors' addresses: binding another tensor
+        recaptures it at the next execution."""
+        if name not in self._input_specs:
+            raise InputError(f"unknown input name {name!r}; the engine's inputs are {sorted(self._input_specs)}")
+        if not isinstance(tensor, torch.Tensor) or tensor.device.type != self.device.type:
+            raise InputError(f"input {name!r}: bind a torch tensor on {self.device} (numpy inputs go through "
+                             "execute(inputs), which copies them)")
+        self._check_input(name, tensor, DataType.from_torch(tensor.dtype))
+        previous = self._bound.get(name)
+        if self._graph_mode == "bound" and not _same_memory(previous, tensor):
+            self._release_graph()
+        self._bound[name] = tensor
+
+    def _feed(self, inputs: Mapping[str, Any] | None) -> tuple[dict[str, torch.Tensor], bool]:
+        if inputs is not None:
+            return self._check_inputs(inputs)
+        unbound = sorted(set(self._input_specs) - set(self._bound))
+        if unbound:
+            raise InputError(f"inputs {unbound} are not bound: bind them with set_input_tensor, or pass the "
+                             "inputs to execute")
+        return self._bound, False
+
+    def _run(self, feed: dict[str, torch.Tensor], bound: bool = False) -> dict[str, torch.Tensor]:
+        mode = "bound" if bound else "copy"
+        if self._graph is not None and self._graph_mode == mode:
             # The replay path, kept short: at batch 1 the GPU waits for it (ResNet-50 runs in about 0.35 ms).
             # Kernels and their math modes were fixed at capture; the input views are ordinary tensors (no
             # inference mode needed to write them).
-            for name, value in feed.items():  # one copy: to the device, the buffer's layout and its dtype at once
-                self._static_inputs[name].copy_(value, non_blocking=True)
+            if not bound:
+                for name, value in feed.items():  # one copy: to the device, the buffer's layout and its dtype at once
+                    self._static_inputs[name].copy_(value, non_blocking=True)
             self._graph.replay()
             return dict(self._static_outputs)
         with torch.inference_mode(), _float32_math(self.engine.plan.precision):
             if not self._use_graph:
                 return self._run_steps(self._prepared(feed))
-            self._capture(feed)
-        return self._run(feed)
+            self._release_graph()
+            self._capture(feed, bound)
+        return self._run(feed, bound)
+
+    def _release_graph(self) -> None:
+        """Drop the CUDA graph (its memory pool goes once the outputs handed out are gone too)."""
+        self._graph, self._graph_mode = None, None
+        self._static_inputs, self._static_outputs = {}, {}
 
     def _prepared(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {name: self.engine.prepare_input(value) for name, value in feed.items()}
@@ -117,7 +155,7 @@ class ExecutionContext:
         return torch.empty(value.shape, dtype=dtype, device=self.device,
                            memory_format=self.engine.memory_format(value.dim()))
 
-    def _capture(self, feed: dict[str, torch.Tensor]) -> None:
+    def _capture(self, feed: dict[str, torch.Tensor], bound: bool) -> None:
         graph = torch.cuda.CUDAGraph()
         capture = torch.cuda.graph(graph)
         # The warm-up runs on the stream the graph is captured on (PyTorch's, shared by every capture, the tactic
@@ -131,13 +169,18 @@ class ExecutionContext:
         with capture:
             # The input buffers are allocated in the graph's own memory pool and handed over to the steps: once
             # an input's last reader has run, its memory holds later activations (ResNet-50 b256: the 74 MiB FP16
-            # image batch is dead after the stem). The context keeps views that do not own the memory, and
-            # copies each execution's inputs into them before the replay, which is the only time they are live.
+            # image batch is dead after the stem). Copying in: the context keeps views that do not own the memory,
+            # and copies each execution's inputs into them before the replay, which is the only time they are
+            # live. Bound: the graph reads the bound tensors, converted inside it where the engine's dtype or
+            # layout differs.
             buffers = {name: self._static_input(name, value) for name, value in feed.items()}
-            with torch.inference_mode(False):  # ordinary tensors: the replay path writes them outside inference mode
-                self._static_inputs = {name: _unowned_view(buffer) for name, buffer in buffers.items()}
+            if bound:
+                buffers = {name: _converted(value, buffers[name]) for name, value in feed.items()}
+            else:
+                with torch.inference_mode(False):  # ordinary tensors: the replay path writes them outside inference mode
+                    self._static_inputs = {name: _unowned_view(buffer) for name, buffer in buffers.items()}
             self._static_outputs = self._run_steps(buffers, consume_feed=True)
-        self._graph = graph
+        self._graph, self._graph_mode = graph, "bound" if bound else "copy"
 
     def _run_steps(self, feed: dict[str, torch.Tensor], hook=None, consume_feed: bool = False
                    ) -> dict[str, torch.Tensor]:
@@ -200,7 +243,6 @@ class ExecutionContext:
                              + ", ".join(f"{s.name} {s.dtype.value}{list(s.shape)}" for s in specs.values()))
         feed, as_numpy = {}, True
         for name, value in inputs.items():
-            spec = specs[name]
             if isinstance(value, torch.Tensor):
                 as_numpy = False
                 dtype, tensor = DataType.from_torch(value.dtype), value
@@ -208,15 +250,31 @@ class ExecutionContext:
                 array = np.asarray(value)
                 dtype = DataType.from_numpy(array.dtype)
                 tensor = to_torch(array)
-            if tensor.shape != spec.shape:
-                raise InputError(f"input {name!r} has shape {tuple(tensor.shape)}, but the engine was built for "
-                                 f"{spec.shape}; pass that shape or rebuild with --shapes {name}:"
-                                 + "x".join(str(d) for d in tensor.shape))
-            if dtype is not spec.dtype:
-                raise InputError(f"input {name!r} has dtype {dtype.value}, but the engine expects "
-                                 f"{spec.dtype.value}; convert it first (e.g. array.astype('{spec.dtype.value}'))")
+            self._check_input(name, tensor, dtype)
             feed[name] = tensor  # moved to the device and the engine's layout when it runs (_prepared, _static_input)
         return feed, as_numpy
+
+    def _check_input(self, name: str, tensor: torch.Tensor, dtype: DataType) -> None:
+        spec = self._input_specs[name]
+        if tensor.shape != spec.shape:
+            raise InputError(f"input {name!r} has shape {tuple(tensor.shape)}, but the engine was built for "
+                             f"{spec.shape}; pass that shape or rebuild with --shapes {name}:"
+                             + "x".join(str(d) for d in tensor.shape))
+        if dtype is not spec.dtype:
+            raise InputError(f"input {name!r} has dtype {dtype.value}, but the engine expects "
+                             f"{spec.dtype.value}; convert it first (e.g. array.astype('{spec.dtype.value}'))")
+
+
+def _same_memory(a: torch.Tensor | None, b: torch.Tensor) -> bool:
+    """Whether a graph that reads `a` reads `b` too: the same address, strides and dtype."""
+    return a is not None and (a.data_ptr(), a.stride(), a.dtype) == (b.data_ptr(), b.stride(), b.dtype)
+
+
+def _converted(value: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+    """`value` in `buffer`'s dtype and layout: itself where they already match, else copied into `buffer`."""
+    if value.dtype == buffer.dtype and value.stride() == buffer.stride():
+        return value
+    return buffer.copy_(value)
 
 
 class _DeviceMemory:

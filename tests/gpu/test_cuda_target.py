@@ -104,6 +104,39 @@ def test_graph_replay_tracks_new_inputs_and_streams(shared_dir):
     assert held.dtype == torch.float16 and held.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_bound_inputs_are_read_in_place_by_the_graph():
+    # set_input_tensor: the graph reads the bound FP32 NCHW tensor, converting it to FP16 channels-last inside
+    # the graph; new data written into it is seen, another bound tensor recaptures, and copy mode still works
+    rng = np.random.default_rng(0)
+    network = tk.NetworkDefinition()
+    x = network.add_input("x", tk.DataType.FLOAT, (1, 8, 16, 16))
+    conv = network.add_convolution(x, 16, (3, 3), rng.standard_normal((16, 8, 3, 3)).astype(np.float32) * 0.1,
+                                   rng.standard_normal(16).astype(np.float32), padding=1, name="conv")
+    network.mark_output(network.add_activation(conv.get_output(0), tk.ActivationType.RELU).get_output(0))
+    engine = tk.Builder(BuilderConfig(target=Target.CUDA, precision=Precision.FP16)).build(network)
+    eager, graphed = engine.create_execution_context(cuda_graph=False), engine.create_execution_context()
+
+    def check(produced, value):
+        expected = eager.execute({"x": value})
+        for name in expected:
+            torch.testing.assert_close(produced[name], expected[name], rtol=0, atol=1e-3)
+
+    bound = torch.randn(1, 8, 16, 16, device="cuda")
+    graphed.set_input_tensor("x", bound)
+    check(graphed.execute_async(), bound)
+    first_graph = graphed._graph
+    bound.copy_(torch.randn_like(bound))  # the next request, written where the graph reads it
+    check(graphed.execute_async(), bound)
+    assert graphed._graph is first_graph and not graphed._static_inputs  # replayed, nothing copied in
+    other = torch.randn(1, 8, 16, 16, device="cuda")
+    graphed.set_input_tensor("x", other)
+    check(graphed.execute(), other)
+    assert graphed._graph is not first_graph  # captured again for the new address
+    fed = torch.randn(1, 8, 16, 16, device="cuda")
+    check(graphed.execute_async({"x": fed}), fed)  # copy mode: its own graph
+    check(graphed.execute_async(), other)
+
+
 def test_graph_input_memory_is_released_after_its_last_reader():
     # x -> softmax -> a -> softmax -> b -> mean: the graph's input buffer lives in its memory pool and is released
     # after the first softmax, so two 64 MiB activations are alive at a time (x and a, then a and b), not three

@@ -108,3 +108,31 @@ def test_a_build_names_unknown_tactic_sources():
         Builder(BuilderConfig(disabled_tactic_sources=("cublas",))).build(network)
     with pytest.raises(BuildError, match="has cpu kernels from torch only, and the build disables them"):
         Builder(BuilderConfig(disabled_tactic_sources=("torch",))).build(network)
+
+
+def test_bound_inputs_are_read_where_they_lie(engine):
+    context = engine.create_execution_context()
+    a, b = torch.arange(15, dtype=torch.float32).reshape(3, 5), torch.linspace(-1, 1, 5)
+    context.set_input_tensor("a", a)
+    context.set_input_tensor("b", b)
+    torch.testing.assert_close(context.execute()["sum_output_0"], a + b, rtol=0, atol=0)
+    a.mul_(2)  # a new request, written into the bound tensor
+    torch.testing.assert_close(context.execute_async()["sum_output_0"], a + b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("c", torch.zeros(5), "unknown input name 'c'"),
+    ("a", np.zeros((3, 5), np.float32), "bind a torch tensor on cpu"),
+    ("a", torch.zeros(4, 5), "shape \\(4, 5\\).*built for \\(3, 5\\)"),
+    ("a", torch.zeros(3, 5, dtype=torch.float64), "dtype float64.*expects float32"),
+])
+def test_bad_bindings_are_rejected_clearly(engine, name, value, message):
+    with pytest.raises(InputError, match=message):
+        engine.create_execution_context().set_input_tensor(name, value)
+
+
+def test_executing_without_inputs_names_the_unbound_ones(engine):
+    context = engine.create_execution_context()
+    context.set_input_tensor("a", torch.zeros(3, 5))
+    with pytest.raises(InputError, match="inputs \\['b'\\] are not bound.*set_input_tensor"):
+        context.execute_async()
