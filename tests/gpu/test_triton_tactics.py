@@ -135,7 +135,7 @@ def test_tactic_predicates():
     assert not _triton_serves(ops.Attention(scale=1.0), *[((1, 4, 512),)] * 3)  # head dim over MAX_HEAD_DIM
     # split-K only where the output has too few tiles to fill the GPU and K is long enough to split
     small = _impls(conv, _layer_inputs(((1, 512, 7, 7),), ((512, 512, 3, 3),), ((512,),), None, None))
-    assert "triton_splitk_bm64_bn64_bk64_w4_s3_kauto" in small
+    assert "triton_splitk_bm16_bn64_bk128_w4_s3_kauto" in small
     assert not any("splitk" in i for i in _impls(conv, _layer_inputs(((32, 512, 7, 7),), ((512, 512, 3, 3),),
                                                                       ((512,),), None, None)))
     assert not any("splitk" in i for i in _impls(conv, _layer_inputs(x, ((16, 8, 1, 1),), ((16,),), None, None)))

@@ -110,21 +110,21 @@ def _matmul_problem(op, inputs) -> tuple[int, int, int] | None:
     return batch * a[-2], b[-1], a[-1]
 
 
-# below this many output tiles most of a ~132-SM GPU (an H100) idles without split-K. Each candidate costs build time
-# (a compile per epilogue variant and split): at 64, ResNet-50's batch-1 cold build took 20.6 s and split-K won
-# only layers of 8 tiles there; BERT-base's batch-1 FFN down-projections (24 tiles) gain from it
-SPLIT_K_MAX_TILES = 32
+# below this many output elements (32 tiles of 64x64) most of a ~132-SM GPU (an H100) idles without split-K. Each
+# candidate costs build time (a compile per epilogue variant and split): at 64 tiles, ResNet-50's batch-1 cold build
+# took 20.6 s and split-K won only layers of 8 tiles there; BERT-base's batch-1 FFN down-projections gain from it
+SPLIT_K_MAX_OUTPUT = 32 * 64 * 64
 
 
 def _split_k_pays(problem: Callable, op, inputs, config) -> bool:
-    """Split-K is a candidate where the output has too few tiles to fill the GPU and K has room for every split to
-    run at least two blocks (otherwise the partial sums cost more than they save)."""
+    """Split-K is a candidate where the output is too small to fill the GPU and K has room for every split to run at
+    least two blocks (otherwise the partial sums cost more than they save)."""
     mnk = problem(op, inputs)
     if mnk is None:
         return False
     m, n, k = mnk
     count = -(-m // config.block_m) * -(-n // config.block_n)
-    return count < SPLIT_K_MAX_TILES and -(-k // config.block_k) >= 2 * tiles.split_k_for(config, count)
+    return m * n < SPLIT_K_MAX_OUTPUT and -(-k // config.block_k) >= 2 * tiles.split_k_for(config, count)
 
 
 def _depthwise_ok(op, inputs) -> bool:
