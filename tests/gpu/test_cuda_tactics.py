@@ -81,10 +81,10 @@ CASES = [
     Case("conv_1x1_add_relu", ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), 1, residual=True,  # ResNet
                                                    post_activation=A.RELU),
          ((2, 40, 7, 5), (24, 40, 1, 1), (24,), (2, 24, 7, 5), None), constant=(1, 2)),
-    Case("conv_splitk", *_conv(A.RELU, channels=(160, 24)), constant=(1, 2)),  # few tiles, long K: split-K
+    Case("conv_splitk", *_conv(A.RELU, channels=(288, 24)), constant=(1, 2)),  # few tiles, long K: split-K
     Case("conv_plain", ops.Convolution((1, 1), (1, 0, 2, 1), (1, 1), 1), ((2, 13, 11, 9), (24, 13, 3, 3), (24,)),
          constant=(1, 2)),
-    Case("conv_plain_splitk", ops.Convolution((1, 1), (1, 1, 1, 1), (1, 1), 1), ((1, 160, 7, 5), (24, 160, 3, 3)),
+    Case("conv_plain_splitk", ops.Convolution((1, 1), (1, 1, 1, 1), (1, 1), 1), ((1, 288, 7, 5), (24, 288, 3, 3)),
          constant=(1,)),
     Case("conv_plain_depthwise", ops.Convolution((2, 2), (1, 1, 1, 1), (1, 1), 16), ((2, 16, 11, 9), (16, 1, 3, 3)),
          constant=(1,)),
@@ -99,11 +99,11 @@ CASES = [
     Case("conv_1x1_large_add_relu", ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), 1, residual=True,  # TMA
                                                          post_activation=A.RELU),
          ((8, 64, 32, 32), (512, 64, 1, 1), (512,), (8, 512, 32, 32), None), constant=(1, 2)),
-    Case("matmul_splitk", ops.FusedMatMul(residual=True), ((1, 7, 1100), (1100, 40), (40,), (1, 7, 40), None),
+    Case("matmul_splitk", ops.FusedMatMul(residual=True), ((1, 7, 2100), (2100, 40), (40,), (1, 7, 40), None),
          constant=(1, 2)),
     Case("matmul_plain", ops.MatrixMultiply(), ((2, 3, 7, 33), (2, 3, 33, 19))),
     Case("matmul_plain_bt", ops.MatrixMultiply(transpose_b=True), ((2, 3, 7, 33), (2, 3, 19, 33))),
-    Case("matmul_plain_splitk", ops.MatrixMultiply(), ((7, 1100), (1100, 40))),
+    Case("matmul_plain_splitk", ops.MatrixMultiply(), ((7, 2100), (2100, 40))),
     Case("softmax", ops.Softmax(axis=-1), ((3, 5, 129),)),
     Case("layer_norm", ops.LayerNorm(axis=-1, epsilon=1e-5), ((3, 7, 200), (200,), (200,)), constant=(1, 2)),
     Case("rms_norm", ops.RMSNorm(axis=-1, epsilon=1e-6), ((3, 7, 200), (200,)), constant=(1,)),
