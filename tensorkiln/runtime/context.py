@@ -97,7 +97,8 @@ class ExecutionContext:
         started without inputs read it where it lies, with no copy before the graph's replay. Write each request
         into it (a non-blocking copy from pinned host memory, or a producer kernel) before executing; keep it
         allocated while bound. The CUDA graph is captured for the bound tensors' addresses: binding another tensor
-        recaptures it at the next execution."""
+        recaptures it at the next execution, and so does switching between bound and passed inputs (a context holds
+        one graph)."""
         if name not in self._input_specs:
             raise InputError(f"unknown input name {name!r}; the engine's inputs are {sorted(self._input_specs)}")
         if not isinstance(tensor, torch.Tensor) or tensor.device.type != self.device.type:
