@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tensorkiln as tk  # noqa: E402
 from tensorkiln.builder import BuilderConfig, Target  # noqa: E402
+from tensorkiln.cli.build import parse_tactic_sources  # noqa: E402
 from tensorkiln.importers.onnx import parse_onnx  # noqa: E402
 from tensorkiln.quant.precision import Precision  # noqa: E402
 
@@ -55,14 +56,15 @@ def export_onnx(model, inputs: dict, path: str) -> None:
                       opset_version=17, dynamo=False)
 
 
-def bench_tensorkiln(name, model, inputs, reference, cache_path, opt_level):
+def bench_tensorkiln(name, model, inputs, reference, cache_path, opt_level, disabled_sources=()):
     with tempfile.TemporaryDirectory() as folder:
         onnx_path = os.path.join(folder, f"{name}.onnx")
         export_onnx(model, inputs, onnx_path)
         # without --timing-cache each workload starts from an empty cache of its own: "cold" then times every
         # tactic (Triton's own compile cache, ~/.triton, stays warm from the workloads before it in the same call)
         config = BuilderConfig(target=Target.CUDA, precision=Precision.FP16,
-                               timing_cache=cache_path or os.path.join(folder, "timing.cache"), opt_level=opt_level)
+                               timing_cache=cache_path or os.path.join(folder, "timing.cache"), opt_level=opt_level,
+                               disabled_tactic_sources=disabled_sources)
         torch.cuda.synchronize()
         held = torch.cuda.memory_allocated()  # before the engine exists: its weights count against it
         builds = []
@@ -135,7 +137,8 @@ def run_workload(name, batch, args, rows):
     with torch.inference_mode():
         reference = model(*inputs.values()).float()
     row = {"workload": f"{name} b{batch}", "batch": batch}
-    row["tensorkiln"], _ = bench_tensorkiln(name, model, inputs, reference, args.timing_cache, args.opt_level)
+    row["tensorkiln"], _ = bench_tensorkiln(name, model, inputs, reference, args.timing_cache, args.opt_level,
+                                            parse_tactic_sources(args.tactic_sources))
     row["eager"], half, half_args = bench_eager(model, inputs, reference, channels_last=name != "bert_base")
     if batch <= args.compile_batch_limit:
         row["compile"] = bench_compile(half, half_args, reference, "max-autotune")
@@ -143,6 +146,7 @@ def run_workload(name, batch, args, rows):
         row["compile"] = {"status": f"skipped (batch > {args.compile_batch_limit}; max-autotune builds take minutes)"}
     rows.append(row)
     print(json.dumps(row), flush=True)
+    write_results(rows, args.out)  # after every workload: a call stopped by its time limit keeps the rows before
     del model, half
     torch.cuda.empty_cache()
 
@@ -155,6 +159,8 @@ def main() -> None:
     parser.add_argument("--opt-level", type=int, default=2, help="tensorkiln tactic timing effort (0..5)")
     parser.add_argument("--timing-cache", default=None,
                         help="timing cache file shared by every workload and kept (default: a new one per workload)")
+    parser.add_argument("--tactic-sources", default=None, metavar="[+-]SOURCE,...",
+                        help="tensorkiln's tactic sources, as kiln build takes them (e.g. -cublaslt)")
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for results.json and RESULTS.md")
     args = parser.parse_args()
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
@@ -166,11 +172,16 @@ def main() -> None:
         except Exception as error:  # one failing workload must not hide the others' figures
             print(f"{item}: FAILED {type(error).__name__}: {error}", flush=True)
             rows.append({"workload": item, "failed": f"{type(error).__name__}: {error}"})
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    Path(args.out, "results.json").write_text(json.dumps(rows, indent=1))
+    print(write_results(rows, args.out))
+
+
+def write_results(rows, out: str) -> str:
+    """results.json and the table (RESULTS.md) under `out`; returns the table."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    Path(out, "results.json").write_text(json.dumps(rows, indent=1))
     table = format_table(rows)
-    Path(args.out, "RESULTS.md").write_text(table)
-    print(table)
+    Path(out, "RESULTS.md").write_text(table)
+    return table
 
 
 def format_table(rows) -> str:
