@@ -176,6 +176,7 @@ CONV_CASES = [  # x shape, weight shape, stride, pads (h_begin, w_begin, h_end, 
     ((2, 7, 13, 11), (13, 7, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
     ((1, 3, 13, 13), (33, 3, 3, 2), (2, 1), (1, 0, 2, 1), (1, 2)),  # asymmetric pads, stride, dilation
     ((2, 33, 7, 5), (7, 33, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),  # pointwise conv, C > BLOCK_K
+    ((2, 3, 23, 21), (19, 3, 7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),  # a stem: 147 = 4.6 K steps of (r, s, c)
 ]
 
 

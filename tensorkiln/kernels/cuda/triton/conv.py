@@ -32,7 +32,7 @@ def conv2d_nhwc_kernel(
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr, POST_ACT: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    SPLIT_K: tl.constexpr,
+    SPLIT_K: tl.constexpr, FLAT_K: tl.constexpr,  # FLAT_K: C < BLOCK_K, the reduction taken as one R*S*C run
 ):
     pid = tl.program_id(axis=0)
     M = N * P * Q
@@ -49,24 +49,45 @@ def conv2d_nhwc_kernel(
     q = offs_m % Q
     ih0 = p * conv_stride_h - pad_h
     iw0 = q * conv_stride_w - pad_w
-    c_blocks = tl.cdiv(C, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    # one flat reduction loop over (r, s, channel block): the compiler pipelines it as one GEMM K loop
-    kk_first, kk_last = split_k_range(R * S * c_blocks, pid_k, SPLIT_K)
-    for kk in range(kk_first, kk_last):
-        rs = kk // c_blocks
-        r = rs // S
-        s = rs % S
-        c = (kk % c_blocks) * BLOCK_K + offs_c
-        ih = ih0 + r * dil_h
-        iw = iw0 + s * dil_w
-        inside = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # outside: the zero padding
-        x_rows = n * stride_xn + ih * stride_xh + iw * stride_xw
-        a = tl.load(x_ptr + x_rows[:, None] + c[None, :] * stride_xc,
-                    mask=inside[:, None] & (c[None, :] < C), other=0.0)
-        b = tl.load(w_ptr + offs_n[None, :] * stride_wk + c[:, None] * stride_wc + r * stride_wr + s * stride_ws,
-                    mask=(c[:, None] < C) & mask_n[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+    if FLAT_K:
+        # fewer channels than a K step (a network's first convolution: 3 of them): each step takes BLOCK_K
+        # consecutive (r, s, c) of the R*S*C reduction, so no step is mostly padding. For ResNet-50's 7x7 stem that
+        # is 5 steps of 32 where the loop below takes 49, each with 3 channels of 32.
+        RSC = R * S * C
+        kk_first, kk_last = split_k_range(tl.cdiv(RSC, BLOCK_K), pid_k, SPLIT_K)
+        for kk in range(kk_first, kk_last):
+            k = kk * BLOCK_K + offs_c
+            c = k % C
+            r = k // (S * C)
+            s = (k // C) % S
+            ih = ih0[:, None] + (r * dil_h)[None, :]
+            iw = iw0[:, None] + (s * dil_w)[None, :]
+            inside = (mask_m[:, None] & (k < RSC)[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
+            a = tl.load(x_ptr + (n * stride_xn)[:, None] + ih * stride_xh + iw * stride_xw + (c * stride_xc)[None, :],
+                        mask=inside, other=0.0)
+            w_k = c * stride_wc + r * stride_wr + s * stride_ws
+            b = tl.load(w_ptr + offs_n[None, :] * stride_wk + w_k[:, None], mask=(k < RSC)[:, None] & mask_n[None, :],
+                        other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+    else:
+        c_blocks = tl.cdiv(C, BLOCK_K)
+        # one flat reduction loop over (r, s, channel block): the compiler pipelines it as one GEMM K loop
+        kk_first, kk_last = split_k_range(R * S * c_blocks, pid_k, SPLIT_K)
+        for kk in range(kk_first, kk_last):
+            rs = kk // c_blocks
+            r = rs // S
+            s = rs % S
+            c = (kk % c_blocks) * BLOCK_K + offs_c
+            ih = ih0 + r * dil_h
+            iw = iw0 + s * dil_w
+            inside = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # outside: the zero padding
+            x_rows = n * stride_xn + ih * stride_xh + iw * stride_xw
+            a = tl.load(x_ptr + x_rows[:, None] + c[None, :] * stride_xc,
+                        mask=inside[:, None] & (c[None, :] < C), other=0.0)
+            b = tl.load(w_ptr + offs_n[None, :] * stride_wk + c[:, None] * stride_wc + r * stride_wr + s * stride_ws,
+                        mask=(c[:, None] < C) & mask_n[None, :], other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
 
     acc, mask_m = split_k_gather(acc, mask_m, ws_ptr, lock_ptr, tile, pid_k, SPLIT_K, BLOCK_M, BLOCK_N)
     res_rows = n * stride_rn + p * stride_rh + q * stride_rw
@@ -163,8 +184,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
             x, weight, out, *pointers, *split_k_buffers(tiles, split, config, out), N, C, H, W, K, P, Q, R, S,
             *x.stride(), *weight.stride(), *out.stride(), *res_strides, *geometry, *scalars, **flags,
             INPUT_PRECISION=input_precision(x.dtype), BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-            BLOCK_K=config.block_k, GROUP_M=config.group_m, SPLIT_K=split, num_warps=config.num_warps,
-            num_stages=config.num_stages)
+            BLOCK_K=config.block_k, GROUP_M=config.group_m, SPLIT_K=split, FLAT_K=C < config.block_k,
+            num_warps=config.num_warps, num_stages=config.num_stages)
     elif depthwise:
         config = config or DEPTHWISE_CONFIGS[0]
         grid = (triton.cdiv(N * P * Q, config.block_pix), triton.cdiv(K, config.block_c))
