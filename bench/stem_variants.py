@@ -66,7 +66,8 @@ def main() -> None:
     bias = torch.randn(64, generator=generator).cuda().half()
     results = {"device": torch.cuda.get_device_name()}
     for batch in map(int, args.batches.split(",")):
-        x = torch.randn(batch, 3, 224, 224, generator=generator).cuda().half().contiguous(memory_format=torch.channels_last)
+        x = torch.randn(batch, 3, 224, 224, generator=generator).cuda().half()
+        x = x.contiguous(memory_format=torch.channels_last)
         stem_weight = weight.contiguous(memory_format=torch.channels_last)
         reference = conv_relu(x, stem_weight, bias, 2, 3).float()
         results[f"b{batch} 7x7 stride 2, 3 channels"] = median_cuda_ms(
