@@ -10,8 +10,8 @@ distinct program into (output, kernel, op, operand names) tuples; nothing in it 
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
+import re
 from typing import NamedTuple
 
 import torch
@@ -76,12 +76,12 @@ def _five(inputs) -> list:
 @kernel(ops.FusedConvolution)
 def fused_convolution(op: ops.FusedConvolution, inputs):
     x, weight, bias, residual, slope = _five(inputs)
-    relu_inside = op.activation is ActivationType.RELU and not op.prelu  # oneDNN applies it as it writes
-    y = _onednn_convolution(op, x, weight, bias, "relu" if relu_inside else "none")
+    # The activation is never handed to oneDNN as a post-op: its ReLU (and its leaky ReLU with slope 0) is a max
+    # with 0 that turns NaN into 0, where ONNX's Relu, onnxruntime and torch.relu_ keep NaN. The in-place relu_ of the
+    # epilogue costs one pass over the output (within the noise of 2-core timings of ResNet-sized layers).
+    y = _onednn_convolution(op, x, weight, bias)
     if y is None:
         y = convolution(ops.Convolution(op.stride, op.pads, op.dilation, op.groups), [x, weight, bias])[0]
-    elif relu_inside:
-        op = dataclasses.replace(op, activation=None)
     return [apply_epilogue(op, y, residual, slope)]
 
 
@@ -94,7 +94,7 @@ def _onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
-def _onednn_convolution(op, x, weight, bias, attr: str) -> torch.Tensor | None:
+def _onednn_convolution(op, x, weight, bias) -> torch.Tensor | None:
     """A 2-D FP32 convolution of an NHWC (channels-last) input on the CPU by oneDNN, with the weight reordered into
     oneDNN's blocked layout once per input shape (F.conv2d reorders it on every call; onnxruntime's MLAS likewise
     packs its weights once); the result is NHWC too. The packed copy is kept on the weight tensor, so it lives
@@ -116,7 +116,7 @@ def _onednn_convolution(op, x, weight, bias, attr: str) -> torch.Tensor | None:
         packed[key] = torch._C._nn.mkldnn_reorder_conv2d_weight(
             weight.contiguous().to_mkldnn(), list(begin), list(op.stride), list(op.dilation), op.groups, list(x.shape))
     return torch.ops.mkldnn._convolution_pointwise(x, packed[key], bias, list(begin), list(op.stride),
-                                                   list(op.dilation), op.groups, attr, [], "")
+                                                   list(op.dilation), op.groups, "none", [], "")
 
 
 @kernel(ops.FusedDeconvolution)
@@ -147,37 +147,93 @@ class Instruction(NamedTuple):
 _BINARY = {e.value: e for e in ElementWiseOperation}
 _UNARY = {u.value: u for u in UnaryOperation}
 _ACTIVATIONS = {a.value: a for a in ActivationType}
+# Programs come from engine files, which anyone can edit: they are parsed into this closed vocabulary (opcodes from
+# the three enums, identifiers, numbers through float()) and everything else is refused, so that code generated from
+# the instructions (kernels/cuda/triton/pointwise.py) can hold only what the vocabulary allows.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+_INPUT = re.compile(r"in(0|[1-9][0-9]*)", re.ASCII)  # in0, in1, ...: the layer's inputs (no leading zeros)
+MAX_NAME_LENGTH = 64
+RESULT = "out"
 
 
-def _instruction(line: str) -> Instruction:
-    target, sep, rest = (part.strip() for part in line.partition("="))
-    words = rest.split()
-    if not sep or not target or not words:
+def _tokens(line) -> list[str]:
+    # printable ASCII only: no newline, tab or other character a line of generated source could be split at
+    if not isinstance(line, str) or not line.isascii() or not line.isprintable():
+        raise ValueError(f"fused pointwise instruction {line!r} holds characters other than printable ASCII")
+    return line.split()
+
+
+def _name(token: str, line: str) -> str:
+    if len(token) > MAX_NAME_LENGTH or not _NAME.fullmatch(token):
+        raise ValueError(f"fused pointwise instruction {line!r}: {token!r} is not a name (letters, digits, _)")
+    return token
+
+
+def _instruction(line: str, defined: set[str]) -> Instruction:
+    words = _tokens(line)
+    if len(words) < 3 or words[1] != "=":
         raise ValueError(f"fused pointwise instruction {line!r} is not of the form 'name = opcode operands'")
-    opcode, args = words[0], tuple(words[1:])
+    target, opcode, args = _name(words[0], line), words[2], tuple(words[3:])
+    if target in defined or target == RESULT or _INPUT.fullmatch(target):
+        raise ValueError(f"fused pointwise instruction {line!r} assigns {target!r}, which is an input, the result "
+                         "or already assigned (programs assign each name once)")
     if opcode in _BINARY and len(args) == 2:
-        return Instruction(target, elementwise_kernel, ops.ElementWise(_BINARY[opcode]), args)
-    if opcode in _UNARY and len(args) == 1:
-        return Instruction(target, unary_kernel, ops.Unary(_UNARY[opcode]), args)
-    if opcode in _ACTIVATIONS and len(args) in (1, 3):
-        alpha, beta = (float(args[1]), float(args[2])) if len(args) == 3 else (0.0, 0.0)
-        return Instruction(target, activation_kernel, ops.Activation(_ACTIVATIONS[opcode], alpha, beta), args[:1])
-    raise ValueError(f"fused pointwise instruction {line!r}: unknown opcode {opcode!r} or wrong operand count")
+        instruction = Instruction(target, elementwise_kernel, ops.ElementWise(_BINARY[opcode]), args)
+    elif opcode in _UNARY and len(args) == 1:
+        instruction = Instruction(target, unary_kernel, ops.Unary(_UNARY[opcode]), args)
+    elif opcode in _ACTIVATIONS and len(args) in (1, 3):
+        try:
+            alpha, beta = (float(args[1]), float(args[2])) if len(args) == 3 else (0.0, 0.0)
+        except ValueError:
+            raise ValueError(f"fused pointwise instruction {line!r}: alpha and beta must be numbers") from None
+        instruction = Instruction(target, activation_kernel, ops.Activation(_ACTIVATIONS[opcode], alpha, beta),
+                                  args[:1])
+    else:
+        raise ValueError(f"fused pointwise instruction {line!r}: unknown opcode {opcode!r} or wrong operand count")
+    for operand in instruction.operands:
+        _check_defined(_name(operand, line), defined, line)
+    return instruction
+
+
+def _check_defined(name: str, defined: set[str], line: str) -> None:
+    if name not in defined and not _INPUT.fullmatch(name):
+        raise ValueError(f"fused pointwise instruction {line!r} reads {name!r} before it is defined")
 
 
 @functools.lru_cache(maxsize=4096)
 def parse_program(program: tuple[str, ...]) -> tuple[tuple[Instruction, ...], str]:
-    """(instructions, name of the result) of a program whose last line is `out = NAME`."""
-    if not program:
+    """(instructions, name of the result) of a program whose last line is `out = NAME`. ValueError for anything
+    outside the vocabulary: each line `name = opcode operand...` in printable ASCII, opcodes of the three enums with
+    their operand counts, names that are identifiers assigned once and defined before they are read."""
+    if not isinstance(program, tuple) or not program:
         raise ValueError("fused pointwise program is empty")
-    target, sep, result = (part.strip() for part in program[-1].partition("="))
-    if target != "out" or not sep or len(result.split()) != 1:
+    words = _tokens(program[-1])
+    if len(words) != 3 or words[:2] != [RESULT, "="]:
         raise ValueError(f"fused pointwise program must end with 'out = NAME', not {program[-1]!r}")
-    instructions = tuple(_instruction(line) for line in program[:-1])
-    defined = {i.target for i in instructions}
-    if result not in defined and not result.startswith("in"):
+    defined: set[str] = set()
+    instructions = []
+    for line in program[:-1]:
+        instructions.append(_instruction(line, defined))
+        defined.add(instructions[-1].target)
+    result = _name(words[2], program[-1])
+    if result not in defined and not _INPUT.fullmatch(result):
         raise ValueError(f"fused pointwise program returns {result!r}, which it never defines")
-    return instructions, result
+    return tuple(instructions), result
+
+
+def program_inputs(program: tuple[str, ...]) -> int:
+    """How many inputs a (valid) program reads at least: one more than the highest `inN` it names."""
+    instructions, result = parse_program(program)
+    names = [result, *(name for step in instructions for name in step.operands)]
+    return 1 + max((int(name[2:]) for name in names if _INPUT.fullmatch(name)), default=-1)
+
+
+def format_instruction(step: Instruction) -> str:
+    """An instruction as program text, rendered from its parsed parts (names, an enum's value, floats)."""
+    op = step.op
+    if isinstance(op, ops.Activation):
+        return f"{step.target} = {op.type.value} {step.operands[0]} {float(op.alpha)!r} {float(op.beta)!r}"
+    return " ".join([step.target, "=", op.operation.value, *step.operands])
 
 
 @kernel(ops.FusedPointwise)
