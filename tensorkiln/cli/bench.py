@@ -19,7 +19,7 @@ import numpy as np
 from rich.table import Table
 
 from .. import __version__
-from .display import key_value_table, make_console, target_description
+from .display import key_value_table, make_console, target_description, warn
 from .inputs import add_input_arguments, make_feed, non_negative_float, non_negative_int, positive_int
 
 # Without --iterations or --duration, run at least this many iterations and at least this long (trtexec's
@@ -67,6 +67,8 @@ def main(args: argparse.Namespace) -> int:
     engine = Runtime().load(args.engine)
     feed, _ = make_feed(engine.inputs, args.inputs, args.seed)
     io = "host" if args.host_io or engine.device.type == "cpu" else "device"
+    if args.host_io and engine.device.type == "cpu":
+        warn("--host-io does nothing for a CPU engine, whose inputs and outputs are always numpy on the host")
     if io == "device":
         feed = _on_device(feed, engine.device)
     context = engine.create_execution_context()

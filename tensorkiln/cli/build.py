@@ -12,8 +12,10 @@ from pathlib import Path
 
 from ..errors import BuildError
 from ..passes.manager import OPT_IN_PASSES, pipeline_with
-from .display import format_bytes, io_table, key_value_table, make_console, target_description
+from .display import format_bytes, io_table, key_value_table, make_console, target_description, warn
+from .input_values import declared_inputs, parse_input_values
 from .inputs import CommandLineError, make_feed, parse_shapes, positive_int
+from .model_kind import check_not_caffe
 
 REDUCED_PRECISION_FLAGS = ("fp16", "bf16", "best", "int8")
 
@@ -41,6 +43,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--shapes", metavar="NAME:DIMS[,NAME:DIMS...]",
                         help="fixed shapes of inputs, e.g. input:1x3x224x224,mask:1x10; engines are built for fixed "
                              "shapes, and a dynamic batch dimension not given here becomes 1")
+    parser.add_argument("--input-values", metavar="NAME:VALUE|NAME:FILE.npy[,...]",
+                        help="fix inputs that select shapes or branches at build time (ONNX), e.g. sr:16000, "
+                             "axes:0,1 or pads:pads.npy; values take the model's declared dtype, and the engine no "
+                             "longer takes these inputs")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="the target the engine is built and tuned for (default: cpu)")
     precision = parser.add_argument_group("precision (FP32 unless one is given)")
@@ -51,7 +57,7 @@ def add_parser(subparsers) -> None:
                            help="the fastest precision available: FP16 with FP32 fallback (CUDA target)")
     precision.add_argument("--int8", action="store_true", help="INT8 with calibration (not supported yet)")
     tuning = parser.add_argument_group("tuning")
-    tuning.add_argument("--opt-level", type=int, choices=range(6), default=3, metavar="{0..5}",
+    tuning.add_argument("--opt-level", type=int, choices=range(6), metavar="{0..5}",
                         help="build effort (CUDA target): 0 takes the first candidate kernel of each layer, 1 times "
                              "library kernels, 2 adds one config of each generated Triton kernel, 3..5 time every "
                              "config with more runs each (default: 3)")
@@ -93,6 +99,7 @@ def main(args: argparse.Namespace) -> int:
     model = source[0]
     output = Path(args.engine_path) if args.engine_path else model.with_suffix(".engine")
     config = _builder_config(args)
+    _warn_ignored_flags(args)
     shapes = parse_shapes(args.shapes)
 
     start = time.perf_counter()
@@ -135,6 +142,9 @@ def main(args: argparse.Namespace) -> int:
 def _model_source(args: argparse.Namespace) -> tuple[Path, Path | None]:
     """(ONNX model, None) or (Caffe prototxt, caffemodel), from the positional model and the flags."""
     if args.deploy:
+        if args.input_values:
+            raise CommandLineError("--input-values applies to ONNX models; a Caffe net's inputs are all run-time "
+                                   "inputs (--shapes or --batch set their shapes)")
         if args.model or args.onnx:
             raise CommandLineError("give either an ONNX model or a Caffe net (--deploy with --model), not both")
         if not args.caffemodel:
@@ -150,13 +160,16 @@ def _model_source(args: argparse.Namespace) -> tuple[Path, Path | None]:
     if args.outputs or args.batch:
         raise CommandLineError("--output and --batch apply to Caffe nets (--deploy); for an ONNX model the outputs "
                                "are the graph's, and --shapes sets the batch")
-    return _model_path(args), None
+    model = _model_path(args)
+    check_not_caffe(model)
+    return model, None
 
 
 def _import(parse_onnx, source: tuple[Path, Path | None], shapes: dict, args: argparse.Namespace):
     deploy, caffemodel = source
     if caffemodel is None:
-        return parse_onnx(deploy, input_shapes=shapes or None, allow_fallback=args.allow_fallback)
+        values = parse_input_values(args.input_values, declared_inputs(deploy)) if args.input_values else None
+        return parse_onnx(deploy, input_shapes=shapes or None, input_values=values, allow_fallback=args.allow_fallback)
     from ..importers.caffe import parse_caffe
 
     return parse_caffe(deploy, caffemodel, outputs=args.outputs, input_shapes=shapes or None, batch_size=args.batch)
@@ -212,11 +225,27 @@ def _model_path(args: argparse.Namespace) -> Path:
 def _builder_config(args: argparse.Namespace):
     from ..builder import BuilderConfig, Target
 
-    return BuilderConfig(target=Target(args.device), precision=_precision(args), opt_level=args.opt_level,
+    opt_level = {} if args.opt_level is None else {"opt_level": args.opt_level}  # else the config's default
+    return BuilderConfig(target=Target(args.device), precision=_precision(args), **opt_level,
                          timing_cache=Path(args.timing_cache) if args.timing_cache else None, debug=args.debug,
                          dump_dir=Path(args.dump_passes) if args.dump_passes else None, verbose=args.verbose,
                          disabled_tactic_sources=parse_tactic_sources(args.tactic_sources),
                          passes=_pipeline(args.passes))
+
+
+def _warn_ignored_flags(args: argparse.Namespace) -> None:
+    """One warning per flag that does nothing on the chosen target. The CPU target times no tactics (each CPU
+    layer takes its first candidate, the torch kernel), so the timing cache, the opt level and tactic sources
+    other than a disabled torch (an error the builder reports) change nothing there."""
+    if args.device != "cpu":
+        return
+    reason = "does nothing on the CPU target, which times no kernels (each CPU layer has its torch kernel)"
+    if args.timing_cache:
+        warn(f"--timing-cache {reason}; it is for --device cuda")
+    if args.opt_level is not None:
+        warn(f"--opt-level {reason}; it is for --device cuda")
+    if args.tactic_sources and "torch" not in parse_tactic_sources(args.tactic_sources):
+        warn(f"--tactic-sources {reason}; it is for --device cuda")
 
 
 def _pipeline(changes: str | None) -> tuple[str, ...]:

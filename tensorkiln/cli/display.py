@@ -20,6 +20,11 @@ def make_console() -> Console:
     return Console(markup=False, highlight=False, emoji=False, width=width)
 
 
+def warn(message: str) -> None:
+    """A warning: one line on stderr, which does not change the exit code (`kiln: warning: ...`)."""
+    print(f"kiln: warning: {' '.join(message.split())}", file=sys.stderr)
+
+
 def format_bytes(count: int) -> str:
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -11,18 +11,23 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import TensorkilnError
-from . import bench, build, inspect_cmd, run
+from ..plugins import MissingPluginError, UnknownPluginError
+from . import bench, build, demo, inspect_cmd, run
+from .plugins import add_plugins_argument, load_plugins
 
-SUBCOMMANDS = (build, run, bench, inspect_cmd)
+SUBCOMMANDS = (build, run, bench, inspect_cmd, demo)
+PLUGIN_SUBCOMMANDS = ("build", "run", "bench", "inspect")  # those that read models or engines with custom layers
 ERROR_EXIT_CODE = 2  # as argparse uses for usage errors
 INTERRUPTED_EXIT_CODE = 130  # the shell's code for SIGINT
 
 EPILOG = """examples:
+  kiln demo                  # build and run the models that ship with tensorkiln; see kiln demo --help
   kiln build model.onnx -o model.engine --shapes input:1x3x224x224
   kiln build --deploy deploy.prototxt --model net.caffemodel --output prob --saveEngine net.engine
   kiln run model.engine --inputs input:image.npy --save-outputs out.npz
   kiln bench model.engine --iterations 200 --json perf.json
   kiln inspect model.engine --layers
+  kiln build model.onnx --plugins my_layers.py && kiln run model.engine --plugins my_layers.py
 
 `kiln COMMAND --help` explains each command's flags."""
 
@@ -36,6 +41,8 @@ def make_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     for module in SUBCOMMANDS:
         module.add_parser(subparsers)
+    for name in PLUGIN_SUBCOMMANDS:
+        add_plugins_argument(subparsers.choices[name])
     return parser
 
 
@@ -47,9 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return ERROR_EXIT_CODE
+        load_plugins(getattr(args, "plugins", ()))  # before the handler parses a model or loads an engine
         return args.handler(args)
     except SystemExit as exit_request:  # argparse: --help, --version, and usage errors (already printed)
         return _exit_code(exit_request.code)
+    except (MissingPluginError, UnknownPluginError) as error:  # the library's advice, and kiln's way to follow it
+        return _fail(f"{error} (with kiln: --plugins MODULE_OR_FILE.py)")
     except TensorkilnError as error:
         return _fail(str(error))
     except OSError as error:  # an output file that cannot be written, a directory that cannot be made
