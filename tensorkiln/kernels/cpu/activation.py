@@ -64,12 +64,17 @@ def _round_half_even(x):
     return torch.round(x)  # torch rounds half to even, as ONNX Round does
 
 
+def _sign(x):
+    # torch.sign(NaN) is 0; ONNX Sign (onnxruntime, numpy) keeps NaN
+    return torch.where(torch.isnan(x), x, torch.sign(x)) if x.is_floating_point() else torch.sign(x)
+
+
 _UNARY = {
     U.EXP: torch.exp, U.LOG: torch.log, U.SQRT: torch.sqrt, U.RECIP: torch.reciprocal, U.ABS: torch.abs,
     U.NEG: torch.neg, U.ERF: torch.erf, U.SIN: torch.sin, U.COS: torch.cos, U.TAN: torch.tan,
     U.ASIN: torch.asin, U.ACOS: torch.acos, U.ATAN: torch.atan, U.SINH: torch.sinh, U.COSH: torch.cosh,
     U.ASINH: torch.asinh, U.ACOSH: torch.acosh, U.ATANH: torch.atanh, U.FLOOR: torch.floor,
-    U.CEIL: torch.ceil, U.ROUND: _round_half_even, U.SIGN: torch.sign, U.NOT: torch.logical_not,
+    U.CEIL: torch.ceil, U.ROUND: _round_half_even, U.SIGN: _sign, U.NOT: torch.logical_not,
     U.BITWISE_NOT: torch.bitwise_not, U.ISNAN: torch.isnan, U.ISINF: torch.isinf,
 }
 

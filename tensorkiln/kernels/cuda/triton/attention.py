@@ -4,7 +4,8 @@ Each program owns BLOCK_M query rows of one (batch, head); it streams K/V in blo
 softmax in FP32: the running row maximum m, the running sum l of exp(s - m) and the output accumulator, both
 rescaled by exp(m_old - m_new) whenever the maximum grows, so the [Sq, Sk] score matrix never reaches memory. Causal
 masking is aligned to the top left (key j is visible to query i when j <= i), as PyTorch's is_causal, and skips the
-K/V blocks wholly above the diagonal. A row whose every key is masked gives zeros.
+K/V blocks wholly above the diagonal. A row whose every key is masked gives NaN, as the softmax of a row of -inf
+does in the ONNX graph this layer replaces (kernels/cpu/attention.py); NaN and Inf in the inputs spread as there.
 
 Layouts. Transformer exports split heads with a reshape [B, S, H*D] -> [B, S, H, D] and a transpose to
 [B, H, S, D], and merge them back the same way after attention. Both transposes are free views only if nothing
@@ -88,7 +89,7 @@ def attention_kernel(
                     mask=mask_n[:, None] & (offs_dv[None, :] < Dv), other=0.0)
         acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision=INPUT_PRECISION)
         m_i = m_new
-    out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    out = acc / l_i[:, None]  # 0 / 0 = NaN where every key is masked
     tl.store(o_ptr + offs_m[:, None] * stride_om + offs_dv[None, :] * stride_od,
              out.to(o_ptr.dtype.element_ty), mask=mask_m[:, None] & (offs_dv[None, :] < Dv))
 

@@ -4,7 +4,8 @@
 
 `acc` is an FP32 tile [BLOCK_M, BLOCK_N] whose columns are output channels (GEMM: the last dim). Activations are
 selected by constexpr codes (ACTIVATION_CODES), so a launch compiles only the branch it uses; the math is FP32 and
-mirrors kernels/cpu/activation.py. The output cast happens at the store, in the calling kernel.
+mirrors kernels/cpu/activation.py, NaN and Inf included (max_nan, min_nan). The output cast happens at the store, in
+the calling kernel.
 """
 from __future__ import annotations
 
@@ -72,6 +73,19 @@ def _gelu_16bit(x):
 
 
 @triton.jit
+def max_nan(a, b):
+    """max(a, b), NaN where either is NaN (ONNX's Max and Relu, torch.maximum). tl.maximum alone returns the other
+    operand on a GPU (IEEE maxNum): a ReLU, a Clip or a max pooling would turn NaN into numbers."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def min_nan(a, b):
+    """min(a, b), NaN where either is NaN (see max_nan)."""
+    return tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _tanh(x):
     # tanh from exp(-2|x|): no overflow, and no cancellation near 0 the way 2 * sigmoid(2x) - 1 has
     e = tl.exp(-2.0 * tl.abs(x))
@@ -82,14 +96,14 @@ def _tanh(x):
 @triton.jit
 def _softplus(x):
     # log(1 + exp(x)) without overflow; F.softplus returns x itself above 20, which this matches in FP32
-    return tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
+    return max_nan(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
 
 
 @triton.jit
 def apply_activation(x, ACT: tl.constexpr, alpha, beta):
     """One activation (code ACT) of an FP32 tile; alpha and beta mean what they mean in ops.Activation."""
     if ACT == 1:  # relu
-        x = tl.maximum(x, 0.0)
+        x = max_nan(x, 0.0)
     elif ACT == 2:  # sigmoid
         x = tl.sigmoid(x)
     elif ACT == 3:  # tanh
@@ -105,11 +119,11 @@ def apply_activation(x, ACT: tl.constexpr, alpha, beta):
     elif ACT == 8:  # softsign
         x = x / (1.0 + tl.abs(x))
     elif ACT == 9:  # clip to [alpha, beta]
-        x = tl.minimum(tl.maximum(x, alpha), beta)
+        x = min_nan(max_nan(x, alpha), beta)
     elif ACT == 10:  # hard_sigmoid
-        x = tl.minimum(tl.maximum(alpha * x + beta, 0.0), 1.0)
+        x = min_nan(max_nan(alpha * x + beta, 0.0), 1.0)
     elif ACT == 11:  # hard_swish
-        x = x * tl.minimum(tl.maximum(x + 3.0, 0.0), 6.0) / 6.0
+        x = x * min_nan(max_nan(x + 3.0, 0.0), 6.0) / 6.0
     elif ACT == 12:  # scaled_tanh
         x = alpha * _tanh(beta * x)
     elif ACT == 13:  # thresholded_relu
@@ -123,7 +137,7 @@ def apply_activation(x, ACT: tl.constexpr, alpha, beta):
     elif ACT == 17:  # mish
         x = x * _tanh(_softplus(x))
     elif ACT == 18:  # celu
-        x = tl.maximum(x, 0.0) + tl.minimum(alpha * (tl.exp(x / alpha) - 1.0), 0.0)
+        x = max_nan(x, 0.0) + min_nan(alpha * (tl.exp(x / alpha) - 1.0), 0.0)
     elif ACT == 19:  # gelu (erf), to 16-bit precision
         x = _gelu_16bit(x)
     return x

@@ -34,9 +34,11 @@ CACHE_ENV = "TENSORKILN_TRITON_CACHE"
 # fp32 tensors `a`, `b` -> expression; the templates are the only code a program can select
 _BINARY = {
     E.SUM: "{a} + {b}", E.SUB: "{a} - {b}", E.PROD: "{a} * {b}", E.DIV: "{a} / {b}",
-    E.MAX: "tl.maximum({a}, {b})", E.MIN: "tl.minimum({a}, {b})", E.POW: "_pow({a}, {b})",
-    E.MOD: "{a} - {b} * tl.floor({a} / {b})",  # sign of the divisor, as torch.remainder
-    E.FMOD: "{a} - {b} * _trunc({a} / {b})",  # sign of the dividend, as torch.fmod
+    # NaN wins, as in ONNX Max/Min (tl.maximum alone returns the other operand on a GPU)
+    E.MAX: "tl.maximum({a}, {b}, propagate_nan=tl.PropagateNan.ALL)",
+    E.MIN: "tl.minimum({a}, {b}, propagate_nan=tl.PropagateNan.ALL)", E.POW: "_pow({a}, {b})",
+    E.MOD: "_remainder({a}, {b})",  # sign of the divisor, as torch.remainder
+    E.FMOD: "_fmod({a}, {b})",  # sign of the dividend, as torch.fmod
 }
 _UNARY = {
     U.EXP: "tl.exp({a})", U.LOG: "tl.log({a})", U.SQRT: "tl.sqrt({a})", U.RECIP: "1.0 / {a}", U.ABS: "tl.abs({a})",
@@ -62,14 +64,33 @@ def _round_half_even(x):
 
 
 @triton.jit
+def _fmod(a, b):
+    # C's fmod (torch.fmod, onnxruntime's Mod with fmod=1): a finite a modulo an infinite b is a itself
+    keep = (tl.abs(b) == float("inf")) & (tl.abs(a) < float("inf"))
+    return tl.where(keep, a, a - b * _trunc(a / b))
+
+
+@triton.jit
+def _remainder(a, b):
+    # torch.remainder: fmod, moved by b where its sign differs from b's
+    r = _fmod(a, b)
+    return tl.where((r != 0) & ((b < 0) != (r < 0)), r + b, r)
+
+
+@triton.jit
 def _pow(a, b):
-    # |a|^b through exp and log, then the sign rules of pow: a negative base needs an integer exponent
+    # |a|^b through exp and log, then C's rules of pow (torch.pow, onnxruntime): a negative base (the sign bit: -0
+    # too) needs an integer exponent, except -0 and -inf, whose powers are those of +0 and +inf up to the sign;
+    # (-1)^(+-inf) = 1; a^0 = 1 and 1^b = 1, even for NaN
     magnitude = tl.exp(b * tl.log(tl.abs(a)))
     integral = b == tl.floor(b)
     odd = integral & (b - 2.0 * tl.floor(b * 0.5) == 1.0)
     signed = tl.where(odd, -magnitude, magnitude)
-    result = tl.where(a < 0, tl.where(integral, signed, float("nan")), magnitude)
-    return tl.where(b == 0, 1.0, result)
+    negative = a.to(tl.int32, bitcast=True) < 0
+    any_exponent = integral | (a == 0) | (a == float("-inf"))
+    result = tl.where(negative, tl.where(any_exponent, signed, float("nan")), magnitude)
+    result = tl.where((a == -1.0) & (tl.abs(b) == float("inf")), 1.0, result)
+    return tl.where((b == 0) | (a == 1.0), 1.0, result)
 '''
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

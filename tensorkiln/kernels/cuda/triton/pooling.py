@@ -3,7 +3,7 @@
 A program owns a tile of [BLOCK_PIX output pixels, BLOCK_C channels]: with channels_last data every load of the
 window loop is contiguous along the channels. Window cells outside the input read -inf (max) or 0 (average);
 average pooling divides by the cells inside the input, or inside the declared pads with count_include_pad, never
-counting the ceil-mode overhang (ONNX semantics, as kernels/cpu/pooling.py).
+counting the ceil-mode overhang (ONNX semantics, as kernels/cpu/pooling.py). A max over cells holding NaN is NaN.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import triton.language as tl
 
 from ...cpu.pooling import pooled_size
 from .configs import GLOBAL_POOL_CONFIGS, POOL_CONFIGS, TileConfig
+from .epilogue import max_nan
 
 
 @triton.jit
@@ -47,7 +48,7 @@ def pool2d_nhwc_kernel(
             tile_mask = inside[:, None] & mask_c[None, :]
             if IS_MAX:
                 x = tl.load(ptrs, mask=tile_mask, other=float("-inf")).to(tl.float32)
-                acc = tl.maximum(acc, x)
+                acc = max_nan(acc, x)  # a window holding NaN pools to NaN, as torch and numpy compute
             else:
                 acc += tl.load(ptrs, mask=tile_mask, other=0.0).to(tl.float32)
                 if COUNT_INCLUDE_PAD:
@@ -82,11 +83,11 @@ def global_pool_kernel(
         ptrs = x_ptr + n * stride_xn + s[:, None] * stride_xs + offs_c[None, :] * stride_xc
         mask = (s[:, None] < HW) & mask_c[None, :]
         if IS_MAX:
-            acc = tl.maximum(acc, tl.load(ptrs, mask=mask, other=float("-inf")).to(tl.float32))
+            acc = max_nan(acc, tl.load(ptrs, mask=mask, other=float("-inf")).to(tl.float32))
         else:
             acc += tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
     if IS_MAX:
-        result = tl.max(acc, axis=0)
+        result = tl.reduce(acc, 0, max_nan)  # tl.max would drop NaN on a GPU
     else:
         result = tl.sum(acc, axis=0) / HW
     tl.store(y_ptr + n * stride_yn + offs_c * stride_yc, result.to(y_ptr.dtype.element_ty), mask=mask_c)
