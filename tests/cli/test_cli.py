@@ -61,7 +61,7 @@ def _assert_one_line_error(capsys, *fragments: str) -> str:
 
 
 # ---- help and version ---------------------------------------------------------------------------
-@pytest.mark.parametrize("command", ["build", "run", "bench", "inspect"])
+@pytest.mark.parametrize("command", ["build", "run", "bench", "inspect", "demo"])
 def test_help_of_each_subcommand_explains_every_flag(command, capsys):
     assert main([command, "--help"]) == 0
     assert f"usage: kiln {command}" in capsys.readouterr().out
