@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import threading
 import time
 from typing import Any, Mapping
 
@@ -19,7 +20,14 @@ from .arena import Arena
 
 
 class ExecutionContext:
-    """Runs an engine. Several contexts may share one engine (and its weights); a context is not thread-safe.
+    """Runs an engine. Several contexts may share one engine (and its weights).
+
+    Threads: a context serializes its own work. Executions (execute, execute_async's enqueueing, run_each_step,
+    profile) and set_input_tensor from several threads take turns on one lock, so each gets its own correct result;
+    they never overlap, and they never return another call's data (the arena, the CUDA graph's buffers and the bound
+    inputs are per context). For parallelism give each thread a context of its own: contexts share the engine's
+    weights, and cost only their activations. (execute_async's results are the context's output buffers, valid
+    until its next execution, whichever thread starts that.)
 
     On CUDA, the first execution runs eagerly and captures a CUDA graph of the whole engine into static
     buffers; later executions copy the inputs in and replay it (`cuda_graph=False` turns this off).
@@ -44,6 +52,9 @@ class ExecutionContext:
         self._bound: dict[str, torch.Tensor] = {}  # set_input_tensor
         self._static_inputs: dict[str, torch.Tensor] = {}
         self._static_outputs: dict[str, torch.Tensor] = {}
+        # one execution at a time: the arena, the graph's static buffers and the bound inputs are this context's
+        # only copy (re-entrant: profile runs run_each_step)
+        self._lock = threading.RLock()
 
     def _last_uses(self) -> list[list[str]]:
         """For each step, the activations no later step or output needs (freed right after it)."""
@@ -66,13 +77,14 @@ class ExecutionContext:
         Returns {output name: array}: numpy arrays when the inputs were numpy, torch tensors (on the
         engine's device, owned by the caller) otherwise.
         """
-        feed, as_numpy = self._feed(inputs)
-        outputs = self._run(feed, bound=inputs is None)
-        if self.device.type == "cuda":
-            torch.cuda.current_stream().synchronize()
-        if as_numpy:
-            return {name: t.detach().cpu().contiguous().numpy() for name, t in outputs.items()}
-        return {name: t.clone() if self._graph is not None else t for name, t in outputs.items()}
+        with self._lock:
+            feed, as_numpy = self._feed(inputs)
+            outputs = self._run(feed, bound=inputs is None)
+            if self.device.type == "cuda":
+                torch.cuda.current_stream().synchronize()
+            if as_numpy:
+                return {name: t.detach().cpu().contiguous().numpy() for name, t in outputs.items()}
+            return {name: t.clone() if self._graph is not None else t for name, t in outputs.items()}
 
     __call__ = execute
 
@@ -86,11 +98,12 @@ class ExecutionContext:
         executions share its graph's memory, so they must not overlap: enqueue them on one stream, or give each
         stream a context of its own (contexts share the engine's weights).
         """
-        feed, _ = self._feed(inputs)
-        if stream is None or self.device.type != "cuda":
-            return self._run(feed, bound=inputs is None)
-        with torch.cuda.stream(stream):
-            return self._run(feed, bound=inputs is None)
+        with self._lock:
+            feed, _ = self._feed(inputs)
+            if stream is None or self.device.type != "cuda":
+                return self._run(feed, bound=inputs is None)
+            with torch.cuda.stream(stream):
+                return self._run(feed, bound=inputs is None)
 
     def set_input_tensor(self, name: str, tensor: torch.Tensor) -> None:
         """Bind `tensor` as input `name` (TensorRT's `set_tensor_address`, onnxruntime's IO binding): executions
@@ -105,10 +118,11 @@ class ExecutionContext:
             raise InputError(f"input {name!r}: bind a torch tensor on {self.device} (numpy inputs go through "
                              "execute(inputs), which copies them)")
         self._check_input(name, tensor, DataType.from_torch(tensor.dtype))
-        previous = self._bound.get(name)
-        if self._graph_mode == "bound" and not _same_memory(previous, tensor):
-            self._release_graph()
-        self._bound[name] = tensor
+        with self._lock:
+            previous = self._bound.get(name)
+            if self._graph_mode == "bound" and not _same_memory(previous, tensor):
+                self._release_graph()
+            self._bound[name] = tensor
 
     def _feed(self, inputs: Mapping[str, Any] | None) -> tuple[dict[str, torch.Tensor], bool]:
         if inputs is not None:
@@ -214,7 +228,7 @@ class ExecutionContext:
         of `engine.plan.steps` by calling `launch()` and returns its results; `args` are the tensors the step
         reads, in its compute dtype. The profiler and the layer-wise check (tactics/check.py) use it."""
         feed, _ = self._check_inputs(inputs)
-        with torch.inference_mode(), _float32_math(self.engine.plan.precision):
+        with self._lock, torch.inference_mode(), _float32_math(self.engine.plan.precision):
             return self._run_steps(self._prepared(feed), hook)
 
     def profile(self, inputs: Mapping[str, Any], runs: int = 10) -> list[tuple[str, str, str, float]]:
@@ -225,11 +239,12 @@ class ExecutionContext:
         """
         on_gpu = self.device.type == "cuda"
         samples: list[list[float]] = []
-        for _ in range(1 if on_gpu else runs + 1):  # one pass times each step `runs` times on the GPU
-            timings: list[float] = []
-            self.run_each_step(inputs, functools.partial(_gpu_time, timings, runs) if on_gpu
-                               else functools.partial(_wall_clock, timings))
-            samples.append(timings)
+        with self._lock:  # other threads' executions would show in the times
+            for _ in range(1 if on_gpu else runs + 1):  # one pass times each step `runs` times on the GPU
+                timings: list[float] = []
+                self.run_each_step(inputs, functools.partial(_gpu_time, timings, runs) if on_gpu
+                                   else functools.partial(_wall_clock, timings))
+                samples.append(timings)
         medians = np.median(np.array(samples if on_gpu else samples[1:]), axis=0)  # the first CPU run warms up
         return [(s.name, s.kind, s.tactic, float(t)) for s, t in zip(self.engine.plan.steps, medians)]
 
