@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 import threading
 import time
 from typing import Any, Mapping
@@ -117,7 +118,7 @@ class ExecutionContext:
         if not isinstance(tensor, torch.Tensor) or tensor.device.type != self.device.type:
             raise InputError(f"input {name!r}: bind a torch tensor on {self.device} (numpy inputs go through "
                              "execute(inputs), which copies them)")
-        self._check_input(name, tensor, DataType.from_torch(tensor.dtype))
+        self._check_input(name, tensor, self._torch_dtype(name, tensor))
         with self._lock:
             previous = self._bound.get(name)
             if self._graph_mode == "bound" and not _same_memory(previous, tensor):
@@ -250,9 +251,15 @@ class ExecutionContext:
 
     # ---- inputs --------------------------------------------------------------------------------
     def _check_inputs(self, inputs: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], bool]:
+        """Every input checked before any work: a mapping of exactly the engine's input names to arrays or tensors of
+        the engine's shapes and dtypes. Big-endian numpy arrays are converted to native byte order (same values);
+        non-contiguous ones are copied. Anything else is one InputError that names the input and the fix."""
         specs = self._input_specs
+        if not isinstance(inputs, Mapping):
+            raise InputError(f"execute takes a mapping of input names to arrays, not {type(inputs).__name__}; pass "
+                             "{" + ", ".join(f"{name!r}: array" for name in specs) + "}")
         if inputs.keys() != specs.keys():
-            unknown = sorted(set(inputs) - set(specs))
+            unknown = sorted(set(inputs) - set(specs), key=str)
             if unknown:
                 raise InputError(f"unknown input names {unknown}; the engine's inputs are {sorted(specs)}")
             raise InputError(f"missing inputs {sorted(set(specs) - set(inputs))}; the engine's inputs are "
@@ -261,24 +268,61 @@ class ExecutionContext:
         for name, value in inputs.items():
             if isinstance(value, torch.Tensor):
                 as_numpy = False
-                dtype, tensor = DataType.from_torch(value.dtype), value
+                tensor, dtype = value, self._torch_dtype(name, value)
+                if value.layout is not torch.strided or value.device.type not in ("cpu", self.device.type):
+                    raise InputError(f"input {name!r} is a {value.layout} tensor on {value.device}; pass a dense "
+                                     f"tensor on the CPU or on {self.device} (e.g. tensor.to_dense().cpu())")
             else:
-                array = np.asarray(value)
-                dtype = DataType.from_numpy(array.dtype)
-                tensor = to_torch(array)
+                tensor, dtype = _numpy_input(name, value, specs[name].dtype)
             self._check_input(name, tensor, dtype)
             feed[name] = tensor  # moved to the device and the engine's layout when it runs (_prepared, _static_input)
         return feed, as_numpy
 
+    def _torch_dtype(self, name: str, tensor: torch.Tensor) -> DataType:
+        try:
+            return DataType.from_torch(tensor.dtype)
+        except TypeError:
+            raise InputError(f"input {name!r} has torch dtype {tensor.dtype}, which tensorkiln does not support; "
+                             f"convert it to the engine's {self._input_specs[name].dtype.value} first") from None
+
     def _check_input(self, name: str, tensor: torch.Tensor, dtype: DataType) -> None:
         spec = self._input_specs[name]
         if tensor.shape != spec.shape:
-            raise InputError(f"input {name!r} has shape {tuple(tensor.shape)}, but the engine was built for "
-                             f"{spec.shape}; pass that shape or rebuild with --shapes {name}:"
-                             + "x".join(str(d) for d in tensor.shape))
+            given = "a scalar (0-d)" if tensor.dim() == 0 else f"of shape {tuple(tensor.shape)}"
+            fix = f"pass an array of that shape (array.reshape({spec.shape}))" if tensor.numel() == math.prod(
+                spec.shape) else "pass an array of that shape"
+            if tensor.dim():
+                fix += f" or rebuild with --shapes {name}:" + "x".join(str(d) for d in tensor.shape)
+            raise InputError(f"input {name!r} is {given}, but the engine was built for {spec.shape}; {fix}")
         if dtype is not spec.dtype:
             raise InputError(f"input {name!r} has dtype {dtype.value}, but the engine expects "
                              f"{spec.dtype.value}; convert it first (e.g. array.astype('{spec.dtype.value}'))")
+
+
+def _numpy_input(name: str, value: Any, expected: DataType) -> tuple[torch.Tensor, DataType]:
+    """A numpy array (or anything np.asarray takes) as a CPU tensor and its DataType, or an InputError that says
+    what to pass instead."""
+    fix = f"pass a numpy array of dtype {expected.value} (array.astype('{expected.value}'))"
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as error:  # ragged nested lists, objects numpy cannot hold
+        raise InputError(f"input {name!r} cannot be made an array ({error}); {fix}") from None
+    if array.dtype.kind in "OUSVcMm" or array.dtype.hasobject:
+        raise InputError(f"input {name!r} has numpy dtype {array.dtype} ({_kind_name(array.dtype)}), which an "
+                         f"engine never takes; {fix}")
+    try:
+        dtype = DataType.from_numpy(array.dtype)
+    except TypeError:
+        raise InputError(f"input {name!r} has numpy dtype {array.dtype}, which tensorkiln does not support; "
+                         f"{fix}") from None
+    if not array.dtype.isnative:  # big-endian data (from a file written elsewhere): the same values, native order
+        array = array.astype(array.dtype.newbyteorder("="))
+    return to_torch(array), dtype
+
+
+def _kind_name(dtype: np.dtype) -> str:
+    return {"O": "Python objects", "U": "text", "S": "bytes", "V": "raw records", "c": "complex numbers",
+            "M": "dates", "m": "time spans"}.get(dtype.kind, "not numbers")
 
 
 def _same_memory(a: torch.Tensor | None, b: torch.Tensor) -> bool:
