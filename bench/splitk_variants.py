@@ -91,8 +91,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     results = {"device": torch.cuda.get_device_name()}
-    cudnn = kernel_for_tactic("cuda.fused_convolution.cudnn_fused")
-    cublaslt_1x1 = kernel_for_tactic("cuda.fused_convolution.cublaslt_1x1")
+    cudnn = kernel_for_tactic("cuda.fused_convolution.cudnn_fused", "cuda")
+    cublaslt_1x1 = kernel_for_tactic("cuda.fused_convolution.cublaslt_1x1", "cuda")
     for label, (c, size, k, r) in CONVS.items():
         x = torch.randn(1, c, size, size, device="cuda").half().contiguous(memory_format=torch.channels_last)
         w = (torch.randn(k, c, r, r, device="cuda") / (c * r * r) ** 0.5).half().contiguous(
@@ -108,7 +108,7 @@ def main() -> None:
     w = (torch.randn(1000, 2048, device="cuda") / 2048**0.5).half()
     b = torch.randn(1000, device="cuda").half()
     op = ops.FusedMatMul(transpose_b=True)
-    tactics = {"cublaslt_epilogue": kernel_for_tactic("cuda.fused_matmul.cublaslt_epilogue"),
+    tactics = {"cublaslt_epilogue": kernel_for_tactic("cuda.fused_matmul.cublaslt_epilogue", "cuda"),
                **triton_tactics_for(triton_tactics.fused_matmul)}
     results["fc"] = sweep("fc", op, [a, w, b, None, None], a.float() @ w.float().t() + b.float(), tactics)
 

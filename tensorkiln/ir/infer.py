@@ -60,6 +60,14 @@ def _infer_on_meta(fn, op, inputs) -> list[InferredOutput]:
     return results
 
 
+def infer_on_meta(op: OpAttrs, inputs) -> list[InferredOutput]:
+    """Output dtypes and shapes of a layer from its inputs' (anything with `.dtype`, a DataType, and `.shape`, -1 for
+    a dynamic dim), by its reference kernel on the meta device; the kernel's own exceptions propagate."""
+    from ..kernels.registry import get_kernel
+
+    return _infer_on_meta(get_kernel(op.KIND, "cpu"), op, inputs)
+
+
 def _any_dynamic(inputs) -> bool:
     return any(t is not None and DYNAMIC in t.shape for t in inputs)
 

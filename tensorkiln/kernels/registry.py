@@ -64,6 +64,17 @@ def get_kernel(kind: str, target: str = REFERENCE_TARGET, impl: str = PORTABLE_I
     return entry.fn
 
 
+def find_kernel(kind: str, target: str, impl: str) -> KernelEntry | None:
+    """The registered kernel of (kind, target, impl), None where there is none. As `candidates` offers it, the
+    portable torch kernel of the reference target also serves every other target as (kind, target, "torch")."""
+    _load_builtin_kernels(target)
+    entry = _KERNELS.get((kind, target, impl))
+    if entry is None and impl == PORTABLE_IMPL:
+        portable = _KERNELS.get((kind, REFERENCE_TARGET, PORTABLE_IMPL))
+        entry = None if portable is None else dataclasses.replace(portable, target=target)
+    return entry
+
+
 def writes_over_residual(tactic: str) -> bool:
     """Whether the kernel a tactic id (target.kind.impl) names can write its output over its residual input."""
     target, kind, impl = tactic.split(".", 2)

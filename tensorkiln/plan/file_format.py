@@ -17,6 +17,7 @@ from safetensors.torch import save as save_tensors
 from ..errors import EngineFormatError
 from ..ir.dtypes import DataType
 from .plan import Plan, TensorSpec
+from .validate import read_plan
 
 MAGIC = "tensorkiln-engine"
 FORMAT_VERSION = 1
@@ -42,10 +43,11 @@ def serialize(plan: Plan, weights: dict[str, torch.Tensor]) -> bytes:
 
 
 def deserialize(blob: bytes, source: str = "engine") -> tuple[Plan, dict[str, torch.Tensor]]:
+    """The plan and weights of an engine file. Every part of the file is checked before it is used: the header and
+    its metadata here, the plan field by field against its schema and for consistency (plan/validate.py), the weights
+    against the plan; any problem is one EngineFormatError line."""
     header, data = _split(blob, source)
-    metadata = header.get("__metadata__") or {}
-    if not isinstance(metadata, dict):
-        metadata = {}  # not written by tensorkiln: reported just below
+    metadata = _metadata(header, source)
     if metadata.get("format") != MAGIC:
         raise EngineFormatError(f"{source} is a safetensors file but not a tensorkiln engine (no tensorkiln "
                                 f"metadata); {_REBUILD}")
@@ -60,17 +62,46 @@ def deserialize(blob: bytes, source: str = "engine") -> tuple[Plan, dict[str, to
         raise EngineFormatError(f"{source} is truncated: {len(data)} of {end} bytes of weights present; {_REBUILD} "
                                 "or copy the file again")
     plan_json = metadata.get("plan", "")
-    if not isinstance(plan_json, str) or metadata.get("checksum") != _checksum(plan_json, data):
+    if metadata.get("checksum") != _checksum(plan_json, data):
         raise EngineFormatError(f"{source} is corrupted: its checksum does not match its contents; {_REBUILD} "
                                 "or copy the file again")
     try:
-        plan = Plan.from_json(json.loads(plan_json))
-    except Exception as error:  # the checksum matched, so this is a file written by an incompatible writer
-        raise EngineFormatError(f"{source} has a plan this runtime cannot read ({error}); {_REBUILD}") from None
+        plan_data = json.loads(plan_json)
+    except (ValueError, RecursionError):  # RecursionError: deeply nested brackets
+        raise EngineFormatError(f"{source} has a plan that is not readable JSON; {_REBUILD}") from None
+    plan = read_plan(plan_data, source)  # the checksum proves nothing against an edit: validate every field
     # The checksum covers the plan and the weight bytes, not the header's tensor entries: check those against
     # the plan so that a corrupted name, dtype, shape or offset is reported here, not as a KeyError at run time.
     _check_entries(entries, plan.weights, len(data), source)
-    return plan, load_tensors(bytes(blob))
+    return plan, _load_weights(blob, source)
+
+
+def _metadata(header: dict, source: str) -> dict[str, str]:
+    """The header's `__metadata__`, which safetensors' own reader wants as a map of strings to strings."""
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) and _utf8(k) and _utf8(v)
+                                                 for k, v in metadata.items()):
+        raise EngineFormatError(f"{source} is not a tensorkiln engine: its safetensors metadata is not a map of "
+                                f"strings to strings; {_REBUILD}")
+    return metadata
+
+
+def _utf8(text: str) -> bool:
+    """Whether a string read from the header encodes as UTF-8 (json accepts lone surrogates; safetensors does not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _load_weights(blob: bytes, source: str) -> dict[str, torch.Tensor]:
+    try:
+        return load_tensors(bytes(blob))
+    except Exception as error:  # safetensors' reader, on whatever the checks above did not foresee
+        detail = " ".join(str(error).split())[:200]
+        raise EngineFormatError(f"{source} is corrupted: the safetensors reader refuses it ({detail}); {_REBUILD} "
+                                "or copy the file again") from None
 
 
 def _split(blob: bytes, source: str = "engine") -> tuple[dict, bytes]:
@@ -83,7 +114,7 @@ def _split(blob: bytes, source: str = "engine") -> tuple[dict, bytes]:
         raise EngineFormatError(f"{source} is truncated: its header alone needs {header_len} bytes; {_REBUILD}")
     try:
         header = json.loads(blob[8:8 + header_len], object_pairs_hook=_no_duplicate_keys)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # not UTF-8 or not JSON; RecursionError: deeply nested brackets
         raise EngineFormatError(f"{source} is not a tensorkiln engine (unreadable header); {_REBUILD}") from None
     except _DuplicateKey as duplicate:
         raise EngineFormatError(f"{source} is corrupted: its header names {duplicate} twice; {_REBUILD}") from None
@@ -125,7 +156,7 @@ def _tensor_entries(header: dict, source: str) -> dict[str, tuple[str, tuple[int
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        problem = _entry_problem(info)
+        problem = _entry_problem(info) or ("" if _utf8(name) else "has a name that is not valid UTF-8")
         if problem:
             raise EngineFormatError(f"{source} is corrupted: the header entry of tensor {name!r} {problem}; "
                                     f"{_REBUILD} or copy the file again")
@@ -137,7 +168,7 @@ def _entry_problem(info) -> str:
     if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
         keys = sorted(info) if isinstance(info, dict) else type(info).__name__
         return f"has the keys {keys}, not ['data_offsets', 'dtype', 'shape']"
-    if info["dtype"] not in _ITEMSIZE:
+    if not isinstance(info["dtype"], str) or info["dtype"] not in _ITEMSIZE:
         return f"has the dtype {info['dtype']!r}, which no engine stores"
     shape, offsets = info["shape"], info["data_offsets"]
     if not isinstance(shape, list) or not all(_is_int(d) for d in shape):

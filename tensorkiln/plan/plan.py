@@ -39,6 +39,11 @@ class TensorSpec:
         return cls(data["name"], DataType(data["dtype"]), tuple(data["shape"]), tuple(data["dim_names"]))
 
 
+STEP_PRECISIONS = ("", "fp32", "tf32", "fp16", "bf16")  # "": the engine's precision
+_STEP_COMPUTE_DTYPES = {"fp32": DataType.FLOAT, "tf32": DataType.FLOAT, "fp16": DataType.HALF, "bf16": DataType.BF16}
+_REDUCED_COMPUTE_DTYPES = {"fp16": DataType.HALF, "bf16": DataType.BF16}
+
+
 @dataclasses.dataclass(frozen=True)
 class Step:
     """One layer of the engine: its attributes, the tensors it reads and writes, and the chosen tactic."""
@@ -53,6 +58,13 @@ class Step:
     @property
     def kind(self) -> str:
         return self.op.KIND
+
+    def compute_dtype(self, plan_precision: str) -> DataType | None:
+        """The floating dtype this step computes in (its floating inputs are cast to it), in an engine of
+        `plan_precision`; None: as its inputs come. TF32 layers compute in float32 (the math mode is the engine's)."""
+        if self.precision:
+            return _STEP_COMPUTE_DTYPES[self.precision]
+        return _REDUCED_COMPUTE_DTYPES.get(plan_precision)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "op": op_to_json(self.op), "inputs": list(self.inputs),

@@ -40,7 +40,7 @@ class ExecutionContext:
         self.engine = engine
         plan = engine.plan
         self.device = engine.device
-        self._steps = [(kernel_for_tactic(s.tactic), s.op, s.inputs, s.outputs) for s in plan.steps]
+        self._steps = [(kernel_for_tactic(s.tactic, plan.target), s.op, s.inputs, s.outputs) for s in plan.steps]
         self._compute_dtypes = [engine.compute_dtype(s) for s in plan.steps]
         self._output_specs = list(plan.outputs)
         self._input_specs = {t.name: t for t in plan.inputs}

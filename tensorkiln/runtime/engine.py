@@ -28,7 +28,6 @@ class Engine:
         check_device(plan)
         self._device_weights: dict[str, torch.Tensor] | None = None
         self._channels_last = bool(plan.build_info.get("channels_last"))
-        self._compute = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(plan.precision)
 
     def device_weights(self) -> dict[str, torch.Tensor]:
         if self._device_weights is None:
@@ -48,9 +47,8 @@ class Engine:
 
     def compute_dtype(self, step) -> torch.dtype | None:
         """The floating dtype a step computes in (None: as its inputs come)."""
-        if step.precision:
-            return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[step.precision]
-        return self._compute
+        dtype = step.compute_dtype(self.plan.precision)
+        return None if dtype is None else dtype.torch
 
     # ---- I/O introspection ------------------------------------------------------------------
     @property

@@ -2,11 +2,12 @@
 never evaluated. With one candidate the choice is free; with several, the timer decides (tactics/timing.py)."""
 from __future__ import annotations
 
+import re
 from typing import Callable
 
-from ..errors import BuildError
+from ..errors import BuildError, EngineFormatError
 from ..ir.graph import Layer
-from ..kernels.registry import KernelEntry, candidates, get_kernel
+from ..kernels.registry import KernelEntry, candidates, find_kernel
 
 
 def tactic_id(entry: KernelEntry) -> str:
@@ -75,7 +76,31 @@ def select_tactic(layer: Layer, target: str, timer: Callable[[Layer, list[Kernel
     return tactic_id(timer(layer, found))
 
 
-def kernel_for_tactic(tactic: str):
-    """The kernel function a tactic id names."""
-    target, kind, impl = tactic.split(".", 2)
-    return get_kernel(kind, target, impl)
+TACTIC_PART = re.compile(r"[a-z0-9_]+", re.ASCII)  # each of the three parts of a tactic id
+
+
+def parse_tactic(tactic: str) -> tuple[str, str, str]:
+    """(target, layer kind, implementation) of a tactic id; ValueError unless it is exactly three dotted parts of
+    lower-case letters, digits and underscores."""
+    parts = tactic.split(".") if isinstance(tactic, str) else []
+    if len(parts) != 3 or not all(TACTIC_PART.fullmatch(part) for part in parts):
+        raise ValueError(f"tactic id {tactic!r} is not of the form <target>.<layer kind>.<implementation>")
+    target, kind, impl = parts
+    return target, kind, impl
+
+
+def kernel_for_tactic(tactic: str, target: str):
+    """The kernel function a tactic id names, for an engine built for `target`: a tactic of another target is
+    refused (an engine file names its tactics; a CPU engine must never reach a CUDA kernel, or the reverse)."""
+    try:
+        tactic_target, kind, impl = parse_tactic(tactic)
+    except ValueError as error:
+        raise EngineFormatError(f"{error}; rebuild the engine with `kiln build`") from None
+    if tactic_target != target:
+        raise EngineFormatError(f"tactic {tactic!r} is a {tactic_target} tactic, but the engine is built for "
+                                f"{target}; rebuild the engine with `kiln build`")
+    entry = find_kernel(kind, target, impl)
+    if entry is None:
+        raise EngineFormatError(f"tactic {tactic!r} names no registered {target} kernel; rebuild the engine with "
+                                "`kiln build`")
+    return entry.fn
