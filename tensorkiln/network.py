@@ -71,13 +71,20 @@ class NetworkDefinition:
     # ---- the generic entry point --------------------------------------------------------------
     def add_layer(self, op: ops.OpAttrs, inputs: Sequence[Tensor | None], name: str | None = None,
                   output_names: Sequence[str] | None = None) -> Layer:
-        layer_name = self.ir.unique_name(name or op.KIND)
+        """A layer of `op` on `inputs`. Its outputs take `output_names` (each claimed: no other tensor may hold
+        it) or, by default, names made from the layer's that can never be a name the model reserved."""
+        layer_name = self.ir.unique_layer_name(name or op.KIND)
         inferred = infer_layer(op, list(inputs), layer_name)
-        if output_names is None:
-            output_names = [f"{layer_name}_output_{i}" for i in range(len(inferred))]
+        if output_names is not None and len(output_names) != len(inferred):
+            raise ShapeError(f"layer {layer_name!r} ({op.KIND}) has {len(inferred)} output(s); "
+                             f"{len(output_names)} output name(s) were given: give one name per output")
         outputs = []
-        for out_name, info in zip(output_names, inferred):
-            self.ir.claim_name(out_name)
+        for index, info in enumerate(inferred):
+            if output_names is None:
+                out_name = self.ir.unique_name(f"{layer_name}_output_{index}")
+            else:
+                out_name = output_names[index]
+                self.ir.claim_name(out_name)
             outputs.append(Tensor(out_name, info.dtype, info.shape, value=info.value))
         layer = Layer(layer_name, op, list(inputs), outputs)
         for tensor in outputs:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
+from ..errors import ModelFormatError
 from .dtypes import DataType
 from .ops import OpAttrs
 
@@ -79,26 +80,74 @@ class Layer:
         return len(self.outputs)
 
 
+class NameTakenError(ModelFormatError):
+    """A name was given to two tensors (or two layers) of one network: a model that names two values alike."""
+
+
 class Network:
-    """Layers in topological order, the tensors between them, and the marked inputs and outputs."""
+    """Layers in topological order, the tensors between them, and the marked inputs and outputs.
+
+    Names are kept by construction: `reserve_names` sets aside the names a model gives its values before
+    anything is converted, `unique_name` makes names that never take a reserved or used one, and only a value's
+    owner takes its name, with `claim_name` (or `rename`), which refuses a name another tensor already holds.
+    Layers and tensors have namespaces of their own (a Caffe layer and its top blob are often both "conv1").
+    """
 
     def __init__(self, name: str = "network"):
         self.name = name
         self.layers: list[Layer] = []
         self.inputs: list[Tensor] = []
         self.outputs: list[Tensor] = []
-        self._names: set[str] = set()
+        self._tensor_names: set[str] = set()  # held by a tensor (or made by unique_name)
+        self._layer_names: set[str] = set()  # held by a layer (or made by unique_name)
+        self._reserved: set[str] = set()  # the model's value names: only their owners take them
         self._counter = itertools.count()
 
+    def reserve_names(self, names: Iterable[str]) -> None:
+        """Keep `names` for the values that own them: no generated name will ever be one of them."""
+        self._reserved.update(names)
+
     def unique_name(self, base: str) -> str:
+        """A new name from `base`, free in both namespaces and not reserved (for a tensor or a layer)."""
         name = base
-        while name in self._names:
+        while name in self._tensor_names or name in self._layer_names or name in self._reserved:
             name = f"{base}_{next(self._counter)}"
-        self._names.add(name)
+        self._tensor_names.add(name)
+        self._layer_names.add(name)
+        return name
+
+    def unique_layer_name(self, base: str) -> str:
+        """A new layer name from `base`: `base` itself unless another layer has it (tensors may share it)."""
+        name = base
+        while name in self._layer_names:
+            name = f"{base}_{next(self._counter)}"
+        self._layer_names.add(name)
         return name
 
     def claim_name(self, name: str) -> None:
-        self._names.add(name)
+        """A tensor takes `name` (its reserved name, or a new one); no two tensors may hold one name."""
+        if name in self._tensor_names:
+            raise NameTakenError(f"tensor name {name!r} is used twice in network {self.name!r}; give every "
+                                 "tensor (input, output, weight) a name of its own")
+        self._tensor_names.add(name)
+
+    def tensor_name_taken(self, name: str) -> bool:
+        return name in self._tensor_names
+
+    def rename(self, tensor: Tensor, name: str) -> None:
+        """Give `tensor` the name `name` (claimed as by claim_name); its old name is free again."""
+        if tensor.name == name:
+            return
+        self.claim_name(name)
+        self._tensor_names.discard(tensor.name)
+        tensor.name = name
+
+    def rename_unique(self, tensor: Tensor, base: str) -> str:
+        """Give `tensor` a new name made from `base` (as unique_name); its old name is free again."""
+        name = self.unique_name(base)
+        self._tensor_names.discard(tensor.name)
+        tensor.name = name
+        return name
 
     def tensors(self) -> Iterator[Tensor]:
         """Every distinct tensor: graph inputs, then layer inputs and outputs in order."""

@@ -43,6 +43,9 @@ class CaffeParser:
         layers = [layer for layer in iter_layers(net) if _in_test_phase(layer)]
         self._check_supported(layers)
         network = NetworkDefinition(name or net.name or Path(deploy).stem)
+        # every blob name is set aside before anything is converted: the layers a converter adds get generated
+        # names that can never be one of them, and each blob's value takes the blob's name when it is written
+        network.ir.reserve_names([*net.input, *(blob for layer in layers for blob in (*layer.bottom, *layer.top))])
         ctx = CaffeContext(network, weights, model is not None)
         produced: list[str] = []  # blob names in the order of their last write
         for input_name, shape in _net_inputs(net):
@@ -106,12 +109,13 @@ class CaffeParser:
         if len(outputs) != len(layer.top):
             raise ctx.error(layer, f"has {len(layer.top)} top(s), the converter made {len(outputs)} outputs")
         fresh = {id(t) for new in ir.layers[layers_before:] for t in new.outputs}
-        taken = {t.name for t in ir.tensors()} - {t.name for t in outputs if id(t) in fresh}
         for top, tensor in zip(layer.top, outputs):
             if id(tensor) in fresh:  # name the value after its blob; later in-place writes get derived names
-                tensor.name = top if top not in taken else ir.unique_name(f"{top}/{layer_name(layer)}")
-                ir.claim_name(tensor.name)
-                taken.add(tensor.name)
+                fresh.discard(id(tensor))
+                if ir.tensor_name_taken(top):
+                    ir.rename_unique(tensor, f"{top}/{layer_name(layer)}")
+                else:
+                    ir.rename(tensor, top)
             ctx.blobs[top] = tensor
 
     @staticmethod
@@ -122,12 +126,15 @@ class CaffeParser:
             return tensor
         holder = next((t for t in ir.tensors() if t.name == blob), None)
         if tensor in ir.inputs or tensor.is_constant or (holder is not None and holder in ir.inputs):
-            return ctx.network.add_layer(ops.Identity(), [tensor], name=f"output:{blob}",
-                                         output_names=[ir.unique_name(blob) if holder else blob]).get_output(0)
+            output = ctx.network.add_layer(ops.Identity(), [tensor], name=f"output:{blob}").get_output(0)
+            if holder is not None:  # an input keeps the blob's name; the output gets one made from it
+                ir.rename_unique(output, blob)
+            else:
+                ir.rename(output, blob)
+            return output
         if holder is not None:
-            holder.name = ir.unique_name(f"{blob}:before")
-        tensor.name = blob
-        ir.claim_name(blob)
+            ir.rename_unique(holder, f"{blob}:before")
+        ir.rename(tensor, blob)
         return tensor
 
 

@@ -5,11 +5,11 @@ from typing import Any, Callable
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from ...errors import ModelFormatError, ShapeError
 from ...ir.graph import Tensor
 from ...network import NetworkDefinition
+from .tensors import FP8_TYPES, tensor_to_array
 
 
 class ConversionError(ModelFormatError):
@@ -32,6 +32,7 @@ class ConversionContext:
         self.network = network
         self.opset = opset
         self.tensors: dict[str, Tensor] = {}
+        self.fp8_types: dict[str, int] = {}  # value name -> its FP8 element type, for FP8 values held as float32
         self.node: onnx.NodeProto | None = None
         self.in_subgraph = False
         # set by the parser: converts a subgraph inline and returns its output tensors
@@ -67,6 +68,30 @@ class ConversionContext:
     def ints(self, node: onnx.NodeProto, index: int, what: str) -> list[int]:
         return [int(v) for v in self.require_constant(node, index, what).reshape(-1)]
 
+    def fp8_type(self, node: onnx.NodeProto, index: int) -> int | None:
+        """The FP8 element type (onnx.TensorProto.FLOAT8E4M3FN, ...) of input `index` where the model stores it in
+        FP8 (tensorkiln holds it as float32), else None."""
+        if index >= len(node.input):
+            return None
+        return self.fp8_types.get(node.input[index])
+
+    # ---- constants -----------------------------------------------------------------------------------
+    def add_initializer(self, initializer: onnx.TensorProto, claim: bool) -> Tensor:
+        """A constant for an initializer (checked as tensors.tensor_to_array checks it). With `claim` it takes the
+        initializer's name (reserved for it); in a subgraph, whose names may repeat, a name made from it."""
+        array = tensor_to_array(initializer, f"initializer {initializer.name!r}")
+        if initializer.data_type in FP8_TYPES:
+            self.fp8_types[initializer.name] = initializer.data_type
+        tensor = self.add_constant_value(array, initializer.name, claim)
+        self.tensors[initializer.name] = tensor
+        return tensor
+
+    def add_constant_value(self, array: np.ndarray, name: str, claim: bool) -> Tensor:
+        tensor = self.network.add_constant(None, array, name=name).get_output(0)
+        if claim:
+            self.network.ir.rename(tensor, name)
+        return tensor
+
     # ---- attributes --------------------------------------------------------------------------------
     def attr(self, node: onnx.NodeProto, name: str, default: Any = None) -> Any:
         for attribute in node.attribute:
@@ -75,7 +100,7 @@ class ConversionContext:
                 if isinstance(value, bytes):
                     return value.decode()
                 if isinstance(value, onnx.TensorProto):
-                    return numpy_helper.to_array(value)
+                    return tensor_to_array(value, f"attribute {name!r} of ONNX node {self.name(node)!r}")
                 if isinstance(value, list):
                     return [v.decode() if isinstance(v, bytes) else v for v in value]
                 return value

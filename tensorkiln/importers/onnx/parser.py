@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import onnx
+from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
 from ...errors import ModelFormatError, ShapeError, UnsupportedOpError
@@ -16,6 +17,7 @@ from ...ir.graph import Tensor
 from ...network import NetworkDefinition
 from .context import ConversionContext
 from .registry import DEFAULT_DOMAIN, MAX_OPSET, MIN_OPSET, find_converter
+from .tensors import load_external_data
 from .types import onnx_to_datatype
 
 log = logging.getLogger("tensorkiln.importers.onnx")
@@ -26,17 +28,65 @@ ModelSource = str | Path | bytes | onnx.ModelProto
 def load_model(source: ModelSource) -> onnx.ModelProto:
     """Read an ONNX model, turning protobuf and file errors into one clear ModelFormatError."""
     if isinstance(source, onnx.ModelProto):
+        load_external_data(source, None, _describe(source))  # refuses external data it cannot find
         return source
     what = _describe(source)
     if not isinstance(source, bytes) and not Path(source).is_file():
         raise ModelFormatError(f"{what} does not exist")
+    if not isinstance(source, bytes) and Path(source).suffix.lower() in (".prototxt", ".pbtxt", ".caffemodel"):
+        raise ModelFormatError(f"{what} is not an ONNX model{other_format_hint(source)}")
     try:
-        model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(str(source))
-    except (DecodeError, RuntimeWarning, ValueError, OSError) as error:
-        raise ModelFormatError(f"{what} is not a valid ONNX model (truncated or corrupt?): {error}") from None
+        # external data is read below, each file checked first to lie in the model's folder
+        model = (onnx.load_from_string(source) if isinstance(source, bytes) else
+                 onnx.load(str(source), load_external_data=False))
+    except (DecodeError, text_format.ParseError, RuntimeWarning, ValueError, OSError) as error:
+        hint = other_format_hint(source)
+        raise ModelFormatError(f"{what} is not an ONNX model{hint}" if hint else
+                               f"{what} is not a valid ONNX model (truncated or corrupt?): {error}") from None
     if not model.HasField("graph") or not model.graph.node and not model.graph.output:
-        raise ModelFormatError(f"{what} holds no graph; is it an ONNX model? (truncated or corrupt?)")
+        hint = other_format_hint(source)
+        raise ModelFormatError(f"{what} is not an ONNX model{hint}" if hint else
+                               f"{what} holds no graph; is it an ONNX model? (truncated or corrupt?)")
+    load_external_data(model, None if isinstance(source, bytes) else Path(source).parent, what)
     return model
+
+
+_CAFFE_TEXT_STARTS = (b"name:", b"input:", b"input_dim:", b"input_shape", b"layer {", b"layers {", b"layer{",
+                      b"layers{", b"force_backward:", b"state {")
+
+
+def other_format_hint(source: ModelSource) -> str:
+    """"; it looks like a Caffe prototxt ..." where a file given as ONNX is a Caffe net, else ""."""
+    if isinstance(source, onnx.ModelProto):
+        return ""
+    suffix = "" if isinstance(source, bytes) else Path(source).suffix.lower()
+    try:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    except OSError:
+        data = b""
+    lines = [line.strip() for line in data[:4096].splitlines() if line.strip() and not line.strip().startswith(b"#")]
+    if suffix in (".prototxt", ".pbtxt") or (lines and lines[0].startswith(_CAFFE_TEXT_STARTS)):
+        deploy = str(source) if suffix else "net.prototxt"
+        return (f"; it looks like a Caffe prototxt (a text net definition): import it with parse_caffe({deploy!r}, "
+                f"'net.caffemodel'), or `kiln build --deploy {deploy} --model net.caffemodel`")
+    if suffix == ".caffemodel" or _is_caffemodel(data):
+        model = str(source) if suffix else "net.caffemodel"
+        return (f"; it looks like a Caffe caffemodel (trained weights): import it with parse_caffe('net.prototxt', "
+                f"{model!r}), or `kiln build --deploy net.prototxt --model {model}`")
+    return ""
+
+
+def _is_caffemodel(data: bytes) -> bool:
+    """The bytes decode as a Caffe NetParameter whose layers all have a name and a type."""
+    from ..caffe.schema import caffe_pb2
+
+    net = caffe_pb2.NetParameter()
+    try:
+        net.ParseFromString(data)
+    except DecodeError:
+        return False
+    layers = list(net.layer) or list(net.layers)
+    return bool(layers) and all(layer.name and (layer.type or layer.HasField("layer")) for layer in layers)
 
 
 def _describe(source: ModelSource) -> str:
@@ -114,16 +164,17 @@ class OnnxParser:
         network = NetworkDefinition(name or graph.name or "onnx_model")
         ctx = ConversionContext(network, opset)
         ctx.convert_subgraph = lambda subgraph: self._convert_subgraph(ctx, subgraph)
-        for value_name in _all_value_names(graph):
-            network.ir.claim_name(value_name)
+        # every name the model uses is set aside before anything is converted: the layers a converter adds get
+        # generated names that can never be one of them, and each value takes its own name when it is produced
+        network.ir.reserve_names(model_value_names(graph))
         initializers = {t.name for t in graph.initializer}
         for initializer in graph.initializer:
-            array = onnx.numpy_helper.to_array(initializer)
-            ctx.tensors[initializer.name] = network.add_constant(None, array, name=initializer.name).get_output(0)
+            if initializer.name not in self.input_values:  # a value given for the input replaces its default
+                ctx.add_initializer(initializer, claim=True)
         for value in graph.input:
             if value.name in self.input_values:  # fixed at build time; the engine does not take it as input
                 array = np.asarray(self.input_values[value.name])
-                ctx.tensors[value.name] = network.add_constant(None, array, name=value.name).get_output(0)
+                ctx.tensors[value.name] = ctx.add_constant_value(array, value.name, claim=True)
             elif value.name not in initializers:  # inputs that shadow initializers are constants, as in TensorRT
                 ctx.tensors[value.name] = self._add_input(network, value)
         unknown = sorted((set(self.input_shapes) | set(self.input_values)) - {v.name for v in graph.input})
@@ -190,19 +241,22 @@ class OnnxParser:
                 log.warning("fallback layer: node %r (%s, opset %d) runs on onnx's reference implementation (slow)",
                             ctx.name(node), node.op_type, ctx.opset)
         ctx.node = node
-        layers_before = len(ctx.network.ir.layers)
+        ir = ctx.network.ir
+        layers_before = len(ir.layers)
         outputs = fn(ctx, node)
-        fresh = {id(t) for layer in ctx.network.ir.layers[layers_before:] for t in layer.outputs}
+        fresh = {id(t) for layer in ir.layers[layers_before:] for t in layer.outputs}
         for index, onnx_name in enumerate(node.output):
             if not onnx_name:
                 continue
             if index >= len(outputs) or outputs[index] is None:
                 raise ctx.error(node, f"output {index} ({onnx_name!r}) is not supported by tensorkiln")
             tensor = outputs[index]
-            if id(tensor) in fresh and tensor.name not in ctx.tensors:
-                # keep the model's names on the tensors its nodes produce (made unique inside subgraphs,
-                # whose names were not reserved up front and may repeat across branches)
-                tensor.name = ctx.network.ir.unique_name(onnx_name) if ctx.in_subgraph else onnx_name
+            if id(tensor) in fresh:  # a tensor this node made (not an input passed through) takes the output's name
+                fresh.discard(id(tensor))  # (once: a converter may return one tensor for two outputs)
+                if ctx.in_subgraph:  # subgraph names may repeat across branches and loop bodies
+                    ir.rename_unique(tensor, onnx_name)
+                else:  # reserved for it up front, so no generated name can hold it
+                    ir.rename(tensor, onnx_name)
             ctx.tensors[onnx_name] = tensor
 
     def _convert_subgraph(self, ctx: ConversionContext, graph: onnx.GraphProto) -> list[Tensor]:
@@ -211,8 +265,7 @@ class OnnxParser:
         ctx.in_subgraph = True
         try:
             for initializer in graph.initializer:
-                array = onnx.numpy_helper.to_array(initializer)
-                ctx.tensors[initializer.name] = ctx.network.add_constant(None, array, name=initializer.name).get_output(0)
+                ctx.add_initializer(initializer, claim=False)
             for node in graph.node:
                 self._convert(ctx, node)
             missing = [o.name for o in graph.output if o.name not in ctx.tensors]
@@ -226,19 +279,55 @@ class OnnxParser:
     def _named_output(ctx: ConversionContext, name: str) -> Tensor:
         if name not in ctx.tensors:
             raise ModelFormatError(f"graph output {name!r} is not produced by any node")
-        tensor = ctx.tensors[name]
+        tensor, ir = ctx.tensors[name], ctx.network.ir
+        if tensor.name == name and tensor in ir.inputs:
+            raise ModelFormatError(f"graph output {name!r} is also a graph input of that name; an engine's inputs "
+                                   "and outputs need names of their own: give the output another name (an Identity "
+                                   "node in the model)")
         if tensor.name == name and tensor.is_constant:
-            tensor.name = ctx.network.ir.unique_name(f"{name}:value")  # the name goes to the output layer below
+            ir.rename_unique(tensor, f"{name}:value")  # the name goes to the output layer below
         if tensor.name == name and tensor.producer is not None and tensor.producer.kind != ops.Constant.KIND:
             return tensor
         # an output that is a graph input, a constant, or another output's alias gets a layer of its own
         return ctx.network.add_layer(ops.Identity(), [tensor], name=f"output:{name}", output_names=[name]).get_output(0)
 
 
-def _all_value_names(graph: onnx.GraphProto) -> set[str]:
-    names = {v.name for v in graph.input} | {v.name for v in graph.output} | {t.name for t in graph.initializer}
+def model_value_names(graph: onnx.GraphProto) -> set[str]:
+    """Every value name the model uses (its subgraphs' included), after checking that the main graph names each
+    value once: a name produced by two nodes, or by a node and an input or initializer, is a malformed model."""
+    owners: dict[str, str] = {}
+
+    def own(value_name: str, owner: str) -> None:
+        if value_name in owners:
+            raise ModelFormatError(f"the ONNX graph names two values {value_name!r} ({owners[value_name]} and "
+                                   f"{owner}); every value needs a name of its own (the model is malformed: "
+                                   "re-export it, or check it with onnx.checker.check_model)")
+        owners[value_name] = owner
+
+    for initializer in graph.initializer:
+        own(initializer.name, "an initializer")
+    for value in graph.input:
+        if value.name not in owners or owners[value.name] != "an initializer":  # an initializer's default input
+            own(value.name, "a graph input")
+    for node in graph.node:
+        for output in node.output:
+            if output:
+                own(output, f"an output of node {node.name or node.op_type!r}")
+    names = set(owners) | {v.name for v in graph.output}
+    for node in graph.node:
+        for attribute in node.attribute:
+            for subgraph in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                names |= _subgraph_value_names(subgraph)
+    return names
+
+
+def _subgraph_value_names(graph: onnx.GraphProto) -> set[str]:
+    names = {v.name for v in (*graph.input, *graph.output)} | {t.name for t in graph.initializer}
     for node in graph.node:
         names.update(n for n in node.output if n)
+        for attribute in node.attribute:
+            for subgraph in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                names |= _subgraph_value_names(subgraph)
     return names
 
 
