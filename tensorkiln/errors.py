@@ -27,3 +27,8 @@ class EngineFormatError(TensorkilnError):
 
 class InputError(TensorkilnError):
     """The inputs given to an execution context do not match the engine's inputs."""
+
+
+class ResourceLimitError(TensorkilnError):
+    """A tensor (or several together) would need more memory than the budget allows (tensorkiln.limits); raised
+    before anything is allocated, at import, build or run time."""
