@@ -1,0 +1,93 @@
+"""INT8 quantization (simulated): each convolution and GEMM with constant weights reads its input through a
+QuantizeLinear -> DequantizeLinear pair at the calibrated per-tensor scale, and its weights become their per-channel
+INT8 values times their scales.
+
+    x -> conv(W)    =>    x -> quantize(s_x) -> dequantize(s_x) -> conv(dequantize(quantize(W, s_W[k])))
+
+Numerically this is what an INT8 kernel gives (int8 x int8 products summed exactly, then scaled by s_x * s_W[k];
+bias, activation and residual in float, as TensorRT's epilogue). The builder runs this pass itself, after the
+default pipeline (BatchNorm is folded and epilogues fused first, so the folded weights are the ones quantized),
+with the scales calibration measured: constructed without scales it changes nothing.
+"""
+from __future__ import annotations
+
+from typing import Collection, Mapping
+
+import numpy as np
+
+from ..ir import ops
+from ..ir.dtypes import DataType
+from ..ir.graph import Layer, Network, Tensor
+from ..quant.weights import fake_quantize_weights
+from .manager import Pass, register_pass
+from .pattern import make_constant, make_layer
+
+_CONVOLUTIONS = (ops.Convolution.KIND, ops.FusedConvolution.KIND, ops.FullyConnected.KIND)
+_MATRIX_PRODUCTS = (ops.MatrixMultiply.KIND, ops.FusedMatMul.KIND)
+
+
+def weight_channel_axis(layer: Layer) -> int | None:
+    """The output-channel axis of the layer's constant weights (input 1), or None: not a layer this pass
+    quantizes (no constant weights, or a kind without an INT8 form)."""
+    if layer.kind not in _CONVOLUTIONS + _MATRIX_PRODUCTS or len(layer.inputs) < 2:
+        return None
+    x, weights = layer.inputs[0], layer.inputs[1]
+    if x is None or weights is None or not weights.is_constant or x.is_constant or not x.dtype.is_floating:
+        return None
+    if layer.kind in _CONVOLUTIONS:
+        return 0  # [K, C/groups, *kernel] and fully connected [K, C]
+    if len(weights.shape) < 2:
+        return None
+    return len(weights.shape) - (2 if layer.op.transpose_b else 1)  # b is [..., C, K], or [..., K, C] transposed
+
+
+@register_pass
+class QuantizeInt8(Pass):
+    name = "quantize_int8"
+
+    def __init__(self, scales: Mapping[str, float] | None = None, keep: Collection[str] = ()):
+        super().__init__()
+        self.scales = dict(scales or {})
+        self.keep = set(keep)  # layer names that stay in float (--int8-keep-fp16, sensitive layers)
+
+    def run(self, network: Network) -> bool:
+        if not self.scales:
+            return False
+        dequantized: dict[int, Tensor] = {}  # one quantize/dequantize pair per tensor, shared by its readers
+        layers: list[Layer] = []
+        for layer in network.layers:
+            axis = weight_channel_axis(layer)
+            if axis is not None:
+                layers.extend(self._quantize(network, layer, axis, dequantized))
+            layers.append(layer)
+        network.layers = layers
+        return bool(self.counts.get("quantized"))
+
+    def _quantize(self, network: Network, layer: Layer, axis: int, dequantized: dict[int, Tensor]) -> list[Layer]:
+        """Rewrite `layer` to read quantized values; the new layers to place before it."""
+        x = layer.inputs[0]
+        if layer.name in self.keep:
+            self.count("kept_float")
+            self.log.append(f"{layer.name}: kept in float (requested)")
+            return []
+        scale = self.scales.get(x.name)
+        if scale is None or not np.isfinite(scale) or scale <= 0:
+            self.count("uncalibrated")
+            self.log.append(f"{layer.name}: its input {x.name!r} has no calibrated scale: kept in float")
+            return []
+        inserted = []
+        if id(x) not in dequantized:
+            scale_tensor = make_constant(network, np.array(scale, np.float32), f"{x.name}_scale")
+            zero_point = make_constant(network, np.array(0, np.int8), f"{x.name}_zero_point")
+            quantize = make_layer(network, ops.QuantizeLinear(1, DataType.INT8), [x, scale_tensor, zero_point],
+                                  f"{x.name}_quantize")
+            dequantize = make_layer(network, ops.DequantizeLinear(1),
+                                    [quantize.outputs[0], scale_tensor, zero_point], f"{x.name}_dequantize")
+            inserted = [quantize, dequantize]
+            dequantized[id(x)] = dequantize.outputs[0]
+        weights = layer.inputs[1]
+        layer.inputs[0] = dequantized[id(x)]
+        layer.inputs[1] = make_constant(network, fake_quantize_weights(weights.value, axis), f"{weights.name}_int8")
+        self.count("quantized")
+        self.log.append(f"{layer.name}: input {x.name!r} at scale {scale:.6g}, weights per channel (axis {axis})")
+        return inserted

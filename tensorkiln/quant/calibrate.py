@@ -1,0 +1,100 @@
+"""Calibration: per-tensor activation scales from batches of data (or from a calibration cache).
+
+Every floating activation of the network (its inputs and each layer's outputs) gets a histogram of |x| over all
+calibration batches; the calibrator's algorithm (algorithms.py) turns each histogram into a threshold amax, and
+the scale is amax / 127 (symmetric INT8, TensorRT's convention). The scales are written to the calibrator's cache,
+which a later build reads instead of calibrating again.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import BuildError
+from ..ir.graph import Network, Tensor
+from .algorithms import compute_amax
+from .cache import format_cache, parse_cache
+from .calibrator import Int8Calibrator
+from .histogram import AbsHistogram
+from .observe import NetworkRunner
+
+INT8_MAX = 127
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    algorithm: str
+    scales: dict[str, float]  # tensor name -> scale (amax / 127)
+    from_cache: bool
+    batches: int  # calibration batches run (0 when the scales came from the cache)
+    first_batch: dict[str, np.ndarray] | None  # kept for the accuracy tools (per-layer SQNR, sensitivity)
+
+
+def calibrate(network: Network, calibrator: Int8Calibrator, say: Callable[[str], None] = lambda line: None
+              ) -> Calibration:
+    cached = calibrator.read_calibration_cache()
+    if cached is not None:
+        algorithm, scales = parse_cache(cached)
+        if algorithm == calibrator.algorithm:
+            say(f"calibration cache: {len(scales)} tensor scales ({algorithm}), no calibration run")
+            return Calibration(algorithm, scales, True, 0, None)
+        say(f"calibration cache is from the {algorithm} calibrator, not {calibrator.algorithm}: calibrating again")
+    histograms, batches, first = _collect(network, calibrator)
+    if batches == 0:
+        raise BuildError("the calibrator gave no batch: INT8 calibration needs data (at least one batch of the "
+                         "network's input shape) or a calibration cache")
+    scales = {}
+    for name, histogram in histograms.items():
+        amax = compute_amax(calibrator.algorithm, histogram, calibrator.settings)
+        if amax > 0.0:  # a tensor that is zero on all the data has no range to quantize
+            scales[name] = float(np.float32(amax / INT8_MAX))
+    calibrator.write_calibration_cache(format_cache(calibrator.algorithm, scales))
+    say(f"calibrated {len(scales)} tensors on {batches} batches ({calibrator.algorithm})")
+    return Calibration(calibrator.algorithm, scales, False, batches, first)
+
+
+def _collect(network: Network, calibrator: Int8Calibrator):
+    histograms: dict[str, AbsHistogram] = {}
+
+    def visit(tensor: Tensor, value: torch.Tensor) -> None:
+        if value.is_floating_point() and value.numel():
+            histograms.setdefault(tensor.name, AbsHistogram()).add(value)
+
+    runner = NetworkRunner(network)
+    specs = [(t.name, t.shape) for t in network.inputs]
+    batches, first = 0, None
+    with _progress(calibrator) as advance:
+        while (batch := calibrator.get_batch(specs)) is not None:
+            runner.run(batch, visit)
+            first = first if first is not None else batch
+            batches += 1
+            advance()
+    return histograms, batches, first
+
+
+class _progress:
+    """A rich progress bar over the calibration batches when the calibrator asks for one."""
+
+    def __init__(self, calibrator: Int8Calibrator):
+        self.calibrator, self.bar, self.task = calibrator, None, None
+
+    def __enter__(self):
+        if self.calibrator.progress:
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("calibrating", total=self.calibrator.max_batches)
+        return self.advance
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False

@@ -1,0 +1,51 @@
+"""The builder's INT8 step: calibrate the optimized network, pick the layers to keep in float, quantize the rest.
+
+BuilderConfig(precision=Precision.INT8, int8=Int8Options(calibrator=...)) asks for it. The step runs after the
+graph passes (BatchNorm folded, epilogues fused) and before lowering; it reports like a pass (quantize_int8).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+from ..errors import BuildError
+from ..ir.graph import Network
+from ..passes.manager import PassRecord
+from ..passes.quantize_int8 import QuantizeInt8, weight_channel_axis
+from .calibrate import calibrate
+from .calibrator import Int8Calibrator
+from .sensitivity import measure_sensitivity
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Options:
+    calibrator: Int8Calibrator | None = None  # batches and/or a calibration cache
+    keep_float: int = 0  # keep the K layers whose quantization costs the network's outputs most in float
+    measure_sqnr: bool = False  # log each quantized layer's SQNR against FP32 on a calibration batch
+
+
+def quantize_network(network: Network, options: Int8Options | None, say: Callable[[str], None]) -> PassRecord:
+    if options is None or options.calibrator is None:
+        raise BuildError("an INT8 build needs a calibrator: BuilderConfig(int8=Int8Options(calibrator=...)), or "
+                         "kiln build --int8 --calib DIR|FILE (or --calib-cache FILE of an earlier build)")
+    start = time.perf_counter()
+    calibration = calibrate(network, options.calibrator, say)
+    candidates = [(layer, axis) for layer in network.layers if (axis := weight_channel_axis(layer)) is not None]
+    keep: list[str] = []
+    if options.keep_float or options.measure_sqnr:
+        if calibration.first_batch is None:
+            say("per-layer SQNR and --int8-keep-fp16 need a calibration batch; with the scales from the cache "
+                "alone they are skipped (give --calib too)")
+        else:
+            sensitivities = measure_sensitivity(network, candidates, calibration.scales, calibration.first_batch)
+            ranked = sorted(sensitivities, key=lambda s: s.network_sqnr)
+            keep = [s.layer for s in ranked[: options.keep_float]]
+            for s in sensitivities:
+                note = " (kept in float)" if s.layer in keep else ""
+                say(f"int8 {s.layer}: SQNR {s.layer_sqnr:.1f} dB (layer), {s.network_sqnr:.1f} dB (network "
+                    f"outputs, this layer alone quantized){note}")
+    rewrite = QuantizeInt8(calibration.scales, keep)
+    changed = rewrite.run(network)
+    return PassRecord(rewrite.name, time.perf_counter() - start, changed, dict(rewrite.counts), tuple(rewrite.log),
+                      len(network.layers))
