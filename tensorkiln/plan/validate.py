@@ -34,6 +34,7 @@ from .schema import PlanProblem, plan_from_json
 
 REBUILD = "rebuild the engine from the model with `kiln build`"
 MAX_TOTAL_BYTES = 2**40  # all the tensors of one engine together
+MAX_MESSAGE = 1000  # characters of a problem's description
 
 
 def read_plan(data: Any, source: str) -> Plan:
@@ -42,8 +43,14 @@ def read_plan(data: Any, source: str) -> Plan:
         plan = plan_from_json(data)
         validate_plan(plan)
     except PlanProblem as problem:
-        raise EngineFormatError(f"{source}: {problem}; {REBUILD}") from None
+        raise EngineFormatError(f"{source}: {_shortened(str(problem))}; {REBUILD}") from None
     return plan
+
+
+def _shortened(text: str) -> str:
+    """One line of at most MAX_MESSAGE characters: a message quotes the file's values, which can be megabytes."""
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "..."
 
 
 def validate_plan(plan: Plan) -> None:

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 import tensorkiln as tk
-from tensorkiln.ir.ops import ActivationType, ElementWiseOperation, UnaryOperation
+from tensorkiln.ir.ops import ActivationType, ElementWiseOperation, PoolingType, ReduceOperation, UnaryOperation
 
 
 def split_engine(blob: bytes) -> tuple[dict, bytes]:
@@ -80,3 +80,43 @@ def pointwise_engine() -> tk.Engine:
     relu = network.add_activation(total.get_output(0), ActivationType.RELU)
     network.mark_output(relu.get_output(0))
     return tk.Builder().build(network)
+
+
+def zoo_engine() -> tk.Engine:
+    """One step of each layer kind whose attributes an attacker edits most (strides, pads, groups, windows, slices,
+    permutations, axes), in a chain that keeps every step:
+    x [1, 4, 6, 5] -> grouped convolution -> max pooling -> slice -> transpose -> softmax -> (itself, reduce sum)
+    -> concatenation -> pad -> output [1, 4, 6, 5]."""
+    rng = np.random.default_rng(0)
+    network = tk.NetworkDefinition("zoo")
+    x = network.add_input("x", tk.DataType.FLOAT, (1, 4, 6, 5))
+    conv = network.add_convolution(x, 4, (3, 3), rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4),
+                                   padding=1, groups=2)
+    pool = network.add_pooling(conv.get_output(0), PoolingType.MAX, (2, 2), stride=1)  # [1, 4, 5, 4]
+    sliced = network.add_slice(pool.get_output(0), (0, 0, 1, 0), (1, 4, 3, 4), (1, 1, 1, 1))  # [1, 4, 3, 4]
+    shuffle = network.add_shuffle(sliced.get_output(0), first_transpose=(0, 1, 3, 2))  # [1, 4, 4, 3]
+    softmax = network.add_softmax(shuffle.get_output(0), axis=3)
+    reduce = network.add_reduce(softmax.get_output(0), ReduceOperation.SUM, (2,), keep_dims=True)  # [1, 4, 1, 3]
+    concat = network.add_concatenation([softmax.get_output(0), reduce.get_output(0)], axis=2)  # [1, 4, 5, 3]
+    pad = network.add_padding(concat.get_output(0), (1, 0), (0, 2))  # [1, 4, 6, 5]
+    network.mark_output(pad.get_output(0))
+    return tk.Builder().build(network)
+
+
+def tensor_spec(plan: dict, name: str) -> dict:
+    """The plan's `tensors` entry of a produced tensor."""
+    return next(spec for spec in plan["tensors"] if spec["name"] == name)
+
+
+def renamed_everywhere(plan: dict, old: str, new: str) -> None:
+    """Rename a tensor in every place the plan names it (specs, step inputs and outputs, memory offsets)."""
+    for key in ("inputs", "outputs", "tensors", "weights"):
+        for spec in plan[key]:
+            if spec["name"] == old:
+                spec["name"] = new
+    for step in plan["steps"]:
+        step["inputs"] = [new if name == old else name for name in step["inputs"]]
+        step["outputs"] = [new if name == old else name for name in step["outputs"]]
+    offsets = (plan.get("memory") or {}).get("offsets", {})
+    if old in offsets:
+        offsets[new] = offsets.pop(old)

@@ -154,29 +154,41 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _INPUT = re.compile(r"in(0|[1-9][0-9]*)", re.ASCII)  # in0, in1, ...: the layer's inputs (no leading zeros)
 MAX_NAME_LENGTH = 64
 RESULT = "out"
+MAX_LINE_LENGTH = 512  # the longest instruction: three names of MAX_NAME_LENGTH, an opcode, two floats
+MAX_SHOWN = 80  # characters of program text quoted in an error message
+
+
+def _shown(text) -> str:
+    """A program's text in a message: quoted, and cut short (a line can be megabytes long)."""
+    shown = repr(text)
+    return shown if len(shown) <= MAX_SHOWN else shown[:MAX_SHOWN - 3] + "..."
 
 
 def _tokens(line) -> list[str]:
     # printable ASCII only: no newline, tab or other character a line of generated source could be split at
     if not isinstance(line, str) or not line.isascii() or not line.isprintable():
-        raise ValueError(f"fused pointwise instruction {line!r} holds characters other than printable ASCII")
+        raise ValueError(f"fused pointwise instruction {_shown(line)} holds characters other than printable ASCII")
+    if len(line) > MAX_LINE_LENGTH:
+        raise ValueError(f"fused pointwise instruction {_shown(line)} is {len(line)} characters long, more than the "
+                         f"{MAX_LINE_LENGTH} an instruction may be")
     return line.split()
 
 
 def _name(token: str, line: str) -> str:
     if len(token) > MAX_NAME_LENGTH or not _NAME.fullmatch(token):
-        raise ValueError(f"fused pointwise instruction {line!r}: {token!r} is not a name (letters, digits, _)")
+        raise ValueError(f"fused pointwise instruction {_shown(line)}: {_shown(token)} is not a name (letters, "
+                         "digits, _)")
     return token
 
 
 def _instruction(line: str, defined: set[str]) -> Instruction:
     words = _tokens(line)
     if len(words) < 3 or words[1] != "=":
-        raise ValueError(f"fused pointwise instruction {line!r} is not of the form 'name = opcode operands'")
+        raise ValueError(f"fused pointwise instruction {_shown(line)} is not of the form 'name = opcode operands'")
     target, opcode, args = _name(words[0], line), words[2], tuple(words[3:])
     if target in defined or target == RESULT or _INPUT.fullmatch(target):
-        raise ValueError(f"fused pointwise instruction {line!r} assigns {target!r}, which is an input, the result "
-                         "or already assigned (programs assign each name once)")
+        raise ValueError(f"fused pointwise instruction {_shown(line)} assigns {_shown(target)}, which is an input, "
+                         "the result or already assigned (programs assign each name once)")
     if opcode in _BINARY and len(args) == 2:
         instruction = Instruction(target, elementwise_kernel, ops.ElementWise(_BINARY[opcode]), args)
     elif opcode in _UNARY and len(args) == 1:
@@ -185,11 +197,12 @@ def _instruction(line: str, defined: set[str]) -> Instruction:
         try:
             alpha, beta = (float(args[1]), float(args[2])) if len(args) == 3 else (0.0, 0.0)
         except ValueError:
-            raise ValueError(f"fused pointwise instruction {line!r}: alpha and beta must be numbers") from None
+            raise ValueError(f"fused pointwise instruction {_shown(line)}: alpha and beta must be numbers") from None
         instruction = Instruction(target, activation_kernel, ops.Activation(_ACTIVATIONS[opcode], alpha, beta),
                                   args[:1])
     else:
-        raise ValueError(f"fused pointwise instruction {line!r}: unknown opcode {opcode!r} or wrong operand count")
+        raise ValueError(f"fused pointwise instruction {_shown(line)}: unknown opcode {_shown(opcode)} or wrong "
+                         "operand count")
     for operand in instruction.operands:
         _check_defined(_name(operand, line), defined, line)
     return instruction
@@ -197,7 +210,7 @@ def _instruction(line: str, defined: set[str]) -> Instruction:
 
 def _check_defined(name: str, defined: set[str], line: str) -> None:
     if name not in defined and not _INPUT.fullmatch(name):
-        raise ValueError(f"fused pointwise instruction {line!r} reads {name!r} before it is defined")
+        raise ValueError(f"fused pointwise instruction {_shown(line)} reads {_shown(name)} before it is defined")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -209,7 +222,7 @@ def parse_program(program: tuple[str, ...]) -> tuple[tuple[Instruction, ...], st
         raise ValueError("fused pointwise program is empty")
     words = _tokens(program[-1])
     if len(words) != 3 or words[:2] != [RESULT, "="]:
-        raise ValueError(f"fused pointwise program must end with 'out = NAME', not {program[-1]!r}")
+        raise ValueError(f"fused pointwise program must end with 'out = NAME', not {_shown(program[-1])}")
     defined: set[str] = set()
     instructions = []
     for line in program[:-1]:
@@ -217,7 +230,7 @@ def parse_program(program: tuple[str, ...]) -> tuple[tuple[Instruction, ...], st
         defined.add(instructions[-1].target)
     result = _name(words[2], program[-1])
     if result not in defined and not _INPUT.fullmatch(result):
-        raise ValueError(f"fused pointwise program returns {result!r}, which it never defines")
+        raise ValueError(f"fused pointwise program returns {_shown(result)}, which it never defines")
     return tuple(instructions), result
 
 
