@@ -13,6 +13,7 @@ import torch
 from .errors import BuildError
 from .ir import verify
 from .ir.graph import Layer, Network
+from .limits import ResourceLimits, enforced, format_bytes
 from .network import NetworkDefinition
 from .passes.manager import DEFAULT_PIPELINE, PassManager, PassRecord
 from .plan import Plan, Step, TensorSpec
@@ -48,6 +49,9 @@ class BuilderConfig:
     debug: bool = False  # verify IR invariants after every pass
     dump_dir: Path | None = None  # write the network after every pass
     verbose: bool = False
+    # the memory budget: the network's constants, the engine's weights and activation arena (together) and each
+    # tensor the passes make must fit (tensorkiln.limits; default: half the machine's memory, at most 32 GiB)
+    limits: ResourceLimits = dataclasses.field(default_factory=ResourceLimits)
 
 
 class Builder:
@@ -66,7 +70,8 @@ class Builder:
         layers_before = len(graph.layers)
         manager = PassManager(self.config.passes, debug=self.config.debug, dump_dir=self.config.dump_dir,
                               on_pass=self._log_pass)
-        manager.run(graph)
+        with enforced(self.config.limits):  # the passes' rewrites evaluate constant layers: under the same budget
+            manager.run(graph)
         plan, weights = self._lower(graph, manager, layers_before)
         seconds = time.perf_counter() - start
         self._say(f"built {graph.name!r}: {layers_before} layers -> {len(plan.steps)} steps in {seconds:.2f} s")
@@ -99,6 +104,7 @@ class Builder:
         # UltraFace, CenterFace and PP-OCR (with or without many depthwise convolutions) and ties on the tiny MTCNN
         # nets; no model was slower, so there is no exception (e.g. for depthwise-heavy networks).
         channels_last = any(l.kind.endswith("convolution") for l in graph.layers)
+        weight_bytes = _check_weights(graph, config.limits)  # before the engine copies them
         timer, cache = self._timer(channels_last)
         steps, tensors = [], []
         weights: dict[str, torch.Tensor] = {}
@@ -142,6 +148,8 @@ class Builder:
         if in_place:
             self._say(f"residual adds in place: {in_place} layers store their output over their residual input")
         memory = plan_memory(steps, tensors, outside)
+        config.limits.check_total(f"the engine's weights ({format_bytes(weight_bytes)}) and activation arena "
+                                  f"({format_bytes(memory.arena_bytes)})", weight_bytes + memory.arena_bytes)
         self._say(f"activation memory: arena {memory.arena_bytes / 2**20:.2f} MiB for "
                   f"{memory.activation_bytes / 2**20:.2f} MiB of activations "
                   f"({100 * memory.arena_bytes / max(memory.activation_bytes, 1):.0f}%)")
@@ -179,6 +187,16 @@ class Builder:
     def _say(self, line: str, detail: bool = False) -> None:
         self.build_log.append(line)
         (log.debug if detail else log.info)(line)
+
+
+def _check_weights(graph: Network, limits: ResourceLimits) -> int:
+    """The bytes of the constants the engine will hold (at their network dtype: reduced precision only shrinks
+    them), checked against the budget before they are copied."""
+    constants = {id(t): t for layer in graph.layers for t in layer.inputs if t is not None and t.is_constant}
+    constants.update((id(t), t) for t in graph.outputs if t.is_constant)
+    total = sum(t.value.nbytes for t in constants.values())
+    limits.check_total(f"the engine's weights ({len(constants)} tensors)", total)
+    return total
 
 
 def _weight(tensor, reduced: torch.dtype | None) -> torch.Tensor:

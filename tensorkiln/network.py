@@ -17,6 +17,7 @@ from .ir.graph import Layer, Network, Tensor
 from .ir.infer import infer_layer
 from .ir.ops import (ActivationType, ElementWiseOperation, PaddingMode, PoolingType, ReduceOperation, ScaleMode,
                      UnaryOperation)
+from .limits import ResourceLimits, format_bytes
 
 WeightsLike = np.ndarray | Tensor | None
 
@@ -28,10 +29,16 @@ def _pair(value, rank: int) -> tuple[int, ...]:
 
 
 class NetworkDefinition:
-    """Builds a network layer by layer. `network.ir` is the graph handed to the builder."""
+    """Builds a network layer by layer. `network.ir` is the graph handed to the builder.
 
-    def __init__(self, name: str = "network"):
+    Every tensor must fit in `limits`' memory budget (inputs, constants, every layer's outputs: checked before a
+    constant layer is evaluated), and so must the network's constants together: the importers and the layer API
+    all pass through here, so a model file cannot make the process ask for more (a ResourceLimitError instead)."""
+
+    def __init__(self, name: str = "network", limits: ResourceLimits | None = None):
         self.ir = Network(name)
+        self.limits = limits or ResourceLimits()
+        self.constant_bytes = 0  # what the network's constant values hold (weights and folded values)
 
     # ---- inputs, outputs, constants -----------------------------------------------------------
     def add_input(self, name: str, dtype: DataType, shape: Sequence[int],
@@ -39,6 +46,7 @@ class NetworkDefinition:
         if any(int(d) < 0 for d in shape):
             raise ShapeError(f"input {name!r} has an unresolved dimension in {tuple(shape)}: engines are built "
                              "for fixed shapes; give every dimension a size")
+        self.limits.check_tensor(f"input {name!r}", shape, dtype)
         self.ir.claim_name(name)
         tensor = Tensor(name, dtype, tuple(shape), tuple(dim_names or ()))
         self.ir.inputs.append(tensor)
@@ -50,17 +58,26 @@ class NetworkDefinition:
 
     def add_constant(self, shape: Sequence[int] | None, weights: np.ndarray, name: str | None = None) -> Layer:
         value = np.asarray(weights)
+        self.check_constant(f"constant {name or 'constant'!r}", value.shape, value.dtype)
         if shape is not None:
             value = value.reshape(tuple(shape))
         if value.dtype == np.float64 and name is None:
             value = value.astype(np.float32)
         tensor_name = self.ir.unique_name(name or "constant")
         out = Tensor(tensor_name, DataType.from_numpy(value.dtype), value.shape, value=value)
+        self.constant_bytes += value.nbytes
         layer_name = self.ir.unique_name(f"const[{tensor_name}]")
         layer = Layer(layer_name, ops.Constant(), [], [out])
         out.producer = layer
         self.ir.layers.append(layer)
         return layer
+
+    def check_constant(self, what: str, shape: Sequence[int], dtype) -> None:
+        """Raise ResourceLimitError unless a constant of `shape` and `dtype` fits in the budget, alone and with the
+        constants the network holds; importers call it before they allocate a constant's value."""
+        nbytes = self.limits.check_tensor(what, shape, dtype)
+        self.limits.check_total(f"the network's constants ({format_bytes(self.constant_bytes)}) with {what} "
+                                f"({format_bytes(nbytes)})", self.constant_bytes + nbytes)
 
     def weights(self, value: WeightsLike, name: str) -> Tensor | None:
         """A tensor for weights given as an array (or already a tensor)."""
@@ -74,7 +91,11 @@ class NetworkDefinition:
         """A layer of `op` on `inputs`. Its outputs take `output_names` (each claimed: no other tensor may hold
         it) or, by default, names made from the layer's that can never be a name the model reserved."""
         layer_name = self.ir.unique_layer_name(name or op.KIND)
-        inferred = infer_layer(op, list(inputs), layer_name)
+        inferred = infer_layer(op, list(inputs), layer_name, self.limits)
+        for index, info in enumerate(inferred):
+            if info.value is not None:  # folded already (each output fits alone: infer_layer checked that first)
+                self.check_constant(f"output {index} of layer {layer_name!r} ({op.KIND})", info.shape, info.dtype)
+                self.constant_bytes += info.value.nbytes
         if output_names is not None and len(output_names) != len(inferred):
             raise ShapeError(f"layer {layer_name!r} ({op.KIND}) has {len(inferred)} output(s); "
                              f"{len(output_names)} output name(s) were given: give one name per output")

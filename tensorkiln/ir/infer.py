@@ -2,7 +2,9 @@
 
 When every input's value is known, the layer is evaluated on the CPU and its outputs get values too
 (this is how shape computations of exported models become constants). Otherwise the reference kernel
-runs on PyTorch's meta device, which computes output shapes and dtypes without touching data.
+runs on PyTorch's meta device, which computes output shapes and dtypes without touching data. Every output
+must fit in the memory budget (tensorkiln.limits); a constant layer's outputs are checked on the meta device
+before it is evaluated (a 200-byte model can ask for a 10^10-element Expand of a constant).
 """
 from __future__ import annotations
 
@@ -14,13 +16,10 @@ import numpy as np
 import torch
 
 from ..errors import ShapeError
+from ..limits import ResourceLimits, active_limits
 from .dtypes import DataType
 from .graph import Tensor
 from .ops import OpAttrs
-
-# Evaluating a layer at build time is worth it only for small results (shape arithmetic, folded
-# weights); larger constant results are computed too, but we never materialize above this size.
-MAX_FOLDED_ELEMENTS = 1 << 26
 
 
 class InferredOutput(NamedTuple):
@@ -83,18 +82,41 @@ def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().contiguous().numpy()
 
 
-def infer_layer(op: OpAttrs, inputs: Sequence[Tensor | None], layer_name: str) -> list[InferredOutput]:
+def infer_layer(op: OpAttrs, inputs: Sequence[Tensor | None], layer_name: str,
+                limits: ResourceLimits | None = None) -> list[InferredOutput]:
+    """Output dtypes, shapes and (where every input is a constant) values of a layer. Every output is checked
+    against `limits` (default: those of the build in progress) before it is computed: a constant layer is evaluated
+    only once its outputs' sizes, found on the meta device, fit."""
     from ..kernels.registry import get_kernel
 
     fn = get_kernel(op.KIND, "cpu")
+    limits = limits or active_limits()
     present = [t for t in inputs if t is not None]
     all_constant = bool(present) and all(t.is_constant for t in present)
     try:
         if all_constant:
+            _check_outputs(_probe_on_meta(fn, op, inputs), op, layer_name, limits)
             with torch.inference_mode():
                 outputs = fn(op, [None if t is None else to_torch(t.value) for t in inputs])
-            return [InferredOutput(DataType.from_torch(o.dtype), tuple(o.shape), to_numpy(o)) for o in outputs]
-        return _infer_on_meta(fn, op, inputs)
+            results = [InferredOutput(DataType.from_torch(o.dtype), tuple(o.shape), to_numpy(o)) for o in outputs]
+        else:
+            results = _infer_on_meta(fn, op, inputs)
     except (RuntimeError, ValueError, IndexError, TypeError) as error:
         shapes = ", ".join("None" if t is None else t.describe() for t in inputs)
         raise ShapeError(f"layer {layer_name!r} ({op.KIND}) cannot take inputs ({shapes}): {error}") from None
+    _check_outputs(results, op, layer_name, limits)  # activations; and values whose size only the data decided
+    return results
+
+
+def _probe_on_meta(fn, op, inputs) -> list[InferredOutput]:
+    """The outputs' shapes of a constant layer, without computing them; none where the meta device cannot tell
+    (a kernel that reads its inputs' values): the evaluation then reports what is wrong, and its result is checked."""
+    try:
+        return _infer_on_meta(fn, op, inputs)
+    except Exception:  # noqa: BLE001 - only a probe: any failure here is the evaluation's to report
+        return []
+
+
+def _check_outputs(outputs: Sequence[InferredOutput], op: OpAttrs, layer_name: str, limits: ResourceLimits) -> None:
+    for index, output in enumerate(outputs):
+        limits.check_tensor(f"output {index} of layer {layer_name!r} ({op.KIND})", output.shape, output.dtype)

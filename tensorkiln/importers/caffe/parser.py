@@ -15,6 +15,7 @@ from ...errors import ModelFormatError, ShapeError, UnsupportedOpError
 from ...ir import ops
 from ...ir.dtypes import DataType
 from ...ir.graph import Tensor
+from ...limits import ResourceLimits
 from ...network import NetworkDefinition
 from ...plugins import find_plugin, registered_plugins
 from ...plugins.registry import register_hint
@@ -32,9 +33,11 @@ _DATA_LAYERS = {"Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyDa
 
 
 class CaffeParser:
-    def __init__(self, input_shapes: Mapping[str, Sequence[int]] | None = None, batch_size: int | None = None):
+    def __init__(self, input_shapes: Mapping[str, Sequence[int]] | None = None, batch_size: int | None = None,
+                 limits: ResourceLimits | None = None):
         self.input_shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
         self.batch_size = batch_size
+        self.limits = limits  # the memory budget of every tensor, inputs included (default: ResourceLimits())
 
     def parse(self, deploy: str | Path, model: str | Path | None = None, outputs: Sequence[str] | None = None,
               name: str | None = None) -> NetworkDefinition:
@@ -42,7 +45,7 @@ class CaffeParser:
         weights = layer_blobs(read_caffemodel(model)) if model is not None else {}
         layers = [layer for layer in iter_layers(net) if _in_test_phase(layer)]
         self._check_supported(layers)
-        network = NetworkDefinition(name or net.name or Path(deploy).stem)
+        network = NetworkDefinition(name or net.name or Path(deploy).stem, self.limits)
         # every blob name is set aside before anything is converted: the layers a converter adds get generated
         # names that can never be one of them, and each blob's value takes the blob's name when it is written
         network.ir.reserve_names([*net.input, *(blob for layer in layers for blob in (*layer.bottom, *layer.top))])
@@ -189,12 +192,13 @@ def _data_layer_shapes(layer: AnyLayer) -> list[tuple[int, ...] | None]:
 
 def parse_caffe(deploy: str | Path, model: str | Path | None = None, outputs: Sequence[str] | None = None,
                 input_shapes: Mapping[str, Sequence[int]] | None = None, batch_size: int | None = None,
-                name: str | None = None) -> NetworkDefinition:
+                name: str | None = None, limits: ResourceLimits | None = None) -> NetworkDefinition:
     """Import a Caffe net: the text `deploy` prototxt and the binary `model` caffemodel (its trained blobs).
 
     `outputs` names the output blobs (default: every top no later layer reads); `input_shapes` overrides input
-    shapes ({blob: shape}); `batch_size` replaces the leading dim of every input not given in input_shapes."""
+    shapes ({blob: shape}); `batch_size` replaces the leading dim of every input not given in input_shapes; `limits`
+    bounds the memory any one tensor (an `input_dim: 100000` input), and the weights together, may need."""
     if not str(deploy).endswith((".prototxt", ".pbtxt", ".txt")) and str(deploy).endswith(".caffemodel"):
         raise ModelFormatError(f"{str(deploy)!r} looks like a caffemodel; give the text prototxt as the deploy file "
                                "and the caffemodel as the model")
-    return CaffeParser(input_shapes, batch_size).parse(deploy, model, outputs, name)
+    return CaffeParser(input_shapes, batch_size, limits).parse(deploy, model, outputs, name)

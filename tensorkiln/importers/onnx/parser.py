@@ -14,6 +14,7 @@ from ...errors import ModelFormatError, ShapeError, UnsupportedOpError
 from ...ir import ops
 from ...ir.dtypes import DataType
 from ...ir.graph import Tensor
+from ...limits import ResourceLimits
 from ...network import NetworkDefinition
 from .context import ConversionContext
 from .registry import DEFAULT_DOMAIN, MAX_OPSET, MIN_OPSET, find_converter
@@ -148,10 +149,12 @@ def unsupported_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
 
 class OnnxParser:
     def __init__(self, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                 input_values: Mapping[str, np.ndarray] | None = None, allow_fallback: bool = False):
+                 input_values: Mapping[str, np.ndarray] | None = None, allow_fallback: bool = False,
+                 limits: ResourceLimits | None = None):
         self.input_shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
         self.input_values = dict(input_values or {})
         self.allow_fallback = allow_fallback  # nodes without a converter run on onnx.reference instead of failing
+        self.limits = limits  # the memory budget of every tensor (default: ResourceLimits())
 
     def parse(self, source: ModelSource, name: str | None = None) -> NetworkDefinition:
         model = load_model(source)
@@ -161,7 +164,7 @@ class OnnxParser:
                                    f"{MAX_OPSET}; convert it with onnx.version_converter.convert_version")
         graph = model.graph
         self._check_supported(graph, _imports(model))
-        network = NetworkDefinition(name or graph.name or "onnx_model")
+        network = NetworkDefinition(name or graph.name or "onnx_model", self.limits)
         ctx = ConversionContext(network, opset)
         ctx.convert_subgraph = lambda subgraph: self._convert_subgraph(ctx, subgraph)
         # every name the model uses is set aside before anything is converted: the layers a converter adds get
@@ -333,12 +336,13 @@ def _subgraph_value_names(graph: onnx.GraphProto) -> set[str]:
 
 def parse_onnx(source: ModelSource, input_shapes: Mapping[str, Sequence[int]] | None = None,
                name: str | None = None, input_values: Mapping[str, np.ndarray] | None = None,
-               allow_fallback: bool = False) -> NetworkDefinition:
+               allow_fallback: bool = False, limits: ResourceLimits | None = None) -> NetworkDefinition:
     """Import an ONNX model (path, bytes or ModelProto).
 
     `input_shapes` fixes dynamic input dimensions; `input_values` fixes the value of inputs that must be
     known at build time (axes, pads, sizes fed as inputs), which the engine then no longer takes.
     `allow_fallback` runs standard operators without a converter on onnx's reference implementation
     (logged once per layer) instead of failing. A node of any domain whose op type names a registered
-    plugin becomes a layer of that plugin."""
-    return OnnxParser(input_shapes, input_values, allow_fallback).parse(source, name)
+    plugin becomes a layer of that plugin. `limits` bounds the memory any one tensor, and the constants together,
+    may need (tensorkiln.limits; default: half the machine's memory, at most 32 GiB)."""
+    return OnnxParser(input_shapes, input_values, allow_fallback, limits).parse(source, name)

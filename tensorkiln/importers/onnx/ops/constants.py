@@ -1,6 +1,8 @@
 """Nodes whose outputs are known at build time: Constant, Shape, Size, ConstantOfShape, Range."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from onnx import numpy_helper
 
@@ -41,10 +43,22 @@ def constant_of_shape(ctx, node):
     dims = ctx.ints(node, 0, "shape")
     fill = ctx.attr(node, "value")
     fill = np.zeros(1, dtype=np.float32) if fill is None else fill
+    if any(d < 0 for d in dims):
+        raise ctx.shape_error(node, f"its shape {dims} has a negative dimension")
+    _check_size(ctx, node, dims, fill.dtype)  # before np.full: a 200-byte model can ask for 10^10 elements
     return _constant(ctx, node, np.full(dims, fill.reshape(-1)[0], dtype=fill.dtype))
 
 
 @converter("Range")
 def range_(ctx, node):
     start, limit, delta = (ctx.require_constant(node, i, what) for i, what in enumerate(("start", "limit", "delta")))
+    bounds = [float(np.asarray(v).reshape(-1)[0]) if np.asarray(v).size else np.nan for v in (start, limit, delta)]
+    if not all(np.isfinite(bounds)) or bounds[2] == 0:
+        raise ctx.shape_error(node, f"start, limit and delta must be finite scalars and delta not 0, not {bounds}")
+    _check_size(ctx, node, [max(math.ceil((bounds[1] - bounds[0]) / bounds[2]), 0)], start.dtype)
     return _constant(ctx, node, np.arange(start, limit, delta, dtype=start.dtype))
+
+
+def _check_size(ctx, node, dims, dtype) -> None:
+    ctx.network.check_constant(f"output {node.output[0]!r} of ONNX node {ctx.name(node)!r} ({node.op_type})", dims,
+                               dtype)
