@@ -19,6 +19,7 @@ from .passes.manager import DEFAULT_PIPELINE, PassManager, PassRecord
 from .plan import Plan, Step, TensorSpec
 from .plan.in_place import residual_in_place_candidates, residuals_in_place
 from .plan.memory import plan_memory
+from .quant.int8 import Int8Options, quantize_network
 from .quant.precision import Precision, assign_precisions
 from .runtime.engine import Engine
 from .tactics.selection import TACTIC_SOURCES, select_tactic, timed_candidates
@@ -52,6 +53,7 @@ class BuilderConfig:
     # the memory budget: the network's constants, the engine's weights and activation arena (together) and each
     # tensor the passes make must fit (tensorkiln.limits; default: half the machine's memory, at most 32 GiB)
     limits: ResourceLimits = dataclasses.field(default_factory=ResourceLimits)
+    int8: Int8Options | None = None  # precision INT8: the calibrator (data or cache) and the accuracy tools
 
 
 class Builder:
@@ -72,6 +74,9 @@ class Builder:
                               on_pass=self._log_pass)
         with enforced(self.config.limits):  # the passes' rewrites evaluate constant layers: under the same budget
             manager.run(graph)
+        if self.config.precision is Precision.INT8:  # after the passes: the folded, fused layers are quantized
+            manager.records.append(quantize_network(graph, self.config.int8, self._say))
+            self._log_pass(manager.records[-1])
         plan, weights = self._lower(graph, manager, layers_before)
         seconds = time.perf_counter() - start
         self._say(f"built {graph.name!r}: {layers_before} layers -> {len(plan.steps)} steps in {seconds:.2f} s")
@@ -85,7 +90,7 @@ class Builder:
         unknown = sorted(set(config.disabled_tactic_sources) - set(TACTIC_SOURCES))
         if unknown:
             raise BuildError(f"unknown tactic sources {unknown}; the sources are {', '.join(TACTIC_SOURCES)}")
-        if config.target is Target.CPU and config.precision is not Precision.FP32:
+        if config.target is Target.CPU and config.precision not in (Precision.FP32, Precision.INT8):
             raise BuildError(f"{config.precision.value} engines are not supported on the CPU target yet; "
                              "build FP32 engines for the CPU, or use the CUDA target")
 

@@ -6,6 +6,7 @@ The classic giexec/trtexec flags are accepted: `--deploy net.prototxt --model ne
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from ..passes.manager import OPT_IN_PASSES, pipeline_with
 from .display import format_bytes, io_table, key_value_table, make_console, target_description, warn
 from .input_values import declared_inputs, parse_input_values
 from .inputs import CommandLineError, make_feed, parse_shapes, positive_int
+from .int8_args import add_int8_arguments, int8_options
 from .model_kind import check_not_caffe
 
 REDUCED_PRECISION_FLAGS = ("fp16", "bf16", "best", "int8")
@@ -55,7 +57,10 @@ def add_parser(subparsers) -> None:
     precision.add_argument("--bf16", action="store_true", help="compute in BF16 where it is safe (CUDA target)")
     precision.add_argument("--best", action="store_true",
                            help="the fastest precision available: FP16 with FP32 fallback (CUDA target)")
-    precision.add_argument("--int8", action="store_true", help="INT8 with calibration (not supported yet)")
+    precision.add_argument("--int8", action="store_true",
+                           help="INT8 convolutions and GEMMs at calibrated scales (simulated INT8 on the CPU: see the "
+                                "calibration flags)")
+    add_int8_arguments(parser)
     tuning = parser.add_argument_group("tuning")
     tuning.add_argument("--opt-level", type=int, choices=range(6), metavar="{0..5}",
                         help="build effort (CUDA target): 0 takes the first candidate kernel of each layer, 1 times "
@@ -105,6 +110,7 @@ def main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     network = _parse(lambda: _import(parse_onnx, source, shapes, args), args.verbose, console)
     parse_seconds = time.perf_counter() - start
+    config = dataclasses.replace(config, int8=int8_options(args, network.ir if hasattr(network, "ir") else network))
     builder = Builder(config)
     start = time.perf_counter()
     try:
@@ -277,13 +283,16 @@ def parse_tactic_sources(text: str | None) -> tuple[str, ...]:
 def _precision(args: argparse.Namespace):
     from ..quant.precision import Precision
 
-    requested = ["--" + flag for flag in REDUCED_PRECISION_FLAGS if getattr(args, flag)]
+    requested = ["--" + flag for flag in REDUCED_PRECISION_FLAGS if getattr(args, flag) and flag != "int8"]
     if requested and args.device == "cpu":
         raise BuildError(f"{' and '.join(requested)} {'is' if len(requested) == 1 else 'are'} not supported on "
                          "the CPU target yet; leave it out to build an FP32 engine, or build for a GPU with "
                          "--device cuda")
     if args.int8:
-        raise BuildError("--int8 is not supported yet (tensorkiln has no INT8 calibration); use --fp16 or --bf16")
+        if requested:
+            raise BuildError(f"--int8 with {' and '.join(requested)}: mixed INT8/FP16 engines are not supported yet; "
+                             "give one precision")
+        return Precision.INT8
     if args.fp16 and args.bf16:
         raise BuildError("--fp16 and --bf16 exclude each other; give one")
     if args.bf16:

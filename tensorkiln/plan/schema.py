@@ -15,7 +15,7 @@ from .memory import MemoryPlan
 from .plan import STEP_PRECISIONS, Plan, Step, TensorSpec
 
 TARGETS = ("cpu", "cuda")
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16")  # quant.precision.Precision's values
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")  # quant.precision.Precision's values
 DYNAMIC = -1  # a dimension known only at run time (ir/infer.py), allowed in the shapes of produced tensors
 MAX_RANK = 32
 MAX_DIM = 2**40

@@ -67,8 +67,7 @@ def percentile_amax(histogram: AbsHistogram, settings: AlgorithmSettings) -> flo
 
 @calibration_algorithm("entropy")
 def entropy_amax(histogram: AbsHistogram, settings: AlgorithmSettings) -> float:
-    counts = histogram.counts.copy()
-    counts[0] += histogram.zeros
+    counts = histogram.counts  # exact zeros left out (histogram.py says why)
     bins = len(counts)
     if bins <= INT8_LEVELS:
         return histogram.max
@@ -106,8 +105,7 @@ def _kl_divergences(counts: np.ndarray, kept: np.ndarray) -> np.ndarray:
 
 @calibration_algorithm("mse")
 def mse_amax(histogram: AbsHistogram, settings: AlgorithmSettings) -> float:
-    counts = histogram.counts.copy()
-    counts[0] += histogram.zeros
+    counts = histogram.counts  # exact zeros have no error at any threshold
     width = histogram.bin_width
     centers = (np.arange(len(counts)) + 0.5) * width
     thresholds = np.arange(INT8_LEVELS, len(counts) + 1) * width

@@ -4,6 +4,11 @@ TensorRT's calibrators see each tensor over every calibration batch; holding all
 each tensor keeps 2048 bins of its absolute values over [0, top). The first batch sets `top` to its largest value;
 a later batch with a larger one doubles `top` as often as needed, and each doubling merges pairs of neighbouring
 bins, so the old counts stay exact (only their resolution halves) and nothing is binned twice.
+
+Exact zeros are counted apart (`zeros`): every scale represents them exactly, so they say nothing about where to
+clip, and a ReLU's output is mostly zeros. Counted in bin 0 they swamp the entropy calibrator's first level and
+drag its threshold far down (LeNet's ip1/relu1 with zeros binned: layer SQNR 3 dB, 99.0% top-1 instead of
+99.76%). pytorch-quantization's histogram calibrator has the same choice (`skip_zeros`).
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ class AbsHistogram:
         self.counts = np.zeros(bins, np.float64)
         self.top = 0.0  # upper edge of the last bin; 0 until a non-zero value arrives
         self.max = 0.0  # the exact largest |x| (min-max calibration uses it)
-        self.zeros = 0  # values counted before any non-zero one arrived (they go to bin 0)
+        self.zeros = 0  # exact zeros seen (not in `counts`)
 
     @property
     def bin_width(self) -> float:
@@ -31,26 +36,28 @@ class AbsHistogram:
 
     @property
     def total(self) -> float:
+        """Every finite value seen, zeros included."""
         return float(self.counts.sum()) + self.zeros
 
     def add(self, values: torch.Tensor) -> None:
         magnitudes = values.detach().reshape(-1).abs().float()
-        magnitudes = magnitudes[torch.isfinite(magnitudes)]  # an Inf or NaN says nothing about the usual range
+        if not bool(torch.isfinite(magnitudes).all()):  # an Inf or NaN says nothing about the usual range
+            magnitudes = magnitudes[torch.isfinite(magnitudes)]
         if magnitudes.numel() == 0:
             return
         largest = float(magnitudes.max())
-        self.max = max(self.max, largest)
-        if largest == 0.0 and self.top == 0.0:
-            self.zeros += magnitudes.numel()
+        zeros = int((magnitudes == 0).sum())
+        self.zeros += zeros
+        if largest == 0.0:
             return
+        self.max = max(self.max, largest)
         if self.top == 0.0:
             self.top = largest
-            self.counts[0] += self.zeros
-            self.zeros = 0
         elif largest >= self.top:
             self._grow(largest)
-        counts = torch.histc(magnitudes, bins=self.bins, min=0.0, max=self.top)
-        self.counts += counts.double().numpy()
+        counts = torch.histc(magnitudes, bins=self.bins, min=0.0, max=self.top).double().numpy()
+        counts[0] -= zeros  # histc puts the zeros in bin 0; they are counted apart
+        self.counts += counts
 
     def _grow(self, largest: float) -> None:
         """Double `top` until it passes `largest`, merging neighbouring bins at each doubling."""

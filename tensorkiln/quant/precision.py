@@ -27,6 +27,7 @@ class Precision(enum.Enum):
     TF32 = "tf32"
     FP16 = "fp16"
     BF16 = "bf16"
+    INT8 = "int8"  # convolutions and GEMMs in (simulated) INT8 at calibrated scales; other layers in FP32
 
     @property
     def reduced(self) -> bool:
