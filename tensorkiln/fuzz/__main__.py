@@ -22,8 +22,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--target", default="all",
                         help="engine, onnx, caffe, inputs, selftest, a comma-separated list, or all (default)")
     limit = parser.add_mutually_exclusive_group()
-    limit.add_argument("--minutes", type=float, help="time for all targets together, split evenly")
+    limit.add_argument("--minutes", type=float,
+                       help="time for all targets together, split by --share (default: the split that gives the "
+                            "hour-long campaign its counts of issue 18)")
     limit.add_argument("--cases", type=int, help="cases per target")
+    parser.add_argument("--share", type=parse_shares, default={},
+                        help="weights of the targets in the split of --minutes, e.g. engine=1,onnx=3 (a target not "
+                             "named keeps its default weight)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes running side by side (default 1)")
     parser.add_argument("--findings", type=Path, default=Path("fuzz-findings"),
                         help="where findings and summary.json go (default ./fuzz-findings)")
@@ -34,6 +39,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also mutate the small models under this folder (e.g. ../shared/models)")
     parser.add_argument("--replay", type=Path, help="run one saved case in this process and report its outcome")
     return parser.parse_args(argv)
+
+
+def parse_shares(text: str) -> dict[str, float]:
+    shares = {}
+    for item in filter(None, text.split(",")):
+        name, _, weight = item.partition("=")
+        try:
+            shares[name.strip()] = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not TARGET=WEIGHT (e.g. onnx=3)") from None
+        if not shares[name.strip()] > 0:
+            raise argparse.ArgumentTypeError(f"the weight of {name!r} must be > 0")
+    return shares
 
 
 def replay(path: Path, memory_gb: float) -> int:
@@ -59,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.replay:
         return replay(args.replay, args.memory_gb)
-    from .runner import CampaignConfig, format_report, run_campaign
+    from .runner import DEFAULT_SHARES, CampaignConfig, format_report, run_campaign
     from .seeds import build_bundle
     from .targets import CAMPAIGN_TARGETS, target_names
 
@@ -70,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cases = args.cases if args.cases is not None or args.minutes is not None else 100
     config = CampaignConfig(targets, args.findings, args.minutes * 60 if args.minutes else None, cases, args.timeout,
-                            int(args.memory_gb * (1 << 30)), args.seed, args.jobs)
+                            int(args.memory_gb * (1 << 30)), args.seed, args.jobs, {**DEFAULT_SHARES, **args.share})
     print("fuzz: building the seeds ...", flush=True)
     bundle = build_bundle(args.real_seeds)
     for name, error in bundle.build_errors.items():

@@ -18,7 +18,7 @@ MAGIC = b"TKFUZZ1\n"
 
 # outcome kinds
 OK = "ok"  # ran to the end
-CLEAN = "clean"  # a TensorkilnError: the answer every bad input should get
+CLEAN = "clean"  # what `kiln` turns into one line and exit 2: a TensorkilnError, or an OSError naming a file
 SKIPPED = "skipped"  # the harness declined to run it (inputs the engine declares too large to allocate)
 TRACEBACK = "traceback"  # any other exception
 MISMATCH = "mismatch"  # ran, but the outputs disagree with the engine's own declared outputs
@@ -92,8 +92,9 @@ class Outcome:
 
 
 def outcome_of_exception(error: BaseException, seconds: float = 0.0) -> Outcome:
-    """CLEAN for a TensorkilnError, TRACEBACK for anything else (MemoryError and RecursionError included:
-    the library should have refused the input before it got that far)."""
+    """CLEAN for what the CLI reports as one line with exit code 2 (tensorkiln/cli/main.py): a TensorkilnError,
+    or an OSError (a file that cannot be read: a missing external-data file, say). TRACEBACK for anything else,
+    MemoryError and RecursionError included: the library should have refused the input before it got that far."""
     from ..errors import TensorkilnError
 
     if isinstance(error, HarnessSkip):
@@ -101,7 +102,7 @@ def outcome_of_exception(error: BaseException, seconds: float = 0.0) -> Outcome:
     if isinstance(error, OutputMismatch):
         return Outcome(MISMATCH, type(error).__name__, error.check, str(error).splitlines()[0][:500],
                        "".join(traceback.format_exception(type(error), error, error.__traceback__)), seconds)
-    kind = CLEAN if isinstance(error, TensorkilnError) else TRACEBACK
+    kind = CLEAN if isinstance(error, (TensorkilnError, OSError)) else TRACEBACK
     lines = str(error).splitlines()
     frames = traceback.extract_tb(error.__traceback__)
     detail = "" if kind == CLEAN else "".join(traceback.format_exception(type(error), error, error.__traceback__))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Mapping
 
 from .case import CRASH, FINDINGS, HANG, KINDS, Case, Outcome
 from .choices import RandomChoices
@@ -32,6 +33,9 @@ from .worker import read_message, write_message
 STARTUP_SECONDS = 180.0  # imports and kernel registration of a fresh worker on a loaded machine
 LOG_LIMIT_BYTES = 20 << 20  # a worker's stderr log is emptied between cases past this size
 PROGRESS_SECONDS = 30.0
+# The hour-long campaign's split (weights): measured rates on a 2-core machine, see DEFAULT_SHARES's users
+DEFAULT_SHARES = {"engine": 1.0, "onnx": 1.0, "caffe": 1.0, "inputs": 1.0}
+_END = object()  # what next() gives when a case source runs out
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 
 
@@ -39,12 +43,15 @@ _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 class CampaignConfig:
     targets: tuple[str, ...]
     findings_dir: Path
-    seconds: float | None = None  # for all targets together, split evenly
+    seconds: float | None = None  # for all targets together, split by `shares`
     cases: int | None = None  # per target; the campaign ends at whichever limit comes first
     case_timeout: float = 20.0  # a case running longer is a hang
     memory_limit_bytes: int = 4 << 30  # RLIMIT_AS of each worker
     seed: int = 0
     jobs: int = 1  # workers running cases side by side
+    # each target's weight in the split of `seconds` (a target not named weighs 1): the default gives the slow
+    # targets (ONNX and Caffe build an engine per case) the time they need for their counts of issue 18
+    shares: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_SHARES))
 
 
 @dataclasses.dataclass
@@ -193,32 +200,51 @@ class Campaign:
         self.workers = [WorkerProcess(i, config) for i in range(max(1, config.jobs))]
         self.last_report = time.monotonic()
 
-    def run(self) -> dict[str, TargetStats]:
+    def __enter__(self) -> "Campaign":
         for worker in self.workers:
             worker.start()
-        try:
-            share = self.config.seconds / len(self.config.targets) if self.config.seconds else None
-            return {name: self._run_target(name, share) for name in self.config.targets}
-        finally:
-            for worker in self.workers:
-                worker.stop()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def run(self) -> dict[str, TargetStats]:
+        with self:
+            return {name: self._run_target(name, self._share(name)) for name in self.config.targets}
+
+    def _share(self, name: str) -> float | None:
+        """The target's part of `seconds`, in proportion to its weight in `shares`."""
+        if not self.config.seconds:
+            return None
+        weights = {target: self.config.shares.get(target, 1.0) for target in self.config.targets}
+        return self.config.seconds * weights[name] / sum(weights.values())
 
     def _run_target(self, name: str, seconds: float | None) -> TargetStats:
         target, stats = get_target(name), TargetStats(name)
+        indexes = itertools.count() if self.config.cases is None else range(self.config.cases)
+        return self.run_cases(name, (self._make_case(target, name, i, stats) for i in indexes), seconds, stats)
+
+    def run_cases(self, name: str, cases: Iterable[Case | None], seconds: float | None = None,
+                  stats: TargetStats | None = None) -> TargetStats:
+        """Run `cases` (None: a case the mutator failed to make, already counted) on the workers, side by side,
+        until they run out or `seconds` pass; the tests hand it chosen cases, `_run_target` generated ones."""
+        stats = stats if stats is not None else TargetStats(name)
         start = time.monotonic()
         deadline = start + seconds if seconds else float("inf")
-        limit = self.config.cases if self.config.cases is not None else float("inf")
-        made, busy = 0, []
+        source, exhausted, busy = iter(cases), False, []
         with selectors.DefaultSelector() as selector:
-            while busy or (made < limit and time.monotonic() < deadline):
+            while busy or (not exhausted and time.monotonic() < deadline):
                 for worker in self.workers:
-                    if worker not in busy and made < limit and time.monotonic() < deadline:
-                        case = self._make_case(target, name, made, stats)
-                        made += 1
-                        if case is not None:
-                            worker.send(case)
-                            selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
-                            busy.append(worker)
+                    if worker in busy or exhausted or time.monotonic() >= deadline:
+                        continue
+                    case = next(source, _END)
+                    if case is _END:
+                        exhausted = True
+                    elif case is not None:
+                        worker.send(case)
+                        selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
+                        busy.append(worker)
                 self._collect(selector, busy, stats)
                 self._progress(stats, start)
         stats.seconds = time.monotonic() - start
@@ -276,11 +302,20 @@ def run_campaign(config: CampaignConfig, bundle: SeedBundle, say: Callable[[str]
                  ) -> dict[str, TargetStats]:
     """Run the campaign, write `<findings>/summary.json`, and return the statistics per target."""
     results = Campaign(config, bundle, say).run()
+    write_summary(config, bundle, results)
+    return results
+
+
+def write_summary(config: CampaignConfig, bundle: SeedBundle, results: dict[str, TargetStats]) -> Path:
+    """`<findings>/summary.json`: the configuration, the seeds that built no engine, and per target the cases,
+    seconds, rate, outcome kinds, "kind at stage" counts, mutator errors and findings (signature -> count,
+    smallest case's mutations, message, stage, saved file)."""
     config.findings_dir.mkdir(parents=True, exist_ok=True)
     summary = {"config": {**dataclasses.asdict(config), "findings_dir": str(config.findings_dir)},
                "seed_build_errors": bundle.build_errors, "targets": [s.to_json() for s in results.values()]}
-    (config.findings_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    return results
+    path = config.findings_dir / "summary.json"
+    path.write_text(json.dumps(summary, indent=1, default=str))
+    return path
 
 
 def format_report(results: dict[str, TargetStats]) -> str:

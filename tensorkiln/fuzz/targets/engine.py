@@ -107,7 +107,8 @@ class PlanMutator:
                "cpu.fused_pointwise.triton_generated_b1024_w4", f"cuda.{kind}.torch", f"tpu.{kind}.torch",
                old.replace("torch", "TORCH"), old + ".x", "cpu.plugin.torch")
         step["tactic"] = self.choices.choice((self.choices.choice(same_kind or odd),
-                                              self.choices.choice(self.vocabulary["tactics"]), self.choices.choice(odd)))
+                                              self.choices.choice(self.vocabulary["tactics"]),
+                                              self.choices.choice(odd)))
         return f"step {step.get('name')!r}: tactic {old} -> {step['tactic']}"
 
     def kind(self) -> str:
@@ -119,7 +120,8 @@ class PlanMutator:
 
     def _spec(self) -> dict | None:
         key = self.choices.choice(("inputs", "outputs", "tensors", "weights"))
-        specs = [s for s in self.plan.get(key) or [] if isinstance(s, dict)]
+        listed = self.plan.get(key)  # an earlier mutation may have made it anything
+        specs = [s for s in listed if isinstance(s, dict)] if isinstance(listed, list) else []
         return self.choices.choice(specs) if specs else None
 
     def spec_dtype(self) -> str:

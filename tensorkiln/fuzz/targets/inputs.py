@@ -6,6 +6,7 @@ good engines through `execute`. A case is a JSON recipe, so a finding replays ex
 """
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -74,12 +75,17 @@ def _defect(choices: Choices, recipe: dict[str, Any]) -> str:
     return f"torch {what}"
 
 
-def mutate_inputs(choices: Choices, bundle: SeedBundle) -> Case:
+@functools.lru_cache(maxsize=64)
+def _input_specs(engine: bytes) -> tuple:
+    """A seed engine's input specs (reading the plan is most of a mutation's time: read each seed once)."""
     from ...plan.file_format import deserialize
 
+    return deserialize(engine)[0].inputs
+
+
+def mutate_inputs(choices: Choices, bundle: SeedBundle) -> Case:
     seed = choices.choice(sorted(bundle.engines))
-    plan, _ = deserialize(bundle.engines[seed])
-    values = {spec.name: _good_recipe(spec) for spec in plan.inputs}
+    values = {spec.name: _good_recipe(spec) for spec in _input_specs(bundle.engines[seed])}
     container = choices.choice(CONTAINERS) if choices.integer(0, 4) == 0 else "dict"
     defects = [f"container {container}"] if container != "dict" else []
     for _ in range(choices.weighted([(6, 1), (3, 2), (1, 3)])):

@@ -105,8 +105,9 @@ class OnnxMutator:
         return f"{info.name}: elem_type = {new}"
 
     def _inline_initializers(self) -> list:
-        """Initializers held in the model (to_array would read an external one from wherever it points)."""
-        return [t for t in self.graph.initializer if t.data_location != TensorProto.EXTERNAL]
+        """Initializers held in the model (to_array would read an external one from wherever it points) whose
+        values onnx can still read (an earlier mutation may have given one data type 99, or cut its data)."""
+        return [t for t in self.graph.initializer if t.data_location != TensorProto.EXTERNAL and _readable(t)]
 
     def initializer_values(self) -> str:
         if not self._inline_initializers():
@@ -119,7 +120,8 @@ class OnnxMutator:
         i = self.choices.integer(0, flat.size - 1)
         if array.dtype.kind in "iu":
             info = np.iinfo(array.dtype)
-            options = [v for v in (0, -1, 1, 2, 7, 10**5, 10**10, 2**31, info.max, info.min) if info.min <= v <= info.max]
+            options = [v for v in (0, -1, 1, 2, 7, 10**5, 10**10, 2**31, info.max, info.min)
+                       if info.min <= v <= info.max]
             flat[i] = self.choices.choice(options)
         elif array.dtype.kind == "f":
             flat[i] = self.choices.choice((np.nan, np.inf, -np.inf, 0.0, 1e30, -0.0))
@@ -240,7 +242,8 @@ class OnnxMutator:
         if name == "ConstantOfShape":
             node = helper.make_node(name, [shape.name], [out])
         elif name == "Range":
-            limits = [numpy_helper.from_array(np.array(v, np.float32), f"{out}_{i}") for i, v in enumerate((0, 1e10, 1))]
+            limits = [numpy_helper.from_array(np.array(v, np.float32), f"{out}_{i}")
+                      for i, v in enumerate((0, 1e10, 1))]
             self.graph.initializer.extend(limits)
             node = helper.make_node(name, [t.name for t in limits], [out])
         elif name in ("Expand", "Tile"):
@@ -256,6 +259,14 @@ class OnnxMutator:
         self.graph.node.append(node)
         self.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
         return f"hostile {name} of {big} x {big}"
+
+
+def _readable(tensor: TensorProto) -> bool:
+    try:
+        numpy_helper.to_array(tensor)
+    except Exception:  # noqa: BLE001 - onnx raises KeyError, ValueError, TypeError for broken tensors
+        return False
+    return True
 
 
 def raw_bytes_mutation(choices: Choices, blob: bytes) -> tuple[bytes, str]:

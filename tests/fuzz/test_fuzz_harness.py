@@ -1,0 +1,217 @@
+"""The fuzzing harness itself: case files, the classification of outcomes (clean error, traceback, crash, hang)
+by the runner's worker processes, saved findings and their replay, summary.json, and the mutators (driven by
+Hypothesis: whatever decisions it draws, a mutator must make a case, never raise)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tensorkiln.errors import EngineFormatError, InputError
+from tensorkiln.fuzz.case import CLEAN, CRASH, HANG, KINDS, OK, TRACEBACK, Case, outcome_of_exception
+from tensorkiln.fuzz.choices import HypothesisChoices, RandomChoices
+from tensorkiln.fuzz.json_mutator import JsonMutator, dumps, node_paths
+from tensorkiln.fuzz.runner import Campaign, CampaignConfig, format_report, write_summary
+from tensorkiln.fuzz.seeds import SeedBundle
+from tensorkiln.fuzz.targets import CAMPAIGN_TARGETS, get_target, run_case
+from tensorkiln.fuzz.targets.engine import mutate_engine, plan_of, reseal
+from tensorkiln.fuzz.targets.selftest import selftest_case
+
+REPO = Path(__file__).resolve().parents[2]
+EMPTY_BUNDLE = SeedBundle({}, {}, {}, {})
+# Hypothesis: a few dozen decision sequences per target; no example database written into the checkout
+MUTATOR_SETTINGS = settings(max_examples=40, deadline=None, database=None,
+                            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+# ---- case files and the classification of one outcome ---------------------------------------------------------
+def test_case_file_round_trip():
+    case = Case("engine", (b"\x00plan\n", b"", b"weights"), {"seed": "cnn", "mutations": ["a", "b"]})
+    decoded = Case.decode(case.encode())
+    assert decoded == case and decoded.digest == case.digest
+    with pytest.raises(ValueError, match="TKFUZZ1"):
+        Case.decode(b"not a case")
+
+
+def _raised(error: BaseException) -> BaseException:
+    try:
+        raise error
+    except BaseException as caught:  # noqa: BLE001 - the traceback is what the test needs
+        return caught
+
+
+@pytest.mark.parametrize("error, kind", [
+    (EngineFormatError("bad plan"), CLEAN), (InputError("bad input"), CLEAN),
+    (FileNotFoundError(2, "No such file or directory", "weights.bin"), CLEAN),  # kiln: one line, exit 2
+    (ZeroDivisionError("division by zero"), TRACEBACK), (MemoryError(), TRACEBACK),
+    (RecursionError("maximum recursion depth exceeded"), TRACEBACK), (KeyError("x"), TRACEBACK),
+    (SystemExit(3), TRACEBACK),
+])
+def test_outcome_of_exception(error, kind):
+    outcome = outcome_of_exception(_raised(error))
+    assert outcome.kind == kind and outcome.error_type == type(error).__name__
+    assert (outcome.detail != "") == (kind == TRACEBACK)  # a traceback keeps its text for the finding's file
+
+
+def test_a_library_refusal_is_clean():
+    from tensorkiln.runtime import Runtime
+
+    with pytest.raises(Exception) as refused:  # an engine file with an empty header
+        Runtime().deserialize(b"\x08" + b"\x00" * 7 + b"{}      ")
+    assert outcome_of_exception(refused.value).kind == CLEAN, refused.value
+
+
+@pytest.mark.parametrize("behaviour, kind", [("ok", OK), ("clean", CLEAN), ("traceback", TRACEBACK)])
+def test_run_case_in_process(behaviour, kind, tmp_path):
+    outcome = run_case(selftest_case(behaviour), tmp_path)
+    assert outcome.kind == kind and outcome.stage == behaviour
+    if kind == TRACEBACK:
+        assert outcome.where.startswith("selftest.py:") and outcome.signature.startswith("traceback:ZeroDivision")
+
+
+# ---- the runner: worker processes, crashes, hangs, findings, summary, replay ----------------------------------
+def test_runner_classifies_crashes_hangs_and_tracebacks(tmp_path):
+    config = CampaignConfig(("selftest",), tmp_path / "findings", case_timeout=4.0, jobs=1)
+    behaviours = ["ok", "clean", "traceback", "memory", "crash", "ok", "abort", "hang", "traceback", "ok"]
+    with Campaign(config, EMPTY_BUNDLE, say=lambda line: None) as campaign:
+        stats = campaign.run_cases("selftest", [selftest_case(b) for b in behaviours])
+
+    assert stats.cases == len(behaviours)
+    assert {k: stats.kinds[k] for k in KINDS if stats.kinds[k]} == {OK: 3, CLEAN: 1, TRACEBACK: 3, CRASH: 2, HANG: 1}
+    by_kind = {}
+    for signature, entry in stats.findings.items():
+        by_kind.setdefault(signature.split(":")[0], []).append((signature, entry))
+    # one signature per distinct bug: ZeroDivisionError twice is one finding counted twice, MemoryError another
+    tracebacks = dict(by_kind[TRACEBACK])
+    assert sorted(e["count"] for e in tracebacks.values()) == [1, 2]
+    assert any(s.startswith("traceback:MemoryError") for s in tracebacks)
+    crashes = {s.split(":")[1] for s, _ in by_kind[CRASH]}
+    assert crashes == {"SIGSEGV", "SIGABRT"}  # the signal that killed the worker, from its exit status
+    [(hang_signature, hang)] = by_kind[HANG]
+    assert hang_signature.startswith("hang:Timeout:selftest.py:")  # faulthandler's dump of the hung stack
+    for _, entry in (*by_kind[TRACEBACK], *by_kind[CRASH], *by_kind[HANG]):
+        saved = Path(entry["file"])
+        assert saved.is_file() and saved.with_suffix(".txt").is_file()
+        assert Case.decode(saved.read_bytes()).target == "selftest"
+        assert f"--replay {saved}" in saved.with_suffix(".txt").read_text()
+
+    summary = json.loads(write_summary(config, EMPTY_BUNDLE, {"selftest": stats}).read_text())
+    assert summary["config"]["targets"] == ["selftest"] and summary["seed_build_errors"] == {}
+    [target] = summary["targets"]
+    assert set(target) == {"target", "cases", "seconds", "cases_per_minute", "kinds", "stages", "mutator_errors",
+                           "findings"}
+    assert target["cases"] == len(behaviours) and target["kinds"]["crash"] == 2 and target["kinds"]["hang"] == 1
+    assert target["stages"]["ok at ok"] == 3 and target["mutator_errors"] == 0
+    assert all(set(f) == {"count", "mutations", "message", "stage", "file"} for f in target["findings"].values())
+    report = format_report({"selftest": stats})
+    assert "traceback" in report.splitlines()[0] and "hang:Timeout" in report
+
+    traceback_file = next(Path(e["file"]) for s, e in tracebacks.items() if "ZeroDivision" in s)
+    replay = subprocess.run([sys.executable, "-m", "tensorkiln.fuzz", "--replay", str(traceback_file)],
+                            capture_output=True, text=True, cwd=REPO, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert replay.returncode == 1, replay.stderr
+    assert "outcome: traceback" in replay.stdout and "ZeroDivisionError" in replay.stdout
+
+
+def test_replay_of_a_clean_case_exits_0(tmp_path):
+    path = tmp_path / "clean.bin"
+    path.write_bytes(selftest_case("clean").encode())
+    replay = subprocess.run([sys.executable, "-m", "tensorkiln.fuzz", "--replay", str(path)], capture_output=True,
+                            text=True, cwd=REPO, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert replay.returncode == 0, replay.stderr
+    assert "outcome: clean" in replay.stdout
+
+
+def test_campaign_time_split_follows_the_shares(tmp_path):
+    config = CampaignConfig(("engine", "onnx", "caffe"), tmp_path, seconds=600, shares={"onnx": 3.0})
+    campaign = Campaign(config, EMPTY_BUNDLE)
+    assert [campaign._share(name) for name in config.targets] == [120.0, 360.0, 120.0]
+
+
+# ---- the mutators --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", CAMPAIGN_TARGETS)
+def test_mutators_make_a_case_whatever_they_draw(name, fuzz_bundle):
+    target = get_target(name)
+
+    @MUTATOR_SETTINGS
+    @given(st.data())
+    def mutate_once(data):
+        case = target.mutate(HypothesisChoices(data), fuzz_bundle)
+        assert case.target == name and Case.decode(case.encode()) == case
+        mutations = case.info["mutations"]
+        assert isinstance(mutations, list) and all(isinstance(m, str) and m for m in mutations)
+
+    mutate_once()
+
+
+@pytest.mark.parametrize("name", CAMPAIGN_TARGETS)
+def test_mutators_are_replayable_by_seed(name, fuzz_bundle):
+    target = get_target(name)
+    for seed in range(20):
+        first, second = (target.mutate(RandomChoices(seed), fuzz_bundle) for _ in range(2))
+        assert first.encode() == second.encode()
+
+
+def test_engine_mutations_reach_plans_headers_and_bytes(fuzz_bundle):
+    """Over a few hundred cases, all three layers of an engine file are mutated, and the re-sealed plans differ
+    from their seeds (a mutator that changed nothing would make every case a clean pass)."""
+    layers, changed_plans = set(), 0
+    for seed in range(300):
+        case = mutate_engine(RandomChoices(seed), fuzz_bundle)
+        first = case.info["mutations"][0]
+        layer = "header" if first.startswith("header") else "bytes" if any(
+            w in first for w in ("truncated", "flipped", "header length", "nested", "inserted", "deleted",
+                                 "appended")) else "plan"
+        layers.add(layer)
+        if layer == "plan":
+            try:
+                changed_plans += plan_of(case.parts[0]) != plan_of(fuzz_bundle.engines[case.info["seed"]])
+            except ValueError:  # a plan no longer JSON (NaN in a field, a deep nest): changed too
+                changed_plans += 1
+    assert layers == {"plan", "header", "bytes"}
+    assert changed_plans > 150
+
+
+def test_a_resealed_plan_passes_the_checksum(fuzz_bundle):
+    """Re-sealing recomputes the checksum as the writer does, so only the plan's validation can refuse an edit;
+    the same edit without re-sealing is refused as corrupted."""
+    from tensorkiln.fuzz.targets.engine import join_container, split_container
+    from tensorkiln.runtime import Runtime
+
+    blob = fuzz_bundle.engines["cnn"]
+    plan = plan_of(blob)
+    plan["network_name"] = "edited"
+    engine = Runtime().deserialize(reseal(blob, dumps(plan)))
+    assert engine.create_execution_context() is not None
+
+    header, data = split_container(blob)
+    header["__metadata__"]["plan"] = dumps(plan)
+    with pytest.raises(EngineFormatError, match="checksum"):
+        Runtime().deserialize(join_container(header, data))
+
+
+def test_json_nesting_past_the_recursion_limit_is_written_as_text():
+    mutator = JsonMutator(RandomChoices(0), [])
+    root = {"steps": [1]}
+    for _ in range(50):  # some draw of `nest` picks 100000
+        mutator.nest(root, ("steps",))
+    text = dumps(root)
+    assert "[" * 1000 in text and "tkfuzz-nest" not in text
+
+
+def test_json_mutations_keep_a_document():
+    for seed in range(200):
+        root = {"a": [1, 2, {"b": "x"}], "c": {"d": 1.5, "e": None}}
+        mutator = JsonMutator(RandomChoices(seed), ["a", "b"])
+        root, description = mutator.mutate(root, node_paths(root))
+        assert isinstance(description, str) and description
+        text = dumps(root)
+        if "nested 1000" not in description and "nested 100000" not in description:
+            assert json.dumps(json.loads(text)) == json.dumps(root)  # (NaN != NaN: compare the texts)
