@@ -126,8 +126,10 @@ class ResourceLimits:
 
     @staticmethod
     def raise_hint(nbytes: int) -> str:
-        """The fix: a budget that would fit `nbytes` (the next power of two GiB), and the machine's memory."""
-        suggested = f"{1 << max(0, math.ceil(math.log2(max(nbytes, 1) / GiB)))}GiB"
+        """The fix: a budget that would fit `nbytes` (the next power of two, in whole MiB or GiB), and the machine's
+        memory."""
+        power = max(20, (max(nbytes, 1) - 1).bit_length())
+        suggested = f"{1 << (power - 30)}GiB" if power >= 30 else f"{1 << (power - 20)}MiB"
         return (f"if the model is meant to be this large, raise the budget with --memory-budget {suggested} (kiln) "
                 f"or limits=ResourceLimits.from_text('{suggested}') (Python); this machine has "
                 f"{format_bytes(machine_memory_bytes())}")

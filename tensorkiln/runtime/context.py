@@ -15,6 +15,7 @@ import torch
 from ..errors import InputError
 from ..ir.dtypes import DataType
 from ..ir.infer import to_torch
+from ..limits import ResourceLimits
 from ..tactics.selection import kernel_for_tactic
 from ..tactics.timing import gpu_milliseconds
 from .arena import Arena
@@ -34,11 +35,16 @@ class ExecutionContext:
     buffers; later executions copy the inputs in and replay it (`cuda_graph=False` turns this off).
     `use_arena` places every activation in the engine's planned arena on the CPU: each activation then
     costs a copy, so it is off by default; it proves the memory plan.
+
+    `limits` bounds the memory of each input and activation, and of the activation arena: an engine past it (built
+    with a larger budget, or edited) is refused here, before anything runs (ResourceLimitError).
     """
 
-    def __init__(self, engine, use_arena: bool = False, cuda_graph: bool | None = None):
+    def __init__(self, engine, use_arena: bool = False, cuda_graph: bool | None = None,
+                 limits: ResourceLimits | None = None):
         self.engine = engine
         plan = engine.plan
+        _check_memory(engine, limits or ResourceLimits())
         self.device = engine.device
         self._steps = [(kernel_for_tactic(s.tactic, plan.target), s.op, s.inputs, s.outputs) for s in plan.steps]
         self._compute_dtypes = [engine.compute_dtype(s) for s in plan.steps]
@@ -297,6 +303,16 @@ class ExecutionContext:
         if dtype is not spec.dtype:
             raise InputError(f"input {name!r} has dtype {dtype.value}, but the engine expects "
                              f"{spec.dtype.value}; convert it first (e.g. array.astype('{spec.dtype.value}'))")
+
+
+def _check_memory(engine, limits: ResourceLimits) -> None:
+    """Every input and activation of the engine, and its activation arena, within the budget."""
+    plan = engine.plan
+    for spec in plan.inputs:
+        limits.check_tensor(f"engine input {spec.name!r}", spec.shape, spec.dtype)
+    for spec in plan.tensors:
+        limits.check_tensor(f"engine tensor {spec.name!r}", spec.shape, spec.dtype)
+    limits.check_total("the engine's activations (its memory plan's arena)", engine.arena_nbytes)
 
 
 def _numpy_input(name: str, value: Any, expected: DataType) -> tuple[torch.Tensor, DataType]:

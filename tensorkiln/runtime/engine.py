@@ -108,10 +108,12 @@ class Engine:
     def save(self, path: str | Path) -> None:
         Path(path).write_bytes(self.serialize())
 
-    def create_execution_context(self, use_arena: bool = False, cuda_graph: bool | None = None):
+    def create_execution_context(self, use_arena: bool = False, cuda_graph: bool | None = None, limits=None):
+        """A context (see ExecutionContext); `limits` (tensorkiln.limits.ResourceLimits) bounds the memory its
+        inputs and activations may need (default: half the machine's memory, at most 32 GiB)."""
         from .context import ExecutionContext
 
-        return ExecutionContext(self, use_arena=use_arena, cuda_graph=cuda_graph)
+        return ExecutionContext(self, use_arena=use_arena, cuda_graph=cuda_graph, limits=limits)
 
 
 def check_device(plan: Plan) -> None:
