@@ -1,0 +1,91 @@
+"""The calibration cache: TensorRT's text layout, round trips, bad files, and a rebuild from the cache alone."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tensorkiln as tk
+from tensorkiln.errors import BuildError
+from tensorkiln.quant.cache import format_cache, hex_to_float, parse_cache
+from tensorkiln.quant.calibrator import DataCalibrator
+from tensorkiln.quant.int8 import Int8Options
+from tensorkiln.quant.precision import Precision
+
+
+def test_layout_is_tensorrts():
+    text = format_cache("entropy", {"data": 1 / 127, "conv1/relu": 0.5})
+    # 1/127 is the scale TensorRT caches for an input in [-1, 1]: 3c010204 in its files
+    assert text == "TRT-8601-EntropyCalibration2\ndata: 3c010204\nconv1/relu: 3f000000\n"
+    assert parse_cache(text) == ("entropy", {"data": np.float32(1 / 127), "conv1/relu": 0.5})
+    assert hex_to_float("3c010204") == np.float32(1 / 127)
+
+
+@pytest.mark.parametrize("algorithm", ["entropy", "minmax", "percentile", "mse"])
+def test_round_trip_every_algorithm(algorithm):
+    scales = {"a": float(np.float32(0.0123)), "b:with:colons": float(np.float32(3.5e-5))}
+    assert parse_cache(format_cache(algorithm, scales)) == (algorithm, scales)
+
+
+def test_a_tensorrt_written_cache_is_read():
+    text = "TRT-8001-EntropyCalibration2\ninput.1: 3c010a14\n(Unnamed Layer* 2) [Activation]_output: 3d9a1a5f\n"
+    algorithm, scales = parse_cache(text)
+    assert algorithm == "entropy" and set(scales) == {"input.1", "(Unnamed Layer* 2) [Activation]_output"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "first line should name the calibrator"),
+    ("TRT-8601-LegacyCalibration\nx: 3c010204\n", "first line should name the calibrator"),
+    ("TRT-8601-MinMaxCalibration\nx 3c010204\n", "line 2"),
+    ("TRT-8601-MinMaxCalibration\nx: zz\n", "line 2"),
+    ("TRT-8601-MinMaxCalibration\nx: 3c010204\ny: ff800000\n", "line 3"),  # -inf
+])
+def test_bad_cache_is_one_clear_error(text, message):
+    with pytest.raises(BuildError, match=message):
+        parse_cache(text)
+
+
+def _conv_network(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    network = tk.NetworkDefinition()
+    x = network.add_input("x", tk.DataType.FLOAT, (2, 3, 9, 9))
+    conv = network.add_convolution(x, 5, (3, 3), rng.standard_normal((5, 3, 3, 3)).astype(np.float32),
+                                   rng.standard_normal(5).astype(np.float32), name="conv")
+    relu = network.add_activation(conv.get_output(0), tk.ActivationType.RELU, name="relu")
+    network.mark_output(relu.get_output(0))
+    return network
+
+
+def _build(calibrator, network=None):
+    config = tk.BuilderConfig(precision=Precision.INT8, int8=Int8Options(calibrator))
+    return tk.Builder(config).build(network or _conv_network())
+
+
+def test_rebuild_from_the_cache_alone_gives_the_same_engine(tmp_path):
+    rng = np.random.default_rng(1)
+    data = [rng.standard_normal((2, 3, 9, 9)).astype(np.float32) for _ in range(4)]
+    cache = tmp_path / "calib.cache"
+    first = _build(DataCalibrator(data, "percentile", cache_path=cache))
+    assert cache.read_text().startswith("TRT-8601-PercentileCalibration\n")
+    second = _build(DataCalibrator(None, "percentile", cache_path=cache))  # no data: the cache must serve
+    feed = {"x": rng.standard_normal((2, 3, 9, 9)).astype(np.float32)}
+    out1 = first.create_execution_context().execute(feed)
+    out2 = second.create_execution_context().execute(feed)
+    (name,) = out1
+    np.testing.assert_array_equal(out1[name], out2[name])
+    assert second.plan.build_info["pass_counts"]["quantize_int8.quantized"] == 1
+
+
+def test_cache_of_another_calibrator_without_data_is_an_error(tmp_path):
+    cache = tmp_path / "calib.cache"
+    cache.write_text(format_cache("minmax", {"x": 0.01}))
+    with pytest.raises(BuildError, match="needs data or a calibration cache"):
+        _build(DataCalibrator(None, "entropy", cache_path=cache))
+
+
+def test_no_calibrator_and_no_data_are_clear_errors():
+    with pytest.raises(BuildError, match="needs a calibrator"):
+        tk.Builder(tk.BuilderConfig(precision=Precision.INT8)).build(_conv_network())
+    with pytest.raises(BuildError, match="needs data or a calibration cache"):
+        _build(DataCalibrator(None))
+    with pytest.raises(BuildError, match="gave no batch"):
+        _build(DataCalibrator([np.zeros((1, 3, 9, 9), np.float32)]))  # less than one batch of 2
