@@ -1,6 +1,7 @@
 """Convolution, Deconvolution and InnerProduct."""
 from __future__ import annotations
 
+from ...window_checks import first_problem, group_problem, least_problem
 from ..registry import caffe_converter
 
 
@@ -8,10 +9,14 @@ def spatial_params(ctx, layer, param, rank: int) -> tuple[tuple[int, ...], ...]:
     """(kernel, stride, pad, dilation) of a ConvolutionParameter over `rank` spatial dims: a repeated field
     holds one value for all dims or one per dim; the _h/_w fields (2-d only) override it."""
 
+    fields: dict[str, str] = {}  # what -> the field(s) the value came from, as the prototxt spells them
+
     def dims(values, default: int, h: str | None, w: str | None, what: str) -> tuple[int, ...]:
+        fields[what] = what
         if h is not None and (param.HasField(h) or param.HasField(w)):
             if rank != 2:
                 raise ctx.error(layer, f"{h}/{w} are for 2-d convolutions; the input has {rank} spatial dims")
+            fields[what] = f"{h}/{w}"
             return int(getattr(param, h)), int(getattr(param, w))
         values = [int(v) for v in values] or [default]
         if len(values) == 1:
@@ -26,7 +31,18 @@ def spatial_params(ctx, layer, param, rank: int) -> tuple[tuple[int, ...], ...]:
     stride = dims(param.stride, 1, "stride_h", "stride_w", "stride")
     pad = dims(param.pad, 0, "pad_h", "pad_w", "pad")
     dilation = dims(param.dilation, 1, None, None, "dilation")
+    problem = first_problem(least_problem(fields["stride"], stride, 1), least_problem("dilation", dilation, 1))
+    if problem:  # (a kernel of 0 is refused above; Caffe's fields are unsigned, so pads cannot be negative)
+        raise ctx.error(layer, problem)
     return kernel, stride, pad, dilation
+
+
+def _groups(ctx, layer, param, channels: int) -> tuple[int, int]:
+    """(group, num_output), checked: a positive group that divides the input channels and the outputs."""
+    problem = group_problem("group", param.group, channels, param.num_output)
+    if problem:
+        raise ctx.error(layer, problem)
+    return param.group, param.num_output
 
 
 def _weights(ctx, layer, kernel_shape, num_output: int, bias_term: bool):
@@ -41,9 +57,7 @@ def convolution(ctx, layer):
     if param.axis not in (1, -len(x.shape) + 1):
         raise ctx.error(layer, f"convolves with channel axis {param.axis}; only axis 1 (NCHW) is supported")
     kernel, stride, pad, dilation = spatial_params(ctx, layer, param, len(x.shape) - 2)
-    groups, maps = param.group, param.num_output
-    if x.shape[1] % groups or maps % groups:
-        raise ctx.error(layer, f"group {groups} does not divide the {x.shape[1]} input channels and {maps} outputs")
+    groups, maps = _groups(ctx, layer, param, x.shape[1])
     weights, bias = _weights(ctx, layer, (maps, x.shape[1] // groups, *kernel), maps, param.bias_term)
     return [ctx.network.add_convolution(x, maps, kernel, weights, bias, stride, pad, dilation, groups,
                                         name=layer.name).get_output(0)]
@@ -53,9 +67,7 @@ def convolution(ctx, layer):
 def deconvolution(ctx, layer):
     x, param = ctx.input(layer), layer.convolution_param
     kernel, stride, pad, dilation = spatial_params(ctx, layer, param, len(x.shape) - 2)
-    groups, maps = param.group, param.num_output
-    if x.shape[1] % groups or maps % groups:
-        raise ctx.error(layer, f"group {groups} does not divide the {x.shape[1]} input channels and {maps} outputs")
+    groups, maps = _groups(ctx, layer, param, x.shape[1])
     weights, bias = _weights(ctx, layer, (x.shape[1], maps // groups, *kernel), maps, param.bias_term)
     return [ctx.network.add_deconvolution(x, maps, kernel, weights, bias, stride, pad, dilation, groups,
                                           name=layer.name).get_output(0)]

@@ -21,7 +21,11 @@ def _pooling_window(ctx, layer, param, spatial_shape) -> tuple[tuple[int, int], 
         kernel = (param.kernel_size, param.kernel_size)
     if 0 in kernel:
         raise ctx.error(layer, "has no kernel size (kernel_size, or kernel_h and kernel_w)")
-    stride = (param.stride_h, param.stride_w) if param.HasField("stride_h") else (param.stride, param.stride)
+    explicit = param.HasField("stride_h") or param.HasField("stride_w")
+    stride = (param.stride_h, param.stride_w) if explicit else (param.stride, param.stride)
+    if 0 in stride:
+        raise ctx.error(layer, f"{'stride_h/stride_w' if explicit else 'stride'} = {list(stride)} must be positive in "
+                               "every dimension; fix the model")
     pad = (param.pad_h, param.pad_w) if param.HasField("pad_h") or param.HasField("pad_w") else (param.pad,) * 2
     if any(p >= k for p, k in zip(pad, kernel)):
         raise ctx.error(layer, f"padding {pad} must be smaller than the kernel {kernel} (as Caffe requires)")

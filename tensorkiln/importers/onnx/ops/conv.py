@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from ....ir import ops
+from ...window_checks import count_problem, first_problem, group_problem, least_problem
 from ..registry import converter
 
 
@@ -18,19 +19,58 @@ def same_pads(in_sizes, kernel, stride, dilation, auto_pad: str) -> tuple[int, .
     return tuple(begins + ends)
 
 
+def spatial_rank(ctx, node, x) -> int:
+    """The number of spatial dimensions of `x`, an (N, C, spatial...) input of a convolution or pooling node."""
+    if len(x.shape) < 3:
+        raise ctx.error(node, f"input {node.input[0]!r} has shape {list(x.shape)}; it needs (N, C, and at least one "
+                              "spatial dimension)")
+    return len(x.shape) - 2
+
+
+def window_attrs(ctx, node, x, kernel, *, pads_allowed: bool = True):
+    """kernel, stride and dilation of a convolution or pooling node, checked (each a tuple of positive ints with
+    one value per spatial dimension) before anything divides by them."""
+    rank = spatial_rank(ctx, node, x)
+    kernel = tuple(int(k) for k in kernel)
+    stride = tuple(int(s) for s in ctx.attr(node, "strides", [1] * rank))
+    dilation = tuple(int(d) for d in ctx.attr(node, "dilations", [1] * rank))
+    problem = first_problem(
+        count_problem("kernel_shape", kernel, rank), least_problem("kernel_shape", kernel, 1),
+        count_problem("strides", stride, rank), least_problem("strides", stride, 1),
+        count_problem("dilations", dilation, rank), least_problem("dilations", dilation, 1))
+    if problem:
+        raise ctx.error(node, problem)
+    return kernel, stride, dilation
+
+
+def explicit_pads(ctx, node, rank: int) -> tuple[int, ...]:
+    """The pads attribute (begins, then ends), checked: 2 non-negative values per spatial dimension."""
+    pads = tuple(int(p) for p in ctx.attr(node, "pads", [0] * (2 * rank)))
+    problem = first_problem(count_problem("pads", pads, rank, per_dim=2), least_problem("pads", pads, 0))
+    if problem:
+        raise ctx.error(node, problem)
+    return pads
+
+
 def spatial_attrs(ctx, node, x, kernel):
-    """stride, dilation and pads of a convolution or pooling node."""
+    """stride, dilation and pads of a convolution or pooling node (each checked)."""
+    kernel, stride, dilation = window_attrs(ctx, node, x, kernel)
     rank = len(kernel)
-    stride = tuple(ctx.attr(node, "strides", [1] * rank))
-    dilation = tuple(ctx.attr(node, "dilations", [1] * rank))
     auto_pad = ctx.attr(node, "auto_pad", "NOTSET")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         pads = same_pads(x.shape[2:], kernel, stride, dilation, auto_pad)
     elif auto_pad == "VALID":
         pads = (0,) * (2 * rank)
     else:
-        pads = tuple(ctx.attr(node, "pads", [0] * (2 * rank)))
+        pads = explicit_pads(ctx, node, rank)
     return stride, dilation, pads
+
+
+def check_group(ctx, node, group: int, in_channels: int, out_channels: int | None) -> int:
+    problem = group_problem("group", int(group), in_channels, out_channels)
+    if problem:
+        raise ctx.error(node, problem)
+    return int(group)
 
 
 @converter("Conv")
@@ -38,21 +78,28 @@ def conv(ctx, node):
     x, weight, bias = ctx.input(node, 0), ctx.input(node, 1), ctx.input(node, 2)
     kernel = tuple(ctx.attr(node, "kernel_shape", weight.shape[2:]))
     stride, dilation, pads = spatial_attrs(ctx, node, x, kernel)
-    op = ops.Convolution(stride, pads, dilation, ctx.attr(node, "group", 1))
+    group = check_group(ctx, node, ctx.attr(node, "group", 1), x.shape[1], weight.shape[0])
+    op = ops.Convolution(stride, pads, dilation, group)
     return [ctx.network.add_layer(op, [x, weight, bias], ctx.name(node)).get_output(0)]
 
 
 @converter("ConvTranspose")
 def conv_transpose(ctx, node):
     x, weight, bias = ctx.input(node, 0), ctx.input(node, 1), ctx.input(node, 2)
-    kernel = tuple(ctx.attr(node, "kernel_shape", weight.shape[2:]))
+    kernel, stride, dilation = window_attrs(ctx, node, x, ctx.attr(node, "kernel_shape", weight.shape[2:]))
     rank = len(kernel)
-    stride = tuple(ctx.attr(node, "strides", [1] * rank))
-    dilation = tuple(ctx.attr(node, "dilations", [1] * rank))
-    output_padding = list(ctx.attr(node, "output_padding", [0] * rank))
-    pads = list(ctx.attr(node, "pads", [0] * (2 * rank)))
+    output_padding = [int(p) for p in ctx.attr(node, "output_padding", [0] * rank)]
+    pads = list(explicit_pads(ctx, node, rank))
     auto_pad = ctx.attr(node, "auto_pad", "NOTSET")
     output_shape = ctx.attr(node, "output_shape")
+    problem = first_problem(
+        count_problem("output_padding", output_padding, rank), least_problem("output_padding", output_padding, 0),
+        None if output_shape is None or len(output_shape) >= rank else
+        f"attribute output_shape = {list(output_shape)} needs a size for each of the {rank} spatial dimension(s)",
+        None if output_shape is None else least_problem("output_shape", output_shape, 1))
+    if problem:
+        raise ctx.error(node, problem)
+    group = check_group(ctx, node, ctx.attr(node, "group", 1), x.shape[1], None)
     if output_shape is None and auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         output_shape = [size * s for size, s in zip(x.shape[2:], stride)]
     if output_shape is not None:
@@ -66,5 +113,5 @@ def conv_transpose(ctx, node):
             small, large = total // 2, total - total // 2
             upper = auto_pad == "SAME_UPPER"  # NOTSET puts the larger half first, like SAME_LOWER (ONNX spec)
             pads[i], pads[rank + i] = (small, large) if upper else (large, small)
-    op = ops.Deconvolution(stride, tuple(pads), dilation, tuple(output_padding), ctx.attr(node, "group", 1))
+    op = ops.Deconvolution(stride, tuple(pads), dilation, tuple(output_padding), group)
     return [ctx.network.add_layer(op, [x, weight, bias], ctx.name(node)).get_output(0)]

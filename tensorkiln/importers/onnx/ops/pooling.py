@@ -16,7 +16,9 @@ def pool(ctx, node):
     if len(node.output) > 1 and node.output[1]:
         raise ctx.error(node, "the Indices output of MaxPool is not supported")
     x = ctx.input(node, 0)
-    kernel = tuple(ctx.attr(node, "kernel_shape"))
+    kernel = ctx.attr(node, "kernel_shape")
+    if kernel is None:
+        raise ctx.error(node, "has no kernel_shape attribute, which it requires; fix the model")
     stride, dilation, pads = spatial_attrs(ctx, node, x, kernel)
     op = ops.Pooling(_POOL[node.op_type], kernel, stride, pads, dilation, bool(ctx.attr(node, "ceil_mode", 0)),
                      bool(ctx.attr(node, "count_include_pad", 0)), int(ctx.attr(node, "p", 2)))

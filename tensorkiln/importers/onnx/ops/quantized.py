@@ -5,7 +5,7 @@ from ....ir import ops
 from ....ir.dtypes import DataType
 from ....ir.ops import ElementWiseOperation as E
 from ..registry import converter
-from .conv import spatial_attrs
+from .conv import check_group, spatial_attrs
 
 
 @converter("DynamicQuantizeLinear")
@@ -23,7 +23,8 @@ def qlinear_conv(ctx, node):
     x, weight = ctx.input(node, 0), ctx.input(node, 3)
     kernel = tuple(ctx.attr(node, "kernel_shape", weight.shape[2:]))
     stride, dilation, pads = spatial_attrs(ctx, node, x, kernel)
-    op = ops.QLinearConv(stride, pads, dilation, int(ctx.attr(node, "group", 1)))
+    group = check_group(ctx, node, ctx.attr(node, "group", 1), x.shape[1], weight.shape[0])
+    op = ops.QLinearConv(stride, pads, dilation, group)
     return ctx.network.add_layer(op, [ctx.input(node, i) for i in range(9)], ctx.name(node)).outputs
 
 
@@ -56,6 +57,7 @@ def conv_integer(ctx, node):
     # the convolution pads the centered input with zeros: padding holds the zero point, as ONNX specifies
     centered_x = _centered_double(ctx, node, x, ctx.input(node, 2), None)
     centered_w = _centered_double(ctx, node, weight, ctx.input(node, 3), (-1,) + (1,) * (rank - 1))
-    op = ops.Convolution(stride, pads, dilation, int(ctx.attr(node, "group", 1)))
+    op = ops.Convolution(stride, pads, dilation, check_group(ctx, node, ctx.attr(node, "group", 1), x.shape[1],
+                                                             weight.shape[0]))
     y = ctx.network.add_layer(op, [centered_x, centered_w, None], ctx.name(node)).get_output(0)
     return [ctx.network.add_cast(y, DataType.INT32, name=ctx.name(node)).get_output(0)]

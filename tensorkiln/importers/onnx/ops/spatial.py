@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from ....ir import ops
+from ...window_checks import count_problem, first_problem, least_problem
 from ..registry import converter
+from .conv import check_group, explicit_pads, window_attrs
 
 
 @converter("CenterCropPad")
@@ -25,8 +27,16 @@ def center_crop_pad(ctx, node):
 def col2im(ctx, node):
     image, block = ctx.ints(node, 1, "image_shape"), ctx.ints(node, 2, "block_shape")
     rank = len(image)
-    op = ops.Col2Im(tuple(image), tuple(block), tuple(ctx.attr(node, "dilations", [1] * rank)),
-                    tuple(ctx.attr(node, "pads", [0] * 2 * rank)), tuple(ctx.attr(node, "strides", [1] * rank)))
+    dilations = [int(d) for d in ctx.attr(node, "dilations", [1] * rank)]
+    strides = [int(s) for s in ctx.attr(node, "strides", [1] * rank)]
+    problem = first_problem(
+        least_problem("image_shape", image, 1), count_problem("block_shape", block, rank),
+        least_problem("block_shape", block, 1), count_problem("dilations", dilations, rank),
+        least_problem("dilations", dilations, 1), count_problem("strides", strides, rank),
+        least_problem("strides", strides, 1))
+    if problem:
+        raise ctx.error(node, problem)
+    op = ops.Col2Im(tuple(image), tuple(block), tuple(dilations), explicit_pads(ctx, node, rank), tuple(strides))
     return ctx.network.add_layer(op, [ctx.input(node, 0)], ctx.name(node)).outputs
 
 
@@ -42,10 +52,11 @@ def affine_grid(ctx, node):
 @converter("MaxUnpool")
 def max_unpool(ctx, node):
     x = ctx.input(node, 0)
-    kernel = ctx.attr(node, "kernel_shape")
+    if ctx.attr(node, "kernel_shape") is None:
+        raise ctx.error(node, "has no kernel_shape attribute, which it requires; fix the model")
+    kernel, strides, _ = window_attrs(ctx, node, x, ctx.attr(node, "kernel_shape"))
     spatial = len(kernel)
-    strides = ctx.attr(node, "strides", [1] * spatial)
-    pads = ctx.attr(node, "pads", [0] * 2 * spatial)
+    pads = explicit_pads(ctx, node, spatial)
     pooled = list(x.shape[:2]) + [(x.shape[2 + d] - 1) * strides[d] - (pads[d] + pads[spatial + d]) + kernel[d]
                                   for d in range(spatial)]
     output = ctx.ints(node, 2, "output_shape") if ctx.input(node, 2) is not None else pooled
@@ -73,9 +84,13 @@ def deform_conv(ctx, node):
     x, weight = ctx.input(node, 0), ctx.input(node, 1)
     if len(x.shape) != 4:
         raise ctx.error(node, "only 2-D DeformConv (4-D input) is supported")
-    op = ops.DeformConv(tuple(ctx.attr(node, "strides", [1, 1])), tuple(ctx.attr(node, "pads", [0, 0, 0, 0])),
-                        tuple(ctx.attr(node, "dilations", [1, 1])), int(ctx.attr(node, "group", 1)),
-                        int(ctx.attr(node, "offset_group", 1)))
+    _, strides, dilations = window_attrs(ctx, node, x, ctx.attr(node, "kernel_shape", weight.shape[2:]))
+    group = check_group(ctx, node, ctx.attr(node, "group", 1), x.shape[1], weight.shape[0])
+    offset_group = int(ctx.attr(node, "offset_group", 1))
+    if offset_group < 1 or x.shape[1] % offset_group:
+        raise ctx.error(node, f"attribute offset_group = {offset_group} must be positive and divide the "
+                              f"{x.shape[1]} input channels; fix the model")
+    op = ops.DeformConv(strides, explicit_pads(ctx, node, 2), dilations, group, offset_group)
     return ctx.network.add_layer(op, [ctx.input(node, i) for i in range(5)], ctx.name(node)).outputs
 
 
