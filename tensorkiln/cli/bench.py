@@ -20,7 +20,8 @@ from rich.table import Table
 
 from .. import __version__
 from .display import key_value_table, make_console, target_description, warn
-from .inputs import add_input_arguments, make_feed, non_negative_float, non_negative_int, positive_int
+from .inputs import (add_input_arguments, add_memory_budget_argument, make_feed, non_negative_float, non_negative_int,
+                     positive_int)
 
 # Without --iterations or --duration, run at least this many iterations and at least this long (trtexec's
 # defaults); the warm-up lasts DEFAULT_WARMUP_MS unless --warmup or --warmup-ms says otherwise.
@@ -40,6 +41,7 @@ def add_parser(subparsers) -> None:
                     f"{DEFAULT_DURATION_S:g} s.")
     parser.add_argument("engine", metavar="ENGINE", help="the engine file (made by `kiln build`)")
     add_input_arguments(parser)
+    add_memory_budget_argument(parser)
     warmup = parser.add_mutually_exclusive_group()
     warmup.add_argument("--warmup", type=non_negative_int, metavar="N",
                         help="warm up with N untimed executions")
@@ -65,13 +67,13 @@ def main(args: argparse.Namespace) -> int:
 
     console = make_console()
     engine = Runtime().load(args.engine)
-    feed, _ = make_feed(engine.inputs, args.inputs, args.seed)
+    feed, _ = make_feed(engine.inputs, args.inputs, args.seed, args.limits)
     io = "host" if args.host_io or engine.device.type == "cpu" else "device"
     if args.host_io and engine.device.type == "cpu":
         warn("--host-io does nothing for a CPU engine, whose inputs and outputs are always numpy on the host")
     if io == "device":
         feed = _on_device(feed, engine.device)
-    context = engine.create_execution_context()
+    context = engine.create_execution_context(limits=args.limits)
     run = functools.partial(context.execute, feed)
     if io == "device":
         for name, value in feed.items():

@@ -15,8 +15,8 @@ from ..errors import BuildError
 from ..passes.manager import OPT_IN_PASSES, pipeline_with
 from .display import format_bytes, io_table, key_value_table, make_console, target_description, warn
 from .input_values import declared_inputs, parse_input_values
-from .inputs import CommandLineError, make_feed, parse_shapes, positive_int
-from .int8_args import add_int8_arguments, int8_options
+from .inputs import CommandLineError, add_memory_budget_argument, make_feed, parse_shapes, positive_int
+from .int8_args import add_int8_arguments, check_int8_flags, int8_options
 from .model_kind import check_not_caffe
 
 REDUCED_PRECISION_FLAGS = ("fp16", "bf16", "best", "int8")
@@ -51,6 +51,7 @@ def add_parser(subparsers) -> None:
                              "longer takes these inputs")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="the target the engine is built and tuned for (default: cpu)")
+    add_memory_budget_argument(parser)
     precision = parser.add_argument_group("precision (FP32 unless one is given)")
     precision.add_argument("--fp16", "--half2", dest="fp16", action="store_true",
                            help="compute in FP16 where it is safe (CUDA target; --half2 is giexec's spelling)")
@@ -105,6 +106,7 @@ def main(args: argparse.Namespace) -> int:
     output = Path(args.engine_path) if args.engine_path else model.with_suffix(".engine")
     config = _builder_config(args)
     _warn_ignored_flags(args)
+    check_int8_flags(args)
     shapes = parse_shapes(args.shapes)
 
     start = time.perf_counter()
@@ -175,10 +177,12 @@ def _import(parse_onnx, source: tuple[Path, Path | None], shapes: dict, args: ar
     deploy, caffemodel = source
     if caffemodel is None:
         values = parse_input_values(args.input_values, declared_inputs(deploy)) if args.input_values else None
-        return parse_onnx(deploy, input_shapes=shapes or None, input_values=values, allow_fallback=args.allow_fallback)
+        return parse_onnx(deploy, input_shapes=shapes or None, input_values=values, allow_fallback=args.allow_fallback,
+                          limits=args.limits)
     from ..importers.caffe import parse_caffe
 
-    return parse_caffe(deploy, caffemodel, outputs=args.outputs, input_shapes=shapes or None, batch_size=args.batch)
+    return parse_caffe(deploy, caffemodel, outputs=args.outputs, input_shapes=shapes or None, batch_size=args.batch,
+                       limits=args.limits)
 
 
 def _load_and_time(args: argparse.Namespace, console) -> int:
@@ -204,8 +208,8 @@ def _check_workspace(engine, workspace_mib: int | None, console) -> None:
 
 def _time_engine(engine, args: argparse.Namespace, console) -> None:
     """giexec's timing: --iterations rounds of --avgRuns executions on random inputs, the average of each."""
-    context = engine.create_execution_context()
-    feed, _ = make_feed(engine.inputs, None, seed=0)
+    context = engine.create_execution_context(limits=args.limits)
+    feed, _ = make_feed(engine.inputs, None, seed=0, limits=args.limits)
     context.execute(feed)  # warm up
     averages = []
     for _ in range(args.iterations):
@@ -236,7 +240,7 @@ def _builder_config(args: argparse.Namespace):
                          timing_cache=Path(args.timing_cache) if args.timing_cache else None, debug=args.debug,
                          dump_dir=Path(args.dump_passes) if args.dump_passes else None, verbose=args.verbose,
                          disabled_tactic_sources=parse_tactic_sources(args.tactic_sources),
-                         passes=_pipeline(args.passes))
+                         passes=_pipeline(args.passes), **({} if args.limits is None else {"limits": args.limits}))
 
 
 def _warn_ignored_flags(args: argparse.Namespace) -> None:

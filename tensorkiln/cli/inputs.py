@@ -1,17 +1,19 @@
 """What the kiln subcommands share about tensors on the command line: `--shapes` parsing, `--inputs` loading
-(.npy / .npz files), random inputs, and the argument-type checkers of argparse.
+(.npy / .npz files), random inputs, `--memory-budget`, and the argument-type checkers of argparse.
 
 Numpy is imported here but torch only where bfloat16 forces it, so that `kiln --help` stays fast.
 """
 from __future__ import annotations
 
 import argparse
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from ..errors import InputError, TensorkilnError
+from ..limits import DEFAULT_BUDGET_CAP, ResourceLimits, format_bytes
 
 # Random integer inputs are drawn from [0, RANDOM_INT_HIGH): small and non-negative, so that they are valid
 # indices into any axis of size >= RANDOM_INT_HIGH (gathers, embeddings) and never all zero.
@@ -42,6 +44,22 @@ def non_negative_float(text: str) -> float:
     if not value >= 0:  # also rejects nan
         raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value
+
+
+def memory_budget(text: str) -> ResourceLimits:
+    try:
+        return ResourceLimits.from_text(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_memory_budget_argument(parser: argparse.ArgumentParser) -> None:
+    """--memory-budget, which `build`, `run` and `bench` share (args.limits: ResourceLimits, or None)."""
+    parser.add_argument("--memory-budget", dest="limits", type=memory_budget, metavar="SIZE",
+                        help="the most memory one tensor, the model's constants, or the engine's weights and "
+                             "activations together may need, e.g. 64GiB; a model or input past it is refused before "
+                             "anything is allocated (default: half this machine's memory, at most "
+                             f"{format_bytes(DEFAULT_BUDGET_CAP)}: {ResourceLimits().describe()} here)")
 
 
 # ---- arguments shared by `run` and `bench` ------------------------------------------------------
@@ -97,13 +115,17 @@ def _items(texts: Iterable[str]) -> list[str]:
 
 
 # ---- feeds -----------------------------------------------------------------------------------
-def make_feed(input_specs: Sequence, input_args: Sequence[str] | None, seed: int
-              ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Values for every engine input: those the `--inputs` arguments name, random values for the rest.
+def make_feed(input_specs: Sequence, input_args: Sequence[str] | None, seed: int,
+              limits: ResourceLimits | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Values for every engine input: those the `--inputs` arguments name, random values for the rest. Files
+    whose arrays, and inputs whose random values, would be past `limits` are refused before they are read or made.
 
     Returns (feed, sources): the feed for `ExecutionContext.execute` and, per input, where its value came from.
     """
-    loaded, sources = load_inputs(input_args or [], input_specs)
+    limits = limits or ResourceLimits()
+    for spec in input_specs:  # random values are made at a wider dtype, then converted
+        limits.check_tensor(f"random values for input {spec.name!r}", spec.shape, _random_dtype(spec))
+    loaded, sources = load_inputs(input_args or [], input_specs, limits)
     rng = np.random.default_rng(seed)
     feed: dict[str, Any] = {}
     for spec in input_specs:  # every input draws from the generator, so a loaded one does not shift the others
@@ -128,16 +150,26 @@ def random_value(spec, rng: np.random.Generator) -> Any:
     return _as_input_dtype(np.asarray(value), spec)
 
 
-def load_inputs(input_args: Sequence[str], input_specs: Sequence) -> tuple[dict[str, Any], dict[str, str]]:
+def _random_dtype(spec) -> np.dtype:
+    """The dtype random_value draws an input's values at (before converting them to the input's)."""
+    if spec.dtype.is_floating:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64 if spec.dtype.value == "bool" else np.int64)
+
+
+def load_inputs(input_args: Sequence[str], input_specs: Sequence, limits: ResourceLimits | None = None
+                ) -> tuple[dict[str, Any], dict[str, str]]:
     """Read `--inputs` arguments: `name:file.npy` items (comma-separated or repeated), `file.npz` (arrays
-    named like the inputs), or a bare `file.npy` for an engine with a single input."""
+    named like the inputs), or a bare `file.npy` for an engine with a single input. An array whose header
+    declares more than `limits` allow is refused before it is read."""
+    limits = limits or ResourceLimits()
     specs = {spec.name: spec for spec in input_specs}
     arrays: dict[str, tuple[np.ndarray, str]] = {}
     for item in _items(input_args):
         name, sep, path = item.rpartition(":")
         if not sep:
             name, path = "", item
-        for array_name, array in _read_arrays(Path(path), name, specs).items():
+        for array_name, array in _read_arrays(Path(path), name, specs, limits).items():
             if array_name not in specs:
                 where = f"{path} holds an array named {array_name!r}" if not name else f"--inputs {item} names it"
                 raise InputError(f"the engine has no input {array_name!r} ({where}); its inputs are {sorted(specs)}")
@@ -151,9 +183,10 @@ def load_inputs(input_args: Sequence[str], input_specs: Sequence) -> tuple[dict[
     return feed, sources
 
 
-def _read_arrays(path: Path, name: str, specs: dict) -> dict[str, np.ndarray]:
+def _read_arrays(path: Path, name: str, specs: dict, limits: ResourceLimits) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise InputError(f"input file {str(path)!r} does not exist")
+    _check_declared_sizes(path, limits)
     try:
         loaded = np.load(path, allow_pickle=False)  # allow_pickle=False: an input file must never run code
         if isinstance(loaded, np.lib.npyio.NpzFile):
@@ -174,6 +207,32 @@ def _read_arrays(path: Path, name: str, specs: dict) -> dict[str, np.ndarray]:
                                    f"are {sorted(specs)}")
         name = next(iter(specs))
     return {name: loaded}
+
+
+def _check_declared_sizes(path: Path, limits: ResourceLimits) -> None:
+    """Every array of an .npy or .npz file within the budget, by its header: numpy allocates the size a header
+    declares before it reads the data, so a 100-byte file can ask for 40 GB."""
+    try:
+        if not zipfile.is_zipfile(path):
+            with open(path, "rb") as file:
+                _check_header(file, f"the array in {str(path)!r}", limits)
+            return
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                with archive.open(member) as file:
+                    _check_header(file, f"array {member.filename!r} in {str(path)!r}", limits)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError, NotImplementedError) as error:
+        # RuntimeError, NotImplementedError: zipfile's for an encrypted member or an unknown compression
+        raise InputError(f"cannot read input file {str(path)!r} as .npy/.npz: {error}") from None
+
+
+def _check_header(file, what: str, limits: ResourceLimits) -> None:
+    version = np.lib.format.read_magic(file)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:  # 3.0 only adds UTF-8 field names: records, which no engine input takes
+        raise ValueError(f"{what} has .npy format version {version[0]}.{version[1]}; save it with numpy.save")
+    shape, _, dtype = readers[version](file)
+    limits.check_tensor(what, shape, dtype)
 
 
 def _conform(array: np.ndarray, spec, path: str) -> tuple[Any, str]:

@@ -8,7 +8,7 @@ import numpy as np
 from rich.table import Table
 
 from .display import format_number, format_shape, make_console
-from .inputs import add_input_arguments, as_numpy, make_feed, non_negative_int
+from .inputs import add_input_arguments, add_memory_budget_argument, as_numpy, make_feed, non_negative_int
 
 DEFAULT_VALUES_SHOWN = 6
 
@@ -19,6 +19,7 @@ def add_parser(subparsers) -> None:
                                                "each output.")
     parser.add_argument("engine", metavar="ENGINE", help="the engine file (made by `kiln build`)")
     add_input_arguments(parser)
+    add_memory_budget_argument(parser)
     parser.add_argument("--save-inputs", metavar="FILE.npz", help="save the inputs used (random or loaded)")
     parser.add_argument("--save-outputs", metavar="FILE.npz", help="save the outputs, one array per output name")
     parser.add_argument("--values", type=non_negative_int, default=DEFAULT_VALUES_SHOWN, metavar="N",
@@ -31,8 +32,8 @@ def main(args: argparse.Namespace) -> int:
 
     console = make_console()
     engine = Runtime().load(args.engine)
-    feed, sources = make_feed(engine.inputs, args.inputs, args.seed)
-    context = engine.create_execution_context()
+    feed, sources = make_feed(engine.inputs, args.inputs, args.seed, args.limits)
+    context = engine.create_execution_context(limits=args.limits)
     start = time.perf_counter()
     outputs = context.execute(feed)
     seconds = time.perf_counter() - start
