@@ -31,22 +31,29 @@ def add_int8_arguments(parser: argparse.ArgumentParser) -> None:
                             "batch) in float: FP16 on a GPU, FP32 on the CPU")
 
 
-def int8_options(args: argparse.Namespace, network):
-    """Int8Options for `network` (the imported IR) from the flags; None without --int8."""
+def check_int8_flags(args: argparse.Namespace) -> None:
+    """The flags' own consistency, before the model is read."""
     if not args.int8:
-        if args.calib or args.calib_cache or args.calib_batches or args.int8_keep_fp16:
+        if args.calib or args.calib_cache or args.calib_batches or args.int8_keep_fp16 or args.calib_preprocess:
             raise CommandLineError("the calibration flags (--calib, --calib-cache, --calib-batches, "
-                                   "--int8-keep-fp16) apply to INT8 builds: add --int8")
-        return None
-    from ..quant.calibrator import DataCalibrator
-    from ..quant.int8 import Int8Options
-    from ..quant.sources import ImagePreprocessing, calibration_source
-
+                                   "--calib-preprocess, --int8-keep-fp16) apply to INT8 builds: add --int8")
+        return
     if not args.calib and not (args.calib_cache and Path(args.calib_cache).is_file()):
         raise CommandLineError("--int8 needs calibration data (--calib DIR|FILE) or an existing calibration cache "
                                "(--calib-cache FILE)")
     if args.int8_keep_fp16 < 0:
         raise CommandLineError(f"--int8-keep-fp16 {args.int8_keep_fp16}: give a count of layers, 0 or more")
+
+
+def int8_options(args: argparse.Namespace, network):
+    """Int8Options for `network` (the imported IR) from the flags; None without --int8."""
+    check_int8_flags(args)
+    if not args.int8:
+        return None
+    from ..quant.calibrator import DataCalibrator
+    from ..quant.int8 import Int8Options
+    from ..quant.sources import ImagePreprocessing, calibration_source
+
     try:
         preprocessing = ImagePreprocessing.parse(args.calib_preprocess) if args.calib_preprocess else None
     except (ValueError, TypeError) as error:
