@@ -16,7 +16,7 @@ from ..passes.manager import OPT_IN_PASSES, pipeline_with
 from .display import format_bytes, io_table, key_value_table, make_console, target_description, warn
 from .input_values import declared_inputs, parse_input_values
 from .inputs import CommandLineError, add_memory_budget_argument, make_feed, parse_shapes, positive_int
-from .int8_args import add_int8_arguments, int8_options
+from .int8_args import add_int8_arguments, check_int8_flags, int8_options
 from .model_kind import check_not_caffe
 
 REDUCED_PRECISION_FLAGS = ("fp16", "bf16", "best", "int8")
@@ -106,6 +106,7 @@ def main(args: argparse.Namespace) -> int:
     output = Path(args.engine_path) if args.engine_path else model.with_suffix(".engine")
     config = _builder_config(args)
     _warn_ignored_flags(args)
+    check_int8_flags(args)
     shapes = parse_shapes(args.shapes)
 
     start = time.perf_counter()
