@@ -10,6 +10,14 @@ from ....ir.ops import PaddingMode
 from ..registry import converter
 
 
+def slice_layer(ctx, x, starts, counts, steps):
+    """`counts[d]` elements of each dim from `starts[d]` in steps of `steps[d]`. The IR's Slice takes ends as
+    Python would (exclusive; -1 for a backward slice that runs through index 0)."""
+    ends = tuple(s + c * st for s, c, st in zip(starts, counts, steps))
+    attrs = ops.Slice(tuple(starts), ends, tuple(range(len(starts))), tuple(steps))
+    return ctx.network.add_layer(attrs, [x], ctx.name).get_output(0)
+
+
 def _bit(mask: int, i: int) -> bool:
     return bool((mask >> i) & 1)
 
@@ -53,7 +61,7 @@ def strided_slice(ctx, op):
         starts.append(0), counts.append(x.shape[d]), steps.append(1), out_shape.append(x.shape[d])
     y = x
     if any(c != s for c, s in zip(counts, x.shape)) or any(s != 1 for s in steps):
-        y = ctx.network.add_slice(x, starts, counts, steps, name=ctx.name).get_output(0)
+        y = slice_layer(ctx, x, starts, counts, steps)
     if tuple(out_shape) != tuple(y.shape):
         y = ctx.reshape(y, out_shape)
     elif y is x:
@@ -66,7 +74,7 @@ def slice_op(ctx, op):
     x = ctx.input(0)
     begin, size = ctx.ints(1, "begin"), ctx.ints(2, "size")
     size = [d - b if s == -1 else s for d, b, s in zip(x.shape, begin, size)]
-    return [ctx.network.add_slice(x, begin, size, [1] * len(begin), name=ctx.name).get_output(0)]
+    return [slice_layer(ctx, x, begin, size, [1] * len(begin))]
 
 
 @converter("REVERSE_V2")
@@ -75,7 +83,7 @@ def reverse(ctx, op):
     axes = {ctx.axis(a, len(x.shape)) for a in ctx.ints(1, "axes")}
     starts = [d - 1 if a in axes else 0 for a, d in enumerate(x.shape)]
     steps = [-1 if a in axes else 1 for a in range(len(x.shape))]
-    return [ctx.network.add_slice(x, starts, list(x.shape), steps, name=ctx.name).get_output(0)]
+    return [slice_layer(ctx, x, starts, list(x.shape), steps)]
 
 
 def _paddings(ctx, rank: int) -> np.ndarray:
