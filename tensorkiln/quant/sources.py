@@ -21,8 +21,8 @@ Sample = np.ndarray | Mapping[str, np.ndarray]
 class ImagePreprocessing:
     """How an image file becomes a network input: y = (pixel * scale - mean) / std per channel.
 
-    resize: (height, width), or an int for the shorter side (the aspect ratio kept); None: the crop's size or the
-    network input's. crop: a centre crop (height, width) after the resize. channel_order: "rgb", "bgr" or "gray".
+    resize: (height, width), or an int for the shorter side (the aspect ratio kept); None: no resize where there is
+    a crop, else the network input's size. crop: a centre crop (height, width) after the resize. channel_order: "rgb", "bgr" or "gray".
     layout: "nchw" or "nhwc". mean and std are per channel (one value: all channels), in the scaled units.
     """
     resize: tuple[int, int] | int | None = None
@@ -66,11 +66,12 @@ class ImagePreprocessing:
         from PIL import Image
 
         image = image.convert("L" if self.channel_order == "gray" else "RGB")
-        resize = self.resize if self.resize is not None else (self.crop or size)
+        resize = self.resize if self.resize is not None or self.crop is not None else size
         if isinstance(resize, int):
             shorter = min(image.size)
             resize = (round(image.size[1] * resize / shorter), round(image.size[0] * resize / shorter))
-        image = image.resize((resize[1], resize[0]), Image.BILINEAR)
+        if resize is not None and tuple(resize) != (image.size[1], image.size[0]):
+            image = image.resize((resize[1], resize[0]), Image.BILINEAR)
         pixels = np.asarray(image, np.float32)
         pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
         if self.crop is not None:
