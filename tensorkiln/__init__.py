@@ -21,6 +21,7 @@ _LAZY = {
     "ReduceOperation": "tensorkiln.ir.ops", "ScaleMode": "tensorkiln.ir.ops", "UnaryOperation": "tensorkiln.ir.ops",
     "PaddingMode": "tensorkiln.ir.ops", "TensorkilnError": "tensorkiln.errors",
     "Precision": "tensorkiln.quant.precision",
+    "ResourceLimits": "tensorkiln.limits", "ResourceLimitError": "tensorkiln.errors",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
