@@ -4,9 +4,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from onnx import numpy_helper
 
 from ..registry import converter
+from ..tensors import FP8_TYPES
 
 
 def _constant(ctx, node, value) -> list:
@@ -17,8 +17,10 @@ def _constant(ctx, node, value) -> list:
 def constant(ctx, node):
     for attribute in node.attribute:
         name = attribute.name
-        if name == "value":
-            return _constant(ctx, node, numpy_helper.to_array(attribute.t))
+        if name == "value":  # checked as initializers are (dims against the stored bytes; FP8 held as float32)
+            if attribute.t.data_type in FP8_TYPES and node.output:
+                ctx.fp8_types[node.output[0]] = attribute.t.data_type
+            return _constant(ctx, node, ctx.attr(node, "value"))
         if name in ("value_float", "value_floats"):
             return _constant(ctx, node, np.array(ctx.attr(node, name), dtype=np.float32))
         if name in ("value_int", "value_ints"):
