@@ -22,6 +22,7 @@ MAX_DIM = 2**40
 MAX_TENSOR_BYTES = 2**40  # no tensor of an engine, and no buffer a kernel makes for one step, may be larger
 MAX_NAME_LENGTH = 4096
 MAX_JSON_DEPTH = 16  # of build_info's values and of plugin parameters
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # control characters (a name holding one could forge a line of output)
 _CAPABILITY = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}", re.ASCII)
 _PLAN_KEYS = {"network_name", "target", "precision", "device_name", "compute_capability", "inputs", "outputs",
               "tensors", "weights", "steps", "build_info", "memory"}
@@ -69,7 +70,7 @@ def check_keys(data: dict, required: set[str], optional: set[str], where: str) -
 def check_name(value: Any, where: str) -> str:
     """A name: a non-empty string without control characters (names end up in one-line messages and tables)."""
     expect(value, str, where)
-    if not value or len(value) > MAX_NAME_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if not value or len(value) > MAX_NAME_LENGTH or _CONTROL.search(value):
         raise PlanProblem(f"{where} {describe(value)} must be a non-empty string of at most {MAX_NAME_LENGTH} "
                           "characters without control characters")
     return value

@@ -16,6 +16,7 @@ A violation raises one EngineFormatError line that names the field and says to r
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Any, Iterable
@@ -23,12 +24,13 @@ from typing import Any, Iterable
 import torch
 
 from ..errors import EngineFormatError
-from ..ir.infer import infer_on_meta
-from ..kernels.registry import KernelEntry, find_kernel
+from ..ir.dtypes import DataType
+from ..ir.infer import InferredOutput, infer_on_meta
+from ..kernels.registry import KernelEntry, find_kernel, get_kernel
 from ..tactics.selection import parse_tactic
 from . import in_place
 from .memory import plan_memory
-from .op_checks import check_op
+from .op_checks import check_op, required
 from .plan import Plan, Step, TensorSpec
 from .schema import PlanProblem, plan_from_json
 
@@ -187,10 +189,75 @@ def _check_predicate(entry: KernelEntry, step: Step, inputs: list, target: str) 
         raise PlanProblem(f"tactic {step.tactic!r} cannot serve this layer's shapes and attributes")
 
 
-def _inferred_outputs(step: Step, inputs: list, declared: dict[str, TensorSpec], compute) -> list[TensorSpec]:
-    """The step's outputs as shape inference on the meta device finds them, each checked against its declaration."""
+# Layer kinds that compute element by element over the broadcast of the inputs they read. Their outputs' shapes are
+# found by broadcasting, and their dtypes by the CPU kernel on one element per input (microseconds): on the meta
+# device, torch runs these ops through its Python reference implementations, a millisecond or more per op, which
+# made loading a 115-step model take 250 ms; Resize's interpolation there took most of the rest.
+# tests/plan/test_plan_inference.py checks that these ways agree with the meta device.
+ELEMENTWISE_KINDS = frozenset({"activation", "unary", "elementwise", "fused_pointwise", "cast"})
+
+
+def infer_outputs(op, inputs: list) -> list:
+    """Output dtypes and shapes of a step (ir.infer.InferredOutput): the fast way for ELEMENTWISE_KINDS, else on the
+    meta device, without the epilogue's activations (see _without_activations); results are cached, as an engine
+    repeats its blocks and a server loads its engines again."""
+    unnamed = tuple(None if spec is None else TensorSpec("", spec.dtype, spec.shape) for spec in inputs)
     try:
-        inferred = infer_on_meta(step.op, inputs)
+        hash((op, unnamed))
+    except TypeError:  # an attribute of a kind that is not hashable (none today): no caching
+        return _infer_outputs(op, inputs)
+    return list(_cached_inference(op, unnamed))
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_inference(op, inputs: tuple) -> tuple:
+    return tuple(_infer_outputs(op, list(inputs)))
+
+
+def _infer_outputs(op, inputs: list) -> list:
+    if any(s is not None and s.is_dynamic for s in inputs):
+        return infer_on_meta(op, inputs)
+    if op.KIND == "resize":  # its attributes name its output shape (op_checks.check_resize checked them)
+        return [InferredOutput(required(inputs, 0, "data").dtype, tuple(op.output_shape), None)]
+    if op.KIND not in ELEMENTWISE_KINDS or any(s is None for s in inputs):
+        return infer_on_meta(_without_activations(op, inputs), inputs)
+    read = _elementwise_operands(op, inputs)
+    shape = tuple(torch.broadcast_shapes(*(spec.shape for spec in read)))  # RuntimeError where they do not broadcast
+    ones = [torch.ones((1,) * len(spec.shape), dtype=spec.dtype.torch) for spec in inputs]
+    try:
+        with torch.inference_mode():
+            (output,) = get_kernel(op.KIND, "cpu")(op, ones)
+    except Exception:  # a dtype the CPU kernel lacks (a bitwise op on floats): the meta device judges, as before
+        return infer_on_meta(op, inputs)
+    return [InferredOutput(DataType.from_torch(output.dtype), shape, None)]
+
+
+def _without_activations(op, inputs: list):
+    """A fused layer with its activations dropped, where they cannot change its outputs' shape or dtype (a floating
+    input; activations work element by element and keep a floating dtype): on the meta device, torch runs them
+    through its Python reference implementations, which took most of a load's time."""
+    if getattr(op, "post_activation", None) is None and getattr(op, "activation", None) is None:
+        return op
+    if not inputs or inputs[0] is None or not inputs[0].dtype.is_floating:
+        return op
+    return dataclasses.replace(op, activation=None, post_activation=None)
+
+
+def _elementwise_operands(op, inputs: list) -> list:
+    """The inputs an elementwise step's output broadcasts over: a fused program's, those it reads."""
+    if op.KIND != "fused_pointwise":
+        return inputs
+    from ..kernels.cpu.fused import parse_program
+
+    instructions, result = parse_program(op.program)
+    names = {result, *(name for step in instructions for name in step.operands)}
+    return [spec for index, spec in enumerate(inputs) if f"in{index}" in names]
+
+
+def _inferred_outputs(step: Step, inputs: list, declared: dict[str, TensorSpec], compute) -> list[TensorSpec]:
+    """The step's outputs as shape inference finds them, each checked against its declaration."""
+    try:
+        inferred = infer_outputs(step.op, inputs)
     except Exception as error:  # whatever a kernel raises on shapes or attributes that do not fit
         raise PlanProblem(f"its inputs ({_describe_inputs(inputs)}) do not fit it ({_one_line(error)})") from None
     if len(inferred) != len(step.outputs):
