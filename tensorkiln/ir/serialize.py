@@ -32,7 +32,7 @@ def op_from_json(data: Any) -> OpAttrs:
         raise AttributeFormatError(f"op must be an object with the keys 'kind' and 'attrs', not {_shape_of(data)}")
     kind, attrs = data["kind"], data["attrs"]
     if not isinstance(kind, str) or kind not in OP_KINDS:
-        raise AttributeFormatError(f"unknown layer kind {kind!r}")
+        raise AttributeFormatError(f"unknown layer kind {_shape_of(kind)}")
     if not isinstance(attrs, dict):
         raise AttributeFormatError(f"attrs of a {kind} layer must be an object, not {_shape_of(attrs)}")
     cls = OP_KINDS[kind]

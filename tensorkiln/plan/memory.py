@@ -57,7 +57,8 @@ def _aliases_input(step: Step, specs: dict[str, TensorSpec], last_use: dict[str,
     if getattr(step.op, "residual_in_place", False):  # checked by plan/in_place.py: it dies here, same size
         return step.inputs[RESIDUAL_INPUT]
     out = specs.get(step.outputs[0])
-    is_reshape = isinstance(step.op, ops.Shuffle) and step.op.first_transpose is None and step.op.second_transpose is None
+    is_reshape = (isinstance(step.op, ops.Shuffle) and step.op.first_transpose is None
+                  and step.op.second_transpose is None)
     if out is None or not (step.kind in _IN_PLACE_KINDS or is_reshape):
         return None
     for name in step.inputs:

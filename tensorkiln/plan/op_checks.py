@@ -285,7 +285,8 @@ def _lrn(op: ops.LRN, inputs: Inputs) -> None:
     if len(x.shape) < 2:
         raise PlanProblem(f"input {x.name!r} has rank {len(x.shape)}; LRN takes [N, C, ...]")
     channels = dim(x, 1)
-    padded = [dim(x, 0), None if channels is None else channels + op.size - 1, *(dim(x, a) for a in range(2, len(x.shape)))]
+    padded = [dim(x, 0), None if channels is None else channels + op.size - 1,
+              *(dim(x, a) for a in range(2, len(x.shape)))]
     buffer("the padded squares", padded, x.dtype.itemsize)
 
 

@@ -118,8 +118,9 @@ def _memory_overlap(plan: dict) -> None:
 
 
 def _huge_pads_consistently(memory: str, pads: int = 100_000) -> Callable[[dict], None]:
-    """Pads of 100000 (or `pads`) with every shape after them edited to match (the issue's 641 GB): only the machine's memory
-    bounds this plan. `memory`: "none" (no memory plan: each tensor allocated), "recomputed" (a consistent one)."""
+    """Pads of 100000 (or `pads`) with every shape after them edited to match (the issue's 641 GB per tensor): only
+    size limits bound this plan. `memory`: "none" (no memory plan: each tensor allocated), "recomputed" (a
+    consistent one)."""
     def edit(plan: dict) -> None:
         step_of_kind(plan, "fused_convolution")["op"]["attrs"]["pads"] = [pads] * 4
         for spec in (*plan["tensors"], *plan["outputs"]):
