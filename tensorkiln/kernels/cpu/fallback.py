@@ -31,10 +31,16 @@ def _evaluator(node_b64: str, opset: int):
 
 
 def run_node(node_b64: str, opset: int, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
-    """Outputs of the node on numpy inputs (None for an omitted optional input)."""
+    """Outputs of the node on numpy inputs (None for an omitted optional input); FP8 outputs (ml_dtypes' float8
+    types, which tensorkiln does not hold) come back as float32 arrays of the same values."""
     evaluator, input_names, _ = _evaluator(node_b64, opset)
     present = [value for value in inputs if value is not None]
-    return [np.asarray(out) for out in evaluator.run(None, dict(zip(input_names, present)))]
+    return [_held(np.asarray(out)) for out in evaluator.run(None, dict(zip(input_names, present)))]
+
+
+def _held(array: np.ndarray) -> np.ndarray:
+    """The array in a dtype tensorkiln holds: FP8 (every value of which is a float32 one) widened to float32."""
+    return array.astype(np.float32) if array.dtype.name.startswith("float8") else array
 
 
 def encode_node(node) -> str:
@@ -61,5 +67,7 @@ def onnx_fallback(op: ops.OnnxFallback, inputs):
                 for shape, dtype in zip(op.output_shapes, op.output_dtypes)]
     arrays = [None if t is None else t.detach().cpu().numpy() for t in inputs]
     outputs = run_node(op.node, op.opset, arrays)
-    return [torch.from_numpy(np.ascontiguousarray(o).astype(dtype.numpy, copy=False)).to(device)
+    # np.require keeps a 0-d output 0-d (np.ascontiguousarray would make it shape (1,)) and makes the array one
+    # torch can take over: C-contiguous and writable
+    return [torch.from_numpy(np.require(np.asarray(o, dtype=dtype.numpy), requirements=["C", "W"])).to(device)
             for o, dtype in zip(outputs, op.output_dtypes)]

@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import numpy as np
+from onnx import helper
 
 from ....ir import ops
 from ....ir.dtypes import DataType
 from ....ir.ops import ActivationType as A
 from ....ir.ops import ElementWiseOperation as E
 from ..registry import converter
+from ..tensors import FP8_TYPES
 from ..types import onnx_to_datatype
+
+# the opset whose QuantizeLinear takes output_dtype: the reference node that rounds to an FP8 grid uses it
+_FP8_REFERENCE_OPSET = 21
 
 
 def _scalar(ctx, value, like):
@@ -73,6 +78,10 @@ def quantize_linear(ctx, node):
     x, scale, zero_point = (ctx.input(node, i) for i in range(3))
     if ctx.attr(node, "block_size", 0):
         raise ctx.error(node, "blocked quantization (block_size) is not supported")
+    fp8 = ctx.fp8_type(node, 2) or (ctx.attr(node, "output_dtype") if ctx.attr(node, "output_dtype") in FP8_TYPES
+                                    else None)
+    if fp8 is not None:
+        return _quantize_to_fp8(ctx, node, x, scale, zero_point, fp8)
     if zero_point is not None:
         dtype = zero_point.dtype
     elif ctx.attr(node, "output_dtype"):
@@ -81,6 +90,27 @@ def quantize_linear(ctx, node):
         dtype = DataType.UINT8
     op = ops.QuantizeLinear(ctx.attr(node, "axis", 1), dtype)
     return ctx.network.add_layer(op, [x, scale, zero_point], ctx.name(node)).outputs
+
+
+def _quantize_to_fp8(ctx, node, x, scale, zero_point, fp8: int):
+    """FP8 quantization held as float32 (tensorkiln has no FP8 type, and every FP8 value is a float32 one): x / scale
+    rounded to the FP8 grid (to nearest even, saturating unless the node says saturate=0) by onnx's reference
+    QuantizeLinear, whose FP8 result comes back as float32; a DequantizeLinear after it computes in float32."""
+    from ....kernels.cpu.fallback import fallback_op
+
+    if zero_point is not None and (zero_point.value is None or np.any(zero_point.value != 0)):
+        raise ctx.error(node, f"its FP8 zero point ({FP8_TYPES[fp8]}) is not a constant 0; FP8 quantization takes "
+                              "zero points of 0 only (re-export the model with zero points of 0)")
+    reference = helper.make_node("QuantizeLinear", list(node.input[:2]), [node.output[0]], name=ctx.name(node),
+                                 axis=int(ctx.attr(node, "axis", 1)), saturate=int(ctx.attr(node, "saturate", 1)),
+                                 output_dtype=fp8)
+    try:
+        op = fallback_op(reference, _FP8_REFERENCE_OPSET, [x, scale])
+    except Exception as error:  # the reference rejects the inputs (a scale of the wrong shape, ...): say so
+        raise ctx.error(node, f"cannot quantize to {FP8_TYPES[fp8]} ({type(error).__name__}: {error})") from None
+    output = ctx.network.add_layer(op, [x, scale], ctx.name(node)).get_output(0)
+    ctx.fp8_types[node.output[0]] = fp8
+    return [output]
 
 
 @converter("DequantizeLinear")
