@@ -65,12 +65,15 @@ def default_memory_budget() -> int:
 
 
 def format_bytes(count: int) -> str:
-    """1536 -> '1.5 KiB'; whole units without decimals ('64 GiB')."""
-    for unit, size in (("TiB", 1 << 40), ("GiB", GiB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count >= size:
-            value = count / size
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
-    return f"{count} B"
+    """1536 -> '1.5 KiB', 65536 -> '64 KiB' (one decimal, none where it is 0)."""
+    if count < 1024:
+        return f"{count} B"
+    units = (("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", GiB), ("TiB", 1 << 40))
+    for unit, size in units[:-1]:
+        text = f"{count / size:.1f}".removesuffix(".0")
+        if float(text) < 1024:  # else the next unit: '1 MiB', not '1024 KiB'
+            return f"{text} {unit}"
+    return f"{count / units[-1][1]:.1f}".removesuffix(".0") + " TiB"
 
 
 def tensor_nbytes(shape: Sequence[int], itemsize: int) -> int:
@@ -114,15 +117,24 @@ class ResourceLimits:
         nbytes = tensor_nbytes(shape, _itemsize(dtype))
         if nbytes > self.memory_budget_bytes:
             dims = ", ".join(str(int(d)) for d in shape)
-            raise ResourceLimitError(f"{what} ({_dtype_name(dtype)}[{dims}]) needs {format_bytes(nbytes)}, more "
-                                     f"than the memory budget of {self.describe()}; {self.raise_hint(nbytes)}")
+            needed, budget = self._sizes(nbytes)
+            raise ResourceLimitError(f"{what} ({_dtype_name(dtype)}[{dims}]) needs {needed}, more than the memory "
+                                     f"budget of {budget}; {self.raise_hint(nbytes)}")
         return nbytes
 
     def check_total(self, what: str, nbytes: int) -> None:
         """Raise ResourceLimitError unless `nbytes` (several tensors together, described by `what`) fit."""
         if nbytes > self.memory_budget_bytes:
-            raise ResourceLimitError(f"{what} need {format_bytes(nbytes)}, more than the memory budget of "
-                                     f"{self.describe()}; {self.raise_hint(nbytes)}")
+            needed, budget = self._sizes(nbytes)
+            raise ResourceLimitError(f"{what} need {needed}, more than the memory budget of {budget}; "
+                                     f"{self.raise_hint(nbytes)}")
+
+    def _sizes(self, nbytes: int) -> tuple[str, str]:
+        """A size past the budget and the budget, readable, and exact where they would read the same."""
+        needed, budget = format_bytes(nbytes), self.describe()
+        if needed == budget:
+            return f"{needed} ({nbytes} bytes)", f"{budget} ({self.memory_budget_bytes} bytes)"
+        return needed, budget
 
     @staticmethod
     def raise_hint(nbytes: int) -> str:
