@@ -106,8 +106,8 @@ def _check_plugins(plan: Plan) -> None:
             raise PlanProblem(f"step {step.name!r} (plugin): {problem}") from None
     try:
         check_plugins(plugin_steps)
-    except EngineFormatError:  # MissingPluginError: says which plugins to import
-        raise
+    except EngineFormatError as error:  # MissingPluginError: says which plugins to import (quoting the file's text)
+        raise type(error)(_shortened(str(error))) from None
     except Exception as error:  # a registered plugin's own code refusing the parameters in its own way
         raise PlanProblem(f"a plugin rejects its parameters ({_one_line(error)})") from None
 

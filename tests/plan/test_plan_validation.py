@@ -304,3 +304,25 @@ def test_kiln_process_on_edited_engine_exits_2_with_one_line(case, blobs, tmp_pa
     assert result.returncode != -8 and result.returncode < 128  # no signal (SIGFPE was 136)
     assert_one_line_error(result, words)
     assert isinstance(result, subprocess.CompletedProcess) and sys.executable
+
+
+def test_an_unregistered_plugin_is_named_in_one_short_line(blobs, tmp_path, capsys):
+    """A step edited into a plugin the process has not registered: MissingPluginError (kiln adds --plugins), one line,
+    however long and multi-line the file's plugin parameters are."""
+    params = json.dumps({"pad": "y" * 100_000, "more": [1, 2]}, indent=1)  # newlines inside the parameters' JSON
+
+    def edit(plan: dict) -> None:
+        step = step_of_kind(plan, "softmax")
+        step["op"] = {"kind": "plugin", "attrs": {"type": "not_registered_anywhere", "params_json": params,
+                                                  "data_dependent": False}}
+        step["tactic"] = "cpu.plugin.registered"
+
+    path = tmp_path / "plugin.engine"
+    path.write_bytes(edited(blobs["zoo"], edit))
+    with pytest.raises(EngineFormatError, match="not_registered_anywhere") as raised:
+        tk.Runtime().load(path)
+    assert type(raised.value).__name__ == "MissingPluginError"
+    assert "\n" not in str(raised.value) and len(str(raised.value)) < 1500
+    assert kiln_main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--plugins" in err
