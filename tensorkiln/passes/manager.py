@@ -56,7 +56,7 @@ class PassRecord:
 # forward_residual_bias and hoist_residual_bias work on the fused layers fuse_vertical leaves (their residual adds
 # inside them).
 PIPELINE_ORDER = ("fold_constants", "remove_noops", "merge_shuffles", "recognize_layer_norm", "recognize_rms_norm",
-                  "recognize_gelu", "approximate_gelu", "recognize_attention", "fold_scale", "fuse_horizontal",
+                  "recognize_gelu", "approximate_gelu", "recognize_attention", "fold_qdq", "fold_scale", "fuse_horizontal",
                   "fuse_vertical", "forward_residual_bias", "hoist_residual_bias", "fuse_pointwise", "eliminate_concat",
                   "remove_dead_layers")
 # Passes that run only on request (BuilderConfig.passes, `kiln build --passes=+NAME`): those that trade accuracy for

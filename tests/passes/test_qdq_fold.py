@@ -1,0 +1,110 @@
+"""Explicit quantization: onnxruntime quantize_static QDQ models (per-tensor and per-channel int8), built by
+tensorkiln and compared with onnxruntime's own run of the same QDQ model."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import tensorkiln as tk
+from tensorkiln.importers.onnx import parse_onnx
+from tensorkiln.passes.manager import pipeline_with
+
+ort = pytest.importorskip("onnxruntime")
+quantization = pytest.importorskip("onnxruntime.quantization")
+
+CHANNELS = 8
+
+
+def _float_model(path, rng):
+    """conv -> BatchNorm -> relu -> maxpool -> conv -> relu -> add -> global average pool -> flatten -> gemm."""
+    def init(name, shape, scale=0.3, low=None):
+        value = rng.uniform(low, 1.5, shape) if low is not None else rng.standard_normal(shape) * scale
+        return numpy_helper.from_array(value.astype(np.float32), name)
+
+    node = helper.make_node
+    nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             node("BatchNormalization", ["c1", "gamma", "beta", "mean", "var"], ["bn1"], name="bn1"),
+             node("Relu", ["bn1"], ["r1"], name="relu1"),
+             node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], name="pool1"),
+             node("Conv", ["p1", "w2", "b2"], ["c2"], name="conv2"),
+             node("Relu", ["c2"], ["r2"], name="relu2"),
+             node("Add", ["r2", "shift"], ["a2"], name="add"),
+             node("GlobalAveragePool", ["a2"], ["g2"], name="gap"),
+             node("Flatten", ["g2"], ["f"], name="flatten"),
+             node("Gemm", ["f", "w3", "b3"], ["y"], transB=1, name="fc")]
+    c = CHANNELS
+    initializers = [init("w1", (c, 3, 3, 3)), init("b1", c, 0.1), init("gamma", c, low=0.5), init("beta", c, 0.1),
+                    init("mean", c, 0.1), init("var", c, low=0.5), init("w2", (c, c, 1, 1)), init("b2", c, 0.1),
+                    init("shift", (1, c, 1, 1), 1.0), init("w3", (5, c)), init("b3", 5, 0.1)]
+    graph = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 12, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+class _Reader(quantization.CalibrationDataReader):
+    def __init__(self, rng):
+        self.batches = iter([{"x": rng.standard_normal((2, 3, 12, 12)).astype(np.float32)} for _ in range(8)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def quantized_model(tmp_path, per_channel: bool, quant_format) -> tuple:
+    """(path of the quantized model, a random input); the float model and calibration data from fixed seeds."""
+    rng = np.random.default_rng(0)
+    float_path, path = tmp_path / "float.onnx", tmp_path / f"quantized_{per_channel}.onnx"
+    _float_model(float_path, rng)
+    quantization.quantize_static(str(float_path), str(path), _Reader(rng), quant_format=quant_format,
+                                 per_channel=per_channel, activation_type=quantization.QuantType.QInt8,
+                                 weight_type=quantization.QuantType.QInt8)
+    return path, np.random.default_rng(1).standard_normal((2, 3, 12, 12)).astype(np.float32)
+
+
+def _output_step(path) -> float:
+    """The scale of the quantizer on the model's output y."""
+    model = onnx.load(path)
+    return float(numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "y_scale")))
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_qdq_model_batchnorm_folds_and_matches_onnxruntime(tmp_path, per_channel):
+    path, x = quantized_model(tmp_path, per_channel, quantization.QuantFormat.QDQ)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    # without the rule, the engine runs the model's Q/DQ as written: onnxruntime's numbers exactly, BN unfolded
+    unfolded = tk.Builder(tk.BuilderConfig(passes=pipeline_with("-fold_qdq"))).build(parse_onnx(path))
+    np.testing.assert_array_equal(unfolded.create_execution_context().execute({"x": x})["y"], expected)
+    assert "scale" in [s.kind for s in unfolded.plan.steps]
+    engine = tk.Builder().build(parse_onnx(path))
+    kinds = [s.kind for s in engine.plan.steps]
+    counts = engine.plan.build_info["pass_counts"]
+    assert counts["fold_qdq.pair_before_scale"] == 1 and "scale" not in kinds  # BatchNorm folded into conv1
+    assert kinds.count("quantize_linear") == kinds.count("dequantize_linear") == 8  # one pair fewer than written
+    # the pair dropped before the BatchNorm rounded conv1's output (by at most half a step of its quantizer); both
+    # outputs lie on the output quantizer's grid, and differ by at most 2 of its steps, less on average than the
+    # quantized model's own distance from the float model
+    step, context = _output_step(path), engine.create_execution_context()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    float_session = ort.InferenceSession(str(tmp_path / "float.onnx"), providers=["CPUExecutionProvider"])
+    steps_apart, quantization_error = [], []
+    for seed in range(5):
+        x = np.random.default_rng(seed).standard_normal((2, 3, 12, 12)).astype(np.float32)
+        reference = session.run(None, {"x": x})[0]
+        difference = np.abs(context.execute({"x": x})["y"] - reference) / step
+        np.testing.assert_allclose(difference, np.round(difference), atol=1e-3)
+        steps_apart.append(np.round(difference))
+        quantization_error.append(np.abs(reference - float_session.run(None, {"x": x})[0]) / step)
+    assert np.max(steps_apart) <= 2 and np.mean(np.concatenate(steps_apart) == 0) >= 0.4
+    assert np.mean(steps_apart) < np.mean(quantization_error)  # measured: 0.5 and 0.9 steps (per channel)
+
+
+def test_pair_that_acts_as_a_relu_is_kept(tmp_path):
+    """onnxruntime drops relu2 (its quantizer's zero point -128 clamps at zero instead): that pair must stay."""
+    path, x = quantized_model(tmp_path, False, quantization.QuantFormat.QDQ)
+    model = onnx.load(path)
+    assert "Relu" not in [n.op_type for n in model.graph.node]  # the premise: onnxruntime folded both ReLUs
+    engine = tk.Builder().build(parse_onnx(path))
+    assert any(s.name == "r2_QuantizeLinear" for s in engine.plan.steps)
