@@ -86,7 +86,7 @@ def _kl_divergences(counts: np.ndarray, kept: np.ndarray) -> np.ndarray:
     index = np.arange(bins)[None, :]
     i = kept[:, None]
     inside = index < i
-    # bin b of the first i belongs to level g = floor(b * 128 / i), whose bins are [ceil(g i / 128), ceil((g+1) i / 128))
+    # bin b of the first i is in level g = floor(b * 128 / i), whose bins are [ceil(g i / 128), ceil((g+1) i / 128))
     level = np.where(inside, index * INT8_LEVELS // i, 0)
     start = (level * i + INT8_LEVELS - 1) // INT8_LEVELS
     end = np.minimum(((level + 1) * i + INT8_LEVELS - 1) // INT8_LEVELS, i)

@@ -119,7 +119,8 @@ def array_file(path: Path) -> Iterator[Sample]:
         raise BuildError(f"calibration data {path}: give a folder of images, an .npy or an .npz file")
 
 
-def calibration_source(path: Path, preprocessing: ImagePreprocessing | None, size: tuple[int, int]) -> Iterable[Sample]:
+def calibration_source(path: Path, preprocessing: ImagePreprocessing | None,
+                       size: tuple[int, int]) -> Iterable[Sample]:
     """The source a path names: a folder of images, or .npy/.npz files (or a folder of them)."""
     path = Path(path)
     if not path.exists():
