@@ -163,7 +163,7 @@ class OnnxParser:
             raise ModelFormatError(f"the model uses ONNX opset {opset}; tensorkiln reads opsets {MIN_OPSET} to "
                                    f"{MAX_OPSET}; convert it with onnx.version_converter.convert_version")
         graph = model.graph
-        self._check_supported(graph, _imports(model))
+        self._check_supported(graph, model)
         network = NetworkDefinition(name or graph.name or "onnx_model", self.limits)
         ctx = ConversionContext(network, opset)
         ctx.convert_subgraph = lambda subgraph: self._convert_subgraph(ctx, subgraph)
@@ -190,19 +190,37 @@ class OnnxParser:
             network.mark_output(self._named_output(ctx, value.name))
         return network
 
-    def _check_supported(self, graph: onnx.GraphProto, imports: str) -> None:
+    def _check_supported(self, graph: onnx.GraphProto, model: onnx.ModelProto) -> None:
+        """One UnsupportedOpError listing every node without a converter or plugin. onnx's reference implementation
+        runs default-domain operators only, so --allow-fallback is suggested for those and never for a node of
+        another domain (com.microsoft, ai.onnx.ml, ...): that one is named with its domain and that domain's opset,
+        and only a plugin (or a model without it) can help."""
         missing = unsupported_nodes(graph)
-        if self.allow_fallback:  # only default-domain ops have a reference implementation
-            missing = [n for n in missing if n.domain not in ("", "ai.onnx")]
-        if missing:
-            listing = "; ".join(f"{n.op_type}{'' if n.domain in ('', 'ai.onnx') else ' (domain ' + n.domain + ')'} "
-                                f"at node {n.name or n.output[0]!r}" for n in missing)
-            kinds = sorted({n.op_type for n in missing})
-            raise UnsupportedOpError(f"{len(missing)} node(s) of the model ({imports}) use operators tensorkiln "
-                                     f"does not support: {listing}. Unsupported operator types: {kinds}. "
-                                     "Register a plugin for them (tensorkiln.plugins.register_plugin), build with "
-                                     "allow_fallback (--allow-fallback) to run standard ops on onnx's reference "
-                                     "implementation, or replace them in the model.")
+        standard = [n for n in missing if n.domain in ("", "ai.onnx")]
+        other = [n for n in missing if n.domain not in ("", "ai.onnx")]
+        if self.allow_fallback:  # the standard ones run on the reference implementation
+            standard = []
+        if not standard and not other:
+            return
+        versions = {entry.domain: entry.version for entry in model.opset_import}
+        parts = []
+        if standard:
+            listing = "; ".join(f"{n.op_type} at node {n.name or n.output[0]!r}" for n in standard)
+            parts.append(f"{len(standard)} node(s) use standard operators tensorkiln has no converter for: {listing} "
+                         f"(opset {default_opset(model)}). Build with allow_fallback (--allow-fallback) to run "
+                         "them on onnx's reference implementation, register a plugin for them "
+                         "(tensorkiln.plugins.register_plugin), or replace them in the model.")
+        if other:
+            listing = "; ".join(f"{n.op_type} at node {n.name or (n.output[0] if n.output else '?')!r} (domain "
+                                f"{n.domain!r}, opset {versions.get(n.domain, 'not imported')})" for n in other)
+            kinds = sorted({n.op_type for n in other})
+            parts.append(f"{len(other)} node(s) use operators outside the default ONNX domain, which the fallback "
+                         f"cannot run (onnx's reference implements the default domain only): {listing}. Register a "
+                         f"plugin for {kinds} (tensorkiln.plugins.register_plugin('{kinds[0]}')), or export the model "
+                         "without them (onnxruntime's contrib-op fusions make com.microsoft nodes; export or save "
+                         "before optimizing).")
+        raise UnsupportedOpError(f"the model ({_imports(model)}) has nodes tensorkiln cannot build: "
+                                 + " ".join(parts))
 
     def _add_input(self, network: NetworkDefinition, value: onnx.ValueInfoProto) -> Tensor:
         tensor_type = value.type.tensor_type
