@@ -50,6 +50,7 @@ def stft(ctx, node):
 def _window_positions(ctx, node):
     size = ctx.ints(node, 0, "size")[0]
     periodic = ctx.attr(node, "periodic", 1)
+    _check_size(ctx, node, (size,))
     return np.arange(size, dtype=np.float64), (size if periodic else size - 1)
 
 
@@ -85,11 +86,18 @@ def _mel_matrix(bins: int, dft_length: int, rate: int, low_hz: float, high_hz: f
     return out
 
 
+def _check_size(ctx, node, dims) -> None:
+    """A constant computed here (in float64) within the memory budget, before numpy allocates it."""
+    ctx.network.check_constant(f"output {node.output[0]!r} of ONNX node {ctx.name(node)!r} ({node.op_type})",
+                               [max(int(d), 0) for d in dims], np.float64)
+
+
 @converter("MelWeightMatrix")
 def mel_weight_matrix(ctx, node):
     bins, dft_length, rate = (ctx.ints(node, i, what)[0] for i, what in
                               enumerate(("num_mel_bins", "dft_length", "sample_rate")))
     low, high = (float(ctx.require_constant(node, i, what).reshape(-1)[0]) for i, what in
                  ((3, "lower_edge_hertz"), (4, "upper_edge_hertz")))
+    _check_size(ctx, node, (dft_length // 2 + 1, bins))
     value = _mel_matrix(bins, dft_length, rate, low, high).astype(_output_dtype(ctx, node))
     return [ctx.network.add_constant(None, value, name=node.output[0]).get_output(0)]
