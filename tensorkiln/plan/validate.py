@@ -144,7 +144,7 @@ def _check_step(plan: Plan, step: Step, env: dict, declared: dict[str, TensorSpe
     inputs = [None if name is None else _computed_in(env[name][0], compute) for name in step.inputs]
     check_op(step.op, inputs)
     _check_predicate(entry, step, inputs, plan.target)
-    return _inferred_outputs(step, inputs, declared, compute)
+    return _inferred_outputs(step, inputs, declared, compute, plan.target)
 
 
 def _computed_in(spec: TensorSpec, compute) -> TensorSpec:
@@ -193,28 +193,29 @@ def _check_predicate(entry: KernelEntry, step: Step, inputs: list, target: str) 
 # found by broadcasting, and their dtypes by the CPU kernel on one element per input (microseconds): on the meta
 # device, torch runs these ops through its Python reference implementations, a millisecond or more per op, which
 # made loading a 115-step model take 250 ms; Resize's interpolation there took most of the rest.
-# tests/plan/test_plan_inference.py checks that these ways agree with the meta device.
+# tests/plan/test_plan_inference.py checks that these ways agree with the meta device, except where the CPU kernel
+# refuses dtypes the meta device takes: a CPU engine with such a step is refused (it would fail when run).
 ELEMENTWISE_KINDS = frozenset({"activation", "unary", "elementwise", "fused_pointwise", "cast"})
 
 
-def infer_outputs(op, inputs: list) -> list:
-    """Output dtypes and shapes of a step (ir.infer.InferredOutput): the fast way for ELEMENTWISE_KINDS, else on the
-    meta device, without the epilogue's activations (see _without_activations); results are cached, as an engine
-    repeats its blocks and a server loads its engines again."""
+def infer_outputs(op, inputs: list, target: str = "cpu") -> list:
+    """Output dtypes and shapes of a step (ir.infer.InferredOutput) in an engine for `target`: the fast way for
+    ELEMENTWISE_KINDS, else on the meta device, without the epilogue's activations (see _without_activations);
+    results are cached, as an engine repeats its blocks and a server loads its engines again."""
     unnamed = tuple(None if spec is None else TensorSpec("", spec.dtype, spec.shape) for spec in inputs)
     try:
         hash((op, unnamed))
     except TypeError:  # an attribute of a kind that is not hashable (none today): no caching
-        return _infer_outputs(op, inputs)
-    return list(_cached_inference(op, unnamed))
+        return _infer_outputs(op, inputs, target)
+    return list(_cached_inference(op, unnamed, target))
 
 
 @functools.lru_cache(maxsize=4096)
-def _cached_inference(op, inputs: tuple) -> tuple:
-    return tuple(_infer_outputs(op, list(inputs)))
+def _cached_inference(op, inputs: tuple, target: str) -> tuple:
+    return tuple(_infer_outputs(op, list(inputs), target))
 
 
-def _infer_outputs(op, inputs: list) -> list:
+def _infer_outputs(op, inputs: list, target: str) -> list:
     if any(s is not None and s.is_dynamic for s in inputs):
         return infer_on_meta(op, inputs)
     if op.KIND == "resize":  # its attributes name its output shape (op_checks.check_resize checked them)
@@ -227,8 +228,10 @@ def _infer_outputs(op, inputs: list) -> list:
     try:
         with torch.inference_mode():
             (output,) = get_kernel(op.KIND, "cpu")(op, ones)
-    except Exception:  # a dtype the CPU kernel lacks (a bitwise op on floats): the meta device judges, as before
-        return infer_on_meta(op, inputs)
+    except Exception:  # a dtype the CPU kernel lacks (a bit shift of floats), which the meta device accepts
+        if target == "cpu":
+            raise  # the engine's own kernel: it would raise the same at run time
+        return infer_on_meta(op, inputs)  # a CUDA kernel may take it: the meta device judges
     return [InferredOutput(DataType.from_torch(output.dtype), shape, None)]
 
 
@@ -254,10 +257,11 @@ def _elementwise_operands(op, inputs: list) -> list:
     return [spec for index, spec in enumerate(inputs) if f"in{index}" in names]
 
 
-def _inferred_outputs(step: Step, inputs: list, declared: dict[str, TensorSpec], compute) -> list[TensorSpec]:
+def _inferred_outputs(step: Step, inputs: list, declared: dict[str, TensorSpec], compute,
+                      target: str) -> list[TensorSpec]:
     """The step's outputs as shape inference finds them, each checked against its declaration."""
     try:
-        inferred = infer_outputs(step.op, inputs)
+        inferred = infer_outputs(step.op, inputs, target)
     except Exception as error:  # whatever a kernel raises on shapes or attributes that do not fit
         raise PlanProblem(f"its inputs ({_describe_inputs(inputs)}) do not fit it ({_one_line(error)})") from None
     if len(inferred) != len(step.outputs):

@@ -9,8 +9,8 @@ import sys
 from typing import Callable
 
 import pytest
-from plan_editing import (conv_engine, edited, join_engine, plan_of, reseal, split_engine, step_named,
-                          step_of_kind, tensor_spec, zoo_engine)
+from plan_editing import (conv_engine, edited, join_engine, plan_of, pointwise_engine, reseal, split_engine,
+                          step_named, step_of_kind, tensor_spec, zoo_engine)
 
 import tensorkiln as tk
 from tensorkiln.cli.main import main as kiln_main
@@ -19,7 +19,8 @@ from tensorkiln.errors import EngineFormatError
 
 @pytest.fixture(scope="module")
 def blobs() -> dict[str, bytes]:
-    return {"conv": conv_engine().serialize(), "zoo": zoo_engine().serialize()}
+    return {"conv": conv_engine().serialize(), "zoo": zoo_engine().serialize(),
+            "pointwise": pointwise_engine().serialize()}
 
 
 # ---- edits: each returns the edited engine file ------------------------------------------------------------------
@@ -231,6 +232,10 @@ CASES = [
     ("layer_kind_unknown", "zoo", plan_edit(lambda p: step_of_kind(p, "softmax")["op"].__setitem__("kind", "eval")),
      "unknown layer kind 'eval'"),
     ("activation_unknown", "conv", step_attr("fused_convolution", "activation", "os.system"), "activation"),
+    # dtypes the CPU kernel cannot take, though the meta device does (found by the fuzzer: a traceback when run)
+    ("bit_shift_of_floats", "pointwise", step_attr("fused_pointwise", "program", ["t0 = bit_shift_left in0 in1",
+                                                                                 "out = t0"]),
+     "do not fit it (NotImplementedError"),
     # in-place residuals and the memory plan
     ("residual_in_place_not_allowed", "zoo", plan_edit(_residual_in_place_without_residual),
      "residual_in_place is set, but its residual is not one it may store over"),
