@@ -49,3 +49,27 @@ def _sibling(path: Path, suffixes: tuple[str, ...]) -> str | None:
     except OSError:
         return None
     return str(found[0]) if len(found) == 1 else None
+
+
+def parse_other_kind(model: Path, shapes: dict | None):
+    """The network of a TFLite file or a TensorFlow model (SavedModel directory, .keras/.h5, frozen .pb), or None
+    where `model` is neither (an ONNX model, then). TFLite is recognised by its flatbuffer identifier too."""
+    from ..importers.tensorflow import is_tensorflow_model
+
+    if model.suffix.lower() == ".tflite" or _has_tflite_identifier(model):
+        from ..importers.tflite import parse_tflite
+
+        return parse_tflite(model, input_shapes=shapes or None)
+    if is_tensorflow_model(model):
+        from ..importers.tensorflow import parse_tensorflow
+
+        return parse_tensorflow(model, input_shapes=shapes or None)
+    return None
+
+
+def _has_tflite_identifier(path: Path) -> bool:
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(8)[4:8] == b"TFL3"
+    except OSError:
+        return False
