@@ -57,6 +57,7 @@ class NetworkDefinition:
             self.ir.outputs.append(tensor)
 
     def add_constant(self, shape: Sequence[int] | None, weights: np.ndarray, name: str | None = None) -> Layer:
+        self.limits.check_layer_count(len(self.ir.layers) + 1, f"constant {name or 'constant'!r}")
         value = np.asarray(weights)
         self.check_constant(f"constant {name or 'constant'!r}", value.shape, value.dtype)
         if shape is not None:
@@ -91,6 +92,7 @@ class NetworkDefinition:
         """A layer of `op` on `inputs`. Its outputs take `output_names` (each claimed: no other tensor may hold
         it) or, by default, names made from the layer's that can never be a name the model reserved."""
         layer_name = self.ir.unique_layer_name(name or op.KIND)
+        self.limits.check_layer_count(len(self.ir.layers) + 1, f"layer {layer_name!r} ({op.KIND})")
         inferred = infer_layer(op, list(inputs), layer_name, self.limits)
         for index, info in enumerate(inferred):
             if info.value is not None:  # folded already (each output fits alone: infer_layer checked that first)

@@ -322,3 +322,45 @@ def test_the_memory_budget_flag_sets_and_raises_the_budget(tmp_path, capsys):
     assert kiln_main(["run", engine, "--memory-budget", "1MiB"]) == 0
     assert kiln_main(["run", engine, "--memory-budget", "lots"]) == 2
     assert "memory size 'lots' is not a number with a unit" in capsys.readouterr().err
+
+
+# ---- layers -------------------------------------------------------------------------------------------------------
+def _loop_model(trips: int) -> bytes:
+    """y = x + trips, as a Loop of `trips` iterations (unrolled at import: about 5 layers per iteration)."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["x_in", "one"], ["x_out"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("x_in", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_out", TensorProto.FLOAT, [1])],
+        [numpy_helper.from_array(np.ones(1, np.float32), "one")])
+    return onnx_model([helper.make_node("Loop", ["trips", "", "x"], ["y"], body=body)],
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                      [("trips", np.array(trips, np.int64))])
+
+
+def test_a_loop_unrolled_a_billion_times_stops_at_the_layer_limit():
+    model = _loop_model(10 ** 9)
+    assert len(model) < 300
+    start = time.perf_counter()
+    with address_space_cap(), pytest.raises(ResourceLimitError, match=r"would be layer 2001 of the network, more "
+                                                                       r"than the 2000 layers allowed"):
+        parse_onnx(model, limits=ResourceLimits(max_layers=2000))
+    assert time.perf_counter() - start < 10
+
+
+@pytest.mark.parametrize("max_layers", [0, -1, 2.5])
+def test_max_layers_is_a_positive_count(max_layers):
+    with pytest.raises(ValueError, match="max_layers"):
+        ResourceLimits(max_layers=max_layers)
+
+
+def test_kiln_build_max_layers(tmp_path, capsys):
+    model = tmp_path / "loop.onnx"
+    model.write_bytes(_loop_model(10))
+    assert kiln_main(["build", str(model), "--max-layers", "20"]) == 2
+    assert "--max-layers 40" in capsys.readouterr().err
+    assert kiln_main(["build", str(model), "--max-layers", "1000", "--memory-budget", "1MiB"]) == 0
+    engine = tk.Runtime().load(model.with_suffix(".engine"))
+    assert engine.create_execution_context().execute({"x": np.array([1.5], np.float32)})["y"] == 11.5

@@ -15,9 +15,9 @@ from ..errors import BuildError
 from ..passes.manager import OPT_IN_PASSES, pipeline_with
 from .display import format_bytes, io_table, key_value_table, make_console, target_description, warn
 from .input_values import declared_inputs, parse_input_values
-from .inputs import CommandLineError, add_memory_budget_argument, make_feed, parse_shapes, positive_int
+from .inputs import CommandLineError, add_memory_budget_argument, limits_from, make_feed, parse_shapes, positive_int
 from .int8_args import add_int8_arguments, check_int8_flags, int8_options
-from .model_kind import check_not_caffe, parse_other_kind
+from .model_kind import check_not_caffe
 
 REDUCED_PRECISION_FLAGS = ("fp16", "bf16", "best", "int8")
 
@@ -51,7 +51,7 @@ def add_parser(subparsers) -> None:
                              "longer takes these inputs")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="the target the engine is built and tuned for (default: cpu)")
-    add_memory_budget_argument(parser)
+    add_memory_budget_argument(parser, max_layers=True)
     precision = parser.add_argument_group("precision (FP32 unless one is given)")
     precision.add_argument("--fp16", "--half2", dest="fp16", action="store_true",
                            help="compute in FP16 where it is safe (CUDA target; --half2 is giexec's spelling)")
@@ -99,6 +99,7 @@ def main(args: argparse.Namespace) -> int:
     from ..importers.onnx import parse_onnx  # imported before the clock starts: parse time excludes imports
 
     console = make_console()
+    args.limits = limits_from(args)  # --memory-budget with --max-layers
     if args.load_engine:
         return _load_and_time(args, console)
     source = _model_source(args)
@@ -175,9 +176,6 @@ def _model_source(args: argparse.Namespace) -> tuple[Path, Path | None]:
 
 def _import(parse_onnx, source: tuple[Path, Path | None], shapes: dict, args: argparse.Namespace):
     deploy, caffemodel = source
-    other = parse_other_kind(deploy, shapes) if caffemodel is None and not args.input_values else None
-    if other is not None:  # a TFLite or TensorFlow model
-        return other
     if caffemodel is None:
         values = parse_input_values(args.input_values, declared_inputs(deploy)) if args.input_values else None
         return parse_onnx(deploy, input_shapes=shapes or None, input_values=values, allow_fallback=args.allow_fallback,

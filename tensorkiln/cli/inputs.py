@@ -6,6 +6,7 @@ Numpy is imported here but torch only where bfloat16 forces it, so that `kiln --
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -13,7 +14,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import InputError, TensorkilnError
-from ..limits import DEFAULT_BUDGET_CAP, ResourceLimits, format_bytes
+from ..limits import DEFAULT_BUDGET_CAP, DEFAULT_MAX_LAYERS, ResourceLimits, format_bytes
 
 # Random integer inputs are drawn from [0, RANDOM_INT_HIGH): small and non-negative, so that they are valid
 # indices into any axis of size >= RANDOM_INT_HIGH (gathers, embeddings) and never all zero.
@@ -53,13 +54,25 @@ def memory_budget(text: str) -> ResourceLimits:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def add_memory_budget_argument(parser: argparse.ArgumentParser) -> None:
-    """--memory-budget, which `build`, `run` and `bench` share (args.limits: ResourceLimits, or None)."""
+def add_memory_budget_argument(parser: argparse.ArgumentParser, max_layers: bool = False) -> None:
+    """--memory-budget, which `build`, `run` and `bench` share (args.limits: ResourceLimits, or None), and for
+    `build` --max-layers (combine the two with limits_from)."""
     parser.add_argument("--memory-budget", dest="limits", type=memory_budget, metavar="SIZE",
                         help="the most memory one tensor, the model's constants, or the engine's weights and "
                              "activations together may need, e.g. 64GiB; a model or input past it is refused before "
                              "anything is allocated (default: half this machine's memory, at most "
                              f"{format_bytes(DEFAULT_BUDGET_CAP)}: {ResourceLimits().describe()} here)")
+    if max_layers:
+        parser.add_argument("--max-layers", type=positive_int, metavar="N",
+                            help="the most layers the network may have as imported (loops are unrolled), e.g. for a "
+                                 f"model with a long loop (default: {DEFAULT_MAX_LAYERS})")
+
+
+def limits_from(args: argparse.Namespace) -> ResourceLimits | None:
+    """The limits --memory-budget and --max-layers give; None where neither is given (the defaults)."""
+    if getattr(args, "max_layers", None) is None:
+        return args.limits
+    return dataclasses.replace(args.limits or ResourceLimits(), max_layers=args.max_layers)
 
 
 # ---- arguments shared by `run` and `bench` ------------------------------------------------------
