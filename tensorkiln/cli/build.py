@@ -17,7 +17,7 @@ from .display import format_bytes, io_table, key_value_table, make_console, targ
 from .input_values import declared_inputs, parse_input_values
 from .inputs import CommandLineError, add_memory_budget_argument, limits_from, make_feed, parse_shapes, positive_int
 from .int8_args import add_int8_arguments, check_int8_flags, int8_options
-from .model_kind import check_not_caffe
+from .model_kind import check_not_caffe, parse_other_kind
 
 REDUCED_PRECISION_FLAGS = ("fp16", "bf16", "best", "int8")
 
@@ -176,6 +176,9 @@ def _model_source(args: argparse.Namespace) -> tuple[Path, Path | None]:
 
 def _import(parse_onnx, source: tuple[Path, Path | None], shapes: dict, args: argparse.Namespace):
     deploy, caffemodel = source
+    other = parse_other_kind(deploy, shapes) if caffemodel is None and not args.input_values else None
+    if other is not None:  # a TFLite or TensorFlow model
+        return other
     if caffemodel is None:
         values = parse_input_values(args.input_values, declared_inputs(deploy)) if args.input_values else None
         return parse_onnx(deploy, input_shapes=shapes or None, input_values=values, allow_fallback=args.allow_fallback,
