@@ -212,9 +212,17 @@ def check_convolution_shapes(op, x: TensorSpec, weight: TensorSpec, transposed: 
     return spatial
 
 
+def check_activation(name: str, type_: ops.ActivationType | None, alpha: float) -> None:
+    """The activation's parameters where some value fails in the kernel (the meta device does not notice)."""
+    if type_ is ops.ActivationType.CELU and alpha == 0:
+        raise PlanProblem(f"{name} celu has alpha 0, which CELU divides by")
+
+
 def check_epilogue(op, inputs: Inputs) -> None:
     """Fused layers: x, weights, bias|None, residual|None, slope|None; the flags need their inputs."""
     at_most_inputs(inputs, 5)
+    check_activation("activation", op.activation, op.alpha)
+    check_activation("post_activation", op.post_activation, op.post_alpha)
     if op.residual:
         required(inputs, 3, "residual")
     if op.prelu:
@@ -229,6 +237,10 @@ def _convolution(op, inputs: Inputs) -> None:
     else:
         at_most_inputs(inputs, 3)
     check_convolution_shapes(op, x, weight, transposed=False)
+    bias, filters = optional(inputs, 2), dim(weight, 0)
+    if bias is not None and (len(bias.shape) != 1 or None not in (filters, dim(bias, 0)) and bias.shape[0] != filters):
+        raise PlanProblem(f"bias {bias.name!r} of shape {list(bias.shape)} must be 1-D with one entry per filter "
+                          f"({filters})")
     buffer("the padded input", padded_dims(x, op.pads), x.dtype.itemsize)
 
 
@@ -456,6 +468,9 @@ def _fused_pointwise(op: ops.FusedPointwise, inputs: Inputs) -> None:
         parse_program(op.program)
     except ValueError as error:
         raise PlanProblem(str(error)) from None
+    for instruction in parse_program(op.program)[0]:
+        if isinstance(instruction.op, ops.Activation):
+            check_activation(f"program instruction {instruction.target!r}:", instruction.op.type, instruction.op.alpha)
     needed = program_inputs(op.program)
     if not inputs or needed > len(inputs) or any(spec is None for spec in inputs):
         raise PlanProblem(f"program reads {needed} inputs, and the step gives {len(inputs)} (none may be null)")
@@ -464,7 +479,13 @@ def _fused_pointwise(op: ops.FusedPointwise, inputs: Inputs) -> None:
 needs_no_check("no attributes; shapes and dtypes are checked by shape inference", ops.Identity, ops.ParametricReLU,
                ops.MatrixMultiply)
 needs_no_check("attributes are closed enums (checked when read) and floats any value of which computes",
-               ops.Activation, ops.Unary, ops.ElementWise, ops.Cast)
+               ops.Unary, ops.ElementWise, ops.Cast)
+
+
+@op_check(ops.Activation)
+def _activation(op: ops.Activation, inputs: Inputs) -> None:
+    required(inputs, 0, "data")
+    check_activation("activation", op.type, op.alpha)
 needs_no_check("has no kernel: a constant is folded into the weights, so a step of it names no registered tactic",
                ops.Constant)
 

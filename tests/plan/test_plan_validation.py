@@ -136,6 +136,11 @@ def _huge_pads_consistently(memory: str, pads: int = 100_000) -> Callable[[dict]
     return edit
 
 
+def _conv_bias_is_its_weight(plan: dict) -> None:
+    step = step_of_kind(plan, "fused_convolution")
+    step["inputs"][2] = step["inputs"][1]
+
+
 def _other_kinds_tactic(plan: dict) -> None:
     step_of_kind(plan, "fused_convolution")["tactic"] = "cpu.pooling.torch"
 
@@ -236,6 +241,14 @@ CASES = [
     ("bit_shift_of_floats", "pointwise", step_attr("fused_pointwise", "program", ["t0 = bit_shift_left in0 in1",
                                                                                  "out = t0"]),
      "do not fit it (NotImplementedError"),
+    # values the meta device passes and the CPU kernels refuse when run (found by the fuzzer)
+    ("celu_alpha_0_post_activation", "conv", step_attr("fused_convolution", "post_activation", "celu"),
+     "post_activation celu has alpha 0"),
+    ("celu_alpha_0_in_program", "pointwise", step_attr("fused_pointwise", "program", ["t0 = celu in0 0 0",
+                                                                                     "out = t0"]),
+     "program instruction 't0': celu has alpha 0"),
+    ("conv_bias_of_another_shape", "conv", plan_edit(_conv_bias_is_its_weight),
+     "bias 'convolution.weight' of shape [4, 3, 3, 3] must be 1-D with one entry per filter (4)"),
     # in-place residuals and the memory plan
     ("residual_in_place_not_allowed", "zoo", plan_edit(_residual_in_place_without_residual),
      "residual_in_place is set, but its residual is not one it may store over"),
