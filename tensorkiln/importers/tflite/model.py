@@ -119,7 +119,8 @@ def _type_names() -> dict[int, str]:
 
 
 def _enum_names(enum_class) -> dict[int, str]:
-    return {value: name for name, value in vars(enum_class).items() if not name.startswith("_") and isinstance(value, int)}
+    return {value: name for name, value in vars(enum_class).items()
+            if not name.startswith("_") and isinstance(value, int)}
 
 
 def load_tflite(source: ModelSource) -> TFLiteModel:
