@@ -148,8 +148,8 @@ class ResourceLimits:
         if count > self.max_layers:
             raise ResourceLimitError(f"{what} would be layer {count} of the network, more than the {self.max_layers} "
                                      "layers allowed (a loop unrolled too many times?); if the model is meant to be "
-                                     f"this large, raise the limit with --max-layers {2 * self.max_layers} (kiln build) "
-                                     f"or ResourceLimits(max_layers={2 * self.max_layers}) (Python)")
+                                     f"this large, raise the limit with --max-layers {2 * self.max_layers} (kiln "
+                                     f"build) or ResourceLimits(max_layers={2 * self.max_layers}) (Python)")
 
     @staticmethod
     def raise_hint(nbytes: int) -> str:

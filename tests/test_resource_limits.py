@@ -85,7 +85,8 @@ TINY_HUGE_MODELS = {
     "HannWindow": onnx_model([helper.make_node("HannWindow", ["size"], ["y"])],
                              initializers=[("size", np.array(HUGE * HUGE, np.int64))]),
     "MelWeightMatrix": onnx_model([helper.make_node("MelWeightMatrix", ["bins", "dft", "rate", "low", "high"], ["y"])],
-                                  initializers=[("bins", np.array(HUGE, np.int64)), ("dft", np.array(2 * HUGE, np.int64)),
+                                  initializers=[("bins", np.array(HUGE, np.int64)),
+                                                ("dft", np.array(2 * HUGE, np.int64)),
                                                 ("rate", np.array(16000, np.int64)), ("low", np.array(0, np.float32)),
                                                 ("high", np.array(8000, np.float32))]),
     "input": onnx_model([helper.make_node("Relu", ["x"], ["y"])],
@@ -213,7 +214,8 @@ def _dense_network() -> tk.NetworkDefinition:
     rng = np.random.default_rng(0)
     wide = network.add_fully_connected(x, 4096, rng.standard_normal((4096, 16)), rng.standard_normal(4096))
     relu = network.add_activation(wide.get_output(0), ActivationType.RELU)
-    narrow = network.add_fully_connected(relu.get_output(0), 16, rng.standard_normal((16, 4096)), rng.standard_normal(16))
+    narrow = network.add_fully_connected(relu.get_output(0), 16, rng.standard_normal((16, 4096)),
+                                         rng.standard_normal(16))
     network.mark_output(narrow.get_output(0))
     return network
 
@@ -364,3 +366,15 @@ def test_kiln_build_max_layers(tmp_path, capsys):
     assert kiln_main(["build", str(model), "--max-layers", "1000", "--memory-budget", "1MiB"]) == 0
     engine = tk.Runtime().load(model.with_suffix(".engine"))
     assert engine.create_execution_context().execute({"x": np.array([1.5], np.float32)})["y"] == 11.5
+
+
+def test_kiln_build_input_values_refuses_a_huge_npy_header(tmp_path, capsys):
+    model = tmp_path / "add.onnx"
+    model.write_bytes(onnx_model([helper.make_node("Add", ["x", "bias"], ["y"])],
+                                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+                                  helper.make_tensor_value_info("bias", TensorProto.FLOAT, [1, 4])]))
+    _npy_header_only(tmp_path / "bias.npy", (HUGE, HUGE))
+    with address_space_cap():
+        assert kiln_main(["build", str(model), "--input-values", f"bias:{tmp_path / 'bias.npy'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bias.npy' (float32[100000, 100000]) needs 37.3 GiB" in err, err

@@ -180,7 +180,8 @@ def _import(parse_onnx, source: tuple[Path, Path | None], shapes: dict, args: ar
     if other is not None:  # a TFLite or TensorFlow model
         return other
     if caffemodel is None:
-        values = parse_input_values(args.input_values, declared_inputs(deploy)) if args.input_values else None
+        values = (parse_input_values(args.input_values, declared_inputs(deploy), args.limits) if args.input_values
+                  else None)
         return parse_onnx(deploy, input_shapes=shapes or None, input_values=values, allow_fallback=args.allow_fallback,
                           limits=args.limits)
     from ..importers.caffe import parse_caffe

@@ -16,7 +16,8 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import InputError
-from .inputs import CommandLineError, format_dims
+from ..limits import ResourceLimits
+from .inputs import CommandLineError, check_declared_sizes, format_dims
 
 TRUE_WORDS, FALSE_WORDS = ("true", "1"), ("false", "0")
 
@@ -50,17 +51,18 @@ def declared_inputs(model_path: Path) -> dict[str, tuple[np.dtype | None, tuple[
     return declared
 
 
-def parse_input_values(text: str | None, declared: Mapping[str, tuple[np.dtype | None, tuple | None]]
-                       ) -> dict[str, np.ndarray]:
+def parse_input_values(text: str | None, declared: Mapping[str, tuple[np.dtype | None, tuple | None]],
+                       limits: ResourceLimits | None = None) -> dict[str, np.ndarray]:
     """`sr:16000,axes:0,1,w:weights.npy` -> {"sr": array(16000), "axes": array([0, 1]), "w": <weights.npy>},
-    each as the dtype and (where it is known) the shape the model declares."""
+    each as the dtype and (where it is known) the shape the model declares. A .npy whose header declares an
+    array past `limits` is refused before it is read."""
     values: dict[str, np.ndarray] = {}
     for name, value_text in _split_items(text or "", declared):
         if name in values:
             raise CommandLineError(f"--input-values gives input {name!r} twice")
         dtype, shape = declared[name]
         if value_text.endswith(".npy"):
-            values[name] = _from_file(name, Path(value_text), dtype)
+            values[name] = _from_file(name, Path(value_text), dtype, limits or ResourceLimits())
         else:
             values[name] = _from_text(name, value_text, dtype)
         values[name] = _conform_shape(name, values[name], shape)
@@ -87,9 +89,10 @@ def _split_items(text: str, declared: Mapping) -> list[tuple[str, str]]:
     return [(name, value) for name, value in pairs]
 
 
-def _from_file(name: str, path: Path, dtype: np.dtype | None) -> np.ndarray:
+def _from_file(name: str, path: Path, dtype: np.dtype | None, limits: ResourceLimits) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"--input-values {name}: file {str(path)!r} does not exist")
+    check_declared_sizes(path, limits)
     try:
         array = np.load(path, allow_pickle=False)  # never unpickle: an input file must not run code
     except (ValueError, OSError, EOFError) as error:

@@ -199,7 +199,7 @@ def load_inputs(input_args: Sequence[str], input_specs: Sequence, limits: Resour
 def _read_arrays(path: Path, name: str, specs: dict, limits: ResourceLimits) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise InputError(f"input file {str(path)!r} does not exist")
-    _check_declared_sizes(path, limits)
+    check_declared_sizes(path, limits)
     try:
         loaded = np.load(path, allow_pickle=False)  # allow_pickle=False: an input file must never run code
         if isinstance(loaded, np.lib.npyio.NpzFile):
@@ -222,7 +222,7 @@ def _read_arrays(path: Path, name: str, specs: dict, limits: ResourceLimits) -> 
     return {name: loaded}
 
 
-def _check_declared_sizes(path: Path, limits: ResourceLimits) -> None:
+def check_declared_sizes(path: Path, limits: ResourceLimits) -> None:
     """Every array of an .npy or .npz file within the budget, by its header: numpy allocates the size a header
     declares before it reads the data, so a 100-byte file can ask for 40 GB."""
     try:
