@@ -211,7 +211,7 @@ class Campaign:
 
     def run(self) -> dict[str, TargetStats]:
         with self:
-            return {name: self._run_target(name, self._share(name)) for name in self.config.targets}
+            return {name: self.run_target(name, self._share(name)) for name in self.config.targets}
 
     def _share(self, name: str) -> float | None:
         """The target's part of `seconds`, in proportion to its weight in `shares`."""
@@ -220,15 +220,18 @@ class Campaign:
         weights = {target: self.config.shares.get(target, 1.0) for target in self.config.targets}
         return self.config.seconds * weights[name] / sum(weights.values())
 
-    def _run_target(self, name: str, seconds: float | None) -> TargetStats:
+    def run_target(self, name: str, seconds: float | None = None, cases: int | None = None) -> TargetStats:
+        """Generated cases of target `name` (case i from the campaign seed, `name` and i) until `cases` (default:
+        the configuration's) are run or `seconds` pass."""
         target, stats = get_target(name), TargetStats(name)
-        indexes = itertools.count() if self.config.cases is None else range(self.config.cases)
+        cases = cases if cases is not None else self.config.cases
+        indexes = itertools.count() if cases is None else range(cases)
         return self.run_cases(name, (self._make_case(target, name, i, stats) for i in indexes), seconds, stats)
 
     def run_cases(self, name: str, cases: Iterable[Case | None], seconds: float | None = None,
                   stats: TargetStats | None = None) -> TargetStats:
         """Run `cases` (None: a case the mutator failed to make, already counted) on the workers, side by side,
-        until they run out or `seconds` pass; the tests hand it chosen cases, `_run_target` generated ones."""
+        until they run out or `seconds` pass; the tests hand it chosen cases, `run_target` generated ones."""
         stats = stats if stats is not None else TargetStats(name)
         start = time.monotonic()
         deadline = start + seconds if seconds else float("inf")
