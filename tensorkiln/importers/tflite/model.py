@@ -19,7 +19,7 @@ def _tflite():
         import tflite
     except ImportError:
         raise ModelFormatError("reading .tflite files needs the `tflite` package (TensorFlow's flatbuffer schema): "
-                               "pip install tflite (a dependency of tensorkiln: reinstall it with pip install -e .)") from None
+                               "pip install tflite (a dependency of tensorkiln)") from None
     return tflite
 
 
