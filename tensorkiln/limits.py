@@ -11,6 +11,8 @@ tensor's data checks its declared size against a memory budget first, before all
     context = engine.create_execution_context(limits=limits)
 
 A tensor past the budget is one ResourceLimitError naming the tensor, its size, the budget and how to raise it.
+The number of layers a network may have is bounded too (`max_layers`, kiln build --max-layers): loops are unrolled
+at import, and a 300-byte model can ask for a billion iterations.
 """
 from __future__ import annotations
 
