@@ -248,8 +248,8 @@ class NetworkDefinition:
     def add_slice(self, input: Tensor, start: Sequence[int], shape: Sequence[int], stride: Sequence[int],
                   name: str | None = None) -> Layer:
         axes = tuple(range(len(start)))
+        # ends clamped as ops.Slice holds them: a backward slice through index 0 ends at -1
         ends = tuple(s + (n - 1) * st + (1 if st > 0 else -1) for s, n, st in zip(start, shape, stride))
-        ends = tuple(e if e >= 0 else -input.shape[a] - 1 for a, e in zip(axes, ends))
         return self.add_layer(ops.Slice(tuple(start), ends, axes, tuple(stride)), [input], name)
 
     def add_padding(self, input: Tensor, pre_padding: Sequence[int], post_padding: Sequence[int],

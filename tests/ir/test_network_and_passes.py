@@ -69,3 +69,19 @@ def test_printer_lists_layers_and_constants():
     text = format_network(network.ir)
     assert "input  x: float32[batch=1, 4]" in text
     assert "fc = fully_connected(x, <fc.weight>" in text
+
+
+@pytest.mark.parametrize("start, shape, stride", [((2, 3), (3, 2), (-1, -2)), ((4, 0), (2, 4), (-3, 1)),
+                                                  ((1, 3), (2, 4), (2, -1))])
+def test_add_slice_backward_through_index_zero(start, shape, stride):
+    """A backward slice that runs through index 0 ends at -1 (ops.Slice's clamped form); add_slice made it -dim-1,
+    which inferred a shape of 8 for x[2::-1] of 5 elements and failed at run time (found by the TFLite importer)."""
+    network = tk.NetworkDefinition("slice")
+    x = network.add_input("x", tk.DataType.FLOAT, (5, 4))
+    network.mark_output(network.add_slice(x, start, shape, stride).get_output(0))
+    engine = tk.Runtime().deserialize(tk.Builder().build(network).serialize())
+    data = np.arange(20, dtype=np.float32).reshape(5, 4)
+    expected = data[np.ix_(*(s + st * np.arange(n) for s, n, st in zip(start, shape, stride)))]
+    (got,) = engine.create_execution_context().execute({"x": data}).values()
+    assert got.shape == tuple(shape)
+    np.testing.assert_array_equal(got, expected)
