@@ -31,6 +31,7 @@ class ConversionContext:
     def __init__(self, network: NetworkDefinition, opset: int):
         self.network = network
         self.opset = opset
+        self.domain_versions: dict[str, int] = {}  # domain -> the opset version the model imports (set by the parser)
         self.tensors: dict[str, Tensor] = {}
         self.fp8_types: dict[str, int] = {}  # value name -> its FP8 element type, for FP8 values held as float32
         self.node: onnx.NodeProto | None = None

@@ -17,6 +17,7 @@ from ...ir.graph import Tensor
 from ...limits import ResourceLimits
 from ...network import NetworkDefinition
 from .context import ConversionContext
+from .node_checks import node_problem, schema_for
 from .registry import DEFAULT_DOMAIN, MAX_OPSET, MIN_OPSET, find_converter
 from .tensors import load_external_data
 from .types import onnx_to_datatype
@@ -166,6 +167,7 @@ class OnnxParser:
         self._check_supported(graph, model)
         network = NetworkDefinition(name or graph.name or "onnx_model", self.limits)
         ctx = ConversionContext(network, opset)
+        ctx.domain_versions = {entry.domain: entry.version for entry in model.opset_import}
         ctx.convert_subgraph = lambda subgraph: self._convert_subgraph(ctx, subgraph)
         # every name the model uses is set aside before anything is converted: the layers a converter adds get
         # generated names that can never be one of them, and each value takes its own name when it is produced
@@ -261,6 +263,11 @@ class OnnxParser:
             if not plugin:
                 log.warning("fallback layer: node %r (%s, opset %d) runs on onnx's reference implementation (slow)",
                             ctx.name(node), node.op_type, ctx.opset)
+        if fn is not onnx_nodes.convert_plugin_node:  # a plugin defines its own node's inputs and attributes
+            schema = schema_for(node, ctx.opset, ctx.domain_versions)
+            problem = schema and node_problem(node, schema)
+            if problem:
+                raise ctx.error(node, f"{problem}; the model is malformed: re-export it")
         ctx.node = node
         ir = ctx.network.ir
         layers_before = len(ir.layers)

@@ -48,7 +48,7 @@ CASES = [
     ("MaxPool", {"kernel_shape": [0, 2]}, "kernel_shape = [0, 2] must be positive"),
     ("MaxPool", {**POOL, "dilations": [0, 1]}, "dilations = [0, 1] must be positive"),
     ("MaxPool", {**POOL, "pads": [-1, 0, 0, 0]}, "pads = [-1, 0, 0, 0] must be non-negative"),
-    ("MaxPool", {"strides": [1, 1]}, "has no kernel_shape attribute"),
+    ("MaxPool", {"strides": [1, 1]}, "has no 'kernel_shape' attribute, which MaxPool requires"),
     ("AveragePool", {**POOL, "strides": [0, 0]}, "strides = [0, 0] must be positive"),
     ("AveragePool", {**POOL, "strides": [1, 0], "auto_pad": "SAME_UPPER"}, "strides = [1, 0] must be positive"),
     ("LpPool", {**POOL, "strides": [0, 1]}, "strides = [0, 1] must be positive"),
