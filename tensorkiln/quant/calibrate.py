@@ -22,6 +22,9 @@ from .histogram import AbsHistogram
 from .observe import NetworkRunner
 
 INT8_MAX = 127
+# batches kept for the accuracy tools: one batch of one image says little about a detector's other images, and each
+# kept batch costs one network run per quantized layer when sensitivity is measured
+SENSITIVITY_BATCHES = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +33,7 @@ class Calibration:
     scales: dict[str, float]  # tensor name -> scale (amax / 127)
     from_cache: bool
     batches: int  # calibration batches run (0 when the scales came from the cache)
-    first_batch: dict[str, np.ndarray] | None  # kept for the accuracy tools (per-layer SQNR, sensitivity)
+    sample_batches: tuple[dict[str, np.ndarray], ...]  # the first few, for the accuracy tools (SQNR, sensitivity)
 
 
 def calibrate(network: Network, calibrator: Int8Calibrator, say: Callable[[str], None] = lambda line: None
@@ -40,9 +43,9 @@ def calibrate(network: Network, calibrator: Int8Calibrator, say: Callable[[str],
         algorithm, scales = parse_cache(cached)
         if algorithm == calibrator.algorithm:
             say(f"calibration cache: {len(scales)} tensor scales ({algorithm}), no calibration run")
-            return Calibration(algorithm, scales, True, 0, None)
+            return Calibration(algorithm, scales, True, 0, ())
         say(f"calibration cache is from the {algorithm} calibrator, not {calibrator.algorithm}: calibrating again")
-    histograms, batches, first = _collect(network, calibrator)
+    histograms, batches, samples = _collect(network, calibrator)
     if batches == 0:
         raise BuildError("the calibrator gave no batch: INT8 calibration needs data (at least one batch of the "
                          "network's input shape) or a calibration cache")
@@ -53,7 +56,7 @@ def calibrate(network: Network, calibrator: Int8Calibrator, say: Callable[[str],
             scales[name] = float(np.float32(amax / INT8_MAX))
     calibrator.write_calibration_cache(format_cache(calibrator.algorithm, scales))
     say(f"calibrated {len(scales)} tensors on {batches} batches ({calibrator.algorithm})")
-    return Calibration(calibrator.algorithm, scales, False, batches, first)
+    return Calibration(calibrator.algorithm, scales, False, batches, tuple(samples))
 
 
 def _collect(network: Network, calibrator: Int8Calibrator):
@@ -65,14 +68,15 @@ def _collect(network: Network, calibrator: Int8Calibrator):
 
     runner = NetworkRunner(network)
     specs = [(t.name, t.shape) for t in network.inputs]
-    batches, first = 0, None
+    batches, samples = 0, []
     with _progress(calibrator) as advance:
         while (batch := calibrator.get_batch(specs)) is not None:
             runner.run(batch, visit)
-            first = first if first is not None else batch
+            if len(samples) < SENSITIVITY_BATCHES:
+                samples.append(batch)
             batches += 1
             advance()
-    return histograms, batches, first
+    return histograms, batches, samples
 
 
 class _progress:

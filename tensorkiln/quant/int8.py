@@ -34,11 +34,12 @@ def quantize_network(network: Network, options: Int8Options | None, say: Callabl
     candidates = [(layer, axis) for layer in network.layers if (axis := weight_channel_axis(layer)) is not None]
     keep: list[str] = []
     if options.keep_float or options.measure_sqnr:
-        if calibration.first_batch is None:
+        if not calibration.sample_batches:
             say("per-layer SQNR and --int8-keep-fp16 need a calibration batch; with the scales from the cache "
                 "alone they are skipped (give --calib too)")
         else:
-            sensitivities = measure_sensitivity(network, candidates, calibration.scales, calibration.first_batch)
+            sensitivities = measure_sensitivity(network, candidates, calibration.scales,
+                                                calibration.sample_batches)
             ranked = sorted(sensitivities, key=lambda s: s.network_sqnr)
             keep = [s.layer for s in ranked[: options.keep_float]]
             for s in sensitivities:

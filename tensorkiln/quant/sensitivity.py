@@ -2,6 +2,7 @@
 
 - layer SQNR: the layer's output computed from FP32 inputs, once in float and once quantized (its input at the
   calibrated scale, its weights per channel), as signal-to-quantization-noise in dB.
+Both are measured over the first few calibration batches (calibrate.SENSITIVITY_BATCHES).
 - network SQNR (sensitivity): the network's outputs with only that layer quantized, against the FP32 outputs.
   `--int8-keep-fp16 K` keeps the K layers with the lowest network SQNR in float.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,11 +46,11 @@ class LayerSensitivity:
 
 
 def measure_sensitivity(network: Network, layers: Iterable[tuple[Layer, int]], scales: Mapping[str, float],
-                        batch: Mapping[str, np.ndarray]) -> list[LayerSensitivity]:
-    """For each (layer, weight channel axis) whose input has a scale: its layer and network SQNR on `batch`."""
+                        batches: Sequence[Mapping[str, np.ndarray]]) -> list[LayerSensitivity]:
+    """For each (layer, weight channel axis) whose input has a scale: its layer and network SQNR over `batches`."""
     runner = NetworkRunner(network)
-    reference = runner.run(batch)
-    outputs = [t.name for t in network.outputs]
+    references = [runner.run(batch) for batch in batches]
+    outputs = [t.name for t in network.outputs if t.dtype.is_floating]
     results = []
     for layer, axis in layers:
         scale = scales.get(layer.inputs[0].name)
@@ -62,11 +63,14 @@ def measure_sensitivity(network: Network, layers: Iterable[tuple[Layer, int]], s
                 return None
             return get_kernel(target.kind)(target.op, [fake_quantize(args[0], scale), weights, *args[2:]])
 
-        layer_args = [reference.get(t.name) if t is not None and not t.is_constant else
-                      (None if t is None else torch.from_numpy(np.array(t.value))) for t in layer.inputs]
-        alone = quantized(layer, layer_args)[0]
-        run = runner.run(batch, override=quantized)
-        network_sqnr = min(sqnr_db(reference[name].float(), run[name].float()) for name in outputs
-                           if reference[name].is_floating_point())
-        results.append(LayerSensitivity(layer.name, sqnr_db(reference[layer.outputs[0].name], alone), network_sqnr))
+        alone, exact, runs = [], [], []
+        for batch, reference in zip(batches, references):
+            layer_args = [None if t is None else reference[t.name] if t.name in reference else
+                          torch.from_numpy(np.array(t.value)) for t in layer.inputs]
+            alone.append(quantized(layer, layer_args)[0].reshape(-1))
+            exact.append(reference[layer.outputs[0].name].reshape(-1))
+            runs.append(runner.run(batch, override=quantized))
+        network_sqnr = min(sqnr_db(torch.cat([r[name].reshape(-1) for r in references]).float(),
+                                   torch.cat([r[name].reshape(-1) for r in runs]).float()) for name in outputs)
+        results.append(LayerSensitivity(layer.name, sqnr_db(torch.cat(exact), torch.cat(alone)), network_sqnr))
     return results

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import tensorkiln as tk
 from tensorkiln.cli.main import main
+from tensorkiln.quant.calibrate import SENSITIVITY_BATCHES
 from tensorkiln.quant.calibrator import DataCalibrator
 from tensorkiln.quant.int8 import Int8Options
 from tensorkiln.quant.precision import Precision
@@ -102,10 +103,11 @@ def _two_branches(rng):
 def test_sqnr_log_and_keep_the_most_sensitive_layer():
     rng = np.random.default_rng(1)
     # one calibration sample of x holds a huge outlier: minmax then stretches conv_a's input scale until most
-    # values round to zero, so conv_a is by far the most sensitive layer (the SQNR is measured on the first batch)
+    # values round to zero, so conv_a is by far the most sensitive layer (the SQNR is measured on the first
+    # SENSITIVITY_BATCHES batches, the outlier comes after them)
     data = [{"x": rng.standard_normal((2, 3, 7, 7)).astype(np.float32),
-             "y": rng.standard_normal((2, 3, 7, 7)).astype(np.float32)} for _ in range(2)]
-    data[1]["x"][0, 0, 0, 0] = 2000.0
+             "y": rng.standard_normal((2, 3, 7, 7)).astype(np.float32)} for _ in range(SENSITIVITY_BATCHES + 1)]
+    data[-1]["x"][0, 0, 0, 0] = 2000.0
     config = tk.BuilderConfig(precision=Precision.INT8,
                               int8=Int8Options(DataCalibrator(data, "minmax"), keep_float=1, measure_sqnr=True))
     builder = tk.Builder(config)
