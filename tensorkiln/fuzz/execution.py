@@ -11,6 +11,7 @@ refusing such an engine at load time is the library's job, and the summary count
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -93,8 +94,10 @@ def check_declared(engine: Any) -> None:
             raise OutputMismatch("declared", f"the engine loaded with the I/O spec {spec!r}"[:300])
 
 
-def run_engine(engine: Any, run: CaseRun, seed: int, arena: bool = False, as_torch: bool = False) -> None:
-    """Make a context, feed random inputs of the declared specs, execute, check the outputs."""
+def run_engine(engine: Any, run: CaseRun, seed: int, arena: bool = False, as_torch: bool = False
+               ) -> tuple[dict[str, Any], Mapping[str, Any]]:
+    """Make a context, feed random inputs of the declared specs, execute, check the outputs; returns the
+    inputs and the outputs (for a comparison with a reference)."""
     check_declared(engine)
     run.stage = "context"
     context = engine.create_execution_context(use_arena=arena)
@@ -104,6 +107,7 @@ def run_engine(engine: Any, run: CaseRun, seed: int, arena: bool = False, as_tor
     outputs = context.execute(feed)
     run.stage = "check"
     check_outputs(engine.outputs, outputs)
+    return feed, outputs
 
 
 def reload(engine: Any, run: CaseRun) -> Any:
@@ -116,4 +120,11 @@ def reload(engine: Any, run: CaseRun) -> Any:
     try:
         return Runtime().deserialize(blob)
     except EngineFormatError as error:
-        raise OutputMismatch("reload", f"a freshly built engine does not load: {error}") from None
+        raise OutputMismatch(f"reload:{_gist(str(error))}", f"a freshly built engine does not load: {error}") from None
+
+
+def _gist(message: str) -> str:
+    """What kind of refusal a message is, without its names and numbers: the loader's different complaints
+    about a builder's engines are different findings, the same complaint about other tensors is one."""
+    text = re.sub(r"'[^']*'", "'_'", message.split(":", 1)[-1])
+    return re.sub(r"-?\d+(\.\d+)?(e-?\d+)?", "N", text).strip()[:60]

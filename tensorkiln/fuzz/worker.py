@@ -75,6 +75,7 @@ def warm_up() -> None:
     from tensorkiln.kernels.registry import has_kernel
 
     has_kernel("convolution")  # loads the CPU kernels
+    import onnxruntime  # noqa: F401 - the ONNX target's reference
 
 
 def serve(memory_limit: int) -> None:

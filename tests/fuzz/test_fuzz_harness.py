@@ -215,3 +215,42 @@ def test_json_mutations_keep_a_document():
         text = dumps(root)
         if "nested 1000" not in description and "nested 100000" not in description:
             assert json.dumps(json.loads(text)) == json.dumps(root)  # (NaN != NaN: compare the texts)
+
+
+# ---- the ONNX target's reference (onnxruntime) ------------------------------------------------------------------
+def test_reference_comparison():
+    import numpy as np
+
+    from tensorkiln.fuzz.case import OutputMismatch
+    from tensorkiln.fuzz.reference import compare
+
+    expected = {"y": np.array([1.0, np.nan, np.inf, 100.0], np.float32)}
+    compare({"y": np.array([1.0004, np.nan, np.inf, 100.01], np.float32)}, expected, "reference:t")
+    # the tolerance scales with the output's largest finite value: 1e30 somewhere hides a difference of 1
+    compare({"y": np.array([2.0, 1e30], np.float32)}, {"y": np.array([1.0, 1e30], np.float32)}, "reference:t")
+    for wrong, what in [([0.0, np.nan, np.inf, 100.0], "differs"), ([1.0, 0.0, np.inf, 100.0], "NaN"),
+                        ([1.0, np.nan, -np.inf, 100.0], "differs"), ([1.0, np.nan, np.inf], "shape")]:
+        with pytest.raises(OutputMismatch, match=what) as raised:
+            compare({"y": np.array(wrong, np.float32)}, expected, "reference:t")
+        assert raised.value.check == "reference:t"
+    with pytest.raises(OutputMismatch, match="1 of 2"):
+        compare({"i": np.array([1, 3])}, {"i": np.array([1, 2])}, "reference:t")
+
+
+@pytest.mark.parametrize("seed", ["cnn", "transformer", "pointwise", "shuffles"])
+def test_unmutated_onnx_seeds_match_onnxruntime(seed, fuzz_bundle, tmp_path):
+    case = Case("onnx", (fuzz_bundle.onnx_models[seed],), {"seed": seed, "mutations": [], "input_seed": 3})
+    outcome = run_case(case, tmp_path)
+    assert (outcome.kind, outcome.stage) == (OK, "compared"), outcome
+
+
+def test_a_wrong_result_is_a_mismatch(fuzz_bundle, tmp_path, monkeypatch):
+    """The comparison is live: where tensorkiln's outputs are not onnxruntime's (here the reference is doubled),
+    the case is a mismatch, not a pass."""
+    from tensorkiln.fuzz.targets import onnx_models
+
+    real = onnx_models.reference_outputs
+    monkeypatch.setattr(onnx_models, "reference_outputs", lambda *args: {k: v * 2 for k, v in real(*args).items()})
+    case = Case("onnx", (fuzz_bundle.onnx_models["cnn"],), {"seed": "cnn", "mutations": [], "input_seed": 3})
+    outcome = run_case(case, tmp_path)
+    assert (outcome.kind, outcome.where) == ("mismatch", "reference:cnn"), outcome

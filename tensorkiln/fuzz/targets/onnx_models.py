@@ -1,7 +1,8 @@
 """ONNX models as a careless exporter or an attacker writes them: protobuf fields of a ModelProto mutated (dims,
 data types, raw data, attribute values of every type, op types, domains, node wiring, opset and IR versions,
 external data entries), nodes added that ask for absurd amounts of memory, or the serialized bytes cut. Each
-case is imported from a file (so external data resolves against its folder), built, reloaded and run.
+case is imported from a file (so external data resolves against its folder), built, reloaded and run, and where
+onnxruntime runs the model too, the outputs are compared with its outputs (reference.py).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..case import Case
 from ..choices import Choices
 from ..execution import CaseRun, reload, run_engine
 from ..proto_mutator import ProtoMutator
+from ..reference import compare, reference_outputs
 from ..seeds import SeedBundle
 from . import fuzz_target
 
@@ -318,4 +320,11 @@ def run_onnx_case(case: Case, run: CaseRun) -> None:
     network = parse_onnx(path, allow_fallback=case.info.get("allow_fallback", False))
     run.stage = "build"
     engine = reload(Builder().build(network), run)
-    run_engine(engine, run, case.info.get("input_seed", 0))
+    feed, outputs = run_engine(engine, run, case.info.get("input_seed", 0))
+    run.stage = "reference"
+    expected = reference_outputs(str(path), feed, list(outputs))
+    if expected is None:
+        run.stage = "no reference"  # onnxruntime refused the model: nothing to compare with
+        return
+    compare(outputs, expected, f"reference:{case.info.get('seed', '?')}")
+    run.stage = "compared"
