@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-import functools
 import math
 import os
 import re
@@ -29,11 +28,12 @@ from typing import Any, Iterator, Sequence
 from .errors import ResourceLimitError
 
 GiB = 1 << 30
-# The default budget is half of the memory this process can have (physical memory, or the container's limit
-# where that is lower): the other half is left for what the budget does not count (the engine's copy of the
-# weights while it is built, PyTorch's workspaces, the rest of the machine). It is capped because a budget is a
-# bound on what a hostile or broken file can make the process ask for: real models' largest tensors are a few
-# GiB, and a model that needs more than DEFAULT_BUDGET_CAP in all is rare enough to ask for it with the flag.
+# The default budget is half of the memory this process can have (physical memory, or the container's limit or
+# the address-space limit where lower): the other half is left for what the budget does not count (the engine's
+# copy of the weights while it is built, PyTorch's workspaces, the rest of the machine). It is capped because a
+# budget is a bound on what a hostile or broken file can make the process ask for: real models' largest tensors
+# are a few GiB, and a model that needs more than DEFAULT_BUDGET_CAP in all is rare enough to ask for it with the
+# flag.
 DEFAULT_BUDGET_CAP = 32 * GiB
 # The most layers a network may have. Layers cost memory and build time that no tensor size shows: a 300-byte model
 # whose Loop runs 10^9 times is unrolled into 5 * 10^9 layers (about 3 KiB and 150 us each on 2 cores). Real models
@@ -49,21 +49,27 @@ _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MIB": 1 <<
 _SIZE_TEXT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*")
 
 
-@functools.cache  # read once: the default limits are made for every build and context
 def machine_memory_bytes() -> int:
-    """The memory this process can have: physical memory, or the cgroup's limit where that is lower."""
+    """The memory this process can have: physical memory, or the cgroup's limit or the process's address-space
+    limit (RLIMIT_AS, as a fuzzing worker sets) where that is lower. Read each time (a few microseconds): a limit
+    may be set after import."""
     try:
-        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
-        physical = FALLBACK_MEMORY
+        memory = FALLBACK_MEMORY
     for path in _CGROUP_LIMIT_FILES:
         try:
             text = Path(path).read_text().strip()
         except OSError:
             continue
         if text.isdigit():  # "max" (no limit) is not a number
-            physical = min(physical, int(text))
-    return physical
+            memory = min(memory, int(text))
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return memory
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return memory if soft == resource.RLIM_INFINITY else min(memory, soft)
 
 
 def default_memory_budget() -> int:
@@ -160,7 +166,7 @@ class ResourceLimits:
         power = max(20, (max(nbytes, 1) - 1).bit_length())
         suggested = f"{1 << (power - 30)}GiB" if power >= 30 else f"{1 << (power - 20)}MiB"
         return (f"if the model is meant to be this large, raise the budget with --memory-budget {suggested} (kiln) "
-                f"or limits=ResourceLimits.from_text('{suggested}') (Python); this machine has "
+                f"or limits=ResourceLimits.from_text('{suggested}') (Python); this process can use at most "
                 f"{format_bytes(machine_memory_bytes())}")
 
 

@@ -120,6 +120,14 @@ def test_the_default_is_half_the_machine_at_most_the_cap():
     assert 0 < default < 37 * GiB  # so the 10^10-element findings are refused on any machine
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is enforced on Linux")
+def test_the_default_follows_an_address_space_limit_set_after_import():
+    """A fuzzing worker caps its address space: the default budget is then half of that, not of the machine."""
+    with address_space_cap():
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        assert ResourceLimits().memory_budget_bytes == min(soft, machine_memory_bytes()) // 2 <= soft // 2
+
+
 def test_the_error_names_the_tensor_its_size_the_budget_and_the_fix():
     with pytest.raises(ResourceLimitError) as raised:
         ResourceLimits(8 * GiB).check_tensor("tensor 'y'", (HUGE, HUGE), np.float32)
