@@ -43,6 +43,16 @@ def check_int8_flags(args: argparse.Namespace) -> None:
                                "(--calib-cache FILE)")
     if args.int8_keep_fp16 < 0:
         raise CommandLineError(f"--int8-keep-fp16 {args.int8_keep_fp16}: give a count of layers, 0 or more")
+    _preprocessing(args)
+
+
+def _preprocessing(args: argparse.Namespace):
+    from ..quant.sources import ImagePreprocessing
+
+    try:
+        return ImagePreprocessing.parse(args.calib_preprocess) if args.calib_preprocess else None
+    except (ValueError, TypeError) as error:
+        raise CommandLineError(f"--calib-preprocess: {error}") from None
 
 
 def int8_options(args: argparse.Namespace, network):
@@ -52,12 +62,9 @@ def int8_options(args: argparse.Namespace, network):
         return None
     from ..quant.calibrator import DataCalibrator
     from ..quant.int8 import Int8Options
-    from ..quant.sources import ImagePreprocessing, calibration_source
+    from ..quant.sources import calibration_source
 
-    try:
-        preprocessing = ImagePreprocessing.parse(args.calib_preprocess) if args.calib_preprocess else None
-    except (ValueError, TypeError) as error:
-        raise CommandLineError(f"--calib-preprocess: {error}") from None
+    preprocessing = _preprocessing(args)
     data = None
     if args.calib:
         data = calibration_source(Path(args.calib), preprocessing, _image_size(network, preprocessing))

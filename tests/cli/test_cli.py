@@ -304,7 +304,7 @@ def test_build_accepts_trtexec_spellings(tmp_path, capsys):
 
 
 @needs_parse_onnx
-@pytest.mark.parametrize("flag", ["--fp16", "--bf16", "--best", "--int8"])
+@pytest.mark.parametrize("flag", ["--fp16", "--bf16", "--best"])  # --int8 runs on the CPU: tests/quant
 def test_build_rejects_reduced_precision_on_cpu(flag, tmp_path, capsys):
     model = _conv_relu_model(tmp_path / "conv_relu.onnx")
     assert main(["build", str(model), flag]) == 2

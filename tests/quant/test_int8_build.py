@@ -171,8 +171,15 @@ def test_kiln_build_int8_then_rebuild_from_the_cache(shared_dir, tmp_path, capsy
     np.testing.assert_array_equal(first, second)
 
 
-def test_kiln_build_int8_flag_errors(tmp_path, capsys):
+@pytest.mark.parametrize("flags, message", [
+    (["--calib", "x.npy"], "apply to INT8 builds: add --int8"),
+    (["--int8"], "--int8 needs calibration data (--calib DIR|FILE) or an existing calibration cache"),
+    (["--int8", "--fp16"], "--fp16 is not supported on the CPU target yet"),
+    (["--int8", "--calib", "x.npy", "--calib-preprocess", "size=3"], "--calib-preprocess: unknown preprocessing key"),
+])
+def test_kiln_build_int8_flag_errors(tmp_path, capsys, flags, message):
     model = tmp_path / "m.onnx"
-    model.write_bytes(b"")
-    assert main(["build", str(model), "--calib", "x.npy"]) != 0
-    assert "apply to INT8 builds: add --int8" in capsys.readouterr().err
+    model.write_bytes(b"")  # never read: the flags are checked first
+    assert main(["build", str(model), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kiln: error: ") and err.count("\n") == 1 and message in err, err
