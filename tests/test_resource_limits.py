@@ -282,16 +282,26 @@ def test_random_inputs_past_the_budget_are_refused():
 
 
 # ---- the command line ---------------------------------------------------------------------------------------------
+# `kiln` as a script that also writes its peak resident memory (KiB on Linux) to a file
+_KILN_MEASURED = ("import os, resource, sys\nfrom tensorkiln.cli.main import main\ncode = main(sys.argv[1:])\n"
+                  "with open(os.environ['KILN_PEAK_RSS_FILE'], 'w') as out:\n"
+                  "    out.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\nsys.exit(code)\n")
+
+
 def _kiln_capped(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`kiln` in a process of its own with a 4 GiB address space: a real 37 GiB allocation could not succeed."""
+    """`kiln` in a process of its own with a 4 GiB address space (a real 37 GiB allocation could not succeed);
+    `.peak_rss_bytes` on the result."""
     package_root = str(Path(tk.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+           "KILN_PEAK_RSS_FILE": str(cwd / "peak_rss.txt")}
 
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (4 * GiB, resource.getrlimit(resource.RLIMIT_AS)[1]))
 
-    return subprocess.run([sys.executable, "-m", "tensorkiln.cli.main", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120, preexec_fn=cap if sys.platform == "linux" else None)
+    result = subprocess.run([sys.executable, "-c", _KILN_MEASURED, *args], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=120, preexec_fn=cap if sys.platform == "linux" else None)
+    result.peak_rss_bytes = int((cwd / "peak_rss.txt").read_text()) * (1 if sys.platform == "darwin" else 1024)
+    return result
 
 
 def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -299,6 +309,7 @@ def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str)
     assert result.stderr.startswith("kiln: error: ") and result.stderr.count("\n") == 1, result.stderr[-2000:]
     for fragment in fragments:
         assert fragment in result.stderr, result.stderr
+    assert result.peak_rss_bytes < GiB, result.peak_rss_bytes  # torch and the CLI: about 0.4 GiB; no tensor data
 
 
 def test_kiln_build_of_the_constant_of_shape_model_exits_2_at_once(tmp_path):
