@@ -1,0 +1,44 @@
+"""Regression tests of fuzzer findings fixed outside the importers, plan and limits (kernels, runtime): each builds
+the finding's smallest form directly, so it does not depend on the fuzzer's mutators staying the same."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime
+import pytest
+from onnx import TensorProto, helper
+
+from tensorkiln.builder import Builder
+from tensorkiln.errors import InputError
+from tensorkiln.importers.onnx import parse_onnx
+
+
+def _gather_model(axis: int) -> bytes:
+    node = helper.make_node("Gather", ["data", "indices"], ["y"], axis=axis)
+    graph = helper.make_graph([node], "gather", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [2, 6]),
+                                                 helper.make_tensor_value_info("indices", TensorProto.INT64, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("indices", [[0, 5, -6], [-1, 2, 3], [1, 1, 1]])
+def test_gather_in_range_matches_onnxruntime(indices):
+    model = _gather_model(axis=1)
+    data = np.arange(12, dtype=np.float32).reshape(2, 6)
+    feed = {"data": data, "indices": np.array(indices, np.int64)}
+    outputs = Builder().build(parse_onnx(model)).create_execution_context().execute(feed)
+    [expected] = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)
+    np.testing.assert_array_equal(np.asarray(outputs["y"]), expected)
+
+
+@pytest.mark.parametrize("bad", [6, -7, 2**63 - 1, -2**63])
+def test_gather_out_of_range_is_a_clean_error(bad):
+    """Found by the ONNX fuzzer: indices past the axis were an IndexError or a RuntimeError from torch."""
+    model = _gather_model(axis=1)
+    feed = {"data": np.zeros((2, 6), np.float32), "indices": np.array([0, bad, 1], np.int64)}
+    with pytest.raises(Exception):  # onnxruntime refuses these indices too
+        onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)
+    context = Builder().build(parse_onnx(model)).create_execution_context()
+    with pytest.raises(InputError, match=f"Gather: index {bad} is out of range for an axis of size 6"):
+        context.execute(feed)
