@@ -61,6 +61,7 @@ def _injected(program_line: str, tactic: str, target: str = "cpu"):
 
 # The issue's program line, then other ways to smuggle code or odd characters through a program line.
 INJECTED_LINES = {
+    "issue_exact": "t0 = div\nimport this",
     "issue": f"t0 = div\nimport {MARKER}",
     "newline_after_valid_instruction": f"t0 = div in0 in1\nimport {MARKER}",
     "carriage_return": f"t0 = neg in0\rimport {MARKER}",
@@ -80,6 +81,7 @@ INJECTED_LINES = {
                          ids=["cpu_engine_cuda_tactic", "cpu_engine_cpu_tactic", "cuda_engine"])
 @pytest.mark.parametrize("line", INJECTED_LINES.values(), ids=INJECTED_LINES.keys())
 def test_code_in_a_program_line_is_refused_and_never_runs(pointwise_blob, marker, tmp_path, target, tactic, line):
+    this_imported_before = "this" in sys.modules
     path = tmp_path / "attack.engine"
     path.write_bytes(edited(pointwise_blob, _injected(line, tactic, target)))
     with pytest.raises(EngineFormatError) as raised:
@@ -90,6 +92,7 @@ def test_code_in_a_program_line_is_refused_and_never_runs(pointwise_blob, marker
     expected = "tactic" if (target, tactic) == ("cpu", TRITON_TACTIC) else "fused pointwise"
     assert expected in message
     assert not marker.exists() and MARKER not in sys.modules
+    assert "this" not in sys.modules or this_imported_before
     assert not list((tmp_path / "triton_cache").glob("*.py"))  # no source was even written
 
 
