@@ -12,10 +12,10 @@ from typing import Sequence
 from .. import __version__
 from ..errors import TensorkilnError
 from ..plugins import MissingPluginError, UnknownPluginError
-from . import bench, build, demo, inspect_cmd, run
+from . import bench, build, demo, inspect_cmd, run, serve
 from .plugins import add_plugins_argument, load_plugins
 
-SUBCOMMANDS = (build, run, bench, inspect_cmd, demo)
+SUBCOMMANDS = (build, run, bench, inspect_cmd, demo, serve)
 PLUGIN_SUBCOMMANDS = ("build", "run", "bench", "inspect")  # those that read models or engines with custom layers
 ERROR_EXIT_CODE = 2  # as argparse uses for usage errors
 INTERRUPTED_EXIT_CODE = 130  # the shell's code for SIGINT
