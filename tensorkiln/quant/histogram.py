@@ -41,12 +41,15 @@ class AbsHistogram:
 
     def add(self, values: torch.Tensor) -> None:
         magnitudes = values.detach().reshape(-1).abs().float()
-        if not bool(torch.isfinite(magnitudes).all()):  # an Inf or NaN says nothing about the usual range
-            magnitudes = magnitudes[torch.isfinite(magnitudes)]
         if magnitudes.numel() == 0:
             return
-        largest = float(magnitudes.max())
-        zeros = int((magnitudes == 0).sum())
+        largest = float(magnitudes.max())  # NaN where any value is NaN
+        if not math.isfinite(largest):  # an Inf or NaN says nothing about the usual range
+            magnitudes = magnitudes[torch.isfinite(magnitudes)]
+            if magnitudes.numel() == 0:
+                return
+            largest = float(magnitudes.max())
+        zeros = magnitudes.numel() - int(torch.count_nonzero(magnitudes))
         self.zeros += zeros
         if largest == 0.0:
             return
