@@ -101,7 +101,8 @@ def infer_layer(op: OpAttrs, inputs: Sequence[Tensor | None], layer_name: str,
             results = [InferredOutput(DataType.from_torch(o.dtype), tuple(o.shape), to_numpy(o)) for o in outputs]
         else:
             results = _infer_on_meta(fn, op, inputs)
-    except (RuntimeError, ValueError, IndexError, TypeError) as error:
+    except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError) as error:  # ZeroDivisionError: a
+        # kernel taking an axis modulo a 0-d input's rank
         shapes = ", ".join("None" if t is None else t.describe() for t in inputs)
         raise ShapeError(f"layer {layer_name!r} ({op.KIND}) cannot take inputs ({shapes}): {error}") from None
     _check_outputs(results, op, layer_name, limits)  # activations; and values whose size only the data decided

@@ -42,3 +42,18 @@ def test_gather_out_of_range_is_a_clean_error(bad):
     context = Builder().build(parse_onnx(model)).create_execution_context()
     with pytest.raises(InputError, match=f"Gather: index {bad} is out of range for an axis of size 6"):
         context.execute(feed)
+
+
+def test_layer_norm_of_a_0d_input_is_a_clean_error():
+    """Found by the ONNX fuzzer (an input's shape cleared): the kernel's `axis % x.dim()` raised ZeroDivisionError
+    during shape inference, which caught only RuntimeError, ValueError, IndexError and TypeError."""
+    from tensorkiln.errors import TensorkilnError
+
+    node = helper.make_node("LayerNormalization", ["x", "gamma"], ["y"], axis=-1)
+    graph = helper.make_graph([node], "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [helper.make_tensor("gamma", TensorProto.FLOAT, [], [1.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    with pytest.raises(TensorkilnError, match="LayerNormalization|layer_norm|cannot take inputs"):
+        parse_onnx(model.SerializeToString())
