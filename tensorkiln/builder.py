@@ -75,7 +75,7 @@ class Builder:
         with enforced(self.config.limits):  # the passes' rewrites evaluate constant layers: under the same budget
             manager.run(graph)
         if self.config.precision is Precision.INT8:  # after the passes: the folded, fused layers are quantized
-            manager.records.append(quantize_network(graph, self.config.int8, self._say))
+            manager.records.append(quantize_network(graph, self.config.int8, self._say, self._device))
             self._log_pass(manager.records[-1])
         plan, weights = self._lower(graph, manager, layers_before)
         seconds = time.perf_counter() - start

@@ -36,8 +36,8 @@ class Calibration:
     sample_batches: tuple[dict[str, np.ndarray], ...]  # the first few, for the accuracy tools (SQNR, sensitivity)
 
 
-def calibrate(network: Network, calibrator: Int8Calibrator, say: Callable[[str], None] = lambda line: None
-              ) -> Calibration:
+def calibrate(network: Network, calibrator: Int8Calibrator, say: Callable[[str], None] = lambda line: None,
+              device: torch.device | str = "cpu") -> Calibration:
     cached = calibrator.read_calibration_cache()
     if cached is not None:
         algorithm, scales = parse_cache(cached)
@@ -45,7 +45,7 @@ def calibrate(network: Network, calibrator: Int8Calibrator, say: Callable[[str],
             say(f"calibration cache: {len(scales)} tensor scales ({algorithm}), no calibration run")
             return Calibration(algorithm, scales, True, 0, ())
         say(f"calibration cache is from the {algorithm} calibrator, not {calibrator.algorithm}: calibrating again")
-    histograms, batches, samples = _collect(network, calibrator)
+    histograms, batches, samples = _collect(network, calibrator, device)
     if batches == 0:
         raise BuildError("the calibrator gave no batch: INT8 calibration needs data (at least one batch of the "
                          "network's input shape) or a calibration cache")
@@ -59,14 +59,14 @@ def calibrate(network: Network, calibrator: Int8Calibrator, say: Callable[[str],
     return Calibration(calibrator.algorithm, scales, False, batches, tuple(samples))
 
 
-def _collect(network: Network, calibrator: Int8Calibrator):
+def _collect(network: Network, calibrator: Int8Calibrator, device: torch.device | str):
     histograms: dict[str, AbsHistogram] = {}
 
     def visit(tensor: Tensor, value: torch.Tensor) -> None:
         if value.is_floating_point() and value.numel():
             histograms.setdefault(tensor.name, AbsHistogram()).add(value)
 
-    runner = NetworkRunner(network)
+    runner = NetworkRunner(network, device)
     specs = [(t.name, t.shape) for t in network.inputs]
     batches, samples = 0, []
     with _progress(calibrator) as advance:

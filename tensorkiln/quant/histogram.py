@@ -58,7 +58,7 @@ class AbsHistogram:
             self.top = largest
         elif largest >= self.top:
             self._grow(largest)
-        counts = torch.histc(magnitudes, bins=self.bins, min=0.0, max=self.top).double().numpy()
+        counts = torch.histc(magnitudes, bins=self.bins, min=0.0, max=self.top).double().cpu().numpy()
         counts[0] -= zeros  # histc puts the zeros in bin 0; they are counted apart
         self.counts += counts
 

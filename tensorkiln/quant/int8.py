@@ -9,6 +9,8 @@ import dataclasses
 import time
 from typing import Callable
 
+import torch
+
 from ..errors import BuildError
 from ..ir.graph import Network
 from ..passes.manager import PassRecord
@@ -25,12 +27,14 @@ class Int8Options:
     measure_sqnr: bool = False  # log each quantized layer's SQNR against FP32 on a calibration batch
 
 
-def quantize_network(network: Network, options: Int8Options | None, say: Callable[[str], None]) -> PassRecord:
+def quantize_network(network: Network, options: Int8Options | None, say: Callable[[str], None],
+                     device: torch.device | str = "cpu") -> PassRecord:
+    """Calibrate (on `device`, the build's target), measure sensitivity where asked, and quantize."""
     if options is None or options.calibrator is None:
         raise BuildError("an INT8 build needs a calibrator: BuilderConfig(int8=Int8Options(calibrator=...)), or "
                          "kiln build --int8 --calib DIR|FILE (or --calib-cache FILE of an earlier build)")
     start = time.perf_counter()
-    calibration = calibrate(network, options.calibrator, say)
+    calibration = calibrate(network, options.calibrator, say, device)
     candidates = [(layer, axis) for layer in network.layers if (axis := weight_channel_axis(layer)) is not None]
     keep: list[str] = []
     if options.keep_float or options.measure_sqnr:
@@ -39,7 +43,7 @@ def quantize_network(network: Network, options: Int8Options | None, say: Callabl
                 "alone they are skipped (give --calib too)")
         else:
             sensitivities = measure_sensitivity(network, candidates, calibration.scales,
-                                                calibration.sample_batches)
+                                                calibration.sample_batches, device)
             ranked = sorted(sensitivities, key=lambda s: s.network_sqnr)
             keep = [s.layer for s in ranked[: options.keep_float]]
             for s in sensitivities:

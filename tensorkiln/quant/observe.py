@@ -20,10 +20,12 @@ LayerOverride = Callable[[Layer, list], list | None]  # (layer, its input values
 
 
 class NetworkRunner:
-    """Runs `network` on a feed; constants are converted to torch once."""
+    """Runs `network` on a feed on `device` (the build's target: calibrating a CUDA engine runs on the GPU);
+    constants are converted to torch once."""
 
-    def __init__(self, network: Network):
+    def __init__(self, network: Network, device: torch.device | str = "cpu"):
         self.network = network
+        self.device = torch.device(device)
         self._constants: dict[int, torch.Tensor] = {}
 
     def run(self, feed: Mapping[str, np.ndarray | torch.Tensor], visit: Visit | None = None,
@@ -34,7 +36,7 @@ class NetworkRunner:
         for tensor in self.network.inputs:
             if tensor.name not in feed:
                 raise BuildError(f"no value for network input {tensor.name!r} in the calibration batch")
-            value = torch.as_tensor(np.asarray(feed[tensor.name], dtype=tensor.dtype.numpy))
+            value = torch.as_tensor(np.asarray(feed[tensor.name], dtype=tensor.dtype.numpy)).to(self.device)
             values[id(tensor)] = named[tensor.name] = value
             if visit is not None:
                 visit(tensor, value)
@@ -55,6 +57,6 @@ class NetworkRunner:
             return values[id(tensor)]
         if tensor.is_constant:
             if id(tensor) not in self._constants:
-                self._constants[id(tensor)] = torch.from_numpy(np.array(tensor.value))
+                self._constants[id(tensor)] = torch.from_numpy(np.array(tensor.value)).to(self.device)
             return self._constants[id(tensor)]
         raise BuildError(f"tensor {tensor.name!r} is read before any layer writes it")

@@ -46,9 +46,10 @@ class LayerSensitivity:
 
 
 def measure_sensitivity(network: Network, layers: Iterable[tuple[Layer, int]], scales: Mapping[str, float],
-                        batches: Sequence[Mapping[str, np.ndarray]]) -> list[LayerSensitivity]:
+                        batches: Sequence[Mapping[str, np.ndarray]], device: torch.device | str = "cpu"
+                        ) -> list[LayerSensitivity]:
     """For each (layer, weight channel axis) whose input has a scale: its layer and network SQNR over `batches`."""
-    runner = NetworkRunner(network)
+    runner = NetworkRunner(network, device)
     references = [runner.run(batch) for batch in batches]
     outputs = [t.name for t in network.outputs if t.dtype.is_floating]
     results = []
@@ -56,7 +57,7 @@ def measure_sensitivity(network: Network, layers: Iterable[tuple[Layer, int]], s
         scale = scales.get(layer.inputs[0].name)
         if scale is None or not scale > 0:
             continue
-        weights = torch.from_numpy(fake_quantize_weights(np.asarray(layer.inputs[1].value), axis))
+        weights = torch.from_numpy(fake_quantize_weights(np.asarray(layer.inputs[1].value), axis)).to(runner.device)
 
         def quantized(target: Layer, args: list, layer=layer, scale=scale, weights=weights):
             if target is not layer:
@@ -66,7 +67,7 @@ def measure_sensitivity(network: Network, layers: Iterable[tuple[Layer, int]], s
         alone, exact, runs = [], [], []
         for batch, reference in zip(batches, references):
             layer_args = [None if t is None else reference[t.name] if t.name in reference else
-                          torch.from_numpy(np.array(t.value)) for t in layer.inputs]
+                          torch.from_numpy(np.array(t.value)).to(runner.device) for t in layer.inputs]
             alone.append(quantized(layer, layer_args)[0].reshape(-1))
             exact.append(reference[layer.outputs[0].name].reshape(-1))
             runs.append(runner.run(batch, override=quantized))
