@@ -58,6 +58,8 @@ class ConversionContext:
         return None if tensor is None else tensor.value
 
     def require_constant(self, node: onnx.NodeProto, index: int, what: str) -> np.ndarray:
+        if index >= len(node.input) or not node.input[index]:
+            raise self.error(node, f"its {what} (input {index}) is missing; the model is malformed")
         value = self.constant(node, index)
         if value is None:
             message = self.error(node, f"its {what} (input {index}, {node.input[index]!r}) must be known at build "
@@ -67,7 +69,18 @@ class ConversionContext:
         return value
 
     def ints(self, node: onnx.NodeProto, index: int, what: str) -> list[int]:
-        return [int(v) for v in self.require_constant(node, index, what).reshape(-1)]
+        values = np.asarray(self.require_constant(node, index, what)).reshape(-1)
+        if values.dtype.kind not in "iub" and not (np.isfinite(values).all() and (values == np.round(values)).all()):
+            raise self.error(node, f"its {what} (input {index}, {node.input[index]!r}) must hold integers; it holds "
+                                   f"{values[:8].tolist()}{' ...' if values.size > 8 else ''}")
+        return [int(v) for v in values]
+
+    def required_attr(self, node: onnx.NodeProto, name: str) -> Any:
+        """An attribute the converter cannot do without (where the spec of an older opset left it optional)."""
+        value = self.attr(node, name)
+        if value is None:
+            raise self.error(node, f"has no {name!r} attribute, which tensorkiln needs to convert it")
+        return value
 
     def fp8_type(self, node: onnx.NodeProto, index: int) -> int | None:
         """The FP8 element type (onnx.TensorProto.FLOAT8E4M3FN, ...) of input `index` where the model stores it in

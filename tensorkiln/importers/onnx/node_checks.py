@@ -23,7 +23,7 @@ def schema_for(node: onnx.NodeProto, opset: int, domain_versions: dict[str, int]
         return None
     try:
         return onnx.defs.get_schema(node.op_type, version, domain)
-    except onnx.defs.SchemaError:
+    except (onnx.defs.SchemaError, TypeError):  # TypeError: an op_type that is not text (bytes of a damaged file)
         return None
 
 

@@ -20,6 +20,7 @@ from .context import ConversionContext
 from .node_checks import node_problem, schema_for
 from .registry import DEFAULT_DOMAIN, MAX_OPSET, MIN_OPSET, find_converter
 from .tensors import load_external_data
+from .text_fields import check_text_fields
 from .types import onnx_to_datatype
 
 log = logging.getLogger("tensorkiln.importers.onnx")
@@ -30,6 +31,7 @@ ModelSource = str | Path | bytes | onnx.ModelProto
 def load_model(source: ModelSource) -> onnx.ModelProto:
     """Read an ONNX model, turning protobuf and file errors into one clear ModelFormatError."""
     if isinstance(source, onnx.ModelProto):
+        check_text_fields(source, _describe(source))
         load_external_data(source, None, _describe(source))  # refuses external data it cannot find
         return source
     what = _describe(source)
@@ -49,6 +51,7 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
         hint = other_format_hint(source)
         raise ModelFormatError(f"{what} is not an ONNX model{hint}" if hint else
                                f"{what} holds no graph; is it an ONNX model? (truncated or corrupt?)")
+    check_text_fields(model, what)
     load_external_data(model, None if isinstance(source, bytes) else Path(source).parent, what)
     return model
 

@@ -17,6 +17,12 @@ def batch_normalization(ctx, node):
     x = ctx.input(node, 0)
     epsilon = float(ctx.attr(node, "epsilon", 1e-5))
     scale, bias, mean, var = (ctx.constant(node, i) for i in range(1, 5))
+    channels = x.shape[1] if len(x.shape) > 1 else 1
+    for index, value in enumerate((scale, bias, mean, var), start=1):
+        shape = ctx.input(node, index).shape
+        if tuple(shape) != (channels,):
+            raise ctx.error(node, f"input {index} ({node.input[index]!r}) has shape {list(shape)}; it needs one value "
+                                  f"per channel ([{channels}])")
     if all(v is not None for v in (scale, bias, mean, var)):
         # y = (x - mean) / sqrt(var + eps) * scale + bias  =>  per-channel scale and shift
         factor = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + epsilon)

@@ -20,7 +20,9 @@ def instance_normalization(ctx, node):
 @converter("GroupNormalization")
 def group_normalization(ctx, node):
     x = ctx.input(node, 0)
-    groups = int(ctx.attr(node, "num_groups"))
+    groups = int(ctx.required_attr(node, "num_groups"))
+    if groups < 1 or x.shape[1] % groups:
+        raise ctx.error(node, f"attribute num_groups = {groups} must be positive and divide the {x.shape[1]} channels")
     scale, bias = ctx.input(node, 1), ctx.input(node, 2)
     if ctx.opset < 21 and scale.shape[0] == groups and groups != x.shape[1]:
         # GroupNormalization-18 gives one scale and bias per group: repeat them for each channel

@@ -8,8 +8,12 @@ from ..registry import converter
 @converter("LSTM", "GRU", "RNN")
 def recurrent(ctx, node):
     cell = node.op_type.lower()
+    recurrence = ctx.input(node, 2)  # R: [directions, gates * hidden_size, hidden_size]
+    hidden_size = ctx.attr(node, "hidden_size", recurrence.shape[-1] if len(recurrence.shape) == 3 else None)
+    if hidden_size is None or int(hidden_size) < 1:
+        raise ctx.error(node, f"hidden_size {hidden_size} is not a positive size (R has shape {list(recurrence.shape)})")
     op = ops.Recurrent(
-        cell, int(ctx.attr(node, "hidden_size")), ctx.attr(node, "direction", "forward"),
+        cell, int(hidden_size), ctx.attr(node, "direction", "forward"),
         tuple(ctx.attr(node, "activations", [])), tuple(float(v) for v in ctx.attr(node, "activation_alpha", [])),
         tuple(float(v) for v in ctx.attr(node, "activation_beta", [])), float(ctx.attr(node, "clip", 0.0) or 0.0),
         bool(ctx.attr(node, "linear_before_reset", 0)), bool(ctx.attr(node, "input_forget", 0)),

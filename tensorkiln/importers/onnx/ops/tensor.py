@@ -112,6 +112,12 @@ def slice_(ctx, node):
         axes = ctx.ints(node, 3, "axes") if ctx.input(node, 3) is not None else list(range(len(starts)))
         steps = ctx.ints(node, 4, "steps") if ctx.input(node, 4) is not None else [1] * len(starts)
     rank = len(x.shape)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise ctx.error(node, f"starts {starts}, ends {ends}, axes {axes} and steps {steps} differ in length")
+    if any(not -rank <= a < rank for a in axes) or len(set(a % rank for a in axes)) != len(axes):
+        raise ctx.error(node, f"axes {axes} are not distinct axes of the rank-{rank} input")
+    if 0 in steps:
+        raise ctx.error(node, f"steps {steps} hold a 0; a slice step must not be 0")
     axes = [a % rank for a in axes]
     bounds = [_clamped_slice(s, e, st, x.shape[a]) for s, e, st, a in zip(starts, ends, steps, axes)]
     op = ops.Slice(tuple(b[0] for b in bounds), tuple(b[1] for b in bounds), tuple(axes), tuple(steps))
