@@ -120,6 +120,23 @@ def test_runner_classifies_crashes_hangs_and_tracebacks(tmp_path):
     assert "outcome: traceback" in replay.stdout and "ZeroDivisionError" in replay.stdout
 
 
+def test_a_crash_inside_the_reference_is_not_a_tensorkiln_finding():
+    from tensorkiln.fuzz.runner import _died_in_reference, _innermost_frame
+
+    dump = """Fatal Python error: Segmentation fault
+
+Current thread 0x00007f2e341f0b80 (most recent call first):
+  File "/usr/lib/python3/site-packages/onnxruntime/capi/onnxruntime_inference_collection.py", line 406 in run
+  File "/work/main/tensorkiln/fuzz/reference.py", line 37 in reference_outputs
+  File "/work/main/tensorkiln/fuzz/targets/onnx_models.py", line 325 in run_onnx_case
+"""
+    assert _died_in_reference(dump)
+    ours = dump.replace("/usr/lib/python3/site-packages/onnxruntime/capi/onnxruntime_inference_collection.py",
+                        "/work/main/tensorkiln/kernels/cpu/conv.py")
+    assert not _died_in_reference(ours) and _innermost_frame(ours) == "tensorkiln/kernels/cpu/conv.py:406"
+    assert not _died_in_reference("Fatal Python error: Aborted\n")
+
+
 def test_replay_of_a_clean_case_exits_0(tmp_path):
     path = tmp_path / "clean.bin"
     path.write_bytes(selftest_case("clean").encode())
