@@ -89,3 +89,35 @@ def test_no_calibrator_and_no_data_are_clear_errors():
         _build(DataCalibrator(None))
     with pytest.raises(BuildError, match="gave no batch"):
         _build(DataCalibrator([np.zeros((1, 3, 9, 9), np.float32)]))  # less than one batch of 2
+
+
+def test_a_calibrator_written_as_tensorrts_interface():
+    """A user's own Int8Calibrator: batches until None, the cache asked for first and handed over after."""
+    from tensorkiln.quant.calibrator import Int8Calibrator
+
+    class Batches(Int8Calibrator):
+        algorithm = "minmax"
+
+        def __init__(self):
+            self.calls, self.written = [], None
+            self.batches = iter([np.full((2, 3, 9, 9), v, np.float32) for v in (0.5, -2.0, 1.0)])
+
+        def get_batch(self, inputs):
+            self.calls.append(("get_batch", tuple(inputs)))
+            batch = next(self.batches, None)
+            return None if batch is None else {"x": batch}
+
+        def read_calibration_cache(self):
+            self.calls.append(("read",))
+            return None
+
+        def write_calibration_cache(self, cache):
+            self.calls.append(("write",))
+            self.written = cache
+
+    calibrator = Batches()
+    _build(calibrator)
+    assert calibrator.calls[0] == ("read",) and calibrator.calls[-1] == ("write",)
+    assert calibrator.calls[1] == ("get_batch", (("x", (2, 3, 9, 9)),)) and len(calibrator.calls) == 6
+    algorithm, scales = parse_cache(calibrator.written)
+    assert algorithm == "minmax" and scales["x"] == np.float32(2.0 / 127)  # the largest |x| of the three batches
