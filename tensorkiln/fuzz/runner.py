@@ -33,7 +33,9 @@ from .worker import read_message, write_message
 STARTUP_SECONDS = 180.0  # imports and kernel registration of a fresh worker on a loaded machine
 LOG_LIMIT_BYTES = 20 << 20  # a worker's stderr log is emptied between cases past this size
 PROGRESS_SECONDS = 30.0
-# The hour-long campaign's split (weights): measured rates on a 2-core machine, see DEFAULT_SHARES's users
+# The split of --minutes (weights). Even: one worker on the shared 2-core machine ran about 19,000 engine, 4,300
+# ONNX, 4,500 Caffe and 15,000 input cases a minute (13:24 UTC 2026-12-02), so 15 minutes each give the hour
+# ~280,000 / ~64,000 / ~68,000 cases against issue 18's 10,000 / 5,000 / 2,000.
 DEFAULT_SHARES = {"engine": 1.0, "onnx": 1.0, "caffe": 1.0, "inputs": 1.0}
 _END = object()  # what next() gives when a case source runs out
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
