@@ -77,7 +77,8 @@ def parse_settings(text: str, default_name: str, source: str = "config.pbtxt") -
                           f"({config.max_batch_size})")
     return ModelSettings(
         name=default_name, max_batch_size=config.max_batch_size,
-        inputs=tuple(_tensor(t, source) for t in config.input), outputs=tuple(_tensor(t, source) for t in config.output),
+        inputs=tuple(_tensor(t, source) for t in config.input),
+        outputs=tuple(_tensor(t, source) for t in config.output),
         dynamic_batching=batching and config.max_batch_size > 0, preferred_batch_sizes=preferred,
         max_queue_delay_us=config.dynamic_batching.max_queue_delay_microseconds, max_queue_size=queue_size,
         instance_count=max(1, sum(group.count or 1 for group in config.instance_group) or 1),

@@ -63,9 +63,9 @@ class LoadedModel:
             batch_ok = expected[0] != -1 or 1 <= (value.shape[0] if value.ndim else 0) <= self.settings.max_batch_size
             if value.ndim != len(expected) or not batch_ok or any(
                     want not in (-1, got) for want, got in zip(expected, value.shape)):
+                batch_note = f" with a batch of 1..{self.settings.max_batch_size}" if expected[0] == -1 else ""
                 raise InvalidRequest(f"model {self.name!r}: input {name!r} has shape {list(value.shape)}, "
-                                     f"expected {list(expected)}" + (f" with a batch of 1..{self.settings.max_batch_size}"
-                                                                     if expected[0] == -1 else ""))
+                                     f"expected {list(expected)}{batch_note}")
             rows[name] = value.shape[0] if expected[0] == -1 else 1
         if len(set(rows.values())) > 1:
             raise InvalidRequest(f"model {self.name!r}: inputs have different batch sizes {rows}")

@@ -17,7 +17,8 @@ import pytest
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient, grpcio, uvicorn) is not installed")
 pytest.importorskip("uvicorn")
 
-ULTRAFACE = Path(__file__).resolve().parents[3] / "shared/models/onnx/ultraface/version-slim-320_without_postprocessing.onnx"
+ULTRAFACE = (Path(__file__).resolve().parents[3]
+             / "shared/models/onnx/ultraface/version-slim-320_without_postprocessing.onnx")
 AFFINE_CONFIG = """
 max_batch_size: 8
 input [{ name: "x", data_type: TYPE_FP32, dims: [4] }]
@@ -33,11 +34,13 @@ def write_affine(model_dir: Path) -> None:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "two"], ["doubled"]), helper.make_node("Add", ["doubled", "one"], ["shifted"]),
+        [helper.make_node("Mul", ["x", "two"], ["doubled"]),
+         helper.make_node("Add", ["doubled", "one"], ["shifted"]),
          helper.make_node("Relu", ["shifted"], ["y"])], "affine",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]), helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
+        [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
+         helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
     (model_dir / "1").mkdir(parents=True)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model_dir / "1/model.onnx")
     (model_dir / "config.pbtxt").write_text(AFFINE_CONFIG)

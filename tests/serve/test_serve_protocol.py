@@ -67,7 +67,8 @@ def test_async_clients(server):
 
 
 def test_health_metadata_config_repository(server):
-    for client in (httpclient.InferenceServerClient(server.http_url), grpcclient.InferenceServerClient(server.grpc_url)):
+    clients = (httpclient.InferenceServerClient(server.http_url), grpcclient.InferenceServerClient(server.grpc_url))
+    for client in clients:
         assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("affine")
         assert not client.is_model_ready("no_such_model")
     http = httpclient.InferenceServerClient(server.http_url)
