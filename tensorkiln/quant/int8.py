@@ -12,12 +12,16 @@ from typing import Callable
 import torch
 
 from ..errors import BuildError
+from ..ir import ops
 from ..ir.graph import Network
 from ..passes.manager import PassRecord
 from ..passes.quantize_int8 import QuantizeInt8, weight_channel_axis
 from .calibrate import calibrate
 from .calibrator import Int8Calibrator
 from .sensitivity import measure_sensitivity
+
+
+_EXPLICIT_KINDS = (ops.QuantizeLinear.KIND, ops.DequantizeLinear.KIND, ops.QLinearConv.KIND, ops.QLinearMatMul.KIND)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +34,11 @@ class Int8Options:
 def quantize_network(network: Network, options: Int8Options | None, say: Callable[[str], None],
                      device: torch.device | str = "cpu") -> PassRecord:
     """Calibrate (on `device`, the build's target), measure sensitivity where asked, and quantize."""
+    explicit = sum(layer.kind in _EXPLICIT_KINDS for layer in network.layers)
+    if explicit:  # TensorRT's rule: a network with Q/DQ layers is explicitly quantized, and the calibrator unused
+        say(f"int8: the network is explicitly quantized ({explicit} quantize/dequantize layers): its own scales "
+            "are used, no calibration")
+        return PassRecord(QuantizeInt8.name, 0.0, False, {"explicitly_quantized": 1}, (), len(network.layers))
     if options is None or options.calibrator is None:
         raise BuildError("an INT8 build needs a calibrator: BuilderConfig(int8=Int8Options(calibrator=...)), or "
                          "kiln build --int8 --calib DIR|FILE (or --calib-cache FILE of an earlier build)")

@@ -108,3 +108,17 @@ def test_pair_that_acts_as_a_relu_is_kept(tmp_path):
     assert "Relu" not in [n.op_type for n in model.graph.node]  # the premise: onnxruntime folded both ReLUs
     engine = tk.Builder().build(parse_onnx(path))
     assert any(s.name == "r2_QuantizeLinear" for s in engine.plan.steps)
+
+
+def test_int8_build_of_a_qdq_model_uses_its_own_scales(tmp_path):
+    """As TensorRT: a network with Q/DQ layers is explicitly quantized, so an INT8 build calibrates nothing."""
+    from tensorkiln.quant.int8 import Int8Options
+    from tensorkiln.quant.precision import Precision
+
+    path, x = quantized_model(tmp_path, True, quantization.QuantFormat.QDQ)
+    builder = tk.Builder(tk.BuilderConfig(precision=Precision.INT8, int8=Int8Options(None)))
+    engine = builder.build(parse_onnx(path))
+    assert engine.plan.build_info["pass_counts"]["quantize_int8.explicitly_quantized"] == 1
+    assert any("explicitly quantized" in line for line in builder.build_log)
+    fp32 = tk.Builder().build(parse_onnx(path)).create_execution_context().execute({"x": x})["y"]
+    np.testing.assert_array_equal(engine.create_execution_context().execute({"x": x})["y"], fp32)
