@@ -69,7 +69,7 @@ def _collect(network: Network, calibrator: Int8Calibrator, device: torch.device 
     runner = NetworkRunner(network, device)
     specs = [(t.name, t.shape) for t in network.inputs]
     batches, samples = 0, []
-    with _progress(calibrator) as advance:
+    with _Progress(calibrator) as advance:
         while (batch := calibrator.get_batch(specs)) is not None:
             runner.run(batch, visit)
             if len(samples) < SENSITIVITY_BATCHES:
@@ -79,7 +79,7 @@ def _collect(network: Network, calibrator: Int8Calibrator, device: torch.device 
     return histograms, batches, samples
 
 
-class _progress:
+class _Progress:
     """A rich progress bar over the calibration batches when the calibrator asks for one."""
 
     def __init__(self, calibrator: Int8Calibrator):

@@ -22,8 +22,9 @@ class ImagePreprocessing:
     """How an image file becomes a network input: y = (pixel * scale - mean) / std per channel.
 
     resize: (height, width), or an int for the shorter side (the aspect ratio kept); None: no resize where there is
-    a crop, else the network input's size. crop: a centre crop (height, width) after the resize. channel_order: "rgb", "bgr" or "gray".
-    layout: "nchw" or "nhwc". mean and std are per channel (one value: all channels), in the scaled units.
+    a crop, else the network input's size. crop: a centre crop (height, width) after the resize. channel_order:
+    "rgb", "bgr" or "gray". layout: "nchw" or "nhwc". mean and std are per channel (one value: all channels), in
+    the scaled units.
     """
     resize: tuple[int, int] | int | None = None
     crop: tuple[int, int] | None = None

@@ -1,7 +1,6 @@
 """INT8 on real detectors: UltraFace (ONNX and Caffe copies of the same weights), calibrated on the shared images."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import tensorkiln as tk
@@ -44,8 +43,8 @@ def test_ultraface_int8_finds_the_fp32_faces(shared_dir, kind):
     int8 = tk.Builder(config).build(_network(shared_dir, kind)).create_execution_context()
     worst, found = 1.0, 0
     for image in calibration_source(images, ULTRAFACE_PREPROCESSING, (240, 320)):
-        faces, int8_faces = (detect_faces(*(lambda out: (out["scores"], out["boxes"]))(context.execute({"input": image})))
-                             for context in (fp32, int8))
+        outputs = [context.execute({"input": image}) for context in (fp32, int8)]
+        faces, int8_faces = (detect_faces(out["scores"], out["boxes"]) for out in outputs)
         for face in faces:
             worst = min(worst, max([_iou(face, other) for other in int8_faces], default=0.0))
             found += 1

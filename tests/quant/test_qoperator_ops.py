@@ -22,7 +22,8 @@ def _run_both(tmp_path, node, feeds: dict, constants: dict, output_shape, output
     initializers = [numpy_helper.from_array(np.asarray(value), name) for name, value in constants.items()]
     output = helper.make_tensor_value_info("y", to_onnx[np.dtype(output_dtype)], output_shape)
     graph = helper.make_graph([node], "one", inputs, [output], initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)])
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
     path = tmp_path / f"{node.op_type}.onnx"
     onnx.save(model, path)
