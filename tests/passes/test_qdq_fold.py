@@ -122,3 +122,42 @@ def test_int8_build_of_a_qdq_model_uses_its_own_scales(tmp_path):
     assert any("explicitly quantized" in line for line in builder.build_log)
     fp32 = tk.Builder().build(parse_onnx(path)).create_execution_context().execute({"x": x})["y"]
     np.testing.assert_array_equal(engine.create_execution_context().execute({"x": x})["y"], fp32)
+
+
+def test_modelopt_style_weight_qdq_folds_with_the_batchnorm(tmp_path):
+    """TensorRT-style explicit quantization (pytorch-quantization, ModelOpt): float weights through Q -> DQ
+    (per channel, int8, zero point 0), the input through Q -> DQ, then conv -> BatchNorm -> Relu. The weights' pair
+    folds to constants, BatchNorm folds into the convolution, and the result matches onnxruntime."""
+    rng = np.random.default_rng(7)
+    c = 6
+    weights = rng.standard_normal((c, 3, 3, 3)).astype(np.float32)
+    w_scale = np.abs(weights).reshape(c, -1).max(1) / 127
+    initializers = {"w": weights, "w_scale": w_scale, "w_zero": np.zeros(c, np.int8), "x_scale": np.float32(0.02),
+                    "x_zero": np.int8(0), "gamma": rng.uniform(0.5, 1.5, c), "beta": rng.standard_normal(c) * 0.1,
+                    "mean": rng.standard_normal(c) * 0.1, "var": rng.uniform(0.5, 1.5, c)}
+    node = helper.make_node
+    nodes = [node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"]),
+             node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"]),
+             node("QuantizeLinear", ["w", "w_scale", "w_zero"], ["wq"], axis=0),
+             node("DequantizeLinear", ["wq", "w_scale", "w_zero"], ["wd"], axis=0),
+             node("Conv", ["xd", "wd"], ["c"], pads=[1, 1, 1, 1]),
+             node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["b"]),
+             node("Relu", ["b"], ["y"])]
+    tensors = []
+    for name, value in initializers.items():
+        value = np.asarray(value)
+        tensor = numpy_helper.from_array(value.astype(np.float32) if value.dtype == np.float64 else value, name)
+        tensors.append(tensor)
+    graph = helper.make_graph(nodes, "modelopt", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 8, 8])], tensors)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "modelopt_style.onnx"
+    onnx.save(model, path)
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    engine = tk.Builder().build(parse_onnx(path))
+    kinds = [s.kind for s in engine.plan.steps]
+    assert kinds == ["quantize_linear", "dequantize_linear", "fused_convolution"]  # BatchNorm and Relu folded in
+    got = engine.create_execution_context().execute({"x": x})["y"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
