@@ -254,6 +254,24 @@ def test_reference_comparison():
         compare({"i": np.array([1, 3])}, {"i": np.array([1, 2])}, "reference:t")
 
 
+def test_only_tame_models_have_a_reference(fuzz_bundle, tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from tensorkiln.fuzz.reference import is_tame
+
+    for value, tame in [(np.nan, True), (0.5, True), (np.inf, False), (1e30, False), (-2e4, False)]:
+        model = onnx.load_from_string(fuzz_bundle.onnx_models["cnn"])
+        weight = model.graph.initializer[0]
+        array = numpy_helper.to_array(weight).copy()
+        array.reshape(-1)[3] = value
+        weight.CopyFrom(numpy_helper.from_array(array, weight.name))
+        path = tmp_path / "model.onnx"
+        path.write_bytes(model.SerializeToString())
+        assert is_tame(str(path)) is tame, value
+
+
 @pytest.mark.parametrize("seed", ["cnn", "transformer", "pointwise", "shuffles"])
 def test_unmutated_onnx_seeds_match_onnxruntime(seed, fuzz_bundle, tmp_path):
     case = Case("onnx", (fuzz_bundle.onnx_models[seed],), {"seed": seed, "mutations": [], "input_seed": 3})
