@@ -19,6 +19,7 @@ from ...limits import ResourceLimits
 from ...network import NetworkDefinition
 from ...plugins import find_plugin, registered_plugins
 from ...plugins.registry import register_hint
+from ..names import name_problem
 from .caffemodel import AnyLayer, iter_layers, layer_blobs, layer_name, layer_type_name, read_caffemodel, read_prototxt
 from .context import CaffeContext
 from .registry import find_converter, supported_layer_types
@@ -44,6 +45,7 @@ class CaffeParser:
         net = read_prototxt(deploy)
         weights = layer_blobs(read_caffemodel(model)) if model is not None else {}
         layers = [layer for layer in iter_layers(net) if _in_test_phase(layer)]
+        _check_names(net, layers)
         self._check_supported(layers)
         network = NetworkDefinition(name or net.name or Path(deploy).stem, self.limits)
         # every blob name is set aside before anything is converted: the layers a converter adds get generated
@@ -159,6 +161,20 @@ def _in_test_phase(layer: AnyLayer) -> bool:
     if isinstance(layer, caffe_pb2.LayerParameter) and layer.HasField("phase") and layer.phase != caffe_pb2.TEST:
         return False
     return not any(rule.HasField("phase") and rule.phase == caffe_pb2.TEST for rule in layer.exclude)
+
+
+def _check_names(net: caffe_pb2.NetParameter, layers: list[AnyLayer]) -> None:
+    """Every input, layer and blob name must be one an engine can hold (importers/names.py)."""
+    named = [(f"input {name!r}", name, False) for name in net.input]
+    for layer in layers:
+        where = f"layer {layer_name(layer)!r} ({layer_type_name(layer)})"
+        named.append((f"the name of {where}", layer_name(layer), True))  # an unnamed layer gets a generated name
+        named.extend((f"a bottom of {where}", blob, False) for blob in layer.bottom)
+        named.extend((f"a top of {where}", blob, False) for blob in layer.top)
+    for where, name, allow_empty in named:
+        problem = name_problem(name, allow_empty)
+        if problem:
+            raise ModelFormatError(f"in the Caffe net, {where} {problem}: {name[:80]!r}; give it a plain name")
 
 
 def _net_inputs(net: caffe_pb2.NetParameter) -> list[tuple[str, tuple[int, ...] | None]]:

@@ -9,10 +9,13 @@ converter.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import onnx
 from onnx.defs import OpSchema
 
 _SINGLE = OpSchema.FormalParameterOption.Single
+_VARIADIC = OpSchema.FormalParameterOption.Variadic
 
 
 def schema_for(node: onnx.NodeProto, opset: int, domain_versions: dict[str, int]) -> OpSchema | None:
@@ -50,4 +53,30 @@ def node_problem(node: onnx.NodeProto, schema: OpSchema) -> str | None:
     for name, attribute in schema.attributes.items():
         if attribute.required and name not in present:
             return f"has no {name!r} attribute, which {node.op_type} requires"
+    return None
+
+
+def type_problem(node: onnx.NodeProto, schema: OpSchema, dtype_of: Callable[[str], object]) -> str | None:
+    """Inputs that the schema gives one type variable (MatMul's A and B are both T) must have one dtype: an
+    initializer whose data_type was edited would otherwise build a float x int32 MatMul that fails at run time.
+    `dtype_of` gives a value's dtype (None where unknown)."""
+    formal = list(schema.inputs)
+    if not formal:
+        return None
+    members: dict[str, list[tuple[int, str, object]]] = {}
+    for index, name in enumerate(node.input):
+        parameter = formal[min(index, len(formal) - 1)]
+        if not name or (index >= len(formal) and parameter.option != _VARIADIC):
+            continue
+        if parameter.option == _VARIADIC and not parameter.is_homogeneous:
+            continue
+        dtype = dtype_of(name)
+        if dtype is not None:
+            members.setdefault(parameter.type_str, []).append((index, name, dtype))
+    for type_str, inputs in members.items():
+        if len({dtype for _, _, dtype in inputs}) > 1:
+            listing = ", ".join(f"input {index} {name!r} is {getattr(dtype, 'name', dtype)}"
+                                for index, name, dtype in inputs)
+            return (f"inputs of one type ({type_str} in the ONNX spec of {node.op_type}) disagree: {listing}; "
+                    "the model is malformed (an initializer of the wrong data_type?)")
     return None

@@ -17,7 +17,7 @@ from ...ir.graph import Tensor
 from ...limits import ResourceLimits
 from ...network import NetworkDefinition
 from .context import ConversionContext
-from .node_checks import node_problem, schema_for
+from .node_checks import node_problem, schema_for, type_problem
 from .registry import DEFAULT_DOMAIN, MAX_OPSET, MIN_OPSET, find_converter
 from .tensors import load_external_data
 from .text_fields import check_text_fields
@@ -210,7 +210,8 @@ class OnnxParser:
         versions = {entry.domain: entry.version for entry in model.opset_import}
         parts = []
         if standard:
-            listing = "; ".join(f"{n.op_type} at node {n.name or n.output[0]!r}" for n in standard)
+            listing = "; ".join(f"{n.op_type} at node {n.name or (n.output[0] if n.output else '?')!r}"
+                                for n in standard)
             parts.append(f"{len(standard)} node(s) use standard operators tensorkiln has no converter for: {listing} "
                          f"(opset {default_opset(model)}). Build with allow_fallback (--allow-fallback) to run "
                          "them on onnx's reference implementation, register a plugin for them "
@@ -271,6 +272,9 @@ class OnnxParser:
             problem = schema and node_problem(node, schema)
             if problem:
                 raise ctx.error(node, f"{problem}; the model is malformed: re-export it")
+            problem = schema and type_problem(node, schema, lambda name: getattr(ctx.tensors.get(name), "dtype", None))
+            if problem:
+                raise ctx.error(node, problem)
         ctx.node = node
         ir = ctx.network.ir
         layers_before = len(ir.layers)

@@ -12,9 +12,11 @@ from google.protobuf.message import Message
 import onnx
 
 from ...errors import ModelFormatError
+from ..names import name_problem
 
 # fields that hold the bulk of a model's bytes and no text: not walked (raw_data is bytes by design)
 _SKIPPED = {"raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"}
+_NAME_FIELDS = {"name", "input", "output"}  # the names of graphs, nodes, values and tensors (not doc strings)
 _TENSOR_TEXT = [onnx.TensorProto.DESCRIPTOR.fields_by_name[name] for name in ("name", "doc_string", "external_data")]
 
 
@@ -36,6 +38,10 @@ def check_text_fields(message: Message, what: str) -> None:
                         raise ModelFormatError(f"{what} is damaged: field {path}.{field.name} holds "
                                                f"{bytes(item)[:40]!r}, which is not UTF-8 text; re-export or "
                                                "re-download the model")
+                    problem = name_problem(item, allow_empty=True) if field.name in _NAME_FIELDS else None
+                    if problem:  # (an empty name is an omitted optional input or output, or an unnamed node)
+                        raise ModelFormatError(f"{what}: the name {item[:80]!r} in field {path}.{field.name} "
+                                               f"{problem}; an engine cannot hold it: rename it in the model")
             elif field.type == FieldDescriptor.TYPE_MESSAGE:
                 items = value if repeated else [value]
                 stack.extend((item, f"{path}.{field.name}") for item in items)

@@ -61,7 +61,7 @@ def test_slice_of_a_0d_tensor_and_step_0():
 
 def test_integer_input_holding_nan():
     starts = numpy_helper.from_array(np.array([np.nan], np.float32), "starts")
-    ends = numpy_helper.from_array(np.array([2], np.int64), "ends")
+    ends = numpy_helper.from_array(np.array([2], np.float32), "ends")
     node = helper.make_node("Slice", ["x", "starts", "ends"], ["y"], name="slice")
     # (a float "starts" breaks the schema's type constraint; onnx does not check it, so the converter must)
     _refused(_model([node], [X], "y", [starts, ends]), "its starts (input 1, 'starts') must hold integers",
@@ -104,3 +104,30 @@ def test_lstm_without_hidden_size_takes_it_from_r():
     engine = tk.Runtime().deserialize(tk.Builder().build(parse_onnx(without)).serialize())
     actual = engine.create_execution_context().execute(feed)["y"]
     assert_close(actual, run_onnxruntime(with_size, feed)[0], "LSTM without hidden_size")
+
+
+def test_a_name_with_a_control_character_is_refused():
+    """A newline in a node name once reached the engine file, whose loader refused the engine just built."""
+    node = helper.make_node("Relu", ["x"], ["y"], name="t0\nimport this")
+    _refused(_model([node], [X], "y"), "'t0\\nimport this'", "ModelProto.graph.node.name", "control character")
+
+
+def test_resize_scales_of_another_rank():
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="resize")
+    _refused(_model([node], [X], "y", [scales]), "scales [1.0, 1.0, 2.0, 2.0] has 4 values for an input of rank 3")
+
+
+def test_inputs_of_one_type_variable_with_different_dtypes():
+    """An initializer whose data_type was edited to int32: MatMul(float, int32) once built and failed at run time."""
+    weights = numpy_helper.from_array(np.ones((4, 2), np.int32), "w")
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")
+    _refused(_model([node], [X], "y", [weights]), "inputs of one type (T in the ONNX spec of MatMul) disagree",
+             "input 0 'x' is FLOAT, input 1 'w' is INT32")
+
+
+def test_unsupported_node_without_outputs_is_listed():
+    node = helper.make_node("Bernoulli", ["x"], [], name="")
+    model = _model([node, helper.make_node("Relu", ["x"], ["y"])], [X], "y")
+    with pytest.raises(tk.errors.UnsupportedOpError, match=r"Bernoulli at node '\?'"):
+        parse_onnx(model)

@@ -51,9 +51,17 @@ def _weights(ctx, layer, kernel_shape, num_output: int, bias_term: bool):
     return kernel, bias
 
 
+def _spatial_input(ctx, layer):
+    """The bottom of a convolution: (N, C, and at least one spatial dimension)."""
+    x = ctx.input(layer)
+    if len(x.shape) < 3:
+        raise ctx.error(layer, f"convolves blobs of shape (N, C, H, ...); its bottom has shape {list(x.shape)}")
+    return x
+
+
 @caffe_converter("Convolution")
 def convolution(ctx, layer):
-    x, param = ctx.input(layer), layer.convolution_param
+    x, param = _spatial_input(ctx, layer), layer.convolution_param
     if param.axis not in (1, -len(x.shape) + 1):
         raise ctx.error(layer, f"convolves with channel axis {param.axis}; only axis 1 (NCHW) is supported")
     kernel, stride, pad, dilation = spatial_params(ctx, layer, param, len(x.shape) - 2)
@@ -65,7 +73,7 @@ def convolution(ctx, layer):
 
 @caffe_converter("Deconvolution")
 def deconvolution(ctx, layer):
-    x, param = ctx.input(layer), layer.convolution_param
+    x, param = _spatial_input(ctx, layer), layer.convolution_param
     kernel, stride, pad, dilation = spatial_params(ctx, layer, param, len(x.shape) - 2)
     groups, maps = _groups(ctx, layer, param, x.shape[1])
     weights, bias = _weights(ctx, layer, (x.shape[1], maps // groups, *kernel), maps, param.bias_term)

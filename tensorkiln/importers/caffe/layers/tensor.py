@@ -21,6 +21,8 @@ def _axis(ctx, layer, axis: int, rank: int) -> int:
 @caffe_converter("Concat")
 def concat(ctx, layer):
     inputs, param = ctx.inputs(layer), layer.concat_param
+    if not inputs:
+        raise ctx.error(layer, "has no bottom blobs; a Concat needs at least one")
     axis = param.axis if param.HasField("axis") or not param.HasField("concat_dim") else param.concat_dim
     axis = _axis(ctx, layer, axis, len(inputs[0].shape))
     if len(inputs) == 1:
@@ -55,7 +57,8 @@ def split(ctx, layer):
 
 @caffe_converter("Flatten")
 def flatten(ctx, layer):
-    x, param = ctx.input(layer), layer.flatten_param
+    # a V1 (`layers {`) FLATTEN has no parameters: Caffe's defaults, axis 1 to the last
+    x, param = ctx.input(layer), getattr(layer, "flatten_param", caffe_pb2.FlattenParameter())
     rank = len(x.shape)
     start, end = _axis(ctx, layer, param.axis, rank), _axis(ctx, layer, param.end_axis, rank)
     merged = int(np.prod(x.shape[start:end + 1], dtype=np.int64))

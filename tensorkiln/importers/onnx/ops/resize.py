@@ -27,6 +27,11 @@ def _scales_and_sizes(ctx, node, x):
         scales = None
     axes = ctx.attr(node, "axes")
     if axes is not None:  # opset 18: scales/sizes/roi given for these axes only
+        if any(not -rank <= a < rank for a in axes) or len({a % rank for a in axes}) != len(axes):
+            raise ctx.error(node, f"axes {list(axes)} are not distinct axes of the rank-{rank} input")
+        given = sizes if sizes is not None else scales
+        if given is not None and len(given) != len(axes):
+            raise ctx.error(node, f"gives {len(given)} scales or sizes for the {len(axes)} axes {list(axes)}")
         axes = [a % rank for a in axes]
         if scales is not None:
             full = [1.0] * rank
@@ -55,6 +60,14 @@ def resize(ctx, node):
         scales, sizes, roi = [float(s) for s in scales], None, []
     else:
         scales, sizes, roi = _scales_and_sizes(ctx, node, x)
+    if scales is None and sizes is None:
+        raise ctx.error(node, "has neither scales nor sizes; one of them says how large the output is")
+    given, what = (sizes, "sizes") if sizes is not None else (scales, "scales")
+    if len(given) != rank:
+        raise ctx.error(node, f"{what} {list(given)} has {len(given)} values for an input of rank {rank}; it needs one "
+                              "per dimension (or the axes attribute naming the ones it gives)")
+    if sizes is None and not all(math.isfinite(s) and s > 0 for s in scales):
+        raise ctx.error(node, f"scales {scales} must be positive and finite")
     if sizes is not None:
         sizes, scales = _keep_aspect_ratio(ctx, node, x.shape, sizes)
     else:  # also for tf_crop_and_resize: onnxruntime and the ONNX reference size it floor(d * s), whatever the roi
