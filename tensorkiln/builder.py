@@ -19,7 +19,7 @@ from .passes.manager import DEFAULT_PIPELINE, PassManager, PassRecord
 from .plan import Plan, Step, TensorSpec
 from .plan.in_place import residual_in_place_candidates, residuals_in_place
 from .plan.memory import plan_memory
-from .quant.int8 import Int8Options, quantize_network
+from .quant.int8 import Int8Options, explicit_quantization_layers, quantize_network
 from .quant.precision import Precision, assign_precisions
 from .runtime.engine import Engine
 from .tactics.selection import TACTIC_SOURCES, select_tactic, timed_candidates
@@ -73,9 +73,11 @@ class Builder:
         manager = PassManager(self.config.passes, debug=self.config.debug, dump_dir=self.config.dump_dir,
                               on_pass=self._log_pass)
         with enforced(self.config.limits):  # the passes' rewrites evaluate constant layers: under the same budget
-            manager.run(graph)
-        if self.config.precision is Precision.INT8:  # after the passes: the folded, fused layers are quantized
-            manager.records.append(quantize_network(graph, self.config.int8, self._say, self._device))
+            int8 = self.config.precision is Precision.INT8
+        explicit = explicit_quantization_layers(graph) if int8 else 0  # before fold_qdq rewrites the Q/DQ pairs
+        manager.run(graph)
+        if int8:  # after the passes: the folded, fused layers are quantized
+            manager.records.append(quantize_network(graph, self.config.int8, self._say, self._device, explicit))
             self._log_pass(manager.records[-1])
         plan, weights = self._lower(graph, manager, layers_before)
         seconds = time.perf_counter() - start

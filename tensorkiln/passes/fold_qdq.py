@@ -8,6 +8,14 @@ onnxruntime's quantize_static without its pre-processing puts a pair on the conv
 the BatchNorm's; the second stays and quantizes the folded layer's output, so the result differs from
 onnxruntime's own run of the model by at most about one step of that second quantizer. Weights written as
 dequantize(int8 constant, per-channel scales) need no rule: fold_constants turns them into their float values.
+
+Every other pair with one scale and one zero point (per tensor) becomes the pointwise arithmetic it computes,
+
+    quantize(s, z) -> dequantize(s, z)    =>    x / s -> round -> clip(qmin - z, qmax - z) -> * s
+
+which fuse_pointwise makes one fused_pointwise step (one generated kernel on a GPU) instead of a quantize and a
+dequantize step with an 8-bit tensor between them. The values are the same to the bit: round(x / s) + z clipped
+to [qmin, qmax], minus z, times s, is the clip of round(x / s) to [qmin - z, qmax - z], times s.
 """
 from __future__ import annotations
 
@@ -17,7 +25,7 @@ from ..ir import ops
 from ..ir.graph import Layer, Network, Tensor
 from ..ir.ops import ElementWiseOperation as E
 from .manager import Pass, register_pass
-from .pattern import Uses, replace_uses
+from .pattern import Uses, make_layer, replace_uses, splice
 
 _WEIGHTED = (ops.Convolution.KIND, ops.Deconvolution.KIND, ops.FullyConnected.KIND, ops.MatrixMultiply.KIND)
 # Mul and Div only: a pair before an Add may be a ReLU in disguise (onnxruntime drops a Relu whose output quantizer's
@@ -55,6 +63,46 @@ def _is_affine_map(layer: Layer, reads: Tensor) -> bool:
     return False
 
 
+def fake_quantize_layers(network: Network, x: Tensor, scale: Tensor, zero_point: int, low: int, high: int,
+                         base: str, output: Tensor | None = None) -> list[Layer]:
+    """The layers of dequantize(quantize(x)) at a per-tensor `scale` (a float scalar constant) and `zero_point`,
+    quantized values in [low, high]; the last writes `output` where given."""
+    divided = make_layer(network, ops.ElementWise(E.DIV), [x, scale], f"{base}_divide")
+    rounded = make_layer(network, ops.Unary(ops.UnaryOperation.ROUND), divided.outputs, f"{base}_round")
+    clipped = make_layer(network, ops.Activation(ops.ActivationType.CLIP, float(low - zero_point),
+                                                 float(high - zero_point)), rounded.outputs, f"{base}_clip")
+    scaled = make_layer(network, ops.ElementWise(E.PROD), [clipped.outputs[0], scale], f"{base}_rescale",
+                        None if output is None else [output])
+    return [divided, rounded, clipped, scaled]
+
+
+def _per_tensor_pair(quantize: Layer, uses: Uses) -> tuple[Layer, int, int, int] | None:
+    """(dequantize, zero point, low, high) where `quantize` feeds only a dequantize of the same one scale and zero
+    point, in float32."""
+    if quantize.kind != ops.QuantizeLinear.KIND or uses.is_output(quantize.outputs[0]):
+        return None
+    readers = uses.consumers(quantize.outputs[0])
+    if len(readers) != 1 or readers[0].kind != ops.DequantizeLinear.KIND:
+        return None
+    dequantize = readers[0]
+    (x, scale, zero_point), (_, dq_scale, dq_zero_point) = ((list(layer.inputs) + [None])[:3]
+                                                           for layer in (quantize, dequantize))
+    if not (_same_constant(scale, dq_scale) and _same_constant(zero_point, dq_zero_point)):
+        return None
+    if scale is None or not scale.is_constant or scale.numel != 1 or scale.dtype.value != "float32":
+        return None
+    if x.dtype.value != "float32" or (zero_point is not None and (not zero_point.is_constant or zero_point.numel != 1)):
+        return None
+    if dequantize.outputs[0].dtype.value != "float32":
+        return None
+    dtype = (zero_point.dtype if zero_point is not None else quantize.op.output_dtype).numpy
+    if not np.issubdtype(dtype, np.integer):
+        return None  # FP8 quantization rounds to a float grid, not to integers
+    info = np.iinfo(dtype)
+    zero = 0 if zero_point is None else int(np.asarray(zero_point.value).reshape(-1)[0])
+    return dequantize, zero, int(info.min), int(info.max)
+
+
 @register_pass
 class FoldQDQ(Pass):
     name = "fold_qdq"
@@ -74,7 +122,23 @@ class FoldQDQ(Pass):
             self.log.append(f"{quantize.name} + {dequantize.name}: removed so that "
                             f"{quantize.inputs[0].producer.name} folds the affine map after it")
         network.layers = [layer for layer in network.layers if id(layer) not in removed]
-        return bool(removed)
+        return self._pairs_to_pointwise(network) or bool(removed)
+
+    def _pairs_to_pointwise(self, network: Network) -> bool:
+        uses = Uses(network)
+        changed = False
+        for quantize in list(network.layers):
+            found = _per_tensor_pair(quantize, uses)
+            if found is None:
+                continue
+            dequantize, zero, low, high = found
+            # quantize(s, z) -> dequantize(s, z)  =>  x / s -> round -> clip(low - z, high - z) -> * s
+            layers = fake_quantize_layers(network, quantize.inputs[0], quantize.inputs[1], zero, low, high,
+                                          quantize.name, dequantize.outputs[0])
+            splice(network, (quantize, dequantize), layers, quantize)
+            self.count("pair_to_pointwise")
+            changed = True
+        return changed
 
     @staticmethod
     def _removable_pair(quantize: Layer, uses: Uses) -> Layer | None:

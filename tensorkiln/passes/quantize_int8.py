@@ -1,8 +1,11 @@
-"""INT8 quantization (simulated): each convolution and GEMM with constant weights reads its input through a
-QuantizeLinear -> DequantizeLinear pair at the calibrated per-tensor scale, and its weights become their per-channel
-INT8 values times their scales.
+"""INT8 quantization (simulated): each convolution and GEMM with constant weights reads its input quantized and
+dequantized at the calibrated per-tensor scale, and its weights become their per-channel INT8 values times their
+scales.
 
     x -> conv(W)    =>    x -> quantize(s_x) -> dequantize(s_x) -> conv(dequantize(quantize(W, s_W[k])))
+
+The input's quantize/dequantize is written as the pointwise arithmetic it computes (fold_qdq.fake_quantize_layers:
+x / s -> round -> clip(-128, 127) -> * s), which fuse_pointwise then makes one step.
 
 Numerically this is what an INT8 kernel gives (int8 x int8 products summed exactly, then scaled by s_x * s_W[k];
 bias, activation and residual in float, as TensorRT's epilogue). The builder runs this pass itself, after the
@@ -16,11 +19,13 @@ from typing import Collection, Mapping
 import numpy as np
 
 from ..ir import ops
-from ..ir.dtypes import DataType
 from ..ir.graph import Layer, Network, Tensor
 from ..quant.weights import fake_quantize_weights
+from .fold_qdq import fake_quantize_layers
 from .manager import Pass, register_pass
-from .pattern import make_constant, make_layer
+from .pattern import make_constant
+
+INT8_MIN, INT8_MAX = -128, 127
 
 _CONVOLUTIONS = (ops.Convolution.KIND, ops.FusedConvolution.KIND, ops.FullyConnected.KIND)
 _MATRIX_PRODUCTS = (ops.MatrixMultiply.KIND, ops.FusedMatMul.KIND)
@@ -78,13 +83,8 @@ class QuantizeInt8(Pass):
         inserted = []
         if id(x) not in dequantized:
             scale_tensor = make_constant(network, np.array(scale, np.float32), f"{x.name}_scale")
-            zero_point = make_constant(network, np.array(0, np.int8), f"{x.name}_zero_point")
-            quantize = make_layer(network, ops.QuantizeLinear(1, DataType.INT8), [x, scale_tensor, zero_point],
-                                  f"{x.name}_quantize")
-            dequantize = make_layer(network, ops.DequantizeLinear(1),
-                                    [quantize.outputs[0], scale_tensor, zero_point], f"{x.name}_dequantize")
-            inserted = [quantize, dequantize]
-            dequantized[id(x)] = dequantize.outputs[0]
+            inserted = fake_quantize_layers(network, x, scale_tensor, 0, INT8_MIN, INT8_MAX, f"{x.name}_int8")
+            dequantized[id(x)] = inserted[-1].outputs[0]
         weights = layer.inputs[1]
         layer.inputs[0] = dequantized[id(x)]
         layer.inputs[1] = make_constant(network, fake_quantize_weights(weights.value, axis), f"{weights.name}_int8")

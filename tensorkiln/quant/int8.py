@@ -14,6 +14,7 @@ import torch
 from ..errors import BuildError
 from ..ir import ops
 from ..ir.graph import Network
+from ..passes.fuse_pointwise import FusePointwise
 from ..passes.manager import PassRecord
 from ..passes.quantize_int8 import QuantizeInt8, weight_channel_axis
 from .calibrate import calibrate
@@ -31,13 +32,18 @@ class Int8Options:
     measure_sqnr: bool = False  # log each quantized layer's SQNR against FP32 on a calibration batch
 
 
+def explicit_quantization_layers(network: Network) -> int:
+    """How many quantize/dequantize/quantized-operator layers the network has (before the passes rewrite them)."""
+    return sum(layer.kind in _EXPLICIT_KINDS for layer in network.layers)
+
+
 def quantize_network(network: Network, options: Int8Options | None, say: Callable[[str], None],
-                     device: torch.device | str = "cpu") -> PassRecord:
-    """Calibrate (on `device`, the build's target), measure sensitivity where asked, and quantize."""
-    explicit = sum(layer.kind in _EXPLICIT_KINDS for layer in network.layers)
-    if explicit:  # TensorRT's rule: a network with Q/DQ layers is explicitly quantized, and the calibrator unused
-        say(f"int8: the network is explicitly quantized ({explicit} quantize/dequantize layers): its own scales "
-            "are used, no calibration")
+                     device: torch.device | str = "cpu", explicit_layers: int = 0) -> PassRecord:
+    """Calibrate (on `device`, the build's target), measure sensitivity where asked, and quantize.
+    `explicit_layers`: explicit_quantization_layers of the network as imported."""
+    if explicit_layers:  # TensorRT's rule: a network with Q/DQ layers is explicitly quantized, the calibrator unused
+        say(f"int8: the network is explicitly quantized ({explicit_layers} quantize/dequantize layers): its own "
+            "scales are used, no calibration")
         return PassRecord(QuantizeInt8.name, 0.0, False, {"explicitly_quantized": 1}, (), len(network.layers))
     if options is None or options.calibrator is None:
         raise BuildError("an INT8 build needs a calibrator: BuilderConfig(int8=Int8Options(calibrator=...)), or "
@@ -61,5 +67,8 @@ def quantize_network(network: Network, options: Int8Options | None, say: Callabl
                     f"outputs, this layer alone quantized){note}")
     rewrite = QuantizeInt8(calibration.scales, keep)
     changed = rewrite.run(network)
-    return PassRecord(rewrite.name, time.perf_counter() - start, changed, dict(rewrite.counts), tuple(rewrite.log),
+    fusion = FusePointwise()  # each input's quantize/dequantize arithmetic becomes one step
+    fusion.run(network)
+    counts = {**rewrite.counts, **{f"{fusion.name}.{k}": n for k, n in fusion.counts.items()}}
+    return PassRecord(rewrite.name, time.perf_counter() - start, changed, counts, tuple(rewrite.log),
                       len(network.layers))

@@ -82,7 +82,9 @@ def test_qdq_model_batchnorm_folds_and_matches_onnxruntime(tmp_path, per_channel
     kinds = [s.kind for s in engine.plan.steps]
     counts = engine.plan.build_info["pass_counts"]
     assert counts["fold_qdq.pair_before_scale"] == 1 and "scale" not in kinds  # BatchNorm folded into conv1
-    assert kinds.count("quantize_linear") == kinds.count("dequantize_linear") == 8  # one pair fewer than written
+    # the 8 other pairs are pointwise arithmetic (fused with the Add of the shift): no quantize/dequantize step
+    assert counts["fold_qdq.pair_to_pointwise"] == 8 and not {"quantize_linear", "dequantize_linear"} & set(kinds)
+    assert len(kinds) == 13 < len(unfolded.plan.steps) == 26
     # the pair dropped before the BatchNorm rounded conv1's output (by at most half a step of its quantizer); both
     # outputs lie on the output quantizer's grid, and differ by at most 2 of its steps, less on average than the
     # quantized model's own distance from the float model
@@ -107,7 +109,10 @@ def test_pair_that_acts_as_a_relu_is_kept(tmp_path):
     model = onnx.load(path)
     assert "Relu" not in [n.op_type for n in model.graph.node]  # the premise: onnxruntime folded both ReLUs
     engine = tk.Builder().build(parse_onnx(path))
-    assert any(s.name == "r2_QuantizeLinear" for s in engine.plan.steps)
+    assert engine.plan.build_info["pass_counts"]["fold_qdq.pair_before_scale"] == 1  # conv1's pair only
+    # r2's pair became pointwise arithmetic whose clip is the ReLU: [-128 + 128, 127 + 128] = [0, 255] steps
+    programs = [" ".join(s.op.program) for s in engine.plan.steps if s.kind == "fused_pointwise"]
+    assert any("clip" in program and " 0.0 255.0" in program for program in programs), programs
 
 
 def test_int8_build_of_a_qdq_model_uses_its_own_scales(tmp_path):
@@ -158,6 +163,9 @@ def test_modelopt_style_weight_qdq_folds_with_the_batchnorm(tmp_path):
     expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     engine = tk.Builder().build(parse_onnx(path))
     kinds = [s.kind for s in engine.plan.steps]
-    assert kinds == ["quantize_linear", "dequantize_linear", "fused_convolution"]  # BatchNorm and Relu folded in
+    assert kinds == ["fused_pointwise", "fused_convolution"]  # the input's pair; BatchNorm and Relu folded in
     got = engine.create_execution_context().execute({"x": x})["y"]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # the input's pair as pointwise arithmetic gives the quantize/dequantize values to the bit
+    as_written = tk.Builder(tk.BuilderConfig(passes=pipeline_with("-fold_qdq"))).build(parse_onnx(path))
+    np.testing.assert_array_equal(got, as_written.create_execution_context().execute({"x": x})["y"])

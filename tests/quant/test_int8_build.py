@@ -53,7 +53,8 @@ def test_int8_engine_is_quantize_dequantize_around_each_weighted_layer():
     engine = tk.Builder(config).build(network)
     counts = engine.plan.build_info["pass_counts"]
     assert counts["quantize_int8.quantized"] == 3 and engine.plan.precision == "int8"
-    assert [s.kind for s in engine.plan.steps].count("quantize_linear") == 3
+    # each input's quantize/dequantize is one fused pointwise step (the network has no other pointwise layer)
+    assert [s.kind for s in engine.plan.steps].count("fused_pointwise") == 3
 
     # the reference: FP32 layers by hand, each weighted layer reading fake-quantized inputs (minmax: the largest
     # |x| over the calibration data, computed here in FP32) with per-channel fake-quantized weights
