@@ -72,10 +72,10 @@ class Builder:
         layers_before = len(graph.layers)
         manager = PassManager(self.config.passes, debug=self.config.debug, dump_dir=self.config.dump_dir,
                               on_pass=self._log_pass)
-        with enforced(self.config.limits):  # the passes' rewrites evaluate constant layers: under the same budget
-            int8 = self.config.precision is Precision.INT8
+        int8 = self.config.precision is Precision.INT8
         explicit = explicit_quantization_layers(graph) if int8 else 0  # before fold_qdq rewrites the Q/DQ pairs
-        manager.run(graph)
+        with enforced(self.config.limits):  # the passes' rewrites evaluate constant layers: under the same budget
+            manager.run(graph)
         if int8:  # after the passes: the folded, fused layers are quantized
             manager.records.append(quantize_network(graph, self.config.int8, self._say, self._device, explicit))
             self._log_pass(manager.records[-1])
