@@ -28,19 +28,24 @@ from .pattern import make_constant
 INT8_MIN, INT8_MAX = -128, 127
 
 _CONVOLUTIONS = (ops.Convolution.KIND, ops.FusedConvolution.KIND, ops.FullyConnected.KIND)
+_DECONVOLUTIONS = (ops.Deconvolution.KIND, ops.FusedDeconvolution.KIND)
 _MATRIX_PRODUCTS = (ops.MatrixMultiply.KIND, ops.FusedMatMul.KIND)
 
 
 def weight_channel_axis(layer: Layer) -> int | None:
     """The output-channel axis of the layer's constant weights (input 1), or None: not a layer this pass
     quantizes (no constant weights, or a kind without an INT8 form)."""
-    if layer.kind not in _CONVOLUTIONS + _MATRIX_PRODUCTS or len(layer.inputs) < 2:
+    if layer.kind not in _CONVOLUTIONS + _DECONVOLUTIONS + _MATRIX_PRODUCTS or len(layer.inputs) < 2:
         return None
     x, weights = layer.inputs[0], layer.inputs[1]
     if x is None or weights is None or not weights.is_constant or x.is_constant or not x.dtype.is_floating:
         return None
     if layer.kind in _CONVOLUTIONS:
         return 0  # [K, C/groups, *kernel] and fully connected [K, C]
+    if layer.kind in _DECONVOLUTIONS:
+        # [C, K/groups, *kernel]: with one group, axis 1 is the output channel; with more, an output channel is a
+        # (group, axis-1 index) pair, and scales along axis 1 would be shared across groups
+        return 1 if getattr(layer.op, "groups", 1) == 1 else None
     if len(weights.shape) < 2:
         return None
     return len(weights.shape) - (2 if layer.op.transpose_b else 1)  # b is [..., C, K], or [..., K, C] transposed

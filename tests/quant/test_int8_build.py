@@ -184,3 +184,29 @@ def test_kiln_build_int8_flag_errors(tmp_path, capsys, flags, message):
     assert main(["build", str(model), *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith("kiln: error: ") and err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize("groups, quantized", [(1, 1), (2, 0)])
+def test_deconvolution_weights_per_output_channel(groups, quantized):
+    rng = np.random.default_rng(6)
+    network = tk.NetworkDefinition()
+    x = network.add_input("x", tk.DataType.FLOAT, (1, 4, 5, 5))
+    weights = rng.standard_normal((4, 6 // groups, 3, 3)).astype(np.float32)
+    weights[:, 0] *= 50  # output channel 0 much larger: per-tensor weight scales would wipe out the others
+    deconv = network.add_deconvolution(x, 6, (3, 3), weights, None, stride=2, groups=groups, name="deconv")
+    network.mark_output(deconv.get_output(0))
+    data = [rng.standard_normal((1, 4, 5, 5)).astype(np.float32) for _ in range(2)]
+    config = tk.BuilderConfig(precision=Precision.INT8, int8=Int8Options(DataCalibrator(data, "minmax")))
+    engine = tk.Builder(config).build(network)
+    assert engine.plan.build_info["pass_counts"].get("quantize_int8.quantized", 0) == quantized
+    feed = rng.standard_normal((1, 4, 5, 5)).astype(np.float32)
+    (got,) = engine.create_execution_context().execute({"x": feed}).values()
+    w = torch.from_numpy(weights)
+    if quantized:  # per output channel (axis 1 of [C, K, kh, kw]), the input at max |x| of the calibration data
+        scale = w.abs().amax(dim=(0, 2, 3), keepdim=True) / 127
+        w = torch.round(w / scale) * scale
+        inputs = _fake_quant(torch.from_numpy(feed), max(float(np.abs(d).max()) for d in data))
+    else:
+        inputs = torch.from_numpy(feed)
+    expected = F.conv_transpose2d(inputs, w, stride=2, groups=groups).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
