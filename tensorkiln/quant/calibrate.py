@@ -71,7 +71,7 @@ def _collect(network: Network, calibrator: Int8Calibrator, device: torch.device 
     batches, samples = 0, []
     with _Progress(calibrator) as advance:
         while (batch := calibrator.get_batch(specs)) is not None:
-            runner.run(batch, visit)
+            runner.run(batch, visit, keep_all=False)
             if len(samples) < SENSITIVITY_BATCHES:
                 samples.append(batch)
             batches += 1

@@ -121,3 +121,16 @@ def test_a_calibrator_written_as_tensorrts_interface():
     assert calibrator.calls[1] == ("get_batch", (("x", (2, 3, 9, 9)),)) and len(calibrator.calls) == 6
     algorithm, scales = parse_cache(calibrator.written)
     assert algorithm == "minmax" and scales["x"] == np.float32(2.0 / 127)  # the largest |x| of the three batches
+
+
+def test_runner_frees_tensors_after_their_last_reader():
+    from tensorkiln.quant.observe import NetworkRunner
+
+    network = _conv_network().ir
+    seen = []
+    feed = {"x": np.ones((2, 3, 9, 9), np.float32)}
+    kept = NetworkRunner(network).run(feed, lambda tensor, value: seen.append(tensor.name), keep_all=False)
+    everything = NetworkRunner(network).run(feed)
+    assert set(kept) == {t.name for t in network.outputs} and len(everything) == len(seen) >= 3
+    for name, value in kept.items():
+        np.testing.assert_array_equal(value.numpy(), everything[name].numpy())
