@@ -70,7 +70,7 @@ def measure_sensitivity(network: Network, layers: Iterable[tuple[Layer, int]], s
                           torch.from_numpy(np.array(t.value)).to(runner.device) for t in layer.inputs]
             alone.append(quantized(layer, layer_args)[0].reshape(-1))
             exact.append(reference[layer.outputs[0].name].reshape(-1))
-            runs.append(runner.run(batch, override=quantized))
+            runs.append(runner.run(batch, override=quantized, keep_all=False))  # the outputs are compared
         network_sqnr = min(sqnr_db(torch.cat([r[name].reshape(-1) for r in references]).float(),
                                    torch.cat([r[name].reshape(-1) for r in runs]).float()) for name in outputs)
         results.append(LayerSensitivity(layer.name, sqnr_db(torch.cat(exact), torch.cat(alone)), network_sqnr))
