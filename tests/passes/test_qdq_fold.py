@@ -169,3 +169,20 @@ def test_modelopt_style_weight_qdq_folds_with_the_batchnorm(tmp_path):
     # the input's pair as pointwise arithmetic gives the quantize/dequantize values to the bit
     as_written = tk.Builder(tk.BuilderConfig(passes=pipeline_with("-fold_qdq"))).build(parse_onnx(path))
     np.testing.assert_array_equal(got, as_written.create_execution_context().execute({"x": x})["y"])
+
+
+def test_fp8_e4m3_qdq_model_matches_onnxruntime(tmp_path):
+    """quantize_static with FP8 E4M3 activations and weights: the pairs round to a float grid, so fold_qdq leaves
+    them as written (no pointwise rewrite, no BatchNorm rule), and the engine gives onnxruntime's numbers."""
+    rng = np.random.default_rng(0)
+    float_path, path = tmp_path / "float.onnx", tmp_path / "fp8.onnx"
+    _float_model(float_path, rng)
+    quantization.quantize_static(str(float_path), str(path), _Reader(rng), quant_format=quantization.QuantFormat.QDQ,
+                                 activation_type=quantization.QuantType.QFLOAT8E4M3FN,
+                                 weight_type=quantization.QuantType.QFLOAT8E4M3FN,
+                                 calibrate_method=quantization.CalibrationMethod.Distribution)
+    x = np.random.default_rng(1).standard_normal((2, 3, 12, 12)).astype(np.float32)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    engine = tk.Builder().build(parse_onnx(path))
+    assert "fold_qdq.pair_to_pointwise" not in engine.plan.build_info["pass_counts"]
+    np.testing.assert_array_equal(engine.create_execution_context().execute({"x": x})["y"], expected)
