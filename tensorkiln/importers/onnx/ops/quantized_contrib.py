@@ -1,6 +1,6 @@
 """onnxruntime's quantized operators (domain com.microsoft) as quantize_static (QOperator format) and its graph
 optimizer write them: QLinearAdd, QLinearMul, QLinearConcat, QLinearSoftmax, QLinearAveragePool,
-QLinearGlobalAveragePool, QLinearSigmoid, QLinearLeakyRelu, QGemm and DynamicQuantizeMatMul.
+QLinearGlobalAveragePool, QLinearSigmoid, QLinearLeakyRelu, QGemm, DynamicQuantizeMatMul and DynamicQuantizeLSTM.
 
 Each becomes dequantize -> the float operation -> quantize (simulated INT8: the layers an integer kernel's result
 rounds to). onnxruntime computes some of them in fixed point or through lookup tables; the results agree to within
@@ -159,3 +159,35 @@ def dynamic_quantize_matmul(ctx, node):
     y = net.add_matrix_multiply(a, b, name=name).get_output(0)
     bias = ctx.input(node, 4)
     return [y if bias is None else net.add_elementwise(y, bias, E.SUM, name=name).get_output(0)]
+
+
+def _dequantized_gates(ctx, node, index: int, scale_index: int, what: str) -> np.ndarray:
+    """An 8-bit [directions, rows, 4 * hidden] matrix of DynamicQuantizeLSTM (its values at input `index`, its scales
+    and zero points at `scale_index` and the next, per direction or per gate column), in float and in ONNX LSTM's
+    layout [directions, 4 * hidden, rows]."""
+    values = ctx.require_constant(node, index, what).astype(np.float64)
+    scale = ctx.require_constant(node, scale_index, f"{what} scale").astype(np.float64)
+    zero_point = ctx.require_constant(node, scale_index + 1, f"{what} zero point").astype(np.float64)
+    columns = (values.shape[0], 1, -1)  # [directions] or [directions, 4 * hidden] broadcast over the rows
+    dequantized = (values - zero_point.reshape(columns)) * scale.reshape(columns)
+    return np.ascontiguousarray(dequantized.transpose(0, 2, 1)).astype(np.float32)
+
+
+@converter("DynamicQuantizeLSTM", domain=MICROSOFT)
+def dynamic_quantize_lstm(ctx, node):
+    """inputs: X, W, R (8-bit, [directions, input or hidden, 4 * hidden]), B, sequence_lens, initial_h, initial_c,
+    P, W_scale, W_zero_point, R_scale, R_zero_point. An ONNX LSTM with the weights dequantized: onnxruntime also
+    quantizes X and the hidden state at run time, which this leaves in float (its error is that of 8-bit
+    activations)."""
+    net, name = ctx.network, ctx.name(node)
+    weights = [net.add_constant(None, _dequantized_gates(ctx, node, index, scale_index, what), name=name).get_output(0)
+               for index, scale_index, what in ((1, 8, "W"), (2, 10, "R"))]
+    hidden_size = int(ctx.attr(node, "hidden_size", weights[1].shape[-1]))
+    op = ops.Recurrent(
+        "lstm", hidden_size, ctx.attr(node, "direction", "forward"), tuple(ctx.attr(node, "activations", [])),
+        tuple(float(v) for v in ctx.attr(node, "activation_alpha", [])),
+        tuple(float(v) for v in ctx.attr(node, "activation_beta", [])), float(ctx.attr(node, "clip", 0.0) or 0.0),
+        False, bool(ctx.attr(node, "input_forget", 0)))
+    inputs = [ctx.input(node, 0), *weights, *(ctx.input(node, i) for i in range(3, 8))]
+    outputs = net.add_layer(op, inputs, name).outputs
+    return outputs[: max(1, len(node.output))]
