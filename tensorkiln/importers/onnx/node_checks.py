@@ -30,6 +30,24 @@ def schema_for(node: onnx.NodeProto, opset: int, domain_versions: dict[str, int]
         return None
 
 
+def opset_problem(node: onnx.NodeProto, opset: int) -> str | None:
+    """A default-domain operator the model's opset does not define yet (BitwiseNot in an opset-17 model)."""
+    if node.domain not in ("", "ai.onnx") or not isinstance(node.op_type, str):
+        return None
+    try:
+        first = onnx.defs.get_schema(node.op_type, "").since_version  # the newest version; walk down to the first
+    except onnx.defs.SchemaError:
+        return None  # not an ONNX operator at any opset: left to the unsupported-operator report
+    while first > 1:
+        try:
+            first = onnx.defs.get_schema(node.op_type, first - 1, "").since_version
+        except onnx.defs.SchemaError:
+            break
+    if first > opset:
+        return f"{node.op_type} is not an operator of ONNX opset {opset} (it first appears in opset {first})"
+    return None
+
+
 def node_problem(node: onnx.NodeProto, schema: OpSchema) -> str | None:
     """What is wrong with `node` by its schema (one phrase), or None."""
     inputs, formal = list(node.input), list(schema.inputs)
@@ -79,4 +97,65 @@ def type_problem(node: onnx.NodeProto, schema: OpSchema, dtype_of: Callable[[str
                                 for index, name, dtype in inputs)
             return (f"inputs of one type ({type_str} in the ONNX spec of {node.op_type}) disagree: {listing}; "
                     "the model is malformed (an initializer of the wrong data_type?)")
+    return None
+
+
+# ONNX element type names of tensorkiln's dtypes, as the schemas' type constraints spell them
+_TYPE_STRINGS = {"FLOAT": "tensor(float)", "HALF": "tensor(float16)", "BF16": "tensor(bfloat16)",
+                 "DOUBLE": "tensor(double)", "INT8": "tensor(int8)", "UINT8": "tensor(uint8)", "INT16": "tensor(int16)",
+                 "INT32": "tensor(int32)", "INT64": "tensor(int64)", "BOOL": "tensor(bool)"}
+
+
+def _family(type_string: str) -> str:
+    """floating, integer or boolean: the kind of element a type constraint asks for."""
+    if type_string in ("tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)"):
+        return "floating"
+    return "integer" if "int" in type_string else type_string
+
+
+def allowed_type_problem(node: onnx.NodeProto, schema: OpSchema, dtype_of: Callable[[str], object],
+                         held_as_float: Callable[[str], bool]) -> str | None:
+    """Each input's dtype must be one its type constraint allows (BitwiseNot takes integers, not float32).
+    Values held as float32 for another type (FP8, `held_as_float`) are exempt."""
+    formal = list(schema.inputs)
+    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+    for index, name in enumerate(node.input):
+        if not name or not formal or (index >= len(formal) and formal[-1].option != _VARIADIC):
+            continue
+        parameter = formal[min(index, len(formal) - 1)]
+        dtype = dtype_of(name)
+        permitted = allowed.get(parameter.type_str, {parameter.type_str})
+        type_string = _TYPE_STRINGS.get(getattr(dtype, "name", ""))
+        if dtype is None or type_string is None or held_as_float(name) or not permitted:
+            continue
+        if not any(t.startswith("tensor(") for t in permitted) or _family(type_string) in map(_family, permitted):
+            continue  # (sequences, optionals: not element types; tensorkiln runs more float types than the spec)
+        return (f"input {index} {name!r} is {type_string}, which the ONNX spec of {node.op_type} does not allow "
+                f"for {parameter.name} (it takes {sorted(permitted)})")  # (the kind of element is wrong)
+    return None
+
+
+# where an axis attribute may point beyond input 0's last dimension: Flatten's axis may be r, OneHot's output and
+# Unsqueeze's output have more dimensions than its input
+_AXIS_SLACK = {"Flatten": 1, "OneHot": 1}
+_SKIP_AXIS = {"Unsqueeze", "ConcatFromSequence", "SplitToSequence", "SequenceAt"}
+
+
+def axis_problem(node: onnx.NodeProto, rank: int) -> str | None:
+    """`axis` / `axes` attributes must lie in [-r, r) for input 0's rank r (as onnxruntime requires); for
+    default-domain operators only (a contrib op's input 0 may be a scale, not the data)."""
+    if node.op_type in _SKIP_AXIS or node.domain not in ("", "ai.onnx"):
+        return None
+    slack = _AXIS_SLACK.get(node.op_type, 0)
+    for attribute in node.attribute:
+        if attribute.name == "axis" and attribute.type == onnx.AttributeProto.INT:
+            values = [attribute.i]
+        elif attribute.name == "axes" and attribute.type == onnx.AttributeProto.INTS:
+            values = list(attribute.ints)
+        else:
+            continue
+        low, high = -rank - slack, rank + slack
+        if any(not low <= v < high for v in values):
+            return (f"attribute {attribute.name} = {values[0] if attribute.name == 'axis' else values} is out of "
+                    f"range for input 0 of rank {rank} (valid: {low} to {high - 1})")
     return None

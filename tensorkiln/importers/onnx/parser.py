@@ -17,7 +17,8 @@ from ...ir.graph import Tensor
 from ...limits import ResourceLimits
 from ...network import NetworkDefinition
 from .context import ConversionContext
-from .node_checks import node_problem, schema_for, type_problem
+from .node_checks import (allowed_type_problem, axis_problem, node_problem, opset_problem, schema_for,
+                          type_problem)
 from .registry import DEFAULT_DOMAIN, MAX_OPSET, MIN_OPSET, find_converter
 from .tensors import load_external_data
 from .text_fields import check_text_fields
@@ -208,25 +209,29 @@ class OnnxParser:
         if not standard and not other:
             return
         versions = {entry.domain: entry.version for entry in model.opset_import}
-        parts = []
+
+        def where(n: onnx.NodeProto) -> str:
+            node = repr(n.name or (n.output[0] if n.output else "?"))
+            if n.domain in ("", "ai.onnx"):
+                return f"{n.op_type} at node {node}"
+            return f"{n.op_type} (domain {n.domain}) at node {node} ({n.domain} opset {versions.get(n.domain, '?')})"
+
+        listing = "; ".join(where(n) for n in (*standard, *other))
+        message = (f"{len(standard) + len(other)} node(s) of the model ({_imports(model)}) use operators tensorkiln "
+                   f"does not support: {listing}. Unsupported operator types: "
+                   f"{sorted({n.op_type for n in (*standard, *other)})}.")
         if standard:
-            listing = "; ".join(f"{n.op_type} at node {n.name or (n.output[0] if n.output else '?')!r}"
-                                for n in standard)
-            parts.append(f"{len(standard)} node(s) use standard operators tensorkiln has no converter for: {listing} "
-                         f"(opset {default_opset(model)}). Build with allow_fallback (--allow-fallback) to run "
-                         "them on onnx's reference implementation, register a plugin for them "
-                         "(tensorkiln.plugins.register_plugin), or replace them in the model.")
+            message += (f" For the standard ones ({sorted({n.op_type for n in standard})}): build with allow_fallback "
+                        "(--allow-fallback) to run them on onnx's reference implementation, register a plugin for "
+                        "them (tensorkiln.plugins.register_plugin), or replace them in the model.")
         if other:
-            listing = "; ".join(f"{n.op_type} at node {n.name or (n.output[0] if n.output else '?')!r} (domain "
-                                f"{n.domain!r}, opset {versions.get(n.domain, 'not imported')})" for n in other)
             kinds = sorted({n.op_type for n in other})
-            parts.append(f"{len(other)} node(s) use operators outside the default ONNX domain, which the fallback "
-                         f"cannot run (onnx's reference implements the default domain only): {listing}. Register a "
-                         f"plugin for {kinds} (tensorkiln.plugins.register_plugin('{kinds[0]}')), or export the model "
-                         "without them (onnxruntime's contrib-op fusions make com.microsoft nodes; export or save "
-                         "before optimizing).")
-        raise UnsupportedOpError(f"the model ({_imports(model)}) has nodes tensorkiln cannot build: "
-                                 + " ".join(parts))
+            message += (f" Operators outside the default ONNX domain ({kinds}) cannot run on the fallback (onnx's "
+                        f"reference implements the default domain only): register a plugin for them "
+                        f"(tensorkiln.plugins.register_plugin('{kinds[0]}')), or export the model without them "
+                        "(onnxruntime's contrib-op fusions make com.microsoft nodes: save the model before "
+                        "optimizing it).")
+        raise UnsupportedOpError(message)
 
     def _add_input(self, network: NetworkDefinition, value: onnx.ValueInfoProto) -> Tensor:
         tensor_type = value.type.tensor_type
@@ -269,10 +274,15 @@ class OnnxParser:
                             ctx.name(node), node.op_type, ctx.opset)
         if fn is not onnx_nodes.convert_plugin_node:  # a plugin defines its own node's inputs and attributes
             schema = schema_for(node, ctx.opset, ctx.domain_versions)
-            problem = schema and node_problem(node, schema)
+            problem = node_problem(node, schema) if schema else opset_problem(node, ctx.opset)
             if problem:
                 raise ctx.error(node, f"{problem}; the model is malformed: re-export it")
-            problem = schema and type_problem(node, schema, lambda name: getattr(ctx.tensors.get(name), "dtype", None))
+            dtype_of = lambda name: getattr(ctx.tensors.get(name), "dtype", None)  # noqa: E731
+            problem = schema and (type_problem(node, schema, dtype_of) or allowed_type_problem(
+                node, schema, dtype_of, lambda name: name in ctx.fp8_types))
+            first = ctx.tensors.get(node.input[0]) if node.input and node.input[0] else None
+            problem = problem or (first is not None and isinstance(first, Tensor)
+                                  and axis_problem(node, len(first.shape)))
             if problem:
                 raise ctx.error(node, problem)
         ctx.node = node

@@ -59,20 +59,34 @@ def test_slice_of_a_0d_tensor_and_step_0():
     _refused(_model([node], [X], "y", constants), "steps [0] hold a 0")
 
 
-def test_integer_input_holding_nan():
+def test_integer_input_of_a_float_type():
+    """Slice's starts as float32 holding NaN (once int(nan): ValueError): the schema's type constraint refuses it."""
     starts = numpy_helper.from_array(np.array([np.nan], np.float32), "starts")
     ends = numpy_helper.from_array(np.array([2], np.float32), "ends")
     node = helper.make_node("Slice", ["x", "starts", "ends"], ["y"], name="slice")
-    # (a float "starts" breaks the schema's type constraint; onnx does not check it, so the converter must)
-    _refused(_model([node], [X], "y", [starts, ends]), "its starts (input 1, 'starts') must hold integers",
-             "[nan]")
+    _refused(_model([node], [X], "y", [starts, ends]), "input 1 'starts' is tensor(float), which the ONNX spec of "
+                                                      "Slice does not allow for starts")
 
 
-def test_build_time_input_missing():
-    """AffineGrid before opset 20 has no schema to check it against: its missing size input is named."""
+def test_operator_newer_than_the_models_opset():
+    """AffineGrid (opset 20) in an opset-17 model once reached its converter, which read a missing input."""
     theta = helper.make_tensor_value_info("theta", TensorProto.FLOAT, [1, 2, 3])
     node = helper.make_node("AffineGrid", ["theta"], ["y"], name="grid")
-    _refused(_model([node], [theta], "y", opset=17), "ONNX node 'grid'", "its size (input 1) is missing")
+    _refused(_model([node], [theta], "y", opset=17), "ONNX node 'grid'",
+             "AffineGrid is not an operator of ONNX opset 17 (it first appears in opset 20)")
+
+
+def test_bitwise_operator_on_float_input():
+    node = helper.make_node("BitwiseNot", ["x"], ["y"], name="not")
+    _refused(_model([node], [X], "y", opset=18), "input 0 'x' is tensor(float), which the ONNX spec of BitwiseNot "
+                                                "does not allow")
+
+
+def test_axis_out_of_range():
+    """Softmax axis -2**63 once passed the importer (Python's % folded it into range) and made an engine whose
+    own loader refused it."""
+    node = helper.make_node("Softmax", ["x"], ["y"], name="softmax", axis=-2**63)
+    _refused(_model([node], [X], "y"), f"attribute axis = {-2**63} is out of range for input 0 of rank 3")
 
 
 def test_batch_normalization_statistics_of_the_wrong_size():
@@ -85,7 +99,7 @@ def test_batch_normalization_statistics_of_the_wrong_size():
 def test_group_normalization_without_num_groups():
     values = [numpy_helper.from_array(np.ones(3, np.float32), name) for name in ("scale", "bias")]
     node = helper.make_node("GroupNormalization", ["x", "scale", "bias"], ["y"], name="gn")
-    _refused(_model([node], [X], "y", values, opset=17), "ONNX node 'gn'", "has no 'num_groups' attribute")
+    _refused(_model([node], [X], "y", values, opset=18), "ONNX node 'gn'", "has no 'num_groups' attribute")
     node = helper.make_node("GroupNormalization", ["x", "scale", "bias"], ["y"], name="gn", num_groups=2)
     _refused(_model([node], [X], "y", values, opset=21), "num_groups = 2 must be positive and divide the 3 channels")
 

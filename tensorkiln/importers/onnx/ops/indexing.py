@@ -43,7 +43,14 @@ def gather_elements(ctx, node):
 
 @converter("GatherND")
 def gather_nd(ctx, node):
-    return _layer(ctx, node, ops.GatherND(ctx.attr(node, "batch_dims", 0)), [ctx.input(node, 0), ctx.input(node, 1)])
+    data, indices, batch_dims = ctx.input(node, 0), ctx.input(node, 1), int(ctx.attr(node, "batch_dims", 0))
+    if not 0 <= batch_dims < min(len(data.shape), len(indices.shape)):
+        raise ctx.error(node, f"batch_dims {batch_dims} must be at least 0 and below the ranks of data "
+                              f"{list(data.shape)} and indices {list(indices.shape)}")
+    if not indices.shape or indices.shape[-1] > len(data.shape) - batch_dims:
+        raise ctx.error(node, f"indices of shape {list(indices.shape)} address more dimensions than data "
+                              f"{list(data.shape)} has after its {batch_dims} batch dimension(s)")
+    return _layer(ctx, node, ops.GatherND(batch_dims), [data, indices])
 
 
 @converter("ScatterElements", "Scatter")

@@ -119,6 +119,8 @@ def slice_(ctx, node):
     if 0 in steps:
         raise ctx.error(node, f"steps {steps} hold a 0; a slice step must not be 0")
     axes = [a % rank for a in axes]
+    # a step longer than the axis takes one element, as a step of the axis' length does: kept in range
+    steps = [max(min(st, x.shape[a]), -x.shape[a]) or st for st, a in zip(steps, axes)]
     bounds = [_clamped_slice(s, e, st, x.shape[a]) for s, e, st, a in zip(starts, ends, steps, axes)]
     op = ops.Slice(tuple(b[0] for b in bounds), tuple(b[1] for b in bounds), tuple(axes), tuple(steps))
     return [ctx.network.add_layer(op, [x], ctx.name(node)).get_output(0)]
