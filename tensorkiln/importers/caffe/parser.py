@@ -165,7 +165,7 @@ def _in_test_phase(layer: AnyLayer) -> bool:
 
 def _check_names(net: caffe_pb2.NetParameter, layers: list[AnyLayer]) -> None:
     """Every input, layer and blob name must be one an engine can hold (importers/names.py)."""
-    named = [(f"input {name!r}", name, False) for name in net.input]
+    named = [("the net's name", net.name, True), *((f"input {name!r}", name, False) for name in net.input)]
     for layer in layers:
         where = f"layer {layer_name(layer)!r} ({layer_type_name(layer)})"
         named.append((f"the name of {where}", layer_name(layer), True))  # an unnamed layer gets a generated name

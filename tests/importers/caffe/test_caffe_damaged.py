@@ -48,3 +48,14 @@ def test_v1_flatten_has_no_parameters_and_uses_caffes_defaults(tmp_path):
     x = np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)
     out = run_net(tmp_path, prototxt, {}, {"data": x})["out"]
     np.testing.assert_array_equal(out, x.reshape(2, 12))
+
+
+def test_slice_without_tops(tmp_path):
+    _refused(tmp_path, input_layer("data", (1, 2, 3, 3)) + 'layer { name: "cut" type: "Slice" bottom: "data" }',
+             "Caffe layer 'cut' (Slice): has no top blobs")
+
+
+def test_net_name_with_a_control_character(tmp_path):
+    """The net's name becomes the engine's network name, which the engine loader checks like any other name."""
+    _refused(tmp_path, 'name: "t0\\nimport this"\n' + input_layer("data", (1, 2, 3, 3)) +
+             'layer { name: "relu" type: "ReLU" bottom: "data" top: "out" }', "in the Caffe net, the net's name")

@@ -145,3 +145,9 @@ def test_unsupported_node_without_outputs_is_listed():
     model = _model([node, helper.make_node("Relu", ["x"], ["y"])], [X], "y")
     with pytest.raises(tk.errors.UnsupportedOpError, match=r"Bernoulli at node '\?'"):
         parse_onnx(model)
+
+
+def test_upsample_with_0d_scales():
+    scales = numpy_helper.from_array(np.array(2.0, np.float32), "scales")
+    node = helper.make_node("Upsample", ["x", "scales"], ["y"], name="up")
+    _refused(_model([node], [X], "y", [scales], opset=9), "scales [2.0] has 1 values for an input of rank 3")

@@ -35,6 +35,8 @@ def slice_layer(ctx, layer):
     x, param = ctx.input(layer), layer.slice_param
     axis = param.axis if param.HasField("axis") or not param.HasField("slice_dim") else param.slice_dim
     axis, count = _axis(ctx, layer, axis, len(x.shape)), len(layer.top)
+    if count == 0:
+        raise ctx.error(layer, "has no top blobs; a Slice needs at least one")
     size = x.shape[axis]
     if param.slice_point:
         points = [0, *param.slice_point, size]

@@ -16,12 +16,12 @@ _MODES = {"nearest": ResizeMode.NEAREST, "linear": ResizeMode.LINEAR, "bilinear"
 def _scales_and_sizes(ctx, node, x):
     rank = len(x.shape)
     if ctx.opset < 11:  # Resize-10: X, scales
-        return [float(s) for s in ctx.require_constant(node, 1, "scales")], None, []
+        return [float(s) for s in ctx.require_constant(node, 1, "scales").reshape(-1)], None, []
     roi = ctx.constant(node, 1)
     if ctx.attr(node, "coordinate_transformation_mode") == "tf_crop_and_resize":  # only this mode reads the roi
         roi = ctx.require_constant(node, 1, "roi")
     roi = [] if roi is None else [float(v) for v in roi.reshape(-1)]
-    scales = ctx.require_constant(node, 2, "scales") if ctx.input(node, 2) is not None else None
+    scales = ctx.require_constant(node, 2, "scales").reshape(-1) if ctx.input(node, 2) is not None else None
     sizes = ctx.ints(node, 3, "sizes") if ctx.input(node, 3) is not None else None
     if scales is not None and scales.size == 0:
         scales = None
@@ -57,7 +57,7 @@ def resize(ctx, node):
     rank = len(x.shape)
     if node.op_type == "Upsample":
         scales = ctx.attr(node, "scales") if ctx.opset < 9 else ctx.require_constant(node, 1, "scales")
-        scales, sizes, roi = [float(s) for s in scales], None, []
+        scales, sizes, roi = [float(s) for s in np.asarray(scales).reshape(-1)], None, []
     else:
         scales, sizes, roi = _scales_and_sizes(ctx, node, x)
     if scales is None and sizes is None:
