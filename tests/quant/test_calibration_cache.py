@@ -134,3 +134,14 @@ def test_runner_frees_tensors_after_their_last_reader():
     assert set(kept) == {t.name for t in network.outputs} and len(everything) == len(seen) >= 3
     for name, value in kept.items():
         np.testing.assert_array_equal(value.numpy(), everything[name].numpy())
+
+
+def test_entropy_on_few_samples_warns():
+    rng = np.random.default_rng(2)
+    data = [rng.standard_normal((2, 3, 9, 9)).astype(np.float32) for _ in range(3)]
+    builder = tk.Builder(tk.BuilderConfig(precision=Precision.INT8, int8=Int8Options(DataCalibrator(data))))
+    builder.build(_conv_network())
+    assert any(line.startswith("warning: entropy calibration on 6 samples") for line in builder.build_log)
+    builder = tk.Builder(tk.BuilderConfig(precision=Precision.INT8, int8=Int8Options(DataCalibrator(data, "minmax"))))
+    builder.build(_conv_network())
+    assert not any(line.startswith("warning") for line in builder.build_log)
