@@ -151,3 +151,9 @@ def test_upsample_with_0d_scales():
     scales = numpy_helper.from_array(np.array(2.0, np.float32), "scales")
     node = helper.make_node("Upsample", ["x", "scales"], ["y"], name="up")
     _refused(_model([node], [X], "y", [scales], opset=9), "scales [2.0] has 1 values for an input of rank 3")
+
+
+def test_pad_with_pads_of_another_rank():
+    pads = numpy_helper.from_array(np.array([2, -1], np.int64), "pads")
+    node = helper.make_node("Pad", ["x", "pads"], ["y"], name="pad")
+    _refused(_model([node], [X], "y", [pads]), "pads [2, -1] have 2 values; an input of rank 3 needs 6")

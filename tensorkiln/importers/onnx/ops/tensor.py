@@ -175,11 +175,19 @@ def pad(ctx, node):
         value = ctx.require_constant(node, 2, "constant_value") if ctx.input(node, 2) is not None else None
         value = 0.0 if value is None or value.size == 0 else float(value.reshape(-1)[0])
         if ctx.input(node, 3) is not None:  # opset 18: pads only for the listed axes
-            axes = [a % rank for a in ctx.ints(node, 3, "axes")]
+            axes = ctx.ints(node, 3, "axes")
+            if any(not -rank <= a < rank for a in axes) or len({a % rank for a in axes}) != len(axes):
+                raise ctx.error(node, f"axes {axes} are not distinct axes of the rank-{rank} input")
+            if len(pads) != 2 * len(axes):
+                raise ctx.error(node, f"pads {pads} need 2 values for each of the {len(axes)} axes {axes}")
+            axes = [a % rank for a in axes]
             full = [0] * (2 * rank)
             for i, axis in enumerate(axes):
                 full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
             pads = full
+    if len(pads) != 2 * rank:
+        raise ctx.error(node, f"pads {pads} have {len(pads)} values; an input of rank {rank} needs {2 * rank} (the "
+                              "begins, then the ends of every dimension)")
     return [ctx.network.add_layer(ops.Pad(tuple(pads), mode, value), [x], ctx.name(node)).get_output(0)]
 
 
