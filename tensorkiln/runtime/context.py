@@ -81,16 +81,16 @@ class ExecutionContext:
         """Run the engine on `inputs` ({name: numpy array or torch tensor}) and wait for the result. Without
         `inputs` it reads the tensors bound with `set_input_tensor`.
 
-        Returns {output name: array}: numpy arrays when the inputs were numpy, torch tensors (on the
-        engine's device, owned by the caller) otherwise.
+        Returns {output name: array}: numpy arrays when the inputs were numpy (a bfloat16 output as float32,
+        which numpy lacks), torch tensors (on the engine's device, owned by the caller) otherwise.
         """
         with self._lock:
             feed, as_numpy = self._feed(inputs)
             outputs = self._run(feed, bound=inputs is None)
             if self.device.type == "cuda":
                 torch.cuda.current_stream().synchronize()
-            if as_numpy:
-                return {name: t.detach().cpu().contiguous().numpy() for name, t in outputs.items()}
+            if as_numpy:  # numpy has no bfloat16: such outputs widen to float32 (exactly)
+                return {name: _to_numpy(t) for name, t in outputs.items()}
             return {name: t.clone() if self._graph is not None else t for name, t in outputs.items()}
 
     __call__ = execute
@@ -401,3 +401,8 @@ def _as_io_dtype(tensor: torch.Tensor, dtype: DataType) -> torch.Tensor:
     activations NHWC; callers (and numpy, and whoever calls .view on the result) expect the standard layout."""
     tensor = tensor if tensor.dtype == dtype.torch else tensor.to(dtype.torch)
     return tensor.contiguous()
+
+
+def _to_numpy(tensor: torch.Tensor):
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).contiguous().numpy()

@@ -57,3 +57,26 @@ def test_layer_norm_of_a_0d_input_is_a_clean_error():
     model.ir_version = 8
     with pytest.raises(TensorkilnError, match="LayerNormalization|layer_norm|cannot take inputs"):
         parse_onnx(model.SerializeToString())
+
+
+def test_a_bfloat16_output_is_returned_to_numpy_callers_as_float32(fuzz_bundle):
+    """Found by the engine fuzzer (a plan re-sealed with precision bf16 and a bfloat16 output, which validation
+    accepts): execute() with numpy inputs raised torch's "Got unsupported ScalarType BFloat16" (numpy has no
+    bfloat16). The output now comes back widened to float32, exactly; torch callers still get bfloat16."""
+    import torch
+
+    from tensorkiln.fuzz.json_mutator import dumps
+    from tensorkiln.fuzz.targets.engine import plan_of, reseal
+    from tensorkiln.runtime import Runtime
+
+    blob = fuzz_bundle.engines["transformer"]
+    plan = plan_of(blob)
+    plan["precision"] = "bf16"
+    [output] = plan["outputs"]
+    output["dtype"] = "bfloat16"
+    engine = Runtime().deserialize(reseal(blob, dumps(plan)))
+    x = np.random.default_rng(0).standard_normal((1, 4, 8)).astype(np.float32)
+    as_numpy = engine.create_execution_context().execute({"x": x})["y"]
+    as_torch = engine.create_execution_context().execute({"x": torch.from_numpy(x)})["y"]
+    assert as_numpy.dtype == np.float32 and as_torch.dtype == torch.bfloat16
+    np.testing.assert_array_equal(as_numpy, as_torch.float().numpy())
