@@ -72,3 +72,18 @@ def test_a_valid_window_still_builds():
                                 weight_shape=(6, 2, 3, 3)))
     # H: (8 + 1 + 2 - (2 * (3 - 1) + 1)) // 2 + 1 = 4; W: (8 + 0 + 1 - 3) // 1 + 1 = 7
     assert network.ir.outputs[0].shape == (1, 6, 4, 7)
+
+
+@pytest.mark.parametrize("op_type, weight_shape, bias_shape, phrase", [
+    ("Conv", (6, 4, 3, 3), (6, 1), "bias 'b' has shape [6, 1]; it needs one value per output channel ([6])"),
+    ("ConvTranspose", (4, 6, 3, 3), (4,), "bias 'b' has shape [4]; it needs one value per output channel ([6])"),
+    ("ConvTranspose", (6, 4, 3, 3), None, "weight 'w' of shape [6, 4, 3, 3] does not fit an input of 4 channels"),
+])
+def test_weights_and_bias_that_do_not_fit(op_type, weight_shape, bias_shape, phrase):
+    model = _model(op_type, {}, weight_shape=weight_shape)
+    if bias_shape is not None:
+        model.graph.initializer.append(numpy_helper.from_array(np.zeros(bias_shape, np.float32), "b"))
+        model.graph.node[0].input.append("b")
+    with pytest.raises(ModelFormatError) as error:
+        parse_onnx(model)
+    assert phrase in str(error.value) and "\n" not in str(error.value)

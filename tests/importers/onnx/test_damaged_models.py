@@ -157,3 +157,12 @@ def test_pad_with_pads_of_another_rank():
     pads = numpy_helper.from_array(np.array([2, -1], np.int64), "pads")
     node = helper.make_node("Pad", ["x", "pads"], ["y"], name="pad")
     _refused(_model([node], [X], "y", [pads]), "pads [2, -1] have 2 values; an input of rank 3 needs 6")
+
+
+@pytest.mark.parametrize("depth", [0.0, -2.0, np.nan])
+def test_one_hot_depth_not_positive(depth):
+    values = [numpy_helper.from_array(np.array([depth], np.float32), "depth"),
+              numpy_helper.from_array(np.array([0, 1], np.float32), "values")]
+    indices = helper.make_tensor_value_info("i", TensorProto.INT64, [3])
+    node = helper.make_node("OneHot", ["i", "depth", "values"], ["y"], name="onehot")
+    _refused(_model([node], [indices], "y", values), "ONNX node 'onehot'", "must be one positive number")

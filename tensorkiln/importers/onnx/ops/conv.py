@@ -66,6 +66,13 @@ def spatial_attrs(ctx, node, x, kernel):
     return stride, dilation, pads
 
 
+def check_bias(ctx, node, bias, filters: int) -> None:
+    """A bias holds one value per output channel: shape (M,)."""
+    if bias is not None and tuple(bias.shape) != (filters,):
+        raise ctx.error(node, f"bias {node.input[2]!r} has shape {list(bias.shape)}; it needs one value per output "
+                              f"channel ([{filters}])")
+
+
 def check_group(ctx, node, group: int, in_channels: int, out_channels: int | None) -> int:
     problem = group_problem("group", int(group), in_channels, out_channels)
     if problem:
@@ -79,6 +86,7 @@ def conv(ctx, node):
     kernel = tuple(ctx.attr(node, "kernel_shape", weight.shape[2:]))
     stride, dilation, pads = spatial_attrs(ctx, node, x, kernel)
     group = check_group(ctx, node, ctx.attr(node, "group", 1), x.shape[1], weight.shape[0])
+    check_bias(ctx, node, bias, weight.shape[0])
     op = ops.Convolution(stride, pads, dilation, group)
     return [ctx.network.add_layer(op, [x, weight, bias], ctx.name(node)).get_output(0)]
 
@@ -100,6 +108,10 @@ def conv_transpose(ctx, node):
     if problem:
         raise ctx.error(node, problem)
     group = check_group(ctx, node, ctx.attr(node, "group", 1), x.shape[1], None)
+    if len(weight.shape) != rank + 2 or weight.shape[0] != x.shape[1]:
+        raise ctx.error(node, f"weight {node.input[1]!r} of shape {list(weight.shape)} does not fit an input of "
+                              f"{x.shape[1]} channels: ConvTranspose weights are (C, M / group, kernel...)")
+    check_bias(ctx, node, bias, weight.shape[1] * group)
     if output_shape is None and auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         output_shape = [size * s for size, s in zip(x.shape[2:], stride)]
     if output_shape is not None:

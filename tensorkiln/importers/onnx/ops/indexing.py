@@ -66,7 +66,10 @@ def scatter_nd(ctx, node):
 
 @converter("OneHot")
 def one_hot(ctx, node):
-    depth = int(ctx.require_constant(node, 1, "depth").reshape(-1)[0])
+    values = ctx.require_constant(node, 1, "depth").reshape(-1)
+    if values.size != 1 or not values[0] >= 1:  # (NaN fails too)
+        raise ctx.error(node, f"depth {values.tolist()[:4]} must be one positive number")
+    depth = int(values[0])
     return _layer(ctx, node, ops.OneHot(depth, ctx.attr(node, "axis", -1)), [ctx.input(node, 0), ctx.input(node, 2)])
 
 
