@@ -16,7 +16,7 @@ from ..names import name_problem
 
 # fields that hold the bulk of a model's bytes and no text: not walked (raw_data is bytes by design)
 _SKIPPED = {"raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"}
-_NAME_FIELDS = {"name", "input", "output"}  # the names of graphs, nodes, values and tensors (not doc strings)
+_NAME_FIELDS = {"name", "input", "output", "dim_param"}  # the names of graphs, nodes, values and tensors (not doc strings)
 _TENSOR_TEXT = [onnx.TensorProto.DESCRIPTOR.fields_by_name[name] for name in ("name", "doc_string", "external_data")]
 
 

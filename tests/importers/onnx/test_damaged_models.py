@@ -166,3 +166,14 @@ def test_one_hot_depth_not_positive(depth):
     indices = helper.make_tensor_value_info("i", TensorProto.INT64, [3])
     node = helper.make_node("OneHot", ["i", "depth", "values"], ["y"], name="onehot")
     _refused(_model([node], [indices], "y", values), "ONNX node 'onehot'", "must be one positive number")
+
+
+def test_clip_bounds_that_are_not_scalars():
+    bounds = [numpy_helper.from_array(np.zeros((2, 2), np.float32), "low")]
+    node = helper.make_node("Clip", ["x", "low"], ["y"], name="clip")
+    _refused(_model([node], [X], "y", bounds), "its min has shape [2, 2]; Clip takes a scalar min")
+
+
+def test_dimension_name_with_a_control_character():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["t0\nimport this", 3])
+    _refused(_model([helper.make_node("Relu", ["x"], ["y"])], [x], "y"), "dim_param", "control character")

@@ -51,6 +51,9 @@ def clip(ctx, node):
     else:
         low_value = ctx.require_constant(node, 1, "min") if ctx.input(node, 1) is not None else None
         high_value = ctx.require_constant(node, 2, "max") if ctx.input(node, 2) is not None else None
-        low = -math.inf if low_value is None else float(low_value)
-        high = math.inf if high_value is None else float(high_value)
+        for what, value in (("min", low_value), ("max", high_value)):
+            if value is not None and value.size != 1:
+                raise ctx.error(node, f"its {what} has shape {list(value.shape)}; Clip takes a scalar {what}")
+        low = -math.inf if low_value is None else float(low_value.reshape(-1)[0])
+        high = math.inf if high_value is None else float(high_value.reshape(-1)[0])
     return [ctx.network.add_activation(ctx.input(node, 0), A.CLIP, low, high, name=ctx.name(node)).get_output(0)]
