@@ -2,9 +2,9 @@
 models; prototxt and caffemodel; run-time inputs) gets a fixed number of generated cases, run in worker processes
 that catch tracebacks, crashes and hangs. About a minute on a 2-core machine.
 
-With TENSORKILN_FUZZ_ENFORCE=1 the campaign must find nothing: no traceback, mismatch, crash or hang. Without it
-(while known findings are being fixed; /work/briefs/fuzz_findings.md lists them) the test prints the table and
-warns with the counts, and fails only where the harness itself is broken: a mutator that raised, a target that
+The campaign must find nothing: no traceback, mismatch, crash or hang. With TENSORKILN_FUZZ_ENFORCE=0 (while a
+known finding is being fixed) the test prints the table and warns with the counts instead, and fails only where the
+harness itself is broken: a mutator that raised, a target that
 ran too few cases, or one whose cases never once ran to the end (a fuzzer that only ever meets the first check
 tests nothing). Set TENSORKILN_FUZZ_FINDINGS=DIR to keep the findings (the .bin cases and summary.json).
 
@@ -20,7 +20,7 @@ from tensorkiln.fuzz.case import FINDINGS, OK
 from tensorkiln.fuzz.runner import Campaign, CampaignConfig, format_report, write_summary
 from tensorkiln.fuzz.targets import CAMPAIGN_TARGETS
 
-ENFORCE = os.environ.get("TENSORKILN_FUZZ_ENFORCE") == "1"
+ENFORCE = os.environ.get("TENSORKILN_FUZZ_ENFORCE", "1") != "0"
 # cases per target: about 10-15 s each at the rates of a 2-core machine (engine cases mostly end at validation)
 CI_CASES = {"engine": 6000, "onnx": 2000, "caffe": 1200, "inputs": 1000}
 CI_SECONDS_CAP = 40.0  # per target: a slow machine runs fewer cases rather than holding CI
@@ -36,7 +36,7 @@ def test_bounded_campaign(fuzz_bundle, tmp_path, capsys):
     summary = write_summary(config, fuzz_bundle, results)
     report = format_report(results)
     with capsys.disabled():
-        print(f"\nfuzz campaign (TENSORKILN_FUZZ_ENFORCE={'1' if ENFORCE else 'unset'}); summary in {summary}")
+        print(f"\nfuzz campaign (findings {'fail' if ENFORCE else 'warn'}); summary in {summary}")
         print(report)
 
     found = {name: sum(stats.kinds[k] for k in FINDINGS) for name, stats in results.items()}
@@ -47,5 +47,5 @@ def test_bounded_campaign(fuzz_bundle, tmp_path, capsys):
     if ENFORCE:
         assert not any(found.values()), f"the fuzz campaign found bugs:\n{report}"
     elif any(found.values()):
-        warnings.warn(f"fuzz campaign: findings {found} (not enforced: set TENSORKILN_FUZZ_ENFORCE=1)",
+        warnings.warn(f"fuzz campaign: findings {found} (not enforced: TENSORKILN_FUZZ_ENFORCE=0)",
                       stacklevel=1)
