@@ -1,10 +1,13 @@
 """Write the small TFLite models of tests/importers/tflite/data and their reference outputs.
 
 Each case is a tiny tf.function converted with TensorFlow's TFLiteConverter (float; int8 with a representative
-data set; dynamic-range "hybrid" where named), run by tf.lite.Interpreter on random inputs. The test suite then
+data set; dynamic-range "hybrid", float16 weights or int8 with float inputs and outputs where named), run by tf.lite.Interpreter on random inputs. The test suite then
 needs only the light `tflite` package: the .tflite files and the interpreter's outputs are committed.
 
-    python scripts/make_tflite_fixtures.py            (needs tensorflow-cpu; written with 2.21.0)
+Ops the converter never emits (it folds SHAPE, FILL, RANGE... into constants) are written directly instead: see
+GraphWriter below.
+
+    python scripts/make_tflite_fixtures.py [case ...]     (needs tensorflow-cpu; written with 2.21.0)
 
 Each <case>.npz holds input:<name>, output:<name> (in the signature's order), `target` (the TFLite op names the
 case exists to cover, checked to be in the model) and `tensorflow` (the version that made it)."""
@@ -194,9 +197,19 @@ def _(x):
 
 
 @case("prelu", [spec(1, 4, 5, 3)], ["PRELU"], variants=Q)
-def _(x):
-    alpha = tf.constant([0.1, 0.2, 0.3])
-    return tf.nn.relu(x) - alpha * tf.nn.relu(-x)
+def _(x):  # the form the converter fuses (also Keras' PReLU layer): relu(x) + (-alpha) * relu(-x)
+    alpha = tf.constant([[[0.1, -0.2, 0.3]]])
+    return tf.nn.relu(x) + (-alpha) * tf.nn.relu(-x)
+
+
+@case("max_pool", [spec(1, 8, 6, 3)], ["QUANTIZE", "MAX_POOL_2D", "DEQUANTIZE"], variants=("float_io_int8",))
+def _(x):  # int8 inside, float in and out: QUANTIZE in front and DEQUANTIZE behind (max pooling is exact on the grid)
+    return tf.nn.max_pool2d(x, 2, 2, "VALID")
+
+
+@case("conv", [spec(1, 6, 5, 3)], ["DEQUANTIZE", "CONV_2D"], variants=("float16",))
+def _(x):  # float16 weights, DEQUANTIZE'd to float32 in front of the convolution
+    return tf.nn.conv2d(x, W1, 1, "SAME")
 
 
 @case("max_pool_same", [spec(1, 9, 8, 3)], ["MAX_POOL_2D"], variants=Q)
@@ -650,6 +663,13 @@ def convert(fn, specs, kind, variant) -> bytes:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
+    elif variant == "float_io_int8":  # int8 kernels, float inputs and outputs
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative(specs, kind)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    elif variant == "float16":  # float16 weights, float32 activations
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
     elif variant == "hybrid":  # int8 weights, float activations (dynamic range)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     return converter.convert()
