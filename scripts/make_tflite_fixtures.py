@@ -1,8 +1,9 @@
 """Write the small TFLite models of tests/importers/tflite/data and their reference outputs.
 
 Each case is a tiny tf.function converted with TensorFlow's TFLiteConverter (float; int8 with a representative
-data set; dynamic-range "hybrid", float16 weights or int8 with float inputs and outputs where named), run by tf.lite.Interpreter on random inputs. The test suite then
-needs only the light `tflite` package: the .tflite files and the interpreter's outputs are committed.
+data set; dynamic-range "hybrid", float16 weights or int8 with float inputs and outputs where named), run by
+tf.lite.Interpreter on random inputs. The test suite then needs only the light `tflite` package: the .tflite
+files and the interpreter's outputs are committed.
 
 Ops the converter never emits (it folds SHAPE, FILL, RANGE... into constants) are written directly instead: see
 GraphWriter below.
