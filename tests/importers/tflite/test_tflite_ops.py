@@ -1,5 +1,6 @@
 """Every small TFLite model of data/ (written by scripts/make_tflite_fixtures.py with TensorFlow's converter, or
-directly with TensorFlow's schema for ops the converter never emits) built and run by tensorkiln and compared with the outputs tf.lite.Interpreter gave for the same inputs.
+directly with TensorFlow's schema for ops the converter never emits) built and run by tensorkiln and compared
+with the outputs tf.lite.Interpreter gave for the same inputs.
 
 Float outputs agree within 1e-4 relative; quantized (int8) outputs within one quantization step; integer and
 boolean outputs exactly. Each case names the TFLite ops it exists for; the test checks they are in the model."""
