@@ -118,10 +118,12 @@ def main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         engine = builder.build(network)
-    finally:  # the log up to a failure is what explains it
-        if args.verbose:
-            for line in builder.build_log:
+    finally:  # the log up to a failure is what explains it; its warnings are shown without --verbose too
+        for line in builder.build_log:
+            if args.verbose:
                 console.print(f"[build] {line}")
+            elif line.startswith("warning: "):
+                warn(line.removeprefix("warning: "))
     build_seconds = time.perf_counter() - start
     for step in engine.plan.steps:
         if step.kind == "onnx_fallback":
