@@ -21,6 +21,8 @@ def make_app(server) -> Starlette:
         async def endpoint(request: Request) -> Response:
             try:
                 return await handler(request)
+            except ClientDisconnected:
+                return Response(status_code=499)  # nginx's "client closed request": nobody reads it
             except ServeError as error:
                 headers = {"Retry-After": str(Unavailable.retry_after_s)} if isinstance(error, Unavailable) else None
                 return JSONResponse({"error": str(error)}, status_code=error.http_status, headers=headers)
@@ -55,8 +57,7 @@ def make_app(server) -> Starlette:
         body = await _read_body(request, server.max_request_bytes)
         parsed, inputs = decode_request(body, request.headers.get(HEADER_LENGTH))
         rows = model.check_inputs(inputs)
-        future = model.scheduler.submit(inputs, rows)
-        outputs = await asyncio.wrap_future(future)
+        outputs = await _unless_disconnected(request, model.scheduler.submit(inputs, rows))
         content, header_length = encode_response(model, parsed, outputs)
         if header_length is None:
             return Response(content, media_type="application/json")
@@ -99,6 +100,31 @@ def make_app(server) -> Starlette:
               Route("/v2/repository/models/{model}/unload", guarded(unload), methods=["POST"]),
               Route("/metrics", metrics)]
     return Starlette(routes=routes)
+
+
+class ClientDisconnected(Exception):
+    """The client closed its connection before its answer was ready: there is nobody left to answer."""
+
+
+async def _unless_disconnected(request: Request, future):
+    """The scheduler's outputs for `future`; if the client disconnects first, cancel it (a queued request is then
+    dropped unrun, see Scheduler) and raise ClientDisconnected."""
+    answer = asyncio.wrap_future(future)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({answer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not answer.done():
+        answer.cancel()  # cancels `future` too, unless an instance thread already runs it
+        raise ClientDisconnected()
+    return answer.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects (the body is read: the next ASGI message can only be the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -29,6 +29,8 @@ class _Collector:
             "failure": CounterMetricFamily("nv_inference_request_failure", "Failed requests", labels=labels),
             "rejected": CounterMetricFamily("nv_inference_request_rejected", "Requests refused (full queue, "
                                             "unloading)", labels=labels),
+            "cancelled": CounterMetricFamily("nv_inference_request_cancelled", "Requests dropped unrun because "
+                                             "the client went away", labels=labels),
             "count": CounterMetricFamily("nv_inference_count", "Inferences (batch rows)", labels=labels),
             "exec": CounterMetricFamily("nv_inference_exec_count", "Engine executions (batches)", labels=labels),
             "queue": CounterMetricFamily("nv_inference_queue_duration_us", "Queue time", labels=labels),
@@ -42,6 +44,7 @@ class _Collector:
             families["success"].add_metric(key, stats["success"][0])
             families["failure"].add_metric(key, stats["fail"][0])
             families["rejected"].add_metric(key, stats["rejected"])
+            families["cancelled"].add_metric(key, stats["cancelled"])
             families["count"].add_metric(key, stats["inference_count"])
             families["exec"].add_metric(key, stats["execution_count"])
             families["queue"].add_metric(key, stats["queue"][1] / 1000)

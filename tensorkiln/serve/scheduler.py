@@ -1,7 +1,9 @@
 """The scheduler of one loaded model: a bounded queue, dynamic batching, and instance threads.
 
 Every accepted request gets exactly one answer: `submit` either refuses at once (Unavailable: full queue, model
-closing) or returns a Future that an instance thread completes with outputs or with an error. Closing drains: the
+closing) or returns a Future that an instance thread completes with outputs or with an error. A client that goes
+away cancels its Future: a cancelled request still queued is dropped unrun (counted in stats.cancelled); one
+already running cannot be cancelled and is answered into the void. Closing drains: the
 requests already queued are run before the threads stop, so an unload or a SIGTERM answers them all.
 
 Engines are built for fixed shapes (dynamic shapes are issue 20), so a batched model holds one engine per batch
@@ -91,12 +93,16 @@ class Scheduler:
     def _next_batch(self) -> list[Request] | None:
         settings = self.settings
         with self._ready:
-            while not self._queue:
-                if self._closing:
-                    return None
-                self._ready.wait()
-            batch = [self._queue.popleft()]
-            rows = batch[0].rows
+            while True:
+                while not self._queue:
+                    if self._closing:
+                        return None
+                    self._ready.wait()
+                first = self._queue.popleft()
+                if self._claim(first):
+                    break
+            batch = [first]
+            rows = first.rows
             if settings.dynamic_batching:
                 target = max(settings.preferred_batch_sizes, default=settings.max_batch_size)
                 deadline = batch[0].enqueued_ns + settings.max_queue_delay_us * 1000
@@ -105,8 +111,9 @@ class Scheduler:
                         if rows + self._queue[0].rows > settings.max_batch_size:
                             break
                         request = self._queue.popleft()
-                        batch.append(request)
-                        rows += request.rows
+                        if self._claim(request):
+                            batch.append(request)
+                            rows += request.rows
                         continue
                     left_s = (deadline - time.perf_counter_ns()) / 1e9
                     if left_s <= 0 or self._closing:
@@ -114,6 +121,13 @@ class Scheduler:
                     self._ready.wait(left_s)
             self._busy += len(batch)
             return batch
+
+    def _claim(self, request: Request) -> bool:
+        """Mark `request` running (from now on its client cannot cancel it); False: it was cancelled, drop it."""
+        if request.future.set_running_or_notify_cancel():
+            return True
+        self.stats.record_cancelled()
+        return False
 
     def _run(self, batch: list[Request], contexts: dict) -> None:
         started = time.perf_counter_ns()

@@ -26,6 +26,7 @@ class ModelStats:
     inference_count: int = 0  # rows inferred (a request of batch 4 counts 4)
     execution_count: int = 0  # engine executions (a dynamic batch of 8 requests counts 1)
     rejected: int = 0  # refused at the door: full queue, unloading
+    cancelled: int = 0  # accepted, then dropped unrun because the client went away (disconnect, cancelled call)
     last_inference_ms: int = 0
     batch_sizes: dict[int, Duration] = dataclasses.field(default_factory=dict)  # executed batch size -> compute
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
@@ -49,10 +50,15 @@ class ModelStats:
         with self.lock:
             self.rejected += 1
 
+    def record_cancelled(self, count: int = 1) -> None:
+        with self.lock:
+            self.cancelled += count
+
     def snapshot(self) -> dict:
         with self.lock:
             return {"success": dataclasses.astuple(self.success), "fail": dataclasses.astuple(self.fail),
                     "queue": dataclasses.astuple(self.queue), "compute_infer": dataclasses.astuple(self.compute_infer),
                     "inference_count": self.inference_count, "execution_count": self.execution_count,
-                    "rejected": self.rejected, "last_inference_ms": self.last_inference_ms,
+                    "rejected": self.rejected, "cancelled": self.cancelled,
+                    "last_inference_ms": self.last_inference_ms,
                     "batch_sizes": {size: dataclasses.astuple(d) for size, d in sorted(self.batch_sizes.items())}}

@@ -53,6 +53,7 @@ def model_statistics(model) -> dict:
 
     return {"name": model.name, "version": model.version, "last_inference": stats["last_inference_ms"],
             "inference_count": stats["inference_count"], "execution_count": stats["execution_count"],
+            "cancelled_count": stats["cancelled"],  # not Triton's: gRPC's ModelStatistics message drops it
             "inference_stats": {key: duration(key) for key in ("success", "fail", "queue", "compute_infer")},
             "batch_stats": [{"batch_size": size, "compute_infer": {"count": count, "ns": ns}}
                             for size, (count, ns) in stats["batch_sizes"].items()]}

@@ -1,0 +1,122 @@
+"""Clients that go away mid-request: an HTTP client closing its socket after sending, a gRPC client cancelling its
+call. The server stays healthy, the other requests are answered, every accepted request is counted once (answered
+or dropped unrun as cancelled) and nothing is left in the queue."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import re
+import socket
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from conftest import affine_reference
+
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from tensorkiln.serve.config import ModelSettings
+from tensorkiln.serve.http_app import ClientDisconnected, _unless_disconnected
+from tensorkiln.serve.scheduler import Scheduler
+from tensorkiln.serve.stats import ModelStats
+from test_serve_faults import SlowEngine
+
+
+def test_cancelled_queued_requests_are_dropped_unrun_and_counted():
+    stats = ModelStats()
+    scheduler = Scheduler(ModelSettings(name="slow"), {0: SlowEngine(0.05)}, stats)
+    futures = [scheduler.submit({"x": np.full((1,), i, np.float32)}, 1) for i in range(10)]
+    time.sleep(0.02)  # the first request is running: it can no longer be cancelled
+    cancelled = [future.cancel() for future in futures]
+    assert cancelled[0] is False and all(cancelled[1:])
+    assert futures[0].result(5)["y"][0] == 1
+    deadline = time.monotonic() + 5
+    while scheduler.pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+    snapshot = stats.snapshot()
+    assert scheduler.pending == 0 and snapshot["cancelled"] == 9 and snapshot["execution_count"] == 1
+    after = scheduler.submit({"x": np.full((1,), 41, np.float32)}, 1)  # the instance thread lives on
+    assert after.result(5)["y"][0] == 42
+    scheduler.close()
+
+
+class _DisconnectingRequest:
+    """The ASGI receive side of a client that has sent its body and then closed the connection."""
+
+    async def receive(self):
+        await asyncio.sleep(0.01)
+        return {"type": "http.disconnect"}
+
+
+def test_http_disconnect_cancels_the_waiting_future():
+    future = concurrent.futures.Future()  # never answered: the scheduler is busy elsewhere
+    with pytest.raises(ClientDisconnected):
+        asyncio.run(_unless_disconnected(_DisconnectingRequest(), future))
+    assert future.cancelled()
+
+
+def _statistics(server) -> tuple[int, int]:
+    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/affine/stats", timeout=10) as response:
+        stats = json.load(response)["model_stats"][0]
+    return stats["inference_stats"]["success"]["count"], stats["cancelled_count"]
+
+
+def _pending(server) -> float:
+    with urllib.request.urlopen(f"http://{server.http_url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return float(re.search(r'nv_inference_pending_request_count\{model="affine".*\} (\S+)', text).group(1))
+
+
+def _send_and_close(server, rows: int) -> None:
+    body = json.dumps({"inputs": [{"name": "x", "shape": [rows, 4], "datatype": "FP32",
+                                   "data": [0.5] * (rows * 4)}]}).encode()
+    head = (f"POST /v2/models/affine/infer HTTP/1.1\r\nHost: {server.http_url}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as connection:
+        connection.sendall(head + body)
+    # closed without reading the answer
+
+
+def test_disconnecting_clients_leave_the_server_healthy_and_counted(server):
+    success_before, cancelled_before = _statistics(server)
+    x = np.arange(16, dtype=np.float32).reshape(4, 4) - 6
+    valid, gone = 48, 0
+
+    def valid_request(index):
+        if index % 2:
+            client, module = httpclient.InferenceServerClient(server.http_url, network_timeout=30), httpclient
+        else:
+            client, module = grpcclient.InferenceServerClient(server.grpc_url), grpcclient
+        tensor = module.InferInput("x", [4, 4], "FP32")
+        tensor.set_data_from_numpy(x)
+        return client.infer("affine", [tensor]).as_numpy("y")
+
+    grpc_client = grpcclient.InferenceServerClient(server.grpc_url)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = [pool.submit(valid_request, index) for index in range(valid)]
+        for _ in range(24):
+            _send_and_close(server, 8)
+            tensor = grpcclient.InferInput("x", [8, 4], "FP32")
+            tensor.set_data_from_numpy(np.ones((8, 4), np.float32))
+            call = grpc_client.async_infer("affine", [tensor], callback=lambda result, error: None)
+            call.cancel()
+            gone += 2
+        for answer in answers:
+            np.testing.assert_array_equal(answer.result(60), affine_reference(x))
+
+    # The server may see a disconnect before it accepted the request (then it never counts it): every request it
+    # did accept ends as exactly one success or one cancellation, and the queue drains.
+    deadline = time.monotonic() + 30
+    while _pending(server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pending(server) == 0
+    success_after, cancelled_after = _statistics(server)
+    counted = (success_after - success_before) + (cancelled_after - cancelled_before)
+    assert valid <= counted <= valid + gone
+    assert httpclient.InferenceServerClient(server.http_url).is_server_ready()
+    np.testing.assert_array_equal(valid_request(1), affine_reference(x))
+    np.testing.assert_array_equal(valid_request(0), affine_reference(x))
