@@ -14,7 +14,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from conftest import affine_reference
+from conftest import ServerProcess, affine_reference
 
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
@@ -24,6 +24,27 @@ from tensorkiln.serve.http_app import ClientDisconnected, _unless_disconnected
 from tensorkiln.serve.scheduler import Scheduler
 from tensorkiln.serve.stats import ModelStats
 from test_serve_faults import SlowEngine
+
+
+def write_slow(model_dir, layers: int = 4, width: int = 1024) -> None:
+    """`slow`: x [1, width] tiled to [width, width], `layers` MatMuls, the mean over rows: ~0.1 s a run on a CI
+    core, one instance, so that requests wait in the queue long enough for their clients to leave."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    initializers = [numpy_helper.from_array(np.array([width, 1], np.int64), "repeats")]
+    nodes, name = [helper.make_node("Tile", ["x", "repeats"], ["tiled"])], "tiled"
+    for index in range(layers):
+        weight = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        initializers.append(numpy_helper.from_array(weight, f"w{index}"))
+        nodes.append(helper.make_node("MatMul", [name, f"w{index}"], [f"h{index}"]))
+        name = f"h{index}"
+    nodes.append(helper.make_node("ReduceMean", [name], ["y"], axes=[0], keepdims=1))
+    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])], initializers)
+    (model_dir / "1").mkdir(parents=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model_dir / "1/model.onnx")
 
 
 def test_cancelled_queued_requests_are_dropped_unrun_and_counted():
@@ -59,22 +80,29 @@ def test_http_disconnect_cancels_the_waiting_future():
     assert future.cancelled()
 
 
-def _statistics(server) -> tuple[int, int]:
-    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/affine/stats", timeout=10) as response:
+def _statistics(server, model: str = "affine") -> tuple[int, int]:
+    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/{model}/stats", timeout=10) as response:
         stats = json.load(response)["model_stats"][0]
     return stats["inference_stats"]["success"]["count"], stats["cancelled_count"]
 
 
-def _pending(server) -> float:
+def _pending(server, model: str = "affine") -> float:
     with urllib.request.urlopen(f"http://{server.http_url}/metrics", timeout=10) as response:
         text = response.read().decode()
-    return float(re.search(r'nv_inference_pending_request_count\{model="affine".*\} (\S+)', text).group(1))
+    return float(re.search(rf'nv_inference_pending_request_count\{{model="{model}".*\}} (\S+)', text).group(1))
 
 
-def _send_and_close(server, rows: int) -> None:
-    body = json.dumps({"inputs": [{"name": "x", "shape": [rows, 4], "datatype": "FP32",
-                                   "data": [0.5] * (rows * 4)}]}).encode()
-    head = (f"POST /v2/models/affine/infer HTTP/1.1\r\nHost: {server.http_url}\r\n"
+def _wait_drained(server, model: str) -> None:
+    deadline = time.monotonic() + 30
+    while _pending(server, model) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pending(server, model) == 0
+
+
+def _send_and_close(server, rows: int, model: str = "affine", width: int = 4) -> None:
+    body = json.dumps({"inputs": [{"name": "x", "shape": [rows, width], "datatype": "FP32",
+                                   "data": [0.5] * (rows * width)}]}).encode()
+    head = (f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {server.http_url}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as connection:
         connection.sendall(head + body)
@@ -110,13 +138,49 @@ def test_disconnecting_clients_leave_the_server_healthy_and_counted(server):
 
     # The server may see a disconnect before it accepted the request (then it never counts it): every request it
     # did accept ends as exactly one success or one cancellation, and the queue drains.
-    deadline = time.monotonic() + 30
-    while _pending(server) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _pending(server) == 0
+    _wait_drained(server, "affine")
     success_after, cancelled_after = _statistics(server)
     counted = (success_after - success_before) + (cancelled_after - cancelled_before)
     assert valid <= counted <= valid + gone
     assert httpclient.InferenceServerClient(server.http_url).is_server_ready()
     np.testing.assert_array_equal(valid_request(1), affine_reference(x))
     np.testing.assert_array_equal(valid_request(0), affine_reference(x))
+
+
+def test_clients_leaving_a_busy_model_are_dropped_unrun(tmp_path):
+    """Behind a 0.1 s run on one instance, the leavers are still queued when they go: they must be cancelled."""
+    write_slow(tmp_path / "repository/slow")
+    server = ServerProcess(tmp_path / "repository")
+    try:
+        server.wait_ready()
+        x = np.ones((1, 1024), np.float32)
+        grpc_client = grpcclient.InferenceServerClient(server.grpc_url)
+
+        def infer():  # an HTTP client per call: tritonclient.http's (gevent) clients stay on their thread
+            tensor = httpclient.InferInput("x", [1, 1024], "FP32")
+            tensor.set_data_from_numpy(x)
+            client = httpclient.InferenceServerClient(server.http_url, network_timeout=60)
+            return client.infer("slow", [tensor]).as_numpy("y")
+
+        expected = infer()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(infer)  # occupies the only instance
+            time.sleep(0.05)
+            calls = []
+            for _ in range(4):
+                _send_and_close(server, 1, "slow", 1024)
+                grpc_tensor = grpcclient.InferInput("x", [1, 1024], "FP32")
+                grpc_tensor.set_data_from_numpy(x)
+                calls.append(grpc_client.async_infer("slow", [grpc_tensor], callback=lambda result, error: None))
+            time.sleep(0.05)  # the server reads them into the queue
+            for call in calls:
+                call.cancel()
+            last = pool.submit(infer)
+            np.testing.assert_array_equal(first.result(60), expected)
+            np.testing.assert_array_equal(last.result(60), expected)
+        _wait_drained(server, "slow")
+        success, cancelled = _statistics(server, "slow")
+        # Here: 7 of the 8 leavers cancelled; a loaded machine may run a few before their clients' goodbyes arrive.
+        assert cancelled >= 2 and 3 <= success and success + cancelled <= 3 + 8
+    finally:
+        server.stop()
