@@ -40,14 +40,15 @@ def main(argv=None) -> int:
     options = RayDeploymentOptions(replicas=args.replicas, num_gpus=args.num_gpus, num_cpus=args.num_cpus,
                                    max_request_bytes=args.max_request_bytes)
     ray.init(address=args.address)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # after ray.init, whose handlers would kill us without cleanup
+        signal.signal(signum, lambda *_: stop.set())
     serve.start(http_options={"host": args.host, "port": args.http_port})
     serve.run(build_application(args.repository, options), name=options.name, route_prefix="/")
     print(f"tensorkiln on Ray Serve: {args.repository} on http://{args.host}:{args.http_port} "
           f"({args.replicas} replicas, {args.num_gpus} GPUs each)", flush=True)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     stop.wait()
+    print("tensorkiln on Ray Serve: stopping", flush=True)
     serve.shutdown()  # replicas finish the requests they hold (Ray Serve's graceful shutdown) before they exit
     ray.shutdown()
     return 0

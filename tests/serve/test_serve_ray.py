@@ -1,39 +1,55 @@
-"""The repository on Ray Serve: a local Ray cluster on the CPU, two replicas behind Ray's HTTP proxy, driven with
-tritonclient's HTTP client (the KServe v2 JSON and binary infer bodies); answers equal `kiln serve`'s reference."""
+"""The repository on Ray Serve, by its documented command (`python -m tensorkiln.serve.ray_app`): a local Ray
+cluster on the CPU, two replicas behind Ray's HTTP proxy, driven with tritonclient's HTTP client (the KServe v2
+JSON and binary infer bodies); answers equal the reference; SIGTERM stops it cleanly."""
 from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 
 import numpy as np
 import pytest
 
 from conftest import affine_reference, free_port, write_affine
 
-ray = pytest.importorskip("ray", reason="Ray Serve is not installed (pip install 'tensorkiln[ray]')")
-serve = pytest.importorskip("ray.serve")
+pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'tensorkiln[ray]')")
 
 import tritonclient.http as httpclient  # noqa: E402
 
-from tensorkiln.serve.ray_deployment import RayDeploymentOptions, build_application  # noqa: E402
+REQUESTS = 40
 
 
 @pytest.fixture(scope="module")
-def ray_url(tmp_path_factory):
+def ray_server(tmp_path_factory):
     repository = tmp_path_factory.mktemp("ray-repository")
     write_affine(repository / "affine")
     port = free_port()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    process = subprocess.Popen([sys.executable, "-m", "tensorkiln.serve.ray_app", str(repository), "--http-port",
+                                str(port), "--replicas", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_application(repository, RayDeploymentOptions(replicas=2, num_cpus=1)),
-                  name="tensorkiln", route_prefix="/")
-        yield f"127.0.0.1:{port}"
+        for line in process.stdout:  # the banner comes once every replica is up
+            if line.startswith("tensorkiln on Ray Serve:"):
+                break
+        else:
+            pytest.fail(f"ray_app exited with {process.wait()} before serving")
+        yield process, f"127.0.0.1:{port}"
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @pytest.mark.parametrize("binary", [False, True])
-def test_ray_serve_answers_kserve_v2_infer(ray_url, binary):
-    client = httpclient.InferenceServerClient(ray_url, network_timeout=60)
+def test_ray_serve_answers_kserve_v2_infer(ray_server, binary):
+    client = httpclient.InferenceServerClient(ray_server[1], network_timeout=60)
     assert client.is_server_ready() and client.is_model_ready("affine")
     x = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
     tensor = httpclient.InferInput("x", [3, 4], "FP32")
@@ -43,13 +59,21 @@ def test_ray_serve_answers_kserve_v2_infer(ray_url, binary):
                                   affine_reference(x))
 
 
-def test_ray_serve_runs_two_replicas_that_all_answer(ray_url):
-    client = httpclient.InferenceServerClient(ray_url, network_timeout=60)
+def test_two_replicas_share_the_requests_and_sigterm_stops_them(ray_server):
+    process, url = ray_server
+    client = httpclient.InferenceServerClient(url, network_timeout=60)
     x = np.ones((1, 4), np.float32)
     tensor = httpclient.InferInput("x", [1, 4], "FP32")
     tensor.set_data_from_numpy(x)
-    for _ in range(40):
+    for _ in range(REQUESTS):
         np.testing.assert_array_equal(client.infer("affine", [tensor]).as_numpy("y"), affine_reference(x))
-    status = serve.status().applications["tensorkiln"]
-    assert status.status == "RUNNING"
-    assert status.deployments["tensorkiln"].replica_states.get("RUNNING") == 2
+    # Each replica counts its own requests: asked often enough, the proxy shows both counts, which add up.
+    counts = set()
+    for _ in range(30):
+        with urllib.request.urlopen(f"http://{url}/v2/models/affine/stats", timeout=30) as response:
+            counts.add(json.load(response)["model_stats"][0]["inference_stats"]["success"]["count"])
+    assert len(counts) == 2 and REQUESTS <= sum(counts) <= REQUESTS + 2  # + the test above's two, if it ran
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0 and "stopping" in process.stdout.read()
+    assert time.monotonic() - started < 60
