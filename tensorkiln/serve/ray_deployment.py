@@ -8,6 +8,8 @@ replicas. gRPC is `kiln serve`'s only: Ray Serve's proxy speaks its own gRPC ser
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 from pathlib import Path
 
 from .metrics import Metrics
@@ -35,6 +37,22 @@ class ReplicaServer:
         self.accepting = True
 
 
+REPLICA_HEADER = "kiln-replica"
+
+
+def with_replica_header(app, replica: str):
+    """`app`, its every response naming the replica that answered (host:pid): which one failed, which one is slow."""
+    header = (REPLICA_HEADER.encode(), replica.encode())
+
+    async def answered_by_replica(scope, receive, send):
+        async def send_named(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), header]}
+            await send(message)
+        await app(scope, receive, send_named)
+    return answered_by_replica
+
+
 def build_application(repository_path: Path, options: RayDeploymentOptions = RayDeploymentOptions(),
                       builder_config=None):
     """A bound Ray Serve application serving `repository_path`; run it with `ray.serve.run(app, route_prefix="/")`."""
@@ -48,7 +66,8 @@ def build_application(repository_path: Path, options: RayDeploymentOptions = Ray
 
         repository = ModelRepository(repository_path, builder_config)
         repository.load_all()
-        return make_app(ReplicaServer(repository, max_request_bytes))
+        return with_replica_header(make_app(ReplicaServer(repository, max_request_bytes)),
+                                   f"{socket.gethostname()}:{os.getpid()}")
 
     @serve.ingress(build_asgi_app)
     class KilnModels:
