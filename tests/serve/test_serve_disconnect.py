@@ -65,6 +65,22 @@ def test_cancelled_queued_requests_are_dropped_unrun_and_counted():
     scheduler.close()
 
 
+def test_dynamic_batches_leave_out_cancelled_requests():
+    stats = ModelStats()
+    settings = ModelSettings(name="slow", max_batch_size=4, dynamic_batching=True, max_queue_delay_us=0)
+    scheduler = Scheduler(settings, {1: SlowEngine(0.05), 4: SlowEngine(0.05)}, stats)
+    busy = scheduler.submit({"x": np.zeros((1, 2), np.float32)}, 1)
+    time.sleep(0.02)  # running alone (no queue delay): the next six wait together
+    futures = [scheduler.submit({"x": np.full((1, 2), i, np.float32)}, 1) for i in range(6)]
+    assert futures[1].cancel() and futures[4].cancel()
+    busy.result(5)
+    for index in (0, 2, 3, 5):
+        np.testing.assert_array_equal(futures[index].result(5)["y"], np.full((1, 2), index + 1, np.float32))
+    snapshot = stats.snapshot()
+    assert snapshot["cancelled"] == 2 and snapshot["inference_count"] == 5 and scheduler.pending == 0
+    scheduler.close()
+
+
 class _DisconnectingRequest:
     """The ASGI receive side of a client that has sent its body and then closed the connection."""
 
