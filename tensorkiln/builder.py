@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import json
 import logging
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ from .passes.manager import DEFAULT_PIPELINE, PassManager, PassRecord
 from .plan import Plan, Step, TensorSpec
 from .plan.in_place import residual_in_place_candidates, residuals_in_place
 from .plan.memory import plan_memory
+from .plan.schema import PlanProblem, plan_from_json
+from .plan.validate import validate_plan
 from .quant.int8 import Int8Options, explicit_quantization_layers, quantize_network
 from .quant.precision import Precision, assign_precisions
 from .runtime.engine import Engine
@@ -83,6 +86,7 @@ class Builder:
         seconds = time.perf_counter() - start
         self._say(f"built {graph.name!r}: {layers_before} layers -> {len(plan.steps)} steps in {seconds:.2f} s")
         plan = dataclasses.replace(plan, build_info={**plan.build_info, "build_seconds": round(seconds, 3)})
+        _check_loadable(plan, graph.name)
         return Engine(plan, weights)
 
     def _check_config(self) -> None:
@@ -194,6 +198,16 @@ class Builder:
     def _say(self, line: str, detail: bool = False) -> None:
         self.build_log.append(line)
         (log.debug if detail else log.info)(line)
+
+
+def _check_loadable(plan: Plan, network_name: str) -> None:
+    """The plan goes through the same validation as an engine file being loaded: the builder never hands out an
+    engine that Runtime().load would refuse (a model can ask for what the importers accept but no engine may hold,
+    e.g. a pooling window whose padded input needs terabytes)."""
+    try:  # as the loader reads it: through JSON (an importer's attributes may be lists where the file has tuples)
+        validate_plan(plan_from_json(json.loads(json.dumps(plan.to_json()))))
+    except PlanProblem as problem:
+        raise BuildError(f"network {network_name!r} cannot become an engine: {problem}") from None
 
 
 def _check_weights(graph: Network, limits: ResourceLimits) -> int:

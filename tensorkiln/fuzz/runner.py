@@ -123,6 +123,9 @@ class WorkerProcess:
         name = signal.Signals(-code).name if code < 0 and -code in signal.Signals._value2member_map_ else \
             f"exit {code}"
         tail = self.log_tail()
+        if not _FRAME.search(tail):  # seen once: a SIGSEGV whose faulthandler dump was not yet readable here
+            time.sleep(0.5)
+            tail = self.log_tail()
         seconds = round(time.monotonic() - self.started, 3)
         if _died_in_reference(tail):  # onnxruntime's bug, not tensorkiln's: the case has no reference
             return Outcome(SKIPPED, name, "onnxruntime", f"onnxruntime (the reference) died ({name})", tail, seconds,

@@ -239,7 +239,9 @@ def _without_activations(op, inputs: list):
     """A fused layer with its activations dropped, where they cannot change its outputs' shape or dtype (a floating
     input; activations work element by element and keep a floating dtype): on the meta device, torch runs them
     through its Python reference implementations, which took most of a load's time."""
-    if getattr(op, "post_activation", None) is None and getattr(op, "activation", None) is None:
+    if not hasattr(op, "post_activation"):  # not a fused layer (another kind's `activation` may be a plain string)
+        return op
+    if op.post_activation is None and op.activation is None:
         return op
     if not inputs or inputs[0] is None or not inputs[0].dtype.is_floating:
         return op

@@ -80,3 +80,36 @@ def test_a_bfloat16_output_is_returned_to_numpy_callers_as_float32(fuzz_bundle):
     as_torch = engine.create_execution_context().execute({"x": torch.from_numpy(x)})["y"]
     assert as_numpy.dtype == np.float32 and as_torch.dtype == torch.bfloat16
     np.testing.assert_array_equal(as_numpy, as_torch.float().numpy())
+
+
+# ---- found by the hour-long campaign of 2026-12-02 ------------------------------------------------------------------
+def _model(nodes, inputs, initializers=()) -> bytes:
+    graph = helper.make_graph(nodes, "regression",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_a_string_attribute_that_is_not_utf8_is_a_clean_error():
+    """Was a UnicodeDecodeError traceback (a Conv whose auto_pad held b'VALIDS\\xc9...')."""
+    from tensorkiln.errors import ModelFormatError
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 1, 1], [1.0, 2.0])
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], auto_pad=b"VALIDS\xc9\xe4")
+    with pytest.raises(ModelFormatError, match="auto_pad.*not UTF-8"):
+        parse_onnx(_model([conv], {"x": [1, 1, 4, 4]}, [weight]))
+
+
+def test_the_builder_refuses_what_its_loader_would_refuse():
+    """Was a 'reload' mismatch: a max pooling with pads of 10^6 built an engine (its output fits), and loading that
+    engine refused its padded input of terabytes. The builder now validates the plan as the loader does."""
+    from tensorkiln.errors import BuildError
+
+    pool = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[1, 1], strides=[1000000, 1000000],
+                            pads=[1000000, 1000000, 1000000, 1000000])
+    network = parse_onnx(_model([pool], {"x": [1, 64, 100, 100]}))
+    with pytest.raises(BuildError, match="cannot become an engine: .*padded input"):
+        Builder().build(network)
+

@@ -112,17 +112,24 @@ class ConversionContext:
             if attribute.name == name:
                 value = onnx.helper.get_attribute_value(attribute)
                 if isinstance(value, bytes):
-                    return value.decode()
+                    return self._text(node, name, value)
                 if isinstance(value, onnx.TensorProto):
                     return tensor_to_array(value, f"attribute {name!r} of ONNX node {self.name(node)!r}")
                 if isinstance(value, list):
-                    return [v.decode() if isinstance(v, bytes) else v for v in value]
+                    return [self._text(node, name, v) if isinstance(v, bytes) else v for v in value]
                 return value
         return default
 
     # ---- outputs and errors --------------------------------------------------------------------------
     def name(self, node: onnx.NodeProto) -> str:
         return node.name or f"{node.op_type}:{node.output[0] if node.output else '?'}"
+
+    def _text(self, node: onnx.NodeProto, name: str, value: bytes) -> str:
+        try:
+            return value.decode()
+        except UnicodeDecodeError:  # protobuf strings are UTF-8; bytes that are not come from a damaged file
+            raise self.error(node, f"attribute {name!r} holds bytes that are not UTF-8 text ({value[:20]!r}); the "
+                                   "model is damaged: re-export it") from None
 
     def error(self, node: onnx.NodeProto, message: str) -> ConversionError:
         return ConversionError(f"ONNX node {self.name(node)!r} ({node.op_type}, opset {self.opset}): {message}")
