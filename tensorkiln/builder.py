@@ -205,7 +205,7 @@ def _check_loadable(plan: Plan, network_name: str) -> None:
     engine that Runtime().load would refuse (a model can ask for what the importers accept but no engine may hold,
     e.g. a pooling window whose padded input needs terabytes)."""
     try:  # as the loader reads it: through JSON (an importer's attributes may be lists where the file has tuples)
-        validate_plan(plan_from_json(json.loads(json.dumps(plan.to_json()))))
+        validate_plan(plan_from_json(json.loads(json.dumps(plan.to_json()))), on_this_machine=False)
     except PlanProblem as problem:
         raise BuildError(f"network {network_name!r} cannot become an engine: {problem}") from None
 

@@ -26,13 +26,22 @@ _RECURRENT_ACTIVATIONS = ("sigmoid", "tanh", "relu", "affine", "leakyrelu", "thr
 _INTEGER_DTYPES = (DataType.INT8, DataType.UINT8, DataType.INT16, DataType.INT32, DataType.INT64)
 
 
+@op_check(ops.QuantizeLinear, ops.DequantizeLinear)
+def _quantize_linear(op, inputs: Inputs) -> None:
+    x, scale = required(inputs, 0, "data"), required(inputs, 1, "scale")
+    # the kernel (kernels/cpu/sampling.py) reads the axis only for a per-axis scale: one of several values, not
+    # already of the input's rank (blocked); a single scale is per tensor, whatever the axis says
+    if math.prod(scale.shape) != 1 and len(scale.shape) != len(x.shape):
+        axis_in("axis", op.axis, len(x.shape))
+    if isinstance(op, ops.QuantizeLinear) and op.output_dtype not in _INTEGER_DTYPES:
+        raise PlanProblem(f"output_dtype {op.output_dtype.value!r} is not an integer type")
+
+
 @op_check(ops.ArgReduce, ops.CumulativeSum, ops.CumulativeProduct, ops.GatherElements, ops.Hardmax,
-          ops.QuantizeLinear, ops.DequantizeLinear, ops.TensorScatter)
+          ops.TensorScatter)
 def _axis(op, inputs: Inputs) -> None:
     x = required(inputs, 0, "data")
     axis = axis_in("axis", op.axis, len(x.shape))
-    if isinstance(op, ops.QuantizeLinear) and op.output_dtype not in _INTEGER_DTYPES:
-        raise PlanProblem(f"output_dtype {op.output_dtype.value!r} is not an integer type")
     if isinstance(op, ops.TensorScatter) and op.circular and x.shape and dim(x, axis) == 0:
         raise PlanProblem(f"a circular write needs a non-empty axis {op.axis}")
 
