@@ -113,3 +113,107 @@ def test_the_builder_refuses_what_its_loader_would_refuse():
     with pytest.raises(BuildError, match="cannot become an engine: .*padded input"):
         Builder().build(network)
 
+
+
+def _finding_model(nodes, inputs, initializers=(), opset=17) -> bytes:
+    graph = helper.make_graph(nodes, "finding", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("bad", [[0, 2], [-3, 0], [1, 9]])
+def test_gather_nd_out_of_range_is_a_clean_error(bad):
+    """Found by the hour-long ONNX campaign (traceback-1f49e4b872): GatherND's out-of-range index was torch's
+    IndexError at execute; GatherElements, ScatterElements and ScatterND shared the unchecked index helper."""
+    model = _finding_model([helper.make_node("GatherND", ["data", "indices"], ["y"])],
+                   [helper.make_tensor_value_info("data", TensorProto.FLOAT, [2, 2]),
+                    helper.make_tensor_value_info("indices", TensorProto.INT64, [1, 2])])
+    feed = {"data": np.arange(4, dtype=np.float32).reshape(2, 2), "indices": np.array([bad], np.int64)}
+    with pytest.raises(Exception):  # onnxruntime refuses these indices too
+        onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)
+    context = Builder().build(parse_onnx(model)).create_execution_context()
+    with pytest.raises(InputError, match=r"GatherND: index -?\d+ is out of range for an axis of size 2"):
+        context.execute(feed)
+    feed["indices"] = np.array([[1, -1]], np.int64)  # in range: still the right value
+    [expected] = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)
+    np.testing.assert_array_equal(np.asarray(context.execute(feed)["y"]), expected)
+
+
+def test_gather_elements_out_of_range_is_a_clean_error():
+    model = _finding_model([helper.make_node("GatherElements", ["data", "indices"], ["y"], axis=1)],
+                   [helper.make_tensor_value_info("data", TensorProto.FLOAT, [2, 2]),
+                    helper.make_tensor_value_info("indices", TensorProto.INT64, [2, 1])])
+    context = Builder().build(parse_onnx(model)).create_execution_context()
+    with pytest.raises(InputError, match="GatherElements: index 5 is out of range for an axis of size 2"):
+        context.execute({"data": np.zeros((2, 2), np.float32), "indices": np.array([[0], [5]], np.int64)})
+
+
+@pytest.mark.parametrize("start, limit, delta, length", [(1e30, 1e10, 1.0, 0), (0.0, 5.0, 1.5, 4)])
+def test_range_that_numpy_cannot_size_is_empty_or_right(start, limit, delta, length):
+    """Found by the hour-long ONNX campaign (traceback-49f81c5504): Range(1e30, 1e10, 1) in float32 is empty by
+    the spec, but np.arange raised ValueError "Maximum allowed size exceeded" before any budget check."""
+    from onnx import numpy_helper
+    consts = [numpy_helper.from_array(np.array(v, np.float32), n) for v, n in
+              ((start, "start"), (limit, "limit"), (delta, "delta"))]
+    model = _finding_model([helper.make_node("Range", ["start", "limit", "delta"], ["y"])], [], consts)
+    [expected] = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {})
+    assert expected.shape == (length,)
+    outputs = Builder().build(parse_onnx(model)).create_execution_context().execute({})
+    np.testing.assert_array_equal(np.asarray(outputs["y"]), expected)
+
+
+def test_range_past_the_budget_is_a_resource_limit_error():
+    from onnx import numpy_helper
+
+    from tensorkiln.errors import ResourceLimitError
+    consts = [numpy_helper.from_array(np.array(v, np.float32), n) for v, n in
+              ((0.0, "start"), (1e30, "limit"), (1.0, "delta"))]
+    model = _finding_model([helper.make_node("Range", ["start", "limit", "delta"], ["y"])], [], consts)
+    with pytest.raises(ResourceLimitError, match="memory budget"):
+        parse_onnx(model)
+
+
+@pytest.mark.parametrize("op_type", ["Min", "Max", "Sum", "Mean", "Concat"])
+def test_an_empty_variadic_input_is_a_conversion_error(op_type):
+    """Found by the hour-long ONNX campaign (traceback-6962b2cf8e): Min with inputs [''] was an IndexError in the
+    converter (no operands once the empty name was dropped)."""
+    from tensorkiln.importers.onnx.context import ConversionError
+    attrs = {"axis": 0} if op_type == "Concat" else {}
+    for names in ([""], ["x", ""]):
+        model = _finding_model([helper.make_node(op_type, names, ["y"], **attrs)],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])])
+        with pytest.raises(ConversionError, match=f"input {len(names) - 1} .* is empty; each input of {op_type}"):
+            parse_onnx(model)
+
+
+def test_an_attribute_of_a_later_opset_is_a_conversion_error():
+    """Found by the hour-long ONNX campaign (traceback-ecde022fe8): MaxPool at opset 7 with dilations = 'x' (a
+    string; MaxPool has dilations only from opset 10, so the schema's type check did not see it) was a ValueError
+    in the converter. onnxruntime refuses the unknown attribute too."""
+    from tensorkiln.importers.onnx.context import ConversionError
+    for dilations in ("x", [2, 2]):
+        node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=dilations)
+        model = _finding_model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])], opset=7)
+        with pytest.raises(Exception):
+            onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+        with pytest.raises(ConversionError, match="has attribute 'dilations', which MaxPool does not have"):
+            parse_onnx(model)
+
+
+def test_a_caffe_blob_with_negative_legacy_dims_is_a_model_format_error():
+    """Found by the hour-long Caffe campaign (traceback-f368a3f54e): a legacy blob shape (1, -1, -1, 32) was
+    numpy's ValueError "can only specify one unknown dimension"; one -1 would have been silently inferred."""
+    from tensorkiln.errors import ModelFormatError
+    from tensorkiln.importers.caffe.caffemodel import blob_to_array
+    from tensorkiln.importers.caffe.schema import caffe_pb2
+
+    for dims in ((1, -1, -1, 32), (1, -1, 2, 2)):
+        blob = caffe_pb2.BlobProto(num=dims[0], channels=dims[1], height=dims[2], width=dims[3], data=[0.0] * 4)
+        with pytest.raises(ModelFormatError, match="negative dimension"):
+            blob_to_array(blob)
+    shaped = caffe_pb2.BlobProto(data=[0.0] * 4)
+    shaped.shape.dim.extend([-2, -2])
+    with pytest.raises(ModelFormatError, match="negative dimension"):
+        blob_to_array(shaped)

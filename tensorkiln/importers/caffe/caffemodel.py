@@ -110,6 +110,8 @@ def blob_to_array(blob: caffe_pb2.BlobProto) -> np.ndarray:
     values = blob.double_data if len(blob.double_data) else blob.data
     array = np.asarray(values, dtype=np.float32)
     shape = blob_shape(blob)
+    if any(d < 0 for d in shape):  # numpy would read one -1 as "infer it" and refuse two with a ValueError
+        raise ModelFormatError(f"blob of shape {shape} has a negative dimension; the file is corrupted")
     if array.size != int(np.prod(shape, dtype=np.int64)):
         raise ModelFormatError(f"blob of shape {shape} holds {array.size} values; the file is corrupted "
                                "or the blob was saved without data")

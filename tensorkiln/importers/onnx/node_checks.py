@@ -48,6 +48,15 @@ def opset_problem(node: onnx.NodeProto, opset: int) -> str | None:
     return None
 
 
+def _later_attributes(op_type: str, schema: OpSchema) -> set[str]:
+    """Attributes a later version of the operator defines than `schema` does."""
+    try:
+        newest = onnx.defs.get_schema(op_type, schema.domain)
+    except onnx.defs.SchemaError:
+        return set()
+    return set(newest.attributes) - set(schema.attributes)
+
+
 def node_problem(node: onnx.NodeProto, schema: OpSchema) -> str | None:
     """What is wrong with `node` by its schema (one phrase), or None."""
     inputs, formal = list(node.input), list(schema.inputs)
@@ -58,10 +67,19 @@ def node_problem(node: onnx.NodeProto, schema: OpSchema) -> str | None:
     for index, name in enumerate(inputs):
         if not name and index < len(formal) and formal[index].option == _SINGLE:
             return f"input {index} ({formal[index].name}) is empty, but {node.op_type} requires it"
+        # a variadic input (Min's, Concat's) has no "absent" form: every name it lists is an operand
+        if not name and formal and index >= len(formal) - 1 and formal[-1].option == _VARIADIC:
+            return f"input {index} ({formal[-1].name}) is empty; each input of {node.op_type}'s list must be named"
     if len(node.output) > schema.max_output:
         return f"has {len(node.output)} outputs; {node.op_type} has at most {schema.max_output}"
     for attribute in node.attribute:
         expected = schema.attributes.get(attribute.name)
+        if expected is None and attribute.name in _later_attributes(node.op_type, schema):
+            # converters read it by its newer spec (MaxPool's dilations, opset 10) with no type check; ONNX's
+            # checker and onnxruntime refuse an attribute the model's opset does not define
+            return (f"has attribute {attribute.name!r}, which {node.op_type} does not have at the model's opset "
+                    f"(its version since opset {schema.since_version}; a later one added it): raise the model's "
+                    "opset or remove the attribute")
         if expected is not None and attribute.type != expected.type:
             got = onnx.AttributeProto.AttributeType.Name(attribute.type) if attribute.type in \
                 onnx.AttributeProto.AttributeType.values() else str(attribute.type)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import torch
 
+from ...errors import InputError
 from ...ir import ops
 from ..registry import kernel
 
 
-def _positive(indices: torch.Tensor, size) -> torch.Tensor:
+def _positive(indices: torch.Tensor, size, op_name: str) -> torch.Tensor:
+    """`indices` into an axis of `size`, negative ones counted from the end; any outside [-size, size) is the
+    caller's data (onnxruntime refuses it too), so it is one InputError, not torch's IndexError or a wrong row."""
     indices = indices.long()
+    if indices.numel() and not indices.is_meta and (int(indices.min()) < -size or int(indices.max()) >= size):
+        bad = indices[(indices < -size) | (indices >= size)].reshape(-1)[0]
+        raise InputError(f"{op_name}: index {int(bad)} is out of range for an axis of size {size} (valid indices "
+                         f"are {-size} to {size - 1})")
     return torch.where(indices < 0, indices + size, indices)
 
 
@@ -59,16 +66,16 @@ def einsum(op: ops.Einsum, inputs):
 def gather_elements(op: ops.GatherElements, inputs):
     data, indices = inputs
     axis = op.axis % data.dim()
-    return [torch.gather(data, axis, _positive(indices, data.shape[axis]))]
+    return [torch.gather(data, axis, _positive(indices, data.shape[axis], "GatherElements"))]
 
 
-def _flat_nd_index(data_shape, indices: torch.Tensor, batch_dims: int) -> torch.Tensor:
+def _flat_nd_index(data_shape, indices: torch.Tensor, batch_dims: int, op_name: str) -> torch.Tensor:
     """Row of each N-d index in `data` reshaped to [batch..., prod(indexed dims), rest...]."""
     depth = indices.shape[-1]
     dims = data_shape[batch_dims:batch_dims + depth]
     flat = torch.zeros(indices.shape[:-1], dtype=torch.long, device=indices.device)
     for i, size in enumerate(dims):
-        flat = flat * size + _positive(indices[..., i], size)
+        flat = flat * size + _positive(indices[..., i], size, op_name)
     return flat
 
 
@@ -79,7 +86,7 @@ def gather_nd(op: ops.GatherND, inputs):
     batch_shape = tuple(data.shape[:b])
     rest = tuple(data.shape[b + depth:])
     flat_data = data.reshape(batch_shape + (-1,) + rest)
-    flat_index = _flat_nd_index(tuple(data.shape), indices, b).reshape(batch_shape + (-1,))
+    flat_index = _flat_nd_index(tuple(data.shape), indices, b, "GatherND").reshape(batch_shape + (-1,))
     batch = int(torch.tensor(batch_shape).prod()) if batch_shape else 1
     picked = torch.stack([flat_data.reshape((batch, -1) + rest)[i][flat_index.reshape(batch, -1)[i]]
                           for i in range(batch)])
@@ -93,7 +100,7 @@ _SCATTER_REDUCE = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
 def scatter_elements(op: ops.ScatterElements, inputs):
     data, indices, updates = inputs
     axis = op.axis % data.dim()
-    indices = _positive(indices, data.shape[axis])
+    indices = _positive(indices, data.shape[axis], "ScatterElements")
     if op.reduction == "none":
         return [torch.scatter(data, axis, indices, updates)]
     return [torch.scatter_reduce(data, axis, indices, updates, _SCATTER_REDUCE[op.reduction], include_self=True)]
@@ -105,7 +112,7 @@ def scatter_nd(op: ops.ScatterND, inputs):
     depth = indices.shape[-1]
     rest = tuple(data.shape[depth:])
     flat = data.clone().reshape((-1,) + rest)
-    rows = _flat_nd_index(tuple(data.shape), indices, 0).reshape(-1)
+    rows = _flat_nd_index(tuple(data.shape), indices, 0, "ScatterND").reshape(-1)
     values = updates.reshape((-1,) + rest)
     if op.reduction == "none":
         flat[rows] = values

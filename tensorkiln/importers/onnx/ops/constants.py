@@ -57,8 +57,16 @@ def range_(ctx, node):
     bounds = [float(np.asarray(v).reshape(-1)[0]) if np.asarray(v).size else np.nan for v in (start, limit, delta)]
     if not all(np.isfinite(bounds)) or bounds[2] == 0:
         raise ctx.shape_error(node, f"start, limit and delta must be finite scalars and delta not 0, not {bounds}")
-    _check_size(ctx, node, [max(math.ceil((bounds[1] - bounds[0]) / bounds[2]), 0)], start.dtype)
-    return _constant(ctx, node, np.arange(start, limit, delta, dtype=start.dtype))
+    count = max(math.ceil((bounds[1] - bounds[0]) / bounds[2]), 0)  # the spec's number_of_elements
+    _check_size(ctx, node, [count], start.dtype)
+    if count == 0:  # numpy's own size arithmetic in float32 can overflow here (start 1e30, limit 1e10)
+        return _constant(ctx, node, np.zeros(0, dtype=start.dtype))
+    try:
+        values = np.arange(start, limit, delta, dtype=start.dtype)
+    except (ValueError, OverflowError) as error:  # numpy's size in the dtype's arithmetic may differ from ours
+        raise ctx.shape_error(node, f"numpy cannot make a range from {bounds[0]} to {bounds[1]} by {bounds[2]} "
+                                    f"in {start.dtype} ({error})") from None
+    return _constant(ctx, node, values)
 
 
 def _check_size(ctx, node, dims, dtype) -> None:
