@@ -217,3 +217,37 @@ def test_a_caffe_blob_with_negative_legacy_dims_is_a_model_format_error():
     shaped.shape.dim.extend([-2, -2])
     with pytest.raises(ModelFormatError, match="negative dimension"):
         blob_to_array(shaped)
+
+
+@pytest.mark.parametrize("bins, dft_length, rate, low, high", [
+    (8, 16, 0, 0.0, 4000.0), (-3, 16, 8000, 0.0, 4000.0), (8, -16, 8000, 0.0, 4000.0),
+    (8, 16, 8000, float("nan"), 4000.0), (8, 16, 8000, 0.0, 1e30), (8, 16, 8000, -100.0, 4000.0)])
+def test_mel_weight_matrix_out_of_range_is_a_shape_error(bins, dft_length, rate, low, high):
+    """Found while fixing issue 18: hostile MelWeightMatrix inputs (sample rate 0, negative sizes, edges past the
+    Nyquist frequency or below 0 Hz) were numpy's IndexError or ValueError; onnxruntime refuses each of them."""
+    from onnx import numpy_helper
+
+    from tensorkiln.errors import ShapeError
+    consts = [numpy_helper.from_array(np.array(v, np.int64), n) for v, n in
+              ((bins, "bins"), (dft_length, "dft"), (rate, "rate"))]
+    consts += [numpy_helper.from_array(np.array(v, np.float32), n) for v, n in ((low, "low"), (high, "high"))]
+    model = _finding_model([helper.make_node("MelWeightMatrix", ["bins", "dft", "rate", "low", "high"], ["y"])],
+                           [], consts)
+    with pytest.raises(Exception):
+        onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {})
+    with pytest.raises(ShapeError, match="MelWeightMatrix"):
+        parse_onnx(model)
+
+
+@pytest.mark.parametrize("bins, dft_length, low, high", [(8, 16, 0.0, 4000.0), (8, 16, 4000.0, 0.0),
+                                                         (0, 16, 0.0, 4000.0), (8, 0, 0.0, 4000.0)])
+def test_mel_weight_matrix_in_range_matches_onnxruntime(bins, dft_length, low, high):
+    from onnx import numpy_helper
+    consts = [numpy_helper.from_array(np.array(v, np.int64), n) for v, n in
+              ((bins, "bins"), (dft_length, "dft"), (8000, "rate"))]
+    consts += [numpy_helper.from_array(np.array(v, np.float32), n) for v, n in ((low, "low"), (high, "high"))]
+    model = _finding_model([helper.make_node("MelWeightMatrix", ["bins", "dft", "rate", "low", "high"], ["y"])],
+                           [], consts)
+    [expected] = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {})
+    outputs = Builder().build(parse_onnx(model)).create_execution_context().execute({})
+    np.testing.assert_allclose(np.asarray(outputs["y"]), expected, atol=1e-6)

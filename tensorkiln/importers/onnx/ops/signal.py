@@ -69,11 +69,17 @@ def window(ctx, node):
     return [ctx.network.add_constant(None, value, name=node.output[0]).get_output(0)]
 
 
-def _mel_matrix(bins: int, dft_length: int, rate: int, low_hz: float, high_hz: float) -> np.ndarray:
-    """Triangular filters between mel-spaced edges, as ONNX defines them (integer frequency bins)."""
-    low_mel, high_mel = (2595 * np.log10(1 + hz / 700) for hz in (low_hz, high_hz))
-    mels = np.arange(bins + 2) * ((high_mel - low_mel) / (bins + 2)) + low_mel
-    edges = (((dft_length + 1) * (700 * (10 ** (mels / 2595) - 1))) // rate).astype(int)
+def _mel_edges(bins: int, dft_length: int, rate: int, low_hz: float, high_hz: float) -> np.ndarray:
+    """The filters' edges as frequency bins (float; floored), mel-spaced from low_hz to high_hz."""
+    with np.errstate(all="ignore"):  # hostile edges become inf or nan here and are refused by the caller
+        low_mel, high_mel = (2595 * np.log10(1 + hz / 700) for hz in (low_hz, high_hz))
+        mels = np.arange(bins + 2) * ((high_mel - low_mel) / (bins + 2)) + low_mel
+        return ((dft_length + 1) * (700 * (10 ** (mels / 2595) - 1))) // rate
+
+
+def _mel_matrix(edges: np.ndarray, dft_length: int, bins: int) -> np.ndarray:
+    """Triangular filters between `edges` (in range), as ONNX defines them (integer frequency bins)."""
+    edges = edges.astype(int)
     out = np.zeros((dft_length // 2 + 1, bins))
     for i in range(bins):
         left, center, right = edges[i:i + 3]
@@ -98,6 +104,15 @@ def mel_weight_matrix(ctx, node):
                               enumerate(("num_mel_bins", "dft_length", "sample_rate")))
     low, high = (float(ctx.require_constant(node, i, what).reshape(-1)[0]) for i, what in
                  ((3, "lower_edge_hertz"), (4, "upper_edge_hertz")))
+    if bins < 0 or dft_length < 0 or rate <= 0:
+        raise ctx.shape_error(node, f"num_mel_bins {bins} and dft_length {dft_length} must be >= 0 and sample_rate "
+                                    f"{rate} > 0")
     _check_size(ctx, node, (dft_length // 2 + 1, bins))
-    value = _mel_matrix(bins, dft_length, rate, low, high).astype(_output_dtype(ctx, node))
+    edges = _mel_edges(bins, dft_length, rate, low, high)
+    if not (np.isfinite(edges).all() and edges.min() >= 0 and edges.max() < dft_length // 2 + 1):
+        # as onnxruntime refuses it: a filter edge outside the dft_length // 2 + 1 frequency bins
+        raise ctx.shape_error(node, f"lower_edge_hertz {low} and upper_edge_hertz {high} put mel filter edges "
+                                    f"outside the {dft_length // 2 + 1} frequency bins of dft_length {dft_length} "
+                                    f"at sample_rate {rate}; they must lie in [0, sample_rate / 2]")
+    value = _mel_matrix(edges, dft_length, bins).astype(_output_dtype(ctx, node))
     return [ctx.network.add_constant(None, value, name=node.output[0]).get_output(0)]
