@@ -251,3 +251,20 @@ def test_mel_weight_matrix_in_range_matches_onnxruntime(bins, dft_length, low, h
     [expected] = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {})
     outputs = Builder().build(parse_onnx(model)).create_execution_context().execute({})
     np.testing.assert_allclose(np.asarray(outputs["y"]), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("op_type, attrs, shape", [
+    ("DepthToSpace", {"blocksize": 0}, [1, 4, 2, 2]), ("DepthToSpace", {"blocksize": 2}, [1, 6, 2, 2]),
+    ("DepthToSpace", {"blocksize": 2}, [4, 2, 2]), ("DepthToSpace", {"blocksize": 2, "mode": "XYZ"}, [1, 4, 2, 2]),
+    ("SpaceToDepth", {"blocksize": -2}, [1, 4, 2, 2]), ("SpaceToDepth", {"blocksize": 3}, [1, 4, 2, 2])])
+def test_depth_to_space_bad_blocksize_is_a_clean_error(op_type, attrs, shape):
+    """Found while fixing issue 18: DepthToSpace with blocksize 0 was a ZeroDivisionError in the converter (and a
+    3-d input a ValueError unpacking its shape); onnxruntime refuses each of these."""
+    from tensorkiln.errors import TensorkilnError
+    model = _finding_model([helper.make_node(op_type, ["x"], ["y"], **attrs)],
+                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)])
+    with pytest.raises(Exception):
+        onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(
+            None, {"x": np.zeros(shape, np.float32)})
+    with pytest.raises(TensorkilnError, match=f"{op_type}.*(blocksize|4-d|mode)"):
+        parse_onnx(model)
