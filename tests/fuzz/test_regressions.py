@@ -268,3 +268,17 @@ def test_depth_to_space_bad_blocksize_is_a_clean_error(op_type, attrs, shape):
             None, {"x": np.zeros(shape, np.float32)})
     with pytest.raises(TensorkilnError, match=f"{op_type}.*(blocksize|4-d|mode)"):
         parse_onnx(model)
+
+
+@pytest.mark.parametrize("op_type", ["HannWindow", "HammingWindow", "BlackmanWindow"])
+def test_a_negative_window_size_is_a_shape_error(op_type):
+    """Found while fixing issue 18: a negative window size gave an empty window where onnxruntime refuses it."""
+    from onnx import numpy_helper
+
+    from tensorkiln.errors import ShapeError
+    model = _finding_model([helper.make_node(op_type, ["size"], ["y"])], [],
+                           [numpy_helper.from_array(np.array(-5, np.int64), "size")])
+    with pytest.raises(Exception):
+        onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {})
+    with pytest.raises(ShapeError, match="window size -5 must not be negative"):
+        parse_onnx(model)

@@ -50,6 +50,8 @@ def stft(ctx, node):
 def _window_positions(ctx, node):
     size = ctx.ints(node, 0, "size")[0]
     periodic = ctx.attr(node, "periodic", 1)
+    if size < 0:  # np.arange would quietly make an empty window; onnxruntime refuses it
+        raise ctx.shape_error(node, f"window size {size} must not be negative")
     _check_size(ctx, node, (size,))
     return np.arange(size, dtype=np.float64), (size if periodic else size - 1)
 
