@@ -282,3 +282,23 @@ def test_a_negative_window_size_is_a_shape_error(op_type):
         onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {})
     with pytest.raises(ShapeError, match="window size -5 must not be negative"):
         parse_onnx(model)
+
+
+@pytest.mark.parametrize("op_type, attrs", [("Div", {}), ("Mod", {}), ("Mod", {"fmod": 1})])
+def test_integer_division_by_zero_is_an_input_error(op_type, attrs):
+    """Found while fixing issue 18: an int32 Div or Mod by a 0 at run time was torch's RuntimeError
+    "ZeroDivisionError"; onnxruntime refuses it too. In-range divisors still match onnxruntime."""
+    model = _finding_model([helper.make_node(op_type, ["a", "b"], ["y"], **attrs)],
+                           [helper.make_tensor_value_info(n, TensorProto.INT32, [3]) for n in ("a", "b")])
+    model_proto = __import__("onnx").load_from_string(model)
+    model_proto.graph.output[0].type.tensor_type.elem_type = TensorProto.INT32
+    model = model_proto.SerializeToString()
+    context = Builder().build(parse_onnx(model)).create_execution_context()
+    feed = {"a": np.array([7, -7, 5], np.int32), "b": np.array([2, 3, 0], np.int32)}
+    with pytest.raises(Exception):
+        onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)
+    with pytest.raises(InputError, match=f"{op_type}: integer division by zero"):
+        context.execute(feed)
+    feed["b"] = np.array([2, 3, -4], np.int32)
+    [expected] = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)
+    np.testing.assert_array_equal(np.asarray(context.execute(feed)["y"]), expected)

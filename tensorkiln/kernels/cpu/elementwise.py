@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ...errors import InputError
 from ...ir import ops
 from ...ir.ops import ElementWiseOperation as E
 from ...ir.ops import ScaleMode
@@ -31,9 +32,18 @@ _BINARY = {
 }
 
 
+_INTEGER_DIVISIONS = {E.DIV: "Div", E.MOD: "Mod", E.FMOD: "Mod"}
+
+
 @kernel(ops.ElementWise)
 def elementwise(op: ops.ElementWise, inputs):
     a, b = inputs
+    if (op.operation in _INTEGER_DIVISIONS and not (a.is_floating_point() or b.is_floating_point())
+            and not b.is_meta and b.numel() and bool((b == 0).any())):
+        # torch raises a bare ZeroDivisionError RuntimeError; an integer divisor of 0 is the caller's data (a float
+        # one gives inf or nan, as ONNX says), and onnxruntime refuses it too
+        raise InputError(f"{_INTEGER_DIVISIONS[op.operation]}: integer division by zero (the divisor {tuple(b.shape)} "
+                         f"of {b.dtype} holds a 0); give nonzero divisors or divide in floating point")
     return [_BINARY[op.operation](a, b)]
 
 
