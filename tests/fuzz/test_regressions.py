@@ -302,3 +302,26 @@ def test_integer_division_by_zero_is_an_input_error(op_type, attrs):
     feed["b"] = np.array([2, 3, -4], np.int32)
     [expected] = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)
     np.testing.assert_array_equal(np.asarray(context.execute(feed)["y"]), expected)
+
+
+@pytest.mark.parametrize("boxes", [
+    [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1]],        # two boxes of no area: IoU 0/0
+    [[0, 0, 1, 1], [0.5, 0.5, 0.5, 2], [2, 2, 3, 3]],  # a line touching a box; one box apart
+])
+def test_nms_of_boxes_without_area_matches_onnxruntime(boxes):
+    """Found while fixing issue 18: boxes of zero area had IoU 0/0 = NaN, which suppressed them; onnxruntime
+    gives such a pair IoU 0 and keeps both."""
+    from onnx import numpy_helper
+    node = helper.make_node("NonMaxSuppression", ["boxes", "scores", "max"], ["y"])
+    graph = helper.make_graph([node], "nms", [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 3, 4]),
+                                              helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, None)],
+                              [numpy_helper.from_array(np.array([10], np.int64), "max")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model = model.SerializeToString()
+    feed = {"boxes": np.array([boxes], np.float32), "scores": np.array([[[0.9, 0.8, 0.7]]], np.float32)}
+    [expected] = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)
+    assert len(expected) == 3  # none suppressed
+    outputs = Builder().build(parse_onnx(model)).create_execution_context().execute(feed)
+    np.testing.assert_array_equal(np.asarray(outputs["y"]), expected)

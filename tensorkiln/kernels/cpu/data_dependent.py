@@ -32,7 +32,9 @@ def _iou(box: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     inter = (bottom_right - top_left).clamp(min=0).prod(-1)
     area = (box[2:] - box[:2]).prod()
     areas = (others[:, 2:] - others[:, :2]).prod(-1)
-    return inter / (area + areas - inter)
+    # as onnxruntime: a box of no area, or no overlap, has IoU 0 (0 / 0 would be NaN and suppress the box)
+    no_overlap = (area <= 0) | (areas <= 0) | (inter <= 0)
+    return torch.where(no_overlap, torch.zeros_like(inter), inter / (area + areas - inter))
 
 
 def _greedy_nms(boxes, scores, op: ops.NonMaxSuppression) -> list[int]:
