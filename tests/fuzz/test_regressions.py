@@ -325,3 +325,52 @@ def test_nms_of_boxes_without_area_matches_onnxruntime(boxes):
     assert len(expected) == 3  # none suppressed
     outputs = Builder().build(parse_onnx(model)).create_execution_context().execute(feed)
     np.testing.assert_array_equal(np.asarray(outputs["y"]), expected)
+
+
+def _one_node_model(op_type, attrs, shape, consts=(), outputs=1, opset=18) -> bytes:
+    from onnx import numpy_helper
+    node = helper.make_node(op_type, ["x"] + [name for name, _ in consts], [f"y{i}" for i in range(outputs)], **attrs)
+    graph = helper.make_graph([node], "finding", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None) for i in range(outputs)],
+                              [numpy_helper.from_array(value, name) for name, value in consts])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+_NO_ROI, _DOUBLE = ("roi", np.array([], np.float32)), ("scales", np.array([1, 1, 2, 2], np.float32))
+
+
+@pytest.mark.parametrize("op_type, attrs, shape, consts, outputs, message", [
+    ("Resize", {"mode": "foo"}, [1, 1, 2, 2], (_NO_ROI, _DOUBLE), 1, "attribute 'mode' = 'foo' is not one of"),
+    ("Pad", {"mode": "foo"}, [1, 2], (("pads", np.array([0, 1, 0, 1], np.int64)),), 1,
+     "attribute 'mode' = 'foo' is not one of"),
+    ("GridSample", {"mode": "foo"}, [1, 1, 2, 2], (("grid", np.zeros((1, 2, 2, 2), np.float32)),), 1,
+     "attribute 'mode' = 'foo' is not one of"),
+    ("Split", {"num_outputs": 0, "axis": 1}, [1, 4], (), 1, "num_outputs 0 must be the node's number of outputs"),
+    ("Split", {"num_outputs": 2, "axis": 1}, [1, 4], (), 3, "num_outputs 2 must be the node's number of outputs"),
+    ("Unsqueeze", {}, [2], (("axes", np.array([0, 0], np.int64)),), 1, r"axes \[0, 0\] must be distinct"),
+    ("Unsqueeze", {}, [2], (("axes", np.array([5], np.int64)),), 1, r"axes \[5\] must be distinct and in \[-2, 1\]"),
+    ("Squeeze", {}, [1, 2], (("axes", np.array([4], np.int64)),), 1, r"axes \[4\] must be distinct and in \[-2, 1\]"),
+])
+def test_bad_modes_counts_and_axes_are_conversion_errors(op_type, attrs, shape, consts, outputs, message):
+    """Found while fixing issue 18: a mode the spec does not name was a KeyError in the converter (Resize, Pad,
+    GridSample), Split's num_outputs 0 a ZeroDivisionError, Unsqueeze's repeated axis a StopIteration, and an axis
+    past the rank was wrapped onto another (Squeeze [4] of a 2-d input squeezed axis 0). onnxruntime refuses each."""
+    from tensorkiln.importers.onnx.context import ConversionError
+    model = _one_node_model(op_type, attrs, shape, consts, outputs)
+    if op_type != "Split":  # onnxruntime aborts the whole process on a num_outputs its outputs do not match
+        with pytest.raises(Exception):
+            onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(
+                None, {"x": np.ones(shape, np.float32)})
+    with pytest.raises(ConversionError, match=message):
+        parse_onnx(model)
+
+
+def test_squeeze_and_unsqueeze_with_negative_axes_match_onnxruntime():
+    for op_type, shape, axes in (("Unsqueeze", [2, 3], [-1, 0]), ("Squeeze", [1, 3, 1], [-1, 0])):
+        model = _one_node_model(op_type, {}, shape, (("axes", np.array(axes, np.int64)),))
+        feed = {"x": np.arange(np.prod(shape), dtype=np.float32).reshape(shape)}
+        [expected] = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)
+        outputs = Builder().build(parse_onnx(model)).create_execution_context().execute(feed)
+        np.testing.assert_array_equal(np.asarray(outputs["y0"]), expected)

@@ -1,7 +1,7 @@
 """ConversionContext: what a converter sees of the model while one node is converted."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import onnx
@@ -119,6 +119,14 @@ class ConversionContext:
                     return [self._text(node, name, v) if isinstance(v, bytes) else v for v in value]
                 return value
         return default
+
+    def choice(self, node: onnx.NodeProto, name: str, default: Any, allowed: Mapping[str, Any]) -> Any:
+        """allowed[value] of a string attribute that names one of a few modes (Pad's mode, Resize's mode): a value
+        the spec does not name is the model's error, one line, not a KeyError in the converter."""
+        value = self.attr(node, name, default)
+        if not isinstance(value, str) or value not in allowed:
+            raise self.error(node, f"attribute {name!r} = {value!r} is not one of {', '.join(map(repr, allowed))}")
+        return allowed[value]
 
     # ---- outputs and errors --------------------------------------------------------------------------
     def name(self, node: onnx.NodeProto) -> str:

@@ -68,7 +68,7 @@ def grid_sample(ctx, node):
     x = ctx.input(node, 0)
     if len(x.shape) != 4:
         raise ctx.error(node, "only 4-D (2 spatial dims) GridSample is supported")
-    op = ops.GridSample(_GRID_MODES[ctx.attr(node, "mode", "linear" if ctx.opset >= 20 else "bilinear")],
+    op = ops.GridSample(ctx.choice(node, "mode", "linear" if ctx.opset >= 20 else "bilinear", _GRID_MODES),
                         ctx.attr(node, "padding_mode", "zeros"), bool(ctx.attr(node, "align_corners", 0)))
     return ctx.network.add_layer(op, [x, ctx.input(node, 1)], ctx.name(node)).outputs
 

@@ -77,7 +77,7 @@ def resize(ctx, node):
     legacy = node.op_type == "Upsample" or ctx.opset < 11
     default_transform = "asymmetric" if legacy else "half_pixel"
     op = ops.Resize(
-        _MODES[ctx.attr(node, "mode", "nearest")], tuple(sizes), tuple(scales),
+        ctx.choice(node, "mode", "nearest", _MODES), tuple(sizes), tuple(scales),
         ctx.attr(node, "coordinate_transformation_mode", default_transform),
         "floor" if legacy else ctx.attr(node, "nearest_mode", "round_prefer_floor"),
         float(ctx.attr(node, "cubic_coeff_a", -0.75)), bool(ctx.attr(node, "exclude_outside", 0)),
@@ -87,7 +87,7 @@ def resize(ctx, node):
 
 def _antialias(ctx, node, x, sizes, scales, roi):
     op = ops.ResizeAntialias(
-        _MODES[ctx.attr(node, "mode")], tuple(sizes), tuple(scales),
+        ctx.choice(node, "mode", None, _MODES), tuple(sizes), tuple(scales),
         ctx.attr(node, "coordinate_transformation_mode", "half_pixel"), float(ctx.attr(node, "cubic_coeff_a", -0.75)),
         bool(ctx.attr(node, "exclude_outside", 0)), float(ctx.attr(node, "extrapolation_value", 0.0)), tuple(roi))
     return ctx.network.add_layer(op, [x], ctx.name(node)).get_output(0)

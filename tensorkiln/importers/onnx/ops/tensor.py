@@ -48,12 +48,22 @@ def _axes(ctx, node, index):
     return ctx.ints(node, index, "axes") if ctx.input(node, index) is not None else None
 
 
+def _distinct_axes(ctx, node, axes, rank: int) -> set[int]:
+    """`axes` counted from 0, each in [-rank, rank) and none twice (as the spec requires; a % rank would quietly
+    wrap an axis of 9 onto another, and a repeat would make Unsqueeze's output rank wrong)."""
+    normalized = [int(a) + rank if int(a) < 0 else int(a) for a in axes]
+    if any(not 0 <= a < rank for a in normalized) or len(set(normalized)) != len(normalized):
+        of = "an output" if node.op_type == "Unsqueeze" else "an input"
+        raise ctx.error(node, f"axes {list(axes)} must be distinct and in [{-rank}, {rank - 1}] for {of} of rank {rank}")
+    return set(normalized)
+
+
 @converter("Squeeze")
 def squeeze(ctx, node):
     x = ctx.input(node, 0)
     axes = _axes(ctx, node, 1)
     rank = len(x.shape)
-    drop = {a % rank for a in axes} if axes is not None else {i for i, d in enumerate(x.shape) if d == 1}
+    drop = _distinct_axes(ctx, node, axes, rank) if axes is not None else {i for i, d in enumerate(x.shape) if d == 1}
     if any(x.shape[a] != 1 for a in drop):
         raise ctx.shape_error(node, f"cannot squeeze axes {sorted(drop)} of shape {x.shape}: they are not all 1")
     return [_reshape(ctx, node, x, [d for i, d in enumerate(x.shape) if i not in drop])]
@@ -64,7 +74,7 @@ def unsqueeze(ctx, node):
     x = ctx.input(node, 0)
     axes = _axes(ctx, node, 1)
     rank = len(x.shape) + len(axes)
-    inserted = {a % rank for a in axes}
+    inserted = _distinct_axes(ctx, node, axes, rank)
     source = iter(x.shape)
     return [_reshape(ctx, node, x, [1 if i in inserted else next(source) for i in range(rank)])]
 
@@ -84,7 +94,9 @@ def split(ctx, node):
     elif ctx.opset < 13 and ctx.attr(node, "split") is not None:
         sizes = list(ctx.attr(node, "split"))
     else:
-        count = ctx.attr(node, "num_outputs", count)
+        given = ctx.attr(node, "num_outputs", count)
+        if given != count or count < 1:  # onnxruntime too: num_outputs must name the node's outputs
+            raise ctx.error(node, f"num_outputs {given} must be the node's number of outputs ({count}), at least 1")
         chunk = -(-length // count)  # ceil: the last chunk may be smaller (opset 18)
         sizes = [min(chunk, length - i * chunk) for i in range(count)]
     if sum(sizes) != length:
@@ -167,7 +179,7 @@ _PAD_MODES = {"constant": PaddingMode.CONSTANT, "reflect": PaddingMode.REFLECT, 
 def pad(ctx, node):
     x = ctx.input(node, 0)
     rank = len(x.shape)
-    mode = _PAD_MODES[ctx.attr(node, "mode", "constant")]
+    mode = ctx.choice(node, "mode", "constant", _PAD_MODES)
     if ctx.opset < 11:
         pads, value = list(ctx.attr(node, "pads")), float(ctx.attr(node, "value", 0.0))
     else:
