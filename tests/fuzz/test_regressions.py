@@ -374,3 +374,28 @@ def test_squeeze_and_unsqueeze_with_negative_axes_match_onnxruntime():
         [expected] = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)
         outputs = Builder().build(parse_onnx(model)).create_execution_context().execute(feed)
         np.testing.assert_array_equal(np.asarray(outputs["y0"]), expected)
+
+
+@pytest.mark.parametrize("op_type, attrs, shape, consts, message", [
+    ("ScatterElements", {"reduction": "foo"}, [2, 2],
+     (("indices", np.zeros((1, 2), np.int64)), ("updates", np.ones((1, 2), np.float32))),
+     "attribute 'reduction' = 'foo' is not one of"),
+    ("ScatterND", {"reduction": "foo"}, [2, 2],
+     (("indices", np.zeros((1, 1), np.int64)), ("updates", np.ones((1, 2), np.float32))),
+     "attribute 'reduction' = 'foo' is not one of"),
+    ("LSTM", {"activations": ["foo", "Tanh", "Tanh"], "hidden_size": 2}, [1, 1, 2],
+     (("W", np.ones((1, 8, 2), np.float32)), ("R", np.ones((1, 8, 2), np.float32))),
+     r"activations \['foo'\] are not ones the ONNX spec names"),
+])
+def test_unknown_reduction_or_activation_is_a_conversion_error(op_type, attrs, shape, consts, message):
+    """Found while fixing issue 18: an unknown scatter reduction or recurrent activation was a KeyError in the
+    kernel at build time. onnxruntime refuses the activation; it runs an unknown reduction as 'none', which the
+    spec does not allow (it names five), so tensorkiln refuses it rather than guess."""
+    from tensorkiln.importers.onnx.context import ConversionError
+    model = _one_node_model(op_type, attrs, shape, consts)
+    if op_type == "LSTM":
+        with pytest.raises(Exception):
+            onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(
+                None, {"x": np.ones(shape, np.float32)})
+    with pytest.raises(ConversionError, match=message):
+        parse_onnx(model)

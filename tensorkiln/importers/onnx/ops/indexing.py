@@ -53,15 +53,19 @@ def gather_nd(ctx, node):
     return _layer(ctx, node, ops.GatherND(batch_dims), [data, indices])
 
 
+_REDUCTIONS = {name: name for name in ("none", "add", "mul", "max", "min")}  # ONNX's scatter reductions
+
+
 @converter("ScatterElements", "Scatter")
 def scatter_elements(ctx, node):
-    op = ops.ScatterElements(ctx.attr(node, "axis", 0), ctx.attr(node, "reduction", "none"))
+    op = ops.ScatterElements(ctx.attr(node, "axis", 0), ctx.choice(node, "reduction", "none", _REDUCTIONS))
     return _layer(ctx, node, op, [ctx.input(node, i) for i in range(3)])
 
 
 @converter("ScatterND")
 def scatter_nd(ctx, node):
-    return _layer(ctx, node, ops.ScatterND(ctx.attr(node, "reduction", "none")), [ctx.input(node, i) for i in range(3)])
+    op = ops.ScatterND(ctx.choice(node, "reduction", "none", _REDUCTIONS))
+    return _layer(ctx, node, op, [ctx.input(node, i) for i in range(3)])
 
 
 @converter("OneHot")

@@ -5,6 +5,22 @@ from ....ir import ops
 from ..registry import converter
 
 
+# the activation functions the ONNX spec of LSTM, GRU and RNN names (compared without case, as onnxruntime does)
+ACTIVATIONS = frozenset(name.lower() for name in (
+    "Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh", "HardSigmoid", "Elu", "Softsign",
+    "Softplus"))
+
+
+def activations(ctx, node) -> tuple[str, ...]:
+    """The node's `activations`, each one the spec names (an unknown one was a KeyError in the kernel)."""
+    names = tuple(ctx.attr(node, "activations", []))
+    unknown = [name for name in names if not isinstance(name, str) or name.lower() not in ACTIVATIONS]
+    if unknown:
+        raise ctx.error(node, f"activations {unknown} are not ones the ONNX spec names "
+                              f"({', '.join(sorted(ACTIVATIONS))})")
+    return names
+
+
 @converter("LSTM", "GRU", "RNN")
 def recurrent(ctx, node):
     cell = node.op_type.lower()
@@ -14,7 +30,7 @@ def recurrent(ctx, node):
         raise ctx.error(node, f"hidden_size {hidden_size} is not a positive size (R has shape {list(recurrence.shape)})")
     op = ops.Recurrent(
         cell, int(hidden_size), ctx.attr(node, "direction", "forward"),
-        tuple(ctx.attr(node, "activations", [])), tuple(float(v) for v in ctx.attr(node, "activation_alpha", [])),
+        activations(ctx, node), tuple(float(v) for v in ctx.attr(node, "activation_alpha", [])),
         tuple(float(v) for v in ctx.attr(node, "activation_beta", [])), float(ctx.attr(node, "clip", 0.0) or 0.0),
         bool(ctx.attr(node, "linear_before_reset", 0)), bool(ctx.attr(node, "input_forget", 0)),
         int(ctx.attr(node, "layout", 0)))
