@@ -399,3 +399,17 @@ def test_unknown_reduction_or_activation_is_a_conversion_error(op_type, attrs, s
                 None, {"x": np.ones(shape, np.float32)})
     with pytest.raises(ConversionError, match=message):
         parse_onnx(model)
+
+
+@pytest.mark.parametrize("op_type", ["Conv", "MaxPool"])
+def test_an_unknown_auto_pad_is_a_conversion_error(op_type):
+    """Found while fixing issue 18: auto_pad = 'foo' was read as NOTSET (explicit pads); onnxruntime refuses it."""
+    from tensorkiln.importers.onnx.context import ConversionError
+    consts = (("w", np.ones((2, 2, 1, 1), np.float32)),) if op_type == "Conv" else ()
+    attrs = {"auto_pad": "foo"} if op_type == "Conv" else {"auto_pad": "foo", "kernel_shape": [2, 2]}
+    model = _one_node_model(op_type, attrs, [1, 2, 4, 4], consts)
+    with pytest.raises(Exception):
+        onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(
+            None, {"x": np.ones([1, 2, 4, 4], np.float32)})
+    with pytest.raises(ConversionError, match="attribute 'auto_pad' = 'foo' is not one of"):
+        parse_onnx(model)

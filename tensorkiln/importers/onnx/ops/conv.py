@@ -52,11 +52,15 @@ def explicit_pads(ctx, node, rank: int) -> tuple[int, ...]:
     return pads
 
 
+# ONNX's auto_pad values (an unknown one was read as NOTSET: explicit pads)
+AUTO_PADS = {name: name for name in ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")}
+
+
 def spatial_attrs(ctx, node, x, kernel):
     """stride, dilation and pads of a convolution or pooling node (each checked)."""
     kernel, stride, dilation = window_attrs(ctx, node, x, kernel)
     rank = len(kernel)
-    auto_pad = ctx.attr(node, "auto_pad", "NOTSET")
+    auto_pad = ctx.choice(node, "auto_pad", "NOTSET", AUTO_PADS)
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         pads = same_pads(x.shape[2:], kernel, stride, dilation, auto_pad)
     elif auto_pad == "VALID":
@@ -98,7 +102,7 @@ def conv_transpose(ctx, node):
     rank = len(kernel)
     output_padding = [int(p) for p in ctx.attr(node, "output_padding", [0] * rank)]
     pads = list(explicit_pads(ctx, node, rank))
-    auto_pad = ctx.attr(node, "auto_pad", "NOTSET")
+    auto_pad = ctx.choice(node, "auto_pad", "NOTSET", AUTO_PADS)
     output_shape = ctx.attr(node, "output_shape")
     problem = first_problem(
         count_problem("output_padding", output_padding, rank), least_problem("output_padding", output_padding, 0),

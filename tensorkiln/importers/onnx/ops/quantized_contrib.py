@@ -17,6 +17,7 @@ from ....ir.ops import ElementWiseOperation as E
 from ....ir.ops import PoolingType
 from ..registry import converter
 from .conv import spatial_attrs
+from .recurrent import activations as recurrent_activations
 
 MICROSOFT = "com.microsoft"
 
@@ -184,7 +185,7 @@ def dynamic_quantize_lstm(ctx, node):
                for index, scale_index, what in ((1, 8, "W"), (2, 10, "R"))]
     hidden_size = int(ctx.attr(node, "hidden_size", weights[1].shape[-1]))
     op = ops.Recurrent(
-        "lstm", hidden_size, ctx.attr(node, "direction", "forward"), tuple(ctx.attr(node, "activations", [])),
+        "lstm", hidden_size, ctx.attr(node, "direction", "forward"), recurrent_activations(ctx, node),
         tuple(float(v) for v in ctx.attr(node, "activation_alpha", [])),
         tuple(float(v) for v in ctx.attr(node, "activation_beta", [])), float(ctx.attr(node, "clip", 0.0) or 0.0),
         False, bool(ctx.attr(node, "input_forget", 0)))
