@@ -14,7 +14,7 @@ from ..case import Case
 from ..choices import Choices
 from ..execution import CaseRun, reload, run_engine
 from ..proto_mutator import ProtoMutator
-from ..reference import compare, reference_outputs
+from ..reference import compare, drops_nan_by_position, reference_outputs
 from ..seeds import SeedBundle
 from . import fuzz_target
 
@@ -326,5 +326,5 @@ def run_onnx_case(case: Case, run: CaseRun) -> None:
     if expected is None:
         run.stage = "no reference"  # onnxruntime refused the model: nothing to compare with
         return
-    compare(outputs, expected, f"reference:{case.info.get('seed', '?')}")
+    compare(outputs, expected, f"reference:{case.info.get('seed', '?')}", drops_nan_by_position(str(path)))
     run.stage = "compared"
