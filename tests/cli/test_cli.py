@@ -75,7 +75,7 @@ def test_version_and_top_level_help(capsys):
     assert tk.__version__ in capsys.readouterr().out
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert all(module.__name__.rsplit(".", 1)[-1].removesuffix("_cmd") in out for module in SUBCOMMANDS)
+    assert all(f"    {command.name}  " in out for command in SUBCOMMANDS)
 
 
 # ---- run ------------------------------------------------------------------------------------------
