@@ -57,6 +57,9 @@ class BuilderConfig:
     # tensor the passes make must fit (tensorkiln.limits; default: half the machine's memory, at most 32 GiB)
     limits: ResourceLimits = dataclasses.field(default_factory=ResourceLimits)
     int8: Int8Options | None = None  # precision INT8: the calibrator (data or cache) and the accuracy tools
+    # (layer name, tactic id): the tactic to take for that layer where it is one of its candidates, untimed. An engine
+    # with optimization profiles specializes new shapes with the tactics its opt shape was tuned to (runtime/profiles)
+    tactic_hints: tuple[tuple[str, str], ...] = ()
 
 
 class Builder:
@@ -106,6 +109,7 @@ class Builder:
 
     def _lower(self, graph: Network, manager: PassManager, layers_before: int):
         config, target = self.config, self.config.target.value
+        hints = dict(config.tactic_hints)
         overrides, precision_log = assign_precisions(graph, config.precision, config.layer_precisions, self._device)
         for line in precision_log:
             self._say(line)
@@ -135,8 +139,8 @@ class Builder:
         # the layers that will store over their residual if their tactic can: the timer times such tactics that way
         # (for cuBLAS it is one GEMM accumulating into the residual instead of a GEMM and an add)
         may_store = residual_in_place_candidates(steps, tensors, outside)
-        candidates = [timed_candidates(layer, target, config.opt_level, config.disabled_tactic_sources)
-                      for layer in graph.layers]
+        candidates = [_hinted(timed_candidates(layer, target, config.opt_level, config.disabled_tactic_sources),
+                              hints.get(layer.name)) for layer in graph.layers]
         if timer is not None:
             timer.compile_ahead((layer, found, layer.name in may_store)
                                 for layer, found in zip(graph.layers, candidates) if len(found) > 1)
@@ -198,6 +202,14 @@ class Builder:
     def _say(self, line: str, detail: bool = False) -> None:
         self.build_log.append(line)
         (log.debug if detail else log.info)(line)
+
+
+def _hinted(candidates: list, hint: str | None) -> list:
+    """The hinted tactic alone where it is a candidate (nothing to time), else all the candidates."""
+    from .tactics.selection import tactic_id
+
+    chosen = [entry for entry in candidates if hint is not None and tactic_id(entry) == hint]
+    return chosen or candidates
 
 
 def _check_loadable(plan: Plan, network_name: str) -> None:

@@ -54,8 +54,8 @@ def deserialize(blob: bytes, source: str = "engine") -> tuple[Plan, dict[str, to
     version = metadata.get("format_version")
     if version != str(FORMAT_VERSION):
         raise EngineFormatError(f"{source} uses engine format version {version} (tensorkiln "
-                                f"{metadata.get('tensorkiln_version', '?')}); this runtime reads version "
-                                f"{FORMAT_VERSION}; {_REBUILD}")
+                                f"{metadata.get('tensorkiln_version', '?')}); this runtime reads versions "
+                                f"{FORMAT_VERSION} and 2 (engines with optimization profiles); {_REBUILD}")
     entries = _tensor_entries(header, source)
     end = max((offsets[1] for _, _, offsets in entries.values()), default=0)
     if len(data) < end:

@@ -10,6 +10,12 @@ from .engine import Engine
 
 class Runtime:
     def deserialize(self, blob: bytes, source: str = "engine") -> Engine:
+        """The engine of an engine file's bytes: an Engine, or a ProfiledEngine for an engine built with
+        optimization profiles (format version 2)."""
+        from ..plan.profile_file import deserialize_profiled, is_profiled
+
+        if is_profiled(blob, source):
+            return deserialize_profiled(blob, source)
         plan, weights = deserialize(blob, source)
         from ..plugins import check_plugins  # an engine naming an unregistered plugin fails here, not mid-run
 
