@@ -82,8 +82,10 @@ class Builder:
         explicit = explicit_quantization_layers(graph) if int8 else 0  # before fold_qdq rewrites the Q/DQ pairs
         with enforced(self.config.limits):  # the passes' rewrites evaluate constant layers: under the same budget
             manager.run(graph)
-        if int8:  # after the passes: the folded, fused layers are quantized
-            manager.records.append(quantize_network(graph, self.config.int8, self._say, self._device, explicit))
+        _check_layer_precisions(graph, self.config.layer_precisions)
+        if int8:  # after the passes: the folded, fused layers are quantized (but for those given a float precision)
+            kept = tuple(name for name, _ in self.config.layer_precisions)
+            manager.records.append(quantize_network(graph, self.config.int8, self._say, self._device, explicit, kept))
             self._log_pass(manager.records[-1])
         plan, weights = self._lower(graph, manager, layers_before)
         seconds = time.perf_counter() - start
@@ -220,6 +222,16 @@ def _check_loadable(plan: Plan, network_name: str) -> None:
         validate_plan(plan_from_json(json.loads(json.dumps(plan.to_json()))), on_this_machine=False)
     except PlanProblem as problem:
         raise BuildError(f"network {network_name!r} cannot become an engine: {problem}") from None
+
+
+def _check_layer_precisions(graph: Network, overrides) -> None:
+    """Per-layer precisions name layers of the optimized network: a name it lacks would silently do nothing."""
+    names = {layer.name for layer in graph.layers}
+    unknown = [name for name, _ in overrides if name not in names]
+    if unknown:
+        raise BuildError(f"layer precisions name {len(unknown)} layers the optimized network {graph.name!r} does not "
+                         f"have ({', '.join(map(repr, unknown[:3]))}{', ...' if len(unknown) > 3 else ''}); name "
+                         "layers as the engine's steps are named (kiln inspect ENGINE --layers)")
 
 
 def _check_weights(graph: Network, limits: ResourceLimits) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from typing import Callable, Collection
 
 import torch
 
@@ -38,9 +38,11 @@ def explicit_quantization_layers(network: Network) -> int:
 
 
 def quantize_network(network: Network, options: Int8Options | None, say: Callable[[str], None],
-                     device: torch.device | str = "cpu", explicit_layers: int = 0) -> PassRecord:
+                     device: torch.device | str = "cpu", explicit_layers: int = 0,
+                     float_layers: Collection[str] = ()) -> PassRecord:
     """Calibrate (on `device`, the build's target), measure sensitivity where asked, and quantize.
-    `explicit_layers`: explicit_quantization_layers of the network as imported."""
+    `explicit_layers`: explicit_quantization_layers of the network as imported; `float_layers`: names of layers
+    not to quantize (BuilderConfig.layer_precisions)."""
     if explicit_layers:  # TensorRT's rule: a network with Q/DQ layers is explicitly quantized, the calibrator unused
         say(f"int8: the network is explicitly quantized ({explicit_layers} quantize/dequantize layers): its own "
             "scales are used, no calibration")
@@ -65,7 +67,7 @@ def quantize_network(network: Network, options: Int8Options | None, say: Callabl
                 note = " (kept in float)" if s.layer in keep else ""
                 say(f"int8 {s.layer}: SQNR {s.layer_sqnr:.1f} dB (layer), {s.network_sqnr:.1f} dB (network "
                     f"outputs, this layer alone quantized){note}")
-    rewrite = QuantizeInt8(calibration.scales, keep)
+    rewrite = QuantizeInt8(calibration.scales, [*keep, *float_layers])
     changed = rewrite.run(network)
     fusion = FusePointwise()  # each input's quantize/dequantize arithmetic becomes one step
     fusion.run(network)
