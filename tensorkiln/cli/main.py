@@ -33,6 +33,7 @@ SUBCOMMANDS = (
                "build and run the bundled models: accuracy, optimizations, latency against onnxruntime"),
     Subcommand("serve", "tensorkiln.cli.serve",
                "serve a model repository over HTTP and gRPC (KServe v2 / Triton protocol)"),
+    Subcommand("compare", "tensorkiln.cli.compare", "compare an engine's outputs with onnxruntime's, layer by layer"),
 )
 PLUGIN_SUBCOMMANDS = ("build", "run", "bench", "inspect")  # those that read models or engines with custom layers
 ERROR_EXIT_CODE = 2  # as argparse uses for usage errors
