@@ -113,7 +113,7 @@ class SpecializationRecipe:
     @classmethod
     def from_json(cls, data: Any) -> "SpecializationRecipe":
         """The recipe of an engine file, every field checked (PlanProblem naming it)."""
-        from .passes.manager import PASSES
+        from .passes.manager import PIPELINE_ORDER
         from .tactics.selection import TACTIC_SOURCES
 
         if not isinstance(data, dict) or set(data) != set(cls().to_json()):
@@ -124,8 +124,8 @@ class SpecializationRecipe:
         if data["precision"] not in precisions:
             raise PlanProblem(f"build recipe: precision {data['precision']!r} is not one of {sorted(precisions)}")
         passes = data["passes"]
-        if not isinstance(passes, list) or not all(isinstance(p, str) and p in PASSES for p in passes):
-            raise PlanProblem(f"build recipe: passes must be a list of registered passes ({sorted(PASSES)})")
+        if not isinstance(passes, list) or not all(isinstance(p, str) and p in PIPELINE_ORDER for p in passes):
+            raise PlanProblem(f"build recipe: passes must be a list of the passes {', '.join(PIPELINE_ORDER)}")
         level = data["opt_level"]
         if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= 5:
             raise PlanProblem("build recipe: opt_level must be an integer from 0 to 5")

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from .. import __version__
 from .display import key_value_table, make_console, target_description, warn
+from .profile_args import concrete_engine
 from .inputs import (add_input_arguments, add_memory_budget_argument, make_feed, non_negative_float, non_negative_int,
                      positive_int)
 
@@ -66,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
     from ..runtime import Runtime
 
     console = make_console()
-    engine = Runtime().load(args.engine)
+    engine = concrete_engine(Runtime().load(args.engine), args)  # engines with profiles: --shapes, --profile
     feed, _ = make_feed(engine.inputs, args.inputs, args.seed, args.limits)
     io = "host" if args.host_io or engine.device.type == "cpu" else "device"
     if args.host_io and engine.device.type == "cpu":

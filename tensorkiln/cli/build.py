@@ -18,6 +18,7 @@ from .input_values import declared_inputs, parse_input_values
 from .inputs import CommandLineError, add_memory_budget_argument, limits_from, make_feed, parse_shapes, positive_int
 from .int8_args import add_int8_arguments, check_int8_flags, int8_options
 from .model_kind import check_not_caffe, parse_other_kind
+from .profile_args import add_profile_arguments, build_main as build_with_profiles_main, has_profiles
 
 REDUCED_PRECISION_FLAGS = ("fp16", "bf16", "best", "int8")
 
@@ -52,6 +53,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="the target the engine is built and tuned for (default: cpu)")
     add_memory_budget_argument(parser, max_layers=True)
+    add_profile_arguments(parser)
     precision = parser.add_argument_group("precision (FP32 unless one is given)")
     precision.add_argument("--fp16", "--half2", dest="fp16", action="store_true",
                            help="compute in FP16 where it is safe (CUDA target; --half2 is giexec's spelling)")
@@ -109,6 +111,8 @@ def main(args: argparse.Namespace) -> int:
     _warn_ignored_flags(args)
     check_int8_flags(args)
     shapes = parse_shapes(args.shapes)
+    if has_profiles(args):
+        return build_with_profiles_main(args, console, config, source, output)
 
     start = time.perf_counter()
     network = _parse(lambda: _import(parse_onnx, source, shapes, args), args.verbose, console)

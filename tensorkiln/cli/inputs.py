@@ -85,6 +85,9 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the random inputs: standard normal floats, small non-negative integers, "
                              "random booleans (default: 0)")
+    from .profile_args import add_shape_selection_arguments  # noqa: PLC0415 - it imports this module
+
+    add_shape_selection_arguments(parser)
 
 
 # ---- --shapes --------------------------------------------------------------------------------

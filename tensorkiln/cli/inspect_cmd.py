@@ -25,16 +25,29 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(handler=main)
 
 
+def _read(blob: bytes, source: str, console):
+    """The plan and weights to show: the engine's, or for an engine with optimization profiles (whose profiles are
+    printed first) those of profile 0's opt shapes."""
+    from ..plan.file_format import deserialize
+    from ..plan.profile_file import is_profiled, read_profiled
+    from .profile_args import profiles_table
+
+    if not is_profiled(blob, source):
+        return deserialize(blob, source)
+    contents = read_profiled(blob, source)
+    console.print(profiles_table(contents.profiles, [(p, s, plan) for p, s, plan, _ in contents.variants]))
+    _, _, plan, weights = contents.variants[0]
+    return plan, weights
+
+
 def main(args: argparse.Namespace) -> int:
     from safetensors import safe_open
-
-    from ..plan.file_format import deserialize
 
     console = make_console()
     path = Path(args.engine)
     if not path.is_file():
         raise EngineFormatError(f"engine file {str(path)!r} does not exist")
-    plan, weights = deserialize(path.read_bytes(), source=f"engine file {str(path)!r}")  # validates the file
+    plan, weights = _read(path.read_bytes(), f"engine file {str(path)!r}", console)  # validates the file
     with safe_open(path, framework="pt") as container:
         metadata = container.metadata() or {}
 

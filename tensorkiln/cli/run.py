@@ -8,6 +8,7 @@ import numpy as np
 from rich.table import Table
 
 from .display import format_number, format_shape, make_console
+from .profile_args import concrete_engine
 from .inputs import add_input_arguments, add_memory_budget_argument, as_numpy, make_feed, non_negative_int
 
 DEFAULT_VALUES_SHOWN = 6
@@ -31,7 +32,7 @@ def main(args: argparse.Namespace) -> int:
     from ..runtime import Runtime
 
     console = make_console()
-    engine = Runtime().load(args.engine)
+    engine = concrete_engine(Runtime().load(args.engine), args)  # engines with profiles: --shapes, --profile
     feed, sources = make_feed(engine.inputs, args.inputs, args.seed, args.limits)
     context = engine.create_execution_context(limits=args.limits)
     start = time.perf_counter()

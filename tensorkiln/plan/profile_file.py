@@ -9,6 +9,7 @@ the importer of its kind.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import Any
@@ -68,11 +69,19 @@ def serialize_profiled(engine) -> bytes:
     return save_tensors(tensors, metadata=metadata)
 
 
-def deserialize_profiled(blob: bytes, source: str = "engine"):
-    """The ProfiledEngine of a version-2 engine file; every field checked (one EngineFormatError line)."""
+@dataclasses.dataclass(frozen=True)
+class ProfiledFile:
+    """What a version-2 engine file holds, validated, before any Engine is made (kiln inspect stops here)."""
+    profiles: tuple
+    recipe: Any
+    source: Any  # profile_builder.ModelSource
+    variants: tuple  # (profile index, {input: shape}, Plan, {weight name: tensor})
+
+
+def read_profiled(blob: bytes, source: str = "engine") -> ProfiledFile:
+    """The validated contents of a version-2 engine file; every field checked (one EngineFormatError line)."""
     from ..profile_builder import ModelSource, SpecializationRecipe
-    from ..runtime.engine import Engine
-    from ..runtime.profiles import ProfiledEngine, shape_key
+    from ..runtime.profiles import shape_key
 
     header, data = _split(blob, source)
     metadata = _metadata(header, source)
@@ -88,29 +97,39 @@ def deserialize_profiled(blob: bytes, source: str = "engine"):
     try:
         profiles = profiles_from_json(fields["profiles"])
         recipe = SpecializationRecipe.from_json(fields["recipe"])
-        model_source = _model_source(fields["source"], entries)
+        kind, allow_fallback, value_keys = _model_source(fields["source"], entries)
         specs = _variant_specs(fields["variants"], profiles, entries)
     except PlanProblem as problem:
         raise EngineFormatError(f"{source}: {problem}; {_REBUILD}") from None
-    tensors = _load_weights(blob, source)
-    model_source = ModelSource(model_source[0], bytes(tensors["source"].numpy().tobytes()),
-                               tuple((name, tensors[key].numpy()) for name, key in model_source[2]),
-                               model_source[1])
     variants = []
     for position, (profile, shapes, plan_data, names) in enumerate(specs):
         where = f"{source}, variant {position}"
         plan = read_plan(plan_data, where)
         _check_variant(plan, shapes, names, entries, recipe.target, where)
-        variants.append((profile, shapes, Engine(plan, {name: tensors[key] for name, key in names.items()})))
-    seen = {(p, shape_key(s)) for p, s, _ in variants}
+        variants.append((profile, shapes, plan, names))
+    seen = {(p, shape_key(s)) for p, s, _, _ in variants}
     for index, profile in enumerate(profiles):
         if (index, shape_key(profile.opt_shapes())) not in seen:
             raise EngineFormatError(f"{source}: profile {index} has no engine built for its opt shapes; {_REBUILD}")
-    from ..plugins import check_plugins
+    tensors = _load_weights(blob, source)
+    model = ModelSource(kind, tensors["source"].numpy().tobytes(),
+                        tuple((name, tensors[key].numpy()) for name, key in value_keys), allow_fallback)
+    return ProfiledFile(profiles, recipe, model, tuple(
+        (profile, shapes, plan, {name: tensors[key] for name, key in names.items()})
+        for profile, shapes, plan, names in variants))
 
-    for _, _, engine in variants:
-        check_plugins(engine.plan.steps)
-    return ProfiledEngine(profiles, recipe, model_source, variants)
+
+def deserialize_profiled(blob: bytes, source: str = "engine"):
+    """The ProfiledEngine of a version-2 engine file (read_profiled, then an Engine per variant)."""
+    from ..plugins import check_plugins
+    from ..runtime.engine import Engine
+    from ..runtime.profiles import ProfiledEngine
+
+    contents = read_profiled(blob, source)
+    for _, _, plan, _ in contents.variants:
+        check_plugins(plan.steps)
+    variants = [(profile, shapes, Engine(plan, weights)) for profile, shapes, plan, weights in contents.variants]
+    return ProfiledEngine(contents.profiles, contents.recipe, contents.source, variants)
 
 
 def _model_source(data: Any, entries: dict) -> tuple[str, bool, list[tuple[str, str]]]:
