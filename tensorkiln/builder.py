@@ -20,10 +20,13 @@ from .passes.manager import DEFAULT_PIPELINE, PassManager, PassRecord
 from .plan import Plan, Step, TensorSpec
 from .plan.in_place import residual_in_place_candidates, residuals_in_place
 from .plan.memory import plan_memory
+from .plan.refit_record import RECORD_KEY as REFIT_RECORD_KEY
+from .plan.refit_record import make_record, model_weight_sources
 from .plan.schema import PlanProblem, plan_from_json
 from .plan.validate import validate_plan
 from .quant.int8 import Int8Options, explicit_quantization_layers, quantize_network
 from .quant.precision import Precision, assign_precisions
+from .quant.recorded import RecordingCalibrator
 from .runtime.engine import Engine
 from .tactics.selection import TACTIC_SOURCES, select_tactic, timed_candidates
 from .tactics.timing import TacticTimer, TimingCache
@@ -76,6 +79,7 @@ class Builder:
         start = time.perf_counter()
         verify(graph)
         layers_before = len(graph.layers)
+        sources, model_weights = model_weight_sources(graph)  # before the passes fold them (the refit record)
         manager = PassManager(self.config.passes, debug=self.config.debug, dump_dir=self.config.dump_dir,
                               on_pass=self._log_pass)
         int8 = self.config.precision is Precision.INT8
@@ -83,16 +87,29 @@ class Builder:
         with enforced(self.config.limits):  # the passes' rewrites evaluate constant layers: under the same budget
             manager.run(graph)
         _check_layer_precisions(graph, self.config.layer_precisions)
+        options, recording = self.config.int8, None
+        if int8 and options is not None and options.calibrator is not None:  # a refit reuses the scales it gives
+            recording = RecordingCalibrator(options.calibrator)
+            options = dataclasses.replace(options, calibrator=recording)
         if int8:  # after the passes: the folded, fused layers are quantized (but for those given a float precision)
             kept = tuple(name for name, _ in self.config.layer_precisions)
-            manager.records.append(quantize_network(graph, self.config.int8, self._say, self._device, explicit, kept))
+            manager.records.append(quantize_network(graph, options, self._say, self._device, explicit, kept))
             self._log_pass(manager.records[-1])
         plan, weights = self._lower(graph, manager, layers_before)
         seconds = time.perf_counter() - start
         self._say(f"built {graph.name!r}: {layers_before} layers -> {len(plan.steps)} steps in {seconds:.2f} s")
-        plan = dataclasses.replace(plan, build_info={**plan.build_info, "build_seconds": round(seconds, 3)})
+        record = make_record(plan, sources, model_weights, self._refit_config(),
+                             recording and recording.cache,
+                             options.keep_float if int8 and options is not None else 0)
+        plan = dataclasses.replace(plan, build_info={**plan.build_info, "build_seconds": round(seconds, 3),
+                                                     REFIT_RECORD_KEY: record})
         _check_loadable(plan, graph.name)
         return Engine(plan, weights)
+
+    def _refit_config(self) -> dict:
+        """The settings a refit builds with again (the plan holds the target and precision; tactics are hinted)."""
+        return {"passes": list(self.config.passes),
+                "layer_precisions": [[name, precision.value] for name, precision in self.config.layer_precisions]}
 
     def _check_config(self) -> None:
         config = self.config

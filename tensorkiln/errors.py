@@ -32,3 +32,8 @@ class InputError(TensorkilnError):
 class ResourceLimitError(TensorkilnError):
     """A tensor (or several together) would need more memory than the budget allows (tensorkiln.limits); raised
     before anything is allocated, at import, build or run time."""
+
+
+class RefitError(BuildError):
+    """New weights cannot go into an engine as they are (unknown name, other shape or dtype), or they would make a
+    different engine (another structure, another tactic) that only a rebuild can give."""

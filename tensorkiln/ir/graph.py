@@ -102,6 +102,18 @@ class Network:
         self._layer_names: set[str] = set()  # held by a layer (or made by unique_name)
         self._reserved: set[str] = set()  # the model's value names: only their owners take them
         self._counter = itertools.count()
+        # constants an importer computed from model weights (a BatchNormalization's scale and shift): id(tensor) ->
+        # the names of the weights they come from, so that an engine can say what a refit changes (plan/refit_record)
+        self.weight_origins: dict[int, frozenset[str]] = {}
+
+    def note_derived_constants(self, layers: Iterable["Layer"], sources: Iterable[Tensor]) -> None:
+        """The constant layers among `layers` (made while converting one model node) come from the floating
+        constants of `sources` (that node's inputs)."""
+        origins = frozenset().union(*(self.weight_origins.get(id(t), frozenset({t.name})) for t in sources
+                                      if isinstance(t, Tensor) and t.is_constant and t.dtype.is_floating))
+        for layer in layers:
+            if origins and layer.kind == "constant":
+                self.weight_origins.update((id(t), origins) for t in layer.outputs)
 
     def reserve_names(self, names: Iterable[str]) -> None:
         """Keep `names` for the values that own them: no generated name will ever be one of them."""

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from typing import Any
 
 from ..ir.dtypes import DataType
 from ..ir.serialize import op_from_json
 from .memory import MemoryPlan
 from .plan import STEP_PRECISIONS, Plan, Step, TensorSpec
+from .refit_record import RECORD_KEY, record_from_json
 
 TARGETS = ("cpu", "cuda")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")  # quant.precision.Precision's values
@@ -195,6 +197,8 @@ def build_info_from_json(value: Any) -> dict[str, Any]:
             expect(count, int, f"{where} counts {key!r}")
     if "build_seconds" in info and not math.isfinite(info["build_seconds"]):
         raise PlanProblem("build_info 'build_seconds' must be a finite number")
+    if RECORD_KEY in info:  # what a refit needs (refit_record.py); engines built before it lack it
+        record_from_json(info[RECORD_KEY], sys.modules[__name__])
     return info
 
 

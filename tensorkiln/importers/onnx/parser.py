@@ -289,6 +289,7 @@ class OnnxParser:
         ir = ctx.network.ir
         layers_before = len(ir.layers)
         outputs = fn(ctx, node)
+        ir.note_derived_constants(ir.layers[layers_before:], (ctx.tensors.get(name) for name in node.input if name))
         fresh = {id(t) for layer in ir.layers[layers_before:] for t in layer.outputs}
         for index, onnx_name in enumerate(node.output):
             if not onnx_name:
