@@ -63,6 +63,10 @@ def add_parser(subparsers) -> None:
     precision.add_argument("--int8", action="store_true",
                            help="INT8 convolutions and GEMMs at calibrated scales (simulated INT8 on the CPU: see the "
                                 "calibration flags)")
+    precision.add_argument("--layer-precisions", metavar="@FILE|NAME:PRECISION,...",
+                           help="per-layer precisions: a file kiln compare --check-precision wrote, or inline step "
+                                "names (as kiln inspect --layers lists them) and precisions (fp32, tf32, fp16, bf16), "
+                                "e.g. Conv:185.fused:fp32")
     add_int8_arguments(parser)
     tuning = parser.add_argument_group("tuning")
     tuning.add_argument("--opt-level", type=int, choices=range(6), metavar="{0..5}",
@@ -245,9 +249,11 @@ def _model_path(args: argparse.Namespace) -> Path:
 
 def _builder_config(args: argparse.Namespace):
     from ..builder import BuilderConfig, Target
+    from ..tools.precision import layer_precisions_config
 
     opt_level = {} if args.opt_level is None else {"opt_level": args.opt_level}  # else the config's default
     return BuilderConfig(target=Target(args.device), precision=_precision(args), **opt_level,
+                         layer_precisions=layer_precisions_config(args.layer_precisions),
                          timing_cache=Path(args.timing_cache) if args.timing_cache else None, debug=args.debug,
                          dump_dir=Path(args.dump_passes) if args.dump_passes else None, verbose=args.verbose,
                          disabled_tactic_sources=parse_tactic_sources(args.tactic_sources),

@@ -123,6 +123,7 @@ def _engine_and_config(args: argparse.Namespace, model: Path, shapes: dict):
         return Runtime().load(args.engine), None
     from ..builder import Builder, BuilderConfig, Target
     from ..importers.onnx import parse_onnx
+    from ..tools.precision import layer_precisions_config
     from .build import _precision
 
     network = parse_onnx(model, input_shapes=shapes or None, limits=args.limits)
@@ -134,16 +135,6 @@ def _engine_and_config(args: argparse.Namespace, model: Path, shapes: dict):
 
         config = with_reusable_calibration(config)
     return Builder(config).build(network), config
-
-
-def layer_precisions_config(text: str | None) -> tuple:
-    """BuilderConfig.layer_precisions of a --layer-precisions value (kiln build shares it)."""
-    if not text:
-        return ()
-    from ..quant.precision import Precision
-    from ..tools.precision import parse_layer_precisions
-
-    return tuple((name, Precision(precision)) for name, precision in parse_layer_precisions(text).items())
 
 
 def _first_failing_line(result) -> str:

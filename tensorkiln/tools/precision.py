@@ -124,10 +124,23 @@ def _search(candidates: Sequence[str], passes: Callable[[Sequence[str]], bool]) 
 
 
 def _candidates(plan) -> list[str]:
-    """The steps the search may keep in FP32: those computing in the engine's precision with a floating output."""
+    """The steps the search may keep in FP32: in an INT8 engine the kinds quantize_int8 quantizes (the quantizing
+    steps it adds exist only while their reader is quantized), else those computing in the engine's precision with
+    a floating output."""
+    if plan.precision == "int8":
+        kinds = _int8_kinds()
+        return [step.name for step in plan.steps if not step.precision and step.kind in kinds]
     floating = {spec.name for spec in plan.tensors if spec.dtype.is_floating}
     return [step.name for step in plan.steps if not step.precision and any(name in floating
                                                                             for name in step.outputs)]
+
+
+def _int8_kinds() -> frozenset[str]:
+    """The layer kinds passes/quantize_int8.py (weight_channel_axis) may quantize."""
+    from ..ir import ops
+
+    return frozenset(op.KIND for op in (ops.Convolution, ops.FusedConvolution, ops.FullyConnected, ops.Deconvolution,
+                                        ops.FusedDeconvolution, ops.MatrixMultiply, ops.FusedMatMul))
 
 
 def with_reusable_calibration(config):
@@ -206,6 +219,15 @@ def parse_layer_precisions(text: str) -> dict[str, str]:
             raise LayerPrecisionError(f"--layer-precisions gives layer {name!r} twice")
         overrides[name] = _checked_precision(precision, f"--layer-precisions item {item!r}")
     return overrides
+
+
+def layer_precisions_config(text: str | None) -> tuple:
+    """BuilderConfig.layer_precisions of a --layer-precisions value (None or empty: none)."""
+    if not text:
+        return ()
+    from ..quant.precision import Precision
+
+    return tuple((name, Precision(precision)) for name, precision in parse_layer_precisions(text).items())
 
 
 def _checked_precision(precision: Any, where: str) -> str:
