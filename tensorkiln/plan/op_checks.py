@@ -447,10 +447,17 @@ def _select(op, inputs: Inputs) -> None:
 
 @op_check(ops.Attention)
 def _attention(op: ops.Attention, inputs: Inputs) -> None:
-    for index, what in enumerate(("queries", "keys", "values")):
-        required(inputs, index, what)
+    q, k, v = (required(inputs, index, what) for index, what in enumerate(("queries", "keys", "values")))
     if op.has_mask:
         required(inputs, 3, "mask")
+    if op.grouped_kv:  # the kernels read K/V head h * Hkv // Hq: Hkv must divide Hq
+        if min(len(q.shape), len(k.shape), len(v.shape)) < 3:
+            raise PlanProblem("grouped_kv needs queries, keys and values with a head dim (rank 3 or more)")
+        heads, kv_heads = dim(q, -3), dim(k, -3)
+        if dim(v, -3) != kv_heads or (heads is not None and kv_heads is not None
+                                      and (kv_heads == 0 or heads % kv_heads)):
+            raise PlanProblem(f"grouped_kv: keys and values must have one head count that divides the queries' "
+                              f"{heads}, not {kv_heads} and {dim(v, -3)}")
 
 
 @op_check(ops.FusedMatMul)

@@ -17,10 +17,15 @@ class RMSNorm(OpAttrs):
 @op("attention")
 class Attention(OpAttrs):
     """inputs: q [..., Sq, D], k [..., Sk, D], v [..., Sk, Dv], optional additive mask (broadcast to
-    [..., Sq, Sk]); softmax(q @ k^T * scale + mask) @ v, and a causal mask on top where `causal`."""
+    [..., Sq, Sk]); softmax(q @ k^T * scale + mask) @ v, and a causal mask on top where `causal`.
+    `nan_to_zero`: a probability that is NaN counts as 0 (the exporters' guard Where(IsNaN(p), 0, p)), so a row whose
+    every key is masked gives zeros, not NaN. `grouped_kv`: k and v have fewer heads (dim -3) than q, each read by
+    Hq / Hkv consecutive query heads (grouped-query and multi-query attention)."""
     scale: float = 1.0
     has_mask: bool = False
     causal: bool = False
+    nan_to_zero: bool = False
+    grouped_kv: bool = False
 
 
 # ---- fused layers (passes/fuse_vertical.py, passes/fuse_pointwise.py) ------------------------------------

@@ -24,6 +24,8 @@ _FLOAT32_MAX = 3.4e38
 def attention(op: ops.Attention, inputs):
     q, k, v, mask = (list(inputs) + [None])[:4]
     mask = mask if op.has_mask else None
+    if op.grouped_kv:  # each K/V head serves Hq / Hkv consecutive query heads
+        k, v = _repeat_heads(k, q), _repeat_heads(v, q)
     causal = op.causal
     if causal and mask is not None:  # PyTorch takes one or the other: fold the causal part into the mask
         above = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).triu(1)
@@ -33,12 +35,20 @@ def attention(op: ops.Attention, inputs):
             mask = mask + torch.zeros(above.shape, dtype=mask.dtype, device=q.device).masked_fill(above, float("-inf"))
         causal = False
     if q.device.type == "cpu" and not _finite_scores(q, k, v, mask, op.scale):
-        return [_unfused(q, k, v, mask, causal, op.scale)]
+        return [_unfused(q, k, v, mask, causal, op.scale, op.nan_to_zero)]
     # PyTorch picks its fused CPU (flash) or math kernel; both add a float mask to the scaled scores
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=op.scale)
     if mask is not None:
-        out = _masked_rows_to_nan(out, mask)
+        out = _masked_rows_to(out, mask, 0.0 if op.nan_to_zero else float("nan"))
     return [out]
+
+
+def _repeat_heads(kv: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """K or V with its heads (dim -3) repeated to q's head count: kv head j serves query heads j * g .. j * g + g - 1."""
+    if kv.dim() < 3 or q.dim() < 3 or kv.shape[-3] == 0 or q.shape[-3] % kv.shape[-3]:
+        raise ValueError(f"grouped K/V heads: {tuple(q.shape)} queries need a K/V head count dividing "
+                         f"{q.shape[-3] if q.dim() >= 3 else 'their head dim'}, not {tuple(kv.shape)}")
+    return kv.repeat_interleave(q.shape[-3] // kv.shape[-3], dim=-3)
 
 
 def _finite_scores(q, k, v, mask, scale: float) -> bool:
@@ -53,19 +63,23 @@ def _finite_scores(q, k, v, mask, scale: float) -> bool:
     return mask is None or mask.dtype == torch.bool or mask.numel() == 0 or bool(mask.amax() < math.inf)
 
 
-def _unfused(q, k, v, mask, causal: bool, scale: float) -> torch.Tensor:
-    """softmax(q @ k^T * scale + mask) @ v, as the ONNX graph computes it."""
+def _unfused(q, k, v, mask, causal: bool, scale: float, nan_to_zero: bool = False) -> torch.Tensor:
+    """softmax(q @ k^T * scale + mask) @ v, as the ONNX graph computes it (NaN probabilities zeroed on request)."""
     scores = torch.matmul(q, k.transpose(-1, -2)) * scale
     if causal:
         scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).triu(1),
                                     float("-inf"))
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-    return torch.matmul(torch.softmax(scores, dim=-1), v)
+    probabilities = torch.softmax(scores, dim=-1)
+    if nan_to_zero:
+        probabilities = probabilities.nan_to_num(nan=0.0, posinf=math.inf, neginf=-math.inf)
+    return torch.matmul(probabilities, v)
 
 
-def _masked_rows_to_nan(out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """A query row whose every key is masked out gets NaN, as the softmax of a row of -inf is in the graph; PyTorch's
-    attention returns zeros there. (A causal mask alone always leaves the first key visible.)"""
+def _masked_rows_to(out: torch.Tensor, mask: torch.Tensor, value: float) -> torch.Tensor:
+    """A query row whose every key is masked out gets NaN, as the softmax of a row of -inf is in the graph (or 0 under
+    the NaN guard); PyTorch's attention may return zeros or NaN there. (A causal mask alone always leaves the first key
+    visible.)"""
     dead = ~mask.any(-1, keepdim=True) if mask.dtype == torch.bool else (mask == float("-inf")).all(-1, keepdim=True)
-    return out.masked_fill_(dead, float("nan"))
+    return out.masked_fill_(dead, value)
