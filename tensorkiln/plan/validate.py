@@ -225,8 +225,7 @@ def _infer_outputs(op, inputs: list, target: str) -> list:
         return [InferredOutput(required(inputs, 0, "data").dtype, tuple(op.output_shape), None)]
     if op.KIND not in ELEMENTWISE_KINDS or any(s is None for s in inputs):
         return infer_on_meta(_without_activations(op, inputs), inputs)
-    read = _elementwise_operands(op, inputs)
-    shape = tuple(torch.broadcast_shapes(*(spec.shape for spec in read)))  # RuntimeError where they do not broadcast
+    shape = _elementwise_shape(op, inputs)
     ones = [torch.ones((1,) * len(spec.shape), dtype=spec.dtype.torch) for spec in inputs]
     try:
         with torch.inference_mode():
@@ -251,15 +250,19 @@ def _without_activations(op, inputs: list):
     return dataclasses.replace(op, activation=None, post_activation=None)
 
 
-def _elementwise_operands(op, inputs: list) -> list:
-    """The inputs an elementwise step's output broadcasts over: a fused program's, those it reads."""
+def _elementwise_shape(op, inputs: list) -> tuple[int, ...]:
+    """The output shape of an elementwise step: its inputs broadcast together, or for a fused program each
+    instruction's operands broadcast in turn (as its kernel computes every one, read or not) and the result's
+    shape. RuntimeError where operands do not broadcast."""
     if op.KIND != "fused_pointwise":
-        return inputs
+        return tuple(torch.broadcast_shapes(*(spec.shape for spec in inputs)))
     from ..kernels.cpu.fused import parse_program
 
     instructions, result = parse_program(op.program)
-    names = {result, *(name for step in instructions for name in step.operands)}
-    return [spec for index, spec in enumerate(inputs) if f"in{index}" in names]
+    shapes = {f"in{index}": tuple(spec.shape) for index, spec in enumerate(inputs)}
+    for step in instructions:
+        shapes[step.target] = tuple(torch.broadcast_shapes(*(shapes[name] for name in step.operands)))
+    return shapes[result]
 
 
 def _inferred_outputs(step: Step, inputs: list, declared: dict[str, TensorSpec], compute,

@@ -88,6 +88,9 @@ def test_cast():
     ("out = in0",),
     ("t0 = less in0 in2", "out = t0"),
     ("t0 = exp in0", "t1 = div t0 in1", "out = t1"),
+    # found by the hour's fuzzing: the result reads in2 only; the dead t0 over in0 and in1 shapes nothing
+    ("t0 = prod in0 in1", "out = in2"),
+    ("t0 = prod in0 in1", "t1 = neg in2", "out = t1"),
 ])
 def test_fused_pointwise(program):
     for inputs in ([spec(F32, 2, 1, 3), spec(F32, 4, 1), spec(F32, 3)], [spec(F16, 5), spec(F32, 2, 5), spec(I64, 1)],
