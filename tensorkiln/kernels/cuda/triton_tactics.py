@@ -241,7 +241,7 @@ def rms_norm(op: ops.RMSNorm, inputs, config):
 def attention(op: ops.Attention, inputs, config):
     q, k, v, mask = (list(inputs) + [None])[:4]
     return [_launch(_triton("attention").attention, q, k, v, mask if op.has_mask else None, scale=op.scale,
-                    causal=op.causal, config=config)]
+                    causal=op.causal, nan_to_zero=op.nan_to_zero, grouped_kv=op.grouped_kv, config=config)]
 
 
 def fused_pointwise(op: ops.FusedPointwise, inputs, config):

@@ -6,6 +6,8 @@ rescaled by exp(m_old - m_new) whenever the maximum grows, so the [Sq, Sk] score
 masking is aligned to the top left (key j is visible to query i when j <= i), as PyTorch's is_causal, and skips the
 K/V blocks wholly above the diagonal. A row whose every key is masked gives NaN, as the softmax of a row of -inf
 does in the ONNX graph this layer replaces (kernels/cpu/attention.py); NaN and Inf in the inputs spread as there.
+Under NAN_TO_ZERO (the exporters' NaN guard after Softmax) a row whose probabilities are NaN gives zeros instead.
+Grouped-query attention: K and V have H / KV_GROUP heads, and query head h reads K/V head h // KV_GROUP.
 
 Layouts. Transformer exports split heads with a reshape [B, S, H*D] -> [B, S, H, D] and a transpose to
 [B, H, S, D], and merge them back the same way after attention. Both transposes are free views only if nothing
@@ -37,16 +39,19 @@ def attention_kernel(
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_om, stride_od,
     stride_mb, stride_mh, stride_mm, stride_mn,
-    H, Sq, Sk, D, Dv, scale,  # H: heads (grid axis 1 runs over B * H)
-    HAS_MASK: tl.constexpr, MASK_ROWS: tl.constexpr, CAUSAL: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    H, Sq, Sk, D, Dv, scale,  # H: query heads (grid axis 1 runs over B * H)
+    kv_group,  # query heads per K/V head (1 unless grouped-query attention)
+    HAS_MASK: tl.constexpr, MASK_ROWS: tl.constexpr, CAUSAL: tl.constexpr, NAN_TO_ZERO: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
     pid_m = tl.program_id(axis=0)
     batch_head = tl.program_id(axis=1).to(tl.int64)
     batch, head = batch_head // H, batch_head % H
     q_ptr += batch * stride_qb + head * stride_qh
-    k_ptr += batch * stride_kb + head * stride_kh
-    v_ptr += batch * stride_vb + head * stride_vh
+    kv_head = head // kv_group
+    k_ptr += batch * stride_kb + kv_head * stride_kh
+    v_ptr += batch * stride_vb + kv_head * stride_vh
     o_ptr += batch * stride_ob + head * stride_oh
     mask_ptr += batch * stride_mb + head * stride_mh
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -90,6 +95,8 @@ def attention_kernel(
         acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision=INPUT_PRECISION)
         m_i = m_new
     out = acc / l_i[:, None]  # 0 / 0 = NaN where every key is masked
+    if NAN_TO_ZERO:  # the guard: a row of NaN probabilities (l is 0 or NaN there) weighs every value by 0
+        out = tl.where((l_i > 0.0)[:, None], out, 0.0)
     tl.store(o_ptr + offs_m[:, None] * stride_om + offs_dv[None, :] * stride_od,
              out.to(o_ptr.dtype.element_ty), mask=mask_m[:, None] & (offs_dv[None, :] < Dv))
 
@@ -115,16 +122,20 @@ def _output(batch_shape: torch.Size, sq: int, dv: int, like: torch.Tensor) -> to
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
-              scale: float, causal: bool = False, config: AttentionConfig = ATTENTION_CONFIGS[0]
-              ) -> torch.Tensor:
+              scale: float, causal: bool = False, nan_to_zero: bool = False, grouped_kv: bool = False,
+              config: AttentionConfig = ATTENTION_CONFIGS[0]) -> torch.Tensor:
     """softmax(q @ k^T * scale + mask) @ v with the batch dims broadcast; a boolean mask keeps where True. Inputs may
-    be any strided views; the result is [*batch, Sq, Dv] laid out as `_output` says."""
+    be any strided views; the result is [*batch, Sq, Dv] laid out as `_output` says. `grouped_kv`: k and v have
+    fewer heads (dim -3) than q, a divisor of q's; `nan_to_zero`: rows of NaN probabilities give zeros."""
     Sq, D = q.shape[-2:]
     Sk, Dv = v.shape[-2:]
-    batch_shape = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2],
-                                         () if mask is None else mask.shape[:-2])
-    q4, k4, v4 = (_batch_heads(q, batch_shape, Sq, D), _batch_heads(k, batch_shape, Sk, D),
-                  _batch_heads(v, batch_shape, Sk, Dv))
+    kv_heads = k.shape[-3] if grouped_kv else None
+    kv_batch = [t.shape[:-3] + (1,) if grouped_kv else t.shape[:-2] for t in (k, v)]
+    batch_shape = torch.broadcast_shapes(q.shape[:-2], *kv_batch, () if mask is None else mask.shape[:-2])
+    kv_shape = batch_shape[:-1] + (kv_heads,) if grouped_kv else batch_shape
+    kv_group = batch_shape[-1] // kv_heads if grouped_kv else 1
+    q4, k4, v4 = (_batch_heads(q, batch_shape, Sq, D), _batch_heads(k, kv_shape, Sk, D),
+                  _batch_heads(v, kv_shape, Sk, Dv))
     out = _output(batch_shape, Sq, Dv, q)
     if out.numel() == 0:
         return out
@@ -137,8 +148,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     grid = (triton.cdiv(Sq, config.block_m), batch * heads)
     attention_kernel[grid](
         q4, k4, v4, o4, m4, *q4.stride(), *k4.stride(), *v4.stride(), *o4.stride(), *mask_strides,
-        heads, Sq, Sk, D, Dv, float(scale), HAS_MASK=mask is not None, MASK_ROWS=mask_strides[2] != 0,
-        CAUSAL=causal,
+        heads, Sq, Sk, D, Dv, float(scale), kv_group, HAS_MASK=mask is not None, MASK_ROWS=mask_strides[2] != 0,
+        CAUSAL=causal, NAN_TO_ZERO=nan_to_zero,
         INPUT_PRECISION=input_precision(q.dtype), BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_DV=max(16, triton.next_power_of_2(Dv)),
         num_warps=config.num_warps, num_stages=config.num_stages)
