@@ -67,7 +67,7 @@ def compare_arrays(name: str, actual, expected, tolerance: Tolerance, **step) ->
     actual_nan, expected_nan = np.isnan(actual), np.isnan(expected)
     finite = np.isfinite(actual) & np.isfinite(expected)
     same_non_finite = (actual_nan & expected_nan) | (~finite & ~actual_nan & ~expected_nan & (actual == expected))
-    difference = np.abs(actual - expected, where=finite, out=np.zeros_like(actual))
+    difference = np.abs(np.subtract(actual, expected, where=finite, out=np.zeros_like(actual)))  # no inf - inf
     within = (finite & (difference <= tolerance.atol + tolerance.rtol * np.abs(expected))) | same_non_finite
     non_finite_disagrees = bool((~finite & ~same_non_finite).any())
     nonzero = finite & (expected != 0)
