@@ -33,9 +33,11 @@ SUBCOMMANDS = (
                "build and run the bundled models: accuracy, optimizations, latency against onnxruntime"),
     Subcommand("serve", "tensorkiln.cli.serve",
                "serve a model repository over HTTP and gRPC (KServe v2 / Triton protocol)"),
+    Subcommand("refit", "tensorkiln.cli.refit", "put new weights into an engine without timing its tactics again"),
     Subcommand("compare", "tensorkiln.cli.compare", "compare an engine's outputs with onnxruntime's, layer by layer"),
 )
-PLUGIN_SUBCOMMANDS = ("build", "run", "bench", "inspect")  # those that read models or engines with custom layers
+# those that read models or engines with custom layers
+PLUGIN_SUBCOMMANDS = ("build", "run", "bench", "inspect", "refit")
 ERROR_EXIT_CODE = 2  # as argparse uses for usage errors
 INTERRUPTED_EXIT_CODE = 130  # the shell's code for SIGINT
 
@@ -45,7 +47,8 @@ EPILOG = """examples:
   kiln build --deploy deploy.prototxt --model net.caffemodel --output prob --saveEngine net.engine
   kiln run model.engine --inputs input:image.npy --save-outputs out.npz
   kiln bench model.engine --iterations 200 --json perf.json
-  kiln inspect model.engine --layers
+  kiln inspect model.engine --layers --graph model.svg
+  kiln refit model.engine --weights retrained.onnx -o retrained.engine
   kiln build model.onnx --plugins my_layers.py && kiln run model.engine --plugins my_layers.py
 
 `kiln COMMAND --help` explains each command's flags."""

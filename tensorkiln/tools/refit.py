@@ -95,7 +95,7 @@ def refit_onnx(engine, model, weights: Mapping[str, np.ndarray] | None = None):
     refitter = Refitter(engine)
     proto = onnx.ModelProto()
     proto.CopyFrom(load_model(str(model) if isinstance(model, Path) else model))  # the caller's model stays as is
-    initializers = {t.name: t for t in proto.graph.initializer}
+    initializers = _model_weights(proto.graph)
     for name, spec in refitter.refittable_weights().items():
         if name in initializers and name not in (weights or {}):
             refitter.set_weights(name, numpy_helper.to_array(initializers[name]))  # the model's own: checked too
@@ -111,6 +111,18 @@ def refit_onnx(engine, model, weights: Mapping[str, np.ndarray] | None = None):
     network = parse_onnx(proto, input_shapes={spec.name: spec.shape for spec in plan.inputs},
                          name=plan.network_name, allow_fallback=fallback)
     return refit_engine(engine, network)
+
+
+def _model_weights(graph) -> dict[str, Any]:
+    """The graph's weights by name, as TensorProtos to read and overwrite: its initializers and the values of its
+    Constant nodes (some exporters store every weight as one)."""
+    weights = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
+            for attribute in node.attribute:
+                if attribute.name == "value" and attribute.HasField("t"):
+                    weights.setdefault(node.output[0], attribute.t)
+    return weights
 
 
 def refit_engine(engine, network):
