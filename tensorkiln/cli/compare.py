@@ -63,7 +63,7 @@ def add_parser(subparsers) -> None:
                             "them to --precision-file for kiln build --layer-precisions @FILE")
     check.add_argument("--precision-file", metavar="FILE.json",
                        help="where --check-precision writes the layer precisions (default: MODEL.precisions.json)")
-    parser.set_defaults(handler=main, best=False)
+    parser.set_defaults(handler=main, best=False, verbose=False)  # read by the shared precision and INT8 helpers
 
 
 def main(args: argparse.Namespace) -> int:
@@ -127,9 +127,10 @@ def _engine_and_config(args: argparse.Namespace, model: Path, shapes: dict):
     from .build import _precision
 
     network = parse_onnx(model, input_shapes=shapes or None, limits=args.limits)
+    limits = {} if args.limits is None else {"limits": args.limits}  # else the config's default
     config = BuilderConfig(target=Target(args.device), precision=_precision(args),
                            layer_precisions=layer_precisions_config(args.layer_precisions),
-                           int8=int8_options(args, network.ir), **({} if args.limits is None else {"limits": args.limits}))
+                           int8=int8_options(args, network.ir), **limits)
     if args.check_precision:  # the search rebuilds with the same calibration: wrap the calibrator before the first
         from ..tools.precision import with_reusable_calibration
 
@@ -158,21 +159,13 @@ def _check_precision(args, model: Path, engine, config, feed, shapes, tolerance,
                   "ones it needs ...")
     search = find_precision_layers(
         model, config, engine=engine, inputs=feed, shapes=shapes, tolerance=tolerance, limits=args.limits,
-        on_build=lambda kept, ok: console.print(f"  {kept} layers in FP32: {'passes' if ok else 'fails'}"))
+        on_build=lambda kept, ok: console.print(f"  FP32 layers {kept}: {'passes' if ok else 'fails'}"))
     path = Path(args.precision_file) if args.precision_file else model.with_suffix(".precisions.json")
     write_layer_precisions(path, search.overrides(), model=str(model), precision=search.precision,
                            tolerance={"atol": tolerance.atol, "rtol": tolerance.rtol})
     console.print(f"check-precision: {len(search.layers)} of {search.candidates} layers must stay in FP32 "
                   f"({search.builds} builds): {', '.join(search.layers)}")
-    console.print(f"written to {path}; build with: kiln build {model} --layer-precisions @{path} "
-                  + _precision_flags(args))
-
-
-def _precision_flags(args) -> str:
-    flags = [f"--{name}" for name in ("fp16", "bf16", "int8") if getattr(args, name)]
-    if args.device != "cpu":
-        flags.append(f"--device {args.device}")
-    return " ".join(flags)
+    console.print(f"written to {path}; build with the same flags and --layer-precisions @{path}")
 
 
 # ---- tables ------------------------------------------------------------------------------------

@@ -61,8 +61,9 @@ def find_precision_layers(model, config, *, engine=None, inputs: Mapping[str, An
     """The layers of `model` (an ONNX path or ModelProto) built with `config` (a reduced-precision BuilderConfig)
     that must stay in FP32 for every output to be within `tolerance` of onnxruntime on `inputs` (default: random
     with `seed`). `engine`: the engine `config` built from the model already, if there is one (saves a build; an
-    INT8 one built with with_reusable_calibration(config), so that the search reuses its scales). `on_build(layers kept, passed)` is called after each trial build. Raises CompareError when even
-    every candidate layer in FP32 fails (the error is then not the precision's: try `kiln compare --layerwise`)."""
+    INT8 one built with with_reusable_calibration(config), so that the search reuses its scales).
+    `on_build(layers kept, passed)` is called after each trial build. Raises CompareError when even every candidate
+    layer in FP32 fails (the error is then not the precision's: try `kiln compare --layerwise`)."""
     from ..quant.precision import Precision
 
     if config is None or config.precision in (Precision.FP32, Precision.TF32):
