@@ -60,6 +60,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--dump-profile", action="store_true",
                         help="also time every layer (on CUDA inside a CUDA graph, on the CPU by eager runs) and "
                              "print a table")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="draw the per-layer times of --dump-profile (which it implies) as a bar chart (PNG; "
+                             "needs Pillow)")
     parser.set_defaults(handler=main)
 
 
@@ -67,6 +70,7 @@ def main(args: argparse.Namespace) -> int:
     from ..runtime import Runtime
 
     console = make_console()
+    args.dump_profile = args.dump_profile or bool(args.plot)
     engine = concrete_engine(Runtime().load(args.engine), args)  # engines with profiles: --shapes, --profile
     feed, _ = make_feed(engine.inputs, args.inputs, args.seed, args.limits)
     io = "host" if args.host_io or engine.device.type == "cpu" else "device"
@@ -96,6 +100,11 @@ def main(args: argparse.Namespace) -> int:
         figures["profile"] = [{"name": name, "kind": kind, "tactic": tactic, "median_ms": seconds * 1000}
                               for name, kind, tactic, seconds in profile]
         console.print(profile_table(figures["profile"], on_gpu=engine.device.type == "cuda"))
+        if args.plot:
+            from ..tools.plot_profile import plot_profile
+
+            plot_profile(figures["profile"], args.plot, title=f"{engine.plan.network_name} ({figures['device']})")
+            console.print(f"per-layer times drawn to {args.plot}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
         console.print(f"figures written to {args.json}")

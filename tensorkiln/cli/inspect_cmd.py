@@ -5,6 +5,7 @@ It reads the plan without creating an Engine, so a CUDA engine can be inspected 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from rich.table import Table
@@ -22,6 +23,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("engine", metavar="ENGINE", help="the engine file (made by `kiln build`)")
     parser.add_argument("--layers", action="store_true",
                         help="also list every layer: name, kind, tactic, precision, input and output shapes")
+    parser.add_argument("--graph", metavar="FILE.svg",
+                        help="also draw the engine's layers (fused groups, precisions, tactics, tensor sizes) as SVG")
+    parser.add_argument("--json", action="store_true",
+                        help="print the engine's description as JSON (file, versions, sizes, the plan with every "
+                             "step) instead of tables, for tools")
     parser.set_defaults(handler=main)
 
 
@@ -44,6 +50,7 @@ def main(args: argparse.Namespace) -> int:
     from safetensors import safe_open
 
     console = make_console()
+    console.quiet = args.json  # --json: stdout holds the JSON alone
     path = Path(args.engine)
     if not path.is_file():
         raise EngineFormatError(f"engine file {str(path)!r} does not exist")
@@ -52,6 +59,16 @@ def main(args: argparse.Namespace) -> int:
         metadata = container.metadata() or {}
 
     weights_nbytes = sum(t.numel() * t.element_size() for t in weights.values())
+    if args.graph:
+        from ..tools.draw_engine import engine_svg
+
+        Path(args.graph).write_text(engine_svg(plan), encoding="utf-8")
+    if args.json:
+        print(json.dumps({"file": str(path), "file_bytes": path.stat().st_size,
+                          "format_version": metadata.get("format_version"),
+                          "tensorkiln_version": metadata.get("tensorkiln_version"), "weights_bytes": weights_nbytes,
+                          "plan": plan.to_json()}, indent=1))
+        return 0
     info = plan.build_info
     console.print(key_value_table("engine", [
         ("file", f"{path} ({format_bytes(path.stat().st_size)})"), ("network", plan.network_name),
@@ -71,6 +88,8 @@ def main(args: argparse.Namespace) -> int:
         console.print(passes_table(info["passes"]))
     if args.layers:
         console.print(layers_table(plan))
+    if args.graph:
+        console.print(f"engine drawn to {args.graph}")
     return 0
 
 
