@@ -26,6 +26,7 @@ from .plan.schema import PlanProblem, plan_from_json
 from .plan.validate import validate_plan
 from .quant.int8 import Int8Options, explicit_quantization_layers, quantize_network
 from .quant.precision import Precision, assign_precisions
+from .progress import progress_bar
 from .quant.recorded import RecordingCalibrator
 from .runtime.engine import Engine
 from .tactics.selection import TACTIC_SOURCES, select_tactic, timed_candidates
@@ -163,10 +164,13 @@ class Builder:
         if timer is not None:
             timer.compile_ahead((layer, found, layer.name in may_store)
                                 for layer, found in zip(graph.layers, candidates) if len(found) > 1)
-        for index, (layer, found) in enumerate(zip(graph.layers, candidates)):
-            layer_timer = timer and functools.partial(timer, in_place=layer.name in may_store)
-            tactic = select_tactic(layer, target, layer_timer, found=found)
-            steps[index] = dataclasses.replace(steps[index], tactic=tactic)
+        timed = sum(len(found) > 1 for found in candidates) if timer is not None else 0
+        with progress_bar(f"timing tactics of {timed} layers", timed, enabled=timed > 0) as advance:
+            for index, (layer, found) in enumerate(zip(graph.layers, candidates)):
+                layer_timer = timer and functools.partial(timer, in_place=layer.name in may_store)
+                tactic = select_tactic(layer, target, layer_timer, found=found)
+                steps[index] = dataclasses.replace(steps[index], tactic=tactic)
+                advance(int(len(found) > 1))
         for tensor in graph.outputs:
             if tensor.is_constant and tensor.name not in weights:
                 weights[tensor.name] = _weight(tensor, None)

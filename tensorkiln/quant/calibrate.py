@@ -15,6 +15,7 @@ import torch
 
 from ..errors import BuildError
 from ..ir.graph import Network, Tensor
+from ..progress import progress_bar
 from .algorithms import compute_amax
 from .cache import format_cache, parse_cache
 from .calibrator import Int8Calibrator
@@ -76,7 +77,8 @@ def _collect(network: Network, calibrator: Int8Calibrator, device: torch.device 
     runner = NetworkRunner(network, device)
     specs = [(t.name, t.shape) for t in network.inputs]
     batches, samples = 0, []
-    with _Progress(calibrator) as advance:
+    # a bar on stderr where the calibrator asks for one (kiln build does) and stderr is a terminal
+    with progress_bar("calibrating", calibrator.max_batches, enabled=calibrator.progress) as advance:
         while (batch := calibrator.get_batch(specs)) is not None:
             runner.run(batch, visit, keep_all=False)
             if len(samples) < SENSITIVITY_BATCHES:
@@ -84,28 +86,3 @@ def _collect(network: Network, calibrator: Int8Calibrator, device: torch.device 
             batches += 1
             advance()
     return histograms, batches, samples
-
-
-class _Progress:
-    """A rich progress bar over the calibration batches when the calibrator asks for one."""
-
-    def __init__(self, calibrator: Int8Calibrator):
-        self.calibrator, self.bar, self.task = calibrator, None, None
-
-    def __enter__(self):
-        if self.calibrator.progress:
-            from rich.progress import Progress
-
-            self.bar = Progress(transient=True)
-            self.bar.__enter__()
-            self.task = self.bar.add_task("calibrating", total=self.calibrator.max_batches)
-        return self.advance
-
-    def advance(self) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-        return False
