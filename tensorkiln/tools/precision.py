@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -70,7 +71,16 @@ def find_precision_layers(model, config, *, engine=None, inputs: Mapping[str, An
         raise CompareError("the precision search needs a reduced-precision build (FP16, BF16 or INT8): the "
                            "layers it keeps in FP32 are taken out of that precision")
     proto, _ = load_model(model)
-    config = with_reusable_calibration(config)
+    with tempfile.TemporaryDirectory(prefix="kiln-precision-") as folder:
+        if config.timing_cache is None:  # the trial builds time each layer's kernels once, not once per build
+            config = dataclasses.replace(config, timing_cache=Path(folder) / "timing.cache")
+        return _find(proto, with_reusable_calibration(config), engine, inputs, shapes, tolerance, seed, limits,
+                     on_build)
+
+
+def _find(proto, config, engine, inputs, shapes, tolerance, seed, limits, on_build) -> PrecisionSearch:
+    from ..quant.precision import Precision
+
     baseline = engine if engine is not None else build_engine(proto, config, shapes, limits)
     tolerance = tolerance or DEFAULT_TOLERANCES[config.precision.value]
     feed = dict(inputs) if inputs is not None else random_inputs(baseline.inputs, seed)
