@@ -213,7 +213,10 @@ def main() -> None:
             try:
                 run_workload({"resnet50": resnet50, "bert": bert}[name](args.smoke), device, folder, rows, args.out)
             except Exception as error:  # noqa: BLE001 - one workload's failure must not lose the others' figures
-                rows.append({"model": name, "status": f"FAILED: {type(error).__name__}: {error}"[:500]})
+                import traceback
+
+                rows.append({"model": name, "status": f"FAILED: {type(error).__name__}: {error}"[:500],
+                             "traceback": traceback.format_exc()[-3000:]})
                 print(json.dumps(rows[-1]), flush=True)
                 _write(rows, args.out)
 
