@@ -41,6 +41,11 @@ class Refitter:
     """Collects new weights for `engine`, checks each against the engine's record, and builds the refit engine."""
 
     def __init__(self, engine):
+        from ..runtime.engine import Engine
+
+        if not isinstance(engine, Engine):  # an engine with optimization profiles holds a plan per shape
+            raise RefitError(f"refit takes an engine of one shape, not a {type(engine).__name__}; an engine with "
+                             "optimization profiles cannot be refit yet: rebuild it with `kiln build`")
         self.engine = engine
         self.record = refit_record(engine.plan)
         self._specs = {spec["name"]: TensorSpec.from_json(spec) for spec in self.record["model_weights"]}
