@@ -9,11 +9,16 @@ from ...ir import ops
 from ..registry import kernel
 
 
-def _positive(indices: torch.Tensor, size, op_name: str) -> torch.Tensor:
+def positive_indices(indices: torch.Tensor, size, op_name: str) -> torch.Tensor:
     """`indices` into an axis of `size`, negative ones counted from the end; any outside [-size, size) is the
-    caller's data (onnxruntime refuses it too), so it is one InputError, not torch's IndexError or a wrong row."""
+    caller's data (onnxruntime refuses it too), so it is one InputError, not torch's IndexError or a wrong row.
+
+    Inside a CUDA graph capture the indices cannot be read on the host (a read invalidates the capture): there the
+    check is left to the device, whose index kernels assert on an index out of range (the eager warm-up run before
+    each capture has checked the host way)."""
     indices = indices.long()
-    if indices.numel() and not indices.is_meta and (int(indices.min()) < -size or int(indices.max()) >= size):
+    readable = not indices.is_meta and not (indices.is_cuda and torch.cuda.is_current_stream_capturing())
+    if indices.numel() and readable and (int(indices.min()) < -size or int(indices.max()) >= size):
         bad = indices[(indices < -size) | (indices >= size)].reshape(-1)[0]
         raise InputError(f"{op_name}: index {int(bad)} is out of range for an axis of size {size} (valid indices "
                          f"are {-size} to {size - 1})")
@@ -66,7 +71,7 @@ def einsum(op: ops.Einsum, inputs):
 def gather_elements(op: ops.GatherElements, inputs):
     data, indices = inputs
     axis = op.axis % data.dim()
-    return [torch.gather(data, axis, _positive(indices, data.shape[axis], "GatherElements"))]
+    return [torch.gather(data, axis, positive_indices(indices, data.shape[axis], "GatherElements"))]
 
 
 def _flat_nd_index(data_shape, indices: torch.Tensor, batch_dims: int, op_name: str) -> torch.Tensor:
@@ -75,7 +80,7 @@ def _flat_nd_index(data_shape, indices: torch.Tensor, batch_dims: int, op_name: 
     dims = data_shape[batch_dims:batch_dims + depth]
     flat = torch.zeros(indices.shape[:-1], dtype=torch.long, device=indices.device)
     for i, size in enumerate(dims):
-        flat = flat * size + _positive(indices[..., i], size, op_name)
+        flat = flat * size + positive_indices(indices[..., i], size, op_name)
     return flat
 
 
@@ -100,7 +105,7 @@ _SCATTER_REDUCE = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
 def scatter_elements(op: ops.ScatterElements, inputs):
     data, indices, updates = inputs
     axis = op.axis % data.dim()
-    indices = _positive(indices, data.shape[axis], "ScatterElements")
+    indices = positive_indices(indices, data.shape[axis], "ScatterElements")
     if op.reduction == "none":
         return [torch.scatter(data, axis, indices, updates)]
     return [torch.scatter_reduce(data, axis, indices, updates, _SCATTER_REDUCE[op.reduction], include_self=True)]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...errors import InputError
 from ...ir import ops
 from ...ir.ops import PaddingMode
 from ..registry import kernel
+from .indexing import positive_indices
 
 
 @kernel(ops.Identity)
@@ -37,14 +37,7 @@ def concatenation(op: ops.Concatenation, inputs):
 def gather(op: ops.Gather, inputs):
     data, indices = inputs
     axis = op.axis % data.dim()
-    indices = indices.long()
-    size = data.shape[axis]
-    if indices.numel() and not indices.is_meta and (int(indices.min()) < -size or int(indices.max()) >= size):
-        # data-dependent, so only the kernel can tell; onnxruntime refuses such indices too
-        bad = indices[(indices < -size) | (indices >= size)].reshape(-1)[0]
-        raise InputError(f"Gather: index {int(bad)} is out of range for an axis of size {size} (valid indices "
-                         f"are {-size} to {size - 1})")
-    indices = torch.where(indices < 0, indices + size, indices)
+    indices = positive_indices(indices, data.shape[axis], "Gather")  # data-dependent: only the kernel can tell
     picked = torch.index_select(data, axis, indices.reshape(-1))
     return [picked.reshape(data.shape[:axis] + indices.shape + data.shape[axis + 1:])]
 
