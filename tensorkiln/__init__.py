@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import importlib
 
+from .cpu_threads import request_passive_waiting
+
+request_passive_waiting()  # before anything imports torch: idle CPU threads sleep (see cpu_threads.py)
+
 __version__ = "0.1.0"
 
 _LAZY = {

@@ -38,6 +38,7 @@ SUBCOMMANDS = (
 )
 # those that read models or engines with custom layers
 PLUGIN_SUBCOMMANDS = ("build", "run", "bench", "inspect", "refit")
+THREADS_SUBCOMMANDS = ("build", "run", "demo", "serve", "compare")  # run kernels; `kiln bench` has its own --threads
 ERROR_EXIT_CODE = 2  # as argparse uses for usage errors
 INTERRUPTED_EXIT_CODE = 130  # the shell's code for SIGINT
 
@@ -71,6 +72,10 @@ def make_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParse
                 from .plugins import add_plugins_argument
 
                 add_plugins_argument(subparsers.choices[command.name])
+            if command.name in THREADS_SUBCOMMANDS:
+                from .threads import add_threads_argument
+
+                add_threads_argument(subparsers.choices[command.name])
         else:
             subparsers.add_parser(command.name, help=command.help)
     return parser
@@ -93,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .plugins import load_plugins
 
         load_plugins(getattr(args, "plugins", ()))  # before the handler parses a model or loads an engine
+        if args.command in THREADS_SUBCOMMANDS:
+            from .threads import apply_threads
+
+            apply_threads(args)
         return args.handler(args)
     except SystemExit as exit_request:  # argparse: --help, --version, and usage errors (already printed)
         return _exit_code(exit_request.code)
