@@ -20,13 +20,13 @@ def add_parser(subparsers) -> None:
                     "from. Folded and fused weights are recomputed from the new ones; the engine keeps its "
                     "tactics. New weights that would change the engine's structure are refused (rebuild then).")
     parser.add_argument("engine", metavar="ENGINE", help="the engine file (made by `kiln build`)")
-    parser.add_argument("--weights", required=True, metavar="NEW.onnx|NEW.npz",
+    parser.add_argument("--weights", metavar="NEW.onnx|NEW.npz",
                         help="the new weights: an ONNX model of the same network, or an .npz of model weights by "
                              "name (see --list) with --model")
     parser.add_argument("--model", metavar="MODEL.onnx",
                         help="with --weights NEW.npz: the ONNX model the engine was built from")
     parser.add_argument("-o", "--output", metavar="OUT.engine",
-                        help="where to write the refit engine (required unless --list)")
+                        help="where to write the refit engine (required, as --weights is, unless --list)")
     parser.add_argument("--list", action="store_true",
                         help="list the engine's refittable weights (name, dtype, shape) and exit")
     parser.set_defaults(handler=main)
@@ -46,8 +46,9 @@ def main(args: argparse.Namespace) -> int:
         for name, spec in refitter.refittable_weights().items():
             console.print(f"{name}  {spec.dtype.value} {list(spec.shape)}", highlight=False)
         return 0
-    if not args.output:
-        raise CommandLineError("give the refit engine's path: -o OUT.engine")
+    if not args.weights or not args.output:
+        raise CommandLineError("give the new weights and the refit engine's path: --weights NEW.onnx|NEW.npz "
+                               "-o OUT.engine (or --list to see the refittable weights)")
     weights_path = Path(args.weights)
     if not weights_path.is_file():
         raise CommandLineError(f"--weights {args.weights}: no such file")
