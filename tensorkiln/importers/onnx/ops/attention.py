@@ -2,10 +2,13 @@
 the transformer operators of recent opsets."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ....ir import ops
 from ....ir.ops import ActivationType as A
+from ....ir.dtypes import DataType
 from ....ir.ops import ElementWiseOperation as E
 from ..registry import converter
 from ..types import onnx_to_datatype
@@ -14,6 +17,30 @@ from ..types import onnx_to_datatype
 def _outputs(layer, node):
     """The layer's outputs for the outputs the node names (an empty name: an omitted optional output)."""
     return [layer.outputs[i] if name else None for i, name in enumerate(node.output)]
+
+
+def _fused_form(ctx, node, op: ops.OnnxAttention) -> ops.Attention | None:
+    """The fused `attention` layer computing what this node computes, where its form is the one exporters write for
+    scaled_dot_product_attention (torch's dynamo exporter at opset 23): 4-D Q, K, V without a KV cache, no softcap,
+    window or other output, a boolean or same-dtype mask as long as the keys; K/V with fewer heads are grouped-query.
+    A fully masked row gives zeros in ONNX, which is the fused layer's nan_to_zero (so does a query row with NaN
+    there, where ONNX gives NaN). None where the node needs the general onnx_attention layer."""
+    q, k, v, mask = (ctx.input(node, i) for i in range(4))
+    if any(ctx.input(node, i) is not None for i in range(4, 7)) or any(node.output[1:]):
+        return None
+    if not all(len(t.shape) == 4 for t in (q, k, v)) or not q.dtype.is_floating or not q.dtype == k.dtype == v.dtype:
+        return None
+    if op.softcap or op.left_window >= 0 or op.right_window >= 0 or op.softmax_precision not in (None, q.dtype):
+        return None
+    heads, kv_heads = q.shape[1], k.shape[1]
+    if k.shape[1] != v.shape[1] or kv_heads == 0 or heads % kv_heads or len({q.shape[0], k.shape[0], v.shape[0]}) != 1:
+        return None
+    if mask is not None and (mask.dtype not in (q.dtype, DataType.BOOL) or not mask.shape or
+                             mask.shape[-1] != k.shape[2]):
+        return None
+    scale = op.scale if op.scale is not None else 1 / math.sqrt(q.shape[3])
+    return ops.Attention(scale, has_mask=mask is not None, causal=op.is_causal, nan_to_zero=True,
+                         grouped_kv=kv_heads != heads)
 
 
 @converter("Attention")
@@ -31,6 +58,9 @@ def attention(ctx, node):
         right_window=int(ctx.attr(node, "right_window_size", -1)))
     if len(ctx.input(node, 0).shape) == 3 and (op.q_num_heads is None or op.kv_num_heads is None):
         raise ctx.error(node, "3-D Q, K, V need the q_num_heads and kv_num_heads attributes")
+    fused = _fused_form(ctx, node, op)
+    if fused is not None:
+        return ctx.network.add_layer(fused, [ctx.input(node, i) for i in range(4)], ctx.name(node)).outputs
     layer = ctx.network.add_layer(op, [ctx.input(node, i) for i in range(7)], ctx.name(node))
     return _outputs(layer, node)
 
