@@ -49,7 +49,7 @@ def attention(op: ops.Attention, inputs):
 
 
 def _repeat_heads(kv: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """K or V with its heads (dim -3) repeated to q's head count: kv head j serves query heads j * g .. (j + 1) * g - 1."""
+    """K or V with its heads (dim -3) repeated to q's: kv head j serves query heads j * g .. (j + 1) * g - 1."""
     if kv.dim() < 3 or q.dim() < 3 or kv.shape[-3] == 0 or q.shape[-3] % kv.shape[-3]:
         raise ValueError(f"grouped K/V heads: {tuple(q.shape)} queries need a K/V head count dividing "
                          f"{q.shape[-3] if q.dim() >= 3 else 'their head dim'}, not {tuple(kv.shape)}")
