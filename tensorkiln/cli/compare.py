@@ -62,7 +62,8 @@ def add_parser(subparsers) -> None:
                             "stay in FP32 for it to pass (rebuilding it with some layers in FP32 at a time) and write "
                             "them to --precision-file for kiln build --layer-precisions @FILE")
     check.add_argument("--precision-file", metavar="FILE.json",
-                       help="where --check-precision writes the layer precisions (default: MODEL.precisions.json)")
+                       help="where --check-precision writes the layer precisions (default: MODEL.precisions.json in the "
+                            "working directory)")
     parser.set_defaults(handler=main, best=False, verbose=False)  # read by the shared precision and INT8 helpers
 
 
@@ -160,7 +161,8 @@ def _check_precision(args, model: Path, engine, config, feed, shapes, tolerance,
     search = find_precision_layers(
         model, config, engine=engine, inputs=feed, shapes=shapes, tolerance=tolerance, limits=args.limits,
         on_build=lambda kept, ok: console.print(f"  FP32 layers {kept}: {'passes' if ok else 'fails'}"))
-    path = Path(args.precision_file) if args.precision_file else model.with_suffix(".precisions.json")
+    # by default in the working directory: a model's folder may be read-only, or shared
+    path = Path(args.precision_file) if args.precision_file else Path(model.stem + ".precisions.json")
     write_layer_precisions(path, search.overrides(), model=str(model), precision=search.precision,
                            tolerance={"atol": tolerance.atol, "rtol": tolerance.rtol})
     console.print(f"check-precision: {len(search.layers)} of {search.candidates} layers must stay in FP32 "

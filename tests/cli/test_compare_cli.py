@@ -68,19 +68,22 @@ def test_broken_tactic_exits_1_and_is_named_first(small_cnn, tmp_path, monkeypat
     assert main(["compare", str(small_cnn), "--engine", str(engine_path), "--atol", "1e9"]) == 0
 
 
-def test_check_precision_writes_the_file_kiln_build_reads(tmp_path, capsys):
-    model = tmp_path / "outlier.onnx"
+def test_check_precision_writes_the_file_kiln_build_reads(tmp_path, capsys, monkeypatch):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")  # the file goes to the working directory, not beside the model
+    model = tmp_path / "models" / "outlier.onnx"
     onnx.save(compare_models.int8_outlier_model(), model)
     calibration = tmp_path / "calibration.npy"  # 8 batches of the input's shape
     np.save(calibration, np.concatenate([np.random.default_rng(seed).standard_normal((1, 4, 8, 8)).astype(np.float32)
                                          for seed in range(8)]))
     int8 = ["--int8", "--calib", str(calibration), "--calibrator", "minmax"]
     tolerance = ["--atol", "0.2", "--rtol", "0.05"]
-    precisions = tmp_path / "precisions.json"
-    assert main(["compare", str(model), *int8, *tolerance, "--check-precision", "--precision-file",
-                 str(precisions)]) == 1  # the INT8 engine as built fails
+    precisions = tmp_path / "work" / "outlier.precisions.json"
+    assert main(["compare", str(model), *int8, *tolerance, "--check-precision"]) == 1  # the engine as built fails
     out = capsys.readouterr().out
     assert "1 of 3 layers must stay in FP32" in out and "conv2.fused" in out
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["outlier.onnx"]
     document = json.loads(precisions.read_text())
     assert document["layers"] == {"conv2.fused": "fp32"} and document["precision"] == "int8"
     engine = tmp_path / "fixed.engine"
