@@ -66,8 +66,10 @@ def compare_with_onnxruntime(model, engine=None, *, inputs: Mapping[str, Any] | 
     (default: random with `seed`), and compare every output (with `layerwise`, every named intermediate too).
     `tolerance` defaults to DEFAULT_TOLERANCES of the engine's precision."""
     proto, name = load_model(model)
-    engine = engine if engine is not None and not isinstance(engine, (str, Path)) else (
-        _load_engine(engine) if engine is not None else build_engine(proto, config, shapes, limits))
+    if engine is None:
+        engine = build_engine(proto, config, shapes, limits)
+    elif isinstance(engine, (str, Path)):
+        engine = _load_engine(engine)
     tolerance = tolerance or DEFAULT_TOLERANCES.get(engine.plan.precision, DEFAULT_TOLERANCES["fp32"])
     feed = dict(inputs) if inputs is not None else random_inputs(engine.inputs, seed)
     wanted = named_step_outputs(proto, engine.plan) if layerwise else set()
@@ -103,6 +105,15 @@ def _compare_output(name: str, outputs: Mapping[str, Any], reference: Mapping[st
         raise CompareError(f"engine output {name!r} is not an output of the model; compare the engine with the "
                            "model it was built from")
     return compare_arrays(name, outputs[name], reference[name], tolerance)
+
+
+def __getattr__(name: str):
+    """tools.compare.find_precision_layers is tools.precision's (imported on use: precision imports this module)."""
+    if name == "find_precision_layers":
+        from .precision import find_precision_layers
+
+        return find_precision_layers
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---- the model, the engine, the inputs ------------------------------------------------------------

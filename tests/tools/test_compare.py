@@ -189,6 +189,14 @@ def test_fp16_search_keeps_the_overflowing_layer_cuda():
     _fp16_search(Target.CUDA)
 
 
+def test_the_search_is_reachable_from_the_compare_module():
+    import tensorkiln.tools.compare as compare_module
+
+    assert compare_module.find_precision_layers is find_precision_layers
+    with pytest.raises(AttributeError):
+        compare_module.no_such_tool  # noqa: B018
+
+
 def test_search_refuses_an_error_that_is_not_precision(monkeypatch):
     original = context_module.kernel_for_tactic
 
