@@ -44,8 +44,8 @@ def add_parser(subparsers) -> None:
                         help="run ONNX operators without a converter on onnx's reference implementation (slow) "
                              "instead of failing; the build lists each such layer")
     parser.add_argument("--shapes", metavar="NAME:DIMS[,NAME:DIMS...]",
-                        help="fixed shapes of inputs, e.g. input:1x3x224x224,mask:1x10; engines are built for fixed "
-                             "shapes, and a dynamic batch dimension not given here becomes 1")
+                        help="fixed shapes of inputs, e.g. input:1x3x224x224,mask:1x10; a dynamic batch dimension "
+                             "not given here becomes 1 (for a range of shapes: --minShapes/--optShapes/--maxShapes)")
     parser.add_argument("--input-values", metavar="NAME:VALUE|NAME:FILE.npy[,...]",
                         help="fix inputs that select shapes or branches at build time (ONNX), e.g. sr:16000, "
                              "axes:0,1 or pads:pads.npy; values take the model's declared dtype, and the engine no "

@@ -257,9 +257,10 @@ class OnnxParser:
             else:
                 given = "x".join(d.dim_param or str(d.dim_value) for d in dims)
                 raise ShapeError(f"input {value.name!r} has dynamic dimension {index} "
-                                 f"({dim.dim_param or 'unnamed'}) in shape [{given}]; engines are built for fixed "
-                                 f"shapes: give it one, e.g. --shapes {value.name}:"
-                                 + "x".join(str(s) for s in shape) + "x..." + " or input_shapes={...}")
+                                 f"({dim.dim_param or 'unnamed'}) in shape [{given}]; give it a size, e.g. --shapes "
+                                 f"{value.name}:" + "x".join(str(s) for s in shape) + "x... or input_shapes={...}, "
+                                 "or a range of sizes with --minShapes/--optShapes/--maxShapes (optimization "
+                                 "profiles)")
         return network.add_input(value.name, dtype, shape, names)
 
     def _convert(self, ctx: ConversionContext, node: onnx.NodeProto) -> None:
