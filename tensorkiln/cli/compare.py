@@ -62,8 +62,8 @@ def add_parser(subparsers) -> None:
                             "stay in FP32 for it to pass (rebuilding it with some layers in FP32 at a time) and write "
                             "them to --precision-file for kiln build --layer-precisions @FILE")
     check.add_argument("--precision-file", metavar="FILE.json",
-                       help="where --check-precision writes the layer precisions (default: MODEL.precisions.json in the "
-                            "working directory)")
+                       help="where --check-precision writes the layer precisions (default: MODEL.precisions.json in "
+                            "the working directory)")
     parser.set_defaults(handler=main, best=False, verbose=False)  # read by the shared precision and INT8 helpers
 
 
