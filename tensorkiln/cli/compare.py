@@ -163,7 +163,8 @@ def _check_precision(args, model: Path, engine, config, feed, shapes, tolerance,
         on_build=lambda kept, ok: console.print(f"  FP32 layers {kept}: {'passes' if ok else 'fails'}"))
     # by default in the working directory: a model's folder may be read-only, or shared
     path = Path(args.precision_file) if args.precision_file else Path(model.stem + ".precisions.json")
-    write_layer_precisions(path, search.overrides(), model=str(model), precision=search.precision,
+    given = {name: precision.value for name, precision in config.layer_precisions}  # --layer-precisions
+    write_layer_precisions(path, {**given, **search.overrides()}, model=str(model), precision=search.precision,
                            tolerance={"atol": tolerance.atol, "rtol": tolerance.rtol})
     console.print(f"check-precision: {len(search.layers)} of {search.candidates} layers must stay in FP32 "
                   f"({search.builds} builds): {', '.join(search.layers)}")

@@ -90,6 +90,10 @@ def test_check_precision_writes_the_file_kiln_build_reads(tmp_path, capsys, monk
     assert main(["build", str(model), *int8, "--layer-precisions", f"@{precisions}", "-o", str(engine)]) == 0
     assert main(["compare", str(model), "--engine", str(engine), *tolerance]) == 0
     assert main(["compare", str(model), *int8, *tolerance, "--layer-precisions", "conv2.fused:fp32"]) == 0
+    # precisions given for the build are written with the ones found
+    assert main(["compare", str(model), *int8, *tolerance, "--layer-precisions", "conv3:fp32", "--check-precision",
+                 "--precision-file", "both.json"]) == 1
+    assert json.loads(Path("both.json").read_text())["layers"] == {"conv3": "fp32", "conv2.fused": "fp32"}
 
 
 @pytest.mark.parametrize("arguments, message", [
