@@ -107,16 +107,23 @@ def _onednn_convolution(op, x, weight, bias) -> torch.Tensor | None:
         return None
     if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last) or not _onednn_available():
         return None
-    key = (tuple(x.shape), op.stride, begin, op.dilation, op.groups)
+    packed = packed_weight(weight, tuple(x.shape), op.stride, begin, op.dilation, op.groups)
+    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, list(begin), list(op.stride),
+                                                   list(op.dilation), op.groups, "none", [], "")
+
+
+def packed_weight(weight: torch.Tensor, input_shape: tuple[int, ...], stride, padding, dilation, groups: int):
+    """`weight` reordered into oneDNN's blocked layout for a convolution of inputs of `input_shape`, made once and
+    kept on the weight tensor (shared by every context of the engine, freed with its weights)."""
+    key = (tuple(input_shape), tuple(stride), tuple(padding), tuple(dilation), groups)
     packed = getattr(weight, _PACKED, None)
     if packed is None:
         packed = {}
         setattr(weight, _PACKED, packed)
     if key not in packed:
         packed[key] = torch._C._nn.mkldnn_reorder_conv2d_weight(
-            weight.contiguous().to_mkldnn(), list(begin), list(op.stride), list(op.dilation), op.groups, list(x.shape))
-    return torch.ops.mkldnn._convolution_pointwise(x, packed[key], bias, list(begin), list(op.stride),
-                                                   list(op.dilation), op.groups, "none", [], "")
+            weight.contiguous().to_mkldnn(), list(padding), list(stride), list(dilation), groups, list(input_shape))
+    return packed[key]
 
 
 @kernel(ops.FusedDeconvolution)

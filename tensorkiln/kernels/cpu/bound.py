@@ -1,0 +1,164 @@
+"""Bound kernels: a CPU tactic's kernel specialized, once, for one step's static shapes and weights.
+
+The kernels of this package take (op, inputs) and look at their inputs on every call: which path applies, which
+layout the input has, whether the weight was packed for oneDNN. For a step of a static plan most of that is known
+before the first run. A binder, registered per (layer kind, implementation), gets the step's attributes and what is
+known of its inputs (BoundInput: shape, dtype, layout, and the value of a weight) and returns a call `args ->
+outputs` that does only what is left, or None where it has nothing better than the kernel itself. A bound call
+computes exactly what its kernel computes (tests/kernels/test_bound_cpu.py compares them); where a run brings
+something the binder did not plan for (an activation in another layout), it hands over to the kernel.
+
+Binders see only validated plan data (the op dataclass, shapes, dtypes, weights); they generate no code.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+
+from ...ir import ops
+from ...ir.ops import ActivationType
+from .conv import split_pads
+from .fused import _onednn_available, apply_epilogue, fused_convolution, packed_weight
+from .shape_ops import _pad_positions
+
+
+class BoundInput(NamedTuple):
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    value: torch.Tensor | None  # a weight's value (None for activations and inputs)
+    memory_format: torch.memory_format  # the layout the engine keeps tensors of this rank in
+
+
+Binder = Callable[[ops.OpAttrs, Sequence[BoundInput | None], Sequence[BoundInput]], Callable | None]
+_BINDERS: dict[tuple[str, str], Binder] = {}
+
+
+def binder(op_class: type[ops.OpAttrs], impl: str = "torch"):
+    """Register a binder for the CPU kernel `impl` of layer kind `op_class`."""
+
+    def register(fn: Binder) -> Binder:
+        key = (op_class.KIND, impl)
+        if key in _BINDERS:
+            raise ValueError(f"binder {key} is registered twice")
+        _BINDERS[key] = fn
+        return fn
+
+    return register
+
+
+def bind_kernel(kind: str, impl: str, op: ops.OpAttrs, inputs: Sequence[BoundInput | None],
+                outputs: Sequence[BoundInput]) -> Callable | None:
+    """The bound call for a step of `kind` served by CPU kernel `impl`, or None (then the kernel runs as it is)."""
+    from . import load_all  # the binders of the other modules of this package
+
+    load_all()
+    found = _BINDERS.get((kind, impl))
+    return None if found is None else found(op, inputs, outputs)
+
+
+# ---- fused convolution: oneDNN on NHWC with the weight packed at bind time ----------------------------------------
+def _epilogue(op: ops.FusedConvolution) -> Callable | None:
+    """The fused layer's epilogue as one call `(y, args) -> y`, for the common forms (ReLU, residual add, ReLU after
+    it); None for the others (apply_epilogue runs them). Same operations as apply_epilogue, in the same order."""
+    simple = (None, ActivationType.RELU)
+    if op.prelu or op.activation not in simple or op.post_activation not in simple:
+        return None
+    relu, post_relu, residual = op.activation is not None, op.post_activation is not None, op.residual
+
+    def epilogue(y: torch.Tensor, args: list) -> torch.Tensor:
+        if relu:
+            y.relu_()
+        if residual:
+            y.add_(args[3])
+        if post_relu:
+            y.relu_()
+        return y
+
+    return epilogue
+
+
+def _adds_in_place(output: BoundInput, residual: BoundInput | None) -> bool:
+    """Whether apply_epilogue's residual add writes into the result for every run: same dtype, and the residual
+    broadcasts to no larger shape than the result's."""
+    return residual is None or (residual.dtype == output.dtype
+                                and torch.broadcast_shapes(output.shape, residual.shape) == output.shape)
+
+
+@binder(ops.FusedConvolution)
+def bind_fused_convolution(op: ops.FusedConvolution, inputs: Sequence[BoundInput | None],
+                           outputs: Sequence[BoundInput]):
+    x, weight, bias, residual, _ = (list(inputs) + [None] * 5)[:5]
+    begin, end = split_pads(op.pads)
+    if (x is None or weight is None or weight.value is None or (bias is not None and bias.value is None)
+            or len(x.shape) != 4 or min(x.shape) < 0 or min(outputs[0].shape, default=0) < 0 or begin != end or x.memory_format is not torch.channels_last
+            or any(t is not None and t.dtype is not torch.float32 for t in (x, weight, bias))
+            or not _onednn_available() or weight.value.device.type != "cpu"):
+        return None
+    epilogue = _epilogue(op)
+    if epilogue is None or not _adds_in_place(outputs[0], residual):
+        epilogue = _general_epilogue(op)
+    packed = packed_weight(weight.value, x.shape, op.stride, begin, op.dilation, op.groups)
+    bias_value = None if bias is None else bias.value
+    convolve = torch.ops.mkldnn._convolution_pointwise
+    padding, stride, dilation, groups = list(begin), list(op.stride), list(op.dilation), op.groups
+    channels_last = torch.channels_last
+
+    def call(args: list) -> list[torch.Tensor]:
+        image = args[0]
+        # the kernel's own test: oneDNN only for an input that is NHWC and not also NCHW-contiguous (C or H*W of 1)
+        if image.is_contiguous() or not image.is_contiguous(memory_format=channels_last):
+            return fused_convolution(op, args)
+        return [epilogue(convolve(image, packed, bias_value, padding, stride, dilation, groups, "none", [], ""), args)]
+
+    return call
+
+
+def _general_epilogue(op: ops.FusedConvolution) -> Callable:
+    def epilogue(y: torch.Tensor, args: list) -> torch.Tensor:
+        residual, slope = (list(args[3:5]) + [None, None])[:2]
+        return apply_epilogue(op, y, residual, slope)
+
+    return epilogue
+
+
+# ---- gather of constant indices: checked and made non-negative once ----------------------------------------------
+@binder(ops.Gather)
+def bind_gather(op: ops.Gather, inputs: Sequence[BoundInput | None], outputs: Sequence[BoundInput]):
+    data, indices = inputs
+    if indices.value is None or not data.shape or min(data.shape) < 0:
+        return None
+    axis = op.axis % len(data.shape)
+    size = data.shape[axis]
+    flat = indices.value.long().reshape(-1)
+    if flat.numel() and (int(flat.min()) < -size or int(flat.max()) >= size):
+        return None  # the kernel raises its InputError on the run
+    flat = torch.where(flat < 0, flat + size, flat)
+    shape = tuple(data.shape[:axis]) + tuple(indices.shape) + tuple(data.shape[axis + 1:])
+    select = torch.index_select
+
+    def call(args: list) -> list[torch.Tensor]:
+        return [select(args[0], axis, flat).reshape(shape)]
+
+    return call
+
+
+# ---- pad: F.pad's arguments, or the source positions of reflect/edge/wrap padding, made once ---------------------
+@binder(ops.Pad)
+def bind_pad(op: ops.Pad, inputs: Sequence[BoundInput | None], outputs: Sequence[BoundInput]):
+    x = inputs[0]
+    if op.mode is ops.PaddingMode.CONSTANT or not x.shape or min(x.shape) < 0:
+        return None  # constant padding is one F.pad call already
+    rank = len(x.shape)
+    begin, end = op.pads[:rank], op.pads[rank:]
+    gathers = [(axis, _pad_positions(x.shape[axis], begin[axis], end[axis], op.mode, "cpu"))
+               for axis in range(rank) if begin[axis] or end[axis]]
+    select = torch.index_select
+
+    def call(args: list) -> list[torch.Tensor]:
+        y = args[0]
+        for axis, positions in gathers:
+            y = select(y, axis, positions)
+        return [y]
+
+    return call
