@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Callable, NamedTuple, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ...ir import ops
 from ...ir.ops import ActivationType
-from .conv import split_pads
-from .fused import _onednn_available, apply_epilogue, fused_convolution, packed_weight
+from .conv import split_pads, torch_pad_arg
+from .fused import _onednn_available, apply_epilogue, packed_weight
 from .shape_ops import _pad_positions
 
 
@@ -89,29 +90,55 @@ def _adds_in_place(output: BoundInput, residual: BoundInput | None) -> bool:
 def bind_fused_convolution(op: ops.FusedConvolution, inputs: Sequence[BoundInput | None],
                            outputs: Sequence[BoundInput]):
     x, weight, bias, residual, _ = (list(inputs) + [None] * 5)[:5]
-    begin, end = split_pads(op.pads)
-    if (x is None or weight is None or weight.value is None or (bias is not None and bias.value is None)
-            or len(x.shape) != 4 or min(x.shape) < 0 or min(outputs[0].shape, default=0) < 0 or begin != end or x.memory_format is not torch.channels_last
-            or any(t is not None and t.dtype is not torch.float32 for t in (x, weight, bias))
-            or not _onednn_available() or weight.value.device.type != "cpu"):
+    if x is None or weight is None or len(x.shape) not in _CONVOLUTIONS or len(x.shape) != len(weight.shape):
         return None
     epilogue = _epilogue(op)
     if epilogue is None or not _adds_in_place(outputs[0], residual):
         epilogue = _general_epilogue(op)
-    packed = packed_weight(weight.value, x.shape, op.stride, begin, op.dilation, op.groups)
-    bias_value = None if bias is None else bias.value
-    convolve = torch.ops.mkldnn._convolution_pointwise
-    padding, stride, dilation, groups = list(begin), list(op.stride), list(op.dilation), op.groups
+    direct = _direct_convolution(op, len(x.shape))
+    onednn = _onednn_call(op, x, weight, bias, outputs[0])
+    if onednn is None:
+        return lambda args: [epilogue(direct(args), args)]
     channels_last = torch.channels_last
 
     def call(args: list) -> list[torch.Tensor]:
         image = args[0]
         # the kernel's own test: oneDNN only for an input that is NHWC and not also NCHW-contiguous (C or H*W of 1)
         if image.is_contiguous() or not image.is_contiguous(memory_format=channels_last):
-            return fused_convolution(op, args)
-        return [epilogue(convolve(image, packed, bias_value, padding, stride, dilation, groups, "none", [], ""), args)]
+            return [epilogue(direct(args), args)]
+        return [epilogue(onednn(image), args)]
 
     return call
+
+
+_CONVOLUTIONS = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
+
+
+def _direct_convolution(op: ops.FusedConvolution, rank: int) -> Callable:
+    """kernels/cpu/conv.py's convolution with its padding worked out once: torch's convolution (it picks its own
+    backend), the input padded first where the pads are asymmetric."""
+    begin, end = split_pads(op.pads)
+    convolve, stride, dilation, groups = _CONVOLUTIONS[rank], op.stride, op.dilation, op.groups
+    if begin == end:
+        return lambda args: convolve(args[0], args[1], args[2], stride, begin, dilation, groups)
+    pad = torch_pad_arg(begin, end)
+    return lambda args: convolve(F.pad(args[0], pad), args[1], args[2], stride, 0, dilation, groups)
+
+
+def _onednn_call(op, x: BoundInput, weight: BoundInput, bias: BoundInput | None, output: BoundInput):
+    """oneDNN on an NHWC input with the weight packed now (fused.py's fast path), or None where it does not apply."""
+    begin, end = split_pads(op.pads)
+    if (weight.value is None or (bias is not None and bias.value is None) or len(x.shape) != 4
+            or min(x.shape) < 0 or min(output.shape, default=0) < 0 or begin != end
+            or x.memory_format is not torch.channels_last
+            or any(t is not None and t.dtype is not torch.float32 for t in (x, weight, bias))
+            or not _onednn_available() or weight.value.device.type != "cpu"):
+        return None
+    packed = packed_weight(weight.value, x.shape, op.stride, begin, op.dilation, op.groups)
+    bias_value = None if bias is None else bias.value
+    convolve = torch.ops.mkldnn._convolution_pointwise
+    padding, stride, dilation, groups = list(begin), list(op.stride), list(op.dilation), op.groups
+    return lambda image: convolve(image, packed, bias_value, padding, stride, dilation, groups, "none", [], "")
 
 
 def _general_epilogue(op: ops.FusedConvolution) -> Callable:
