@@ -50,39 +50,39 @@ def _model(nodes, opsets: dict[str, int]) -> onnx.ModelProto:
                              opset_imports=[helper.make_opsetid(domain, version) for domain, version in opsets.items()])
 
 
-FAST_GELU = helper.make_node("FastGelu", ["x"], ["g"], name="fast_gelu", domain="com.microsoft")
+QUICK_GELU = helper.make_node("QuickGelu", ["x"], ["g"], name="quick_gelu", domain="com.microsoft")
 
 
 @pytest.mark.parametrize("allow_fallback", [False, True])
 def test_other_domain_names_op_node_domain_and_opset_and_suggests_a_plugin(allow_fallback):
-    model = _model([FAST_GELU], {"": 17, "com.microsoft": 1})
+    model = _model([QUICK_GELU], {"": 17, "com.microsoft": 1})
     with pytest.raises(UnsupportedOpError) as error:
         parse_onnx(model, allow_fallback=allow_fallback)
     message = str(error.value)
     assert "\n" not in message
-    assert "FastGelu (domain com.microsoft) at node 'fast_gelu' (com.microsoft opset 1)" in message
-    assert "register_plugin('FastGelu')" in message
+    assert "QuickGelu (domain com.microsoft) at node 'quick_gelu' (com.microsoft opset 1)" in message
+    assert "register_plugin('QuickGelu')" in message
     assert "allow-fallback" not in message and "allow_fallback" not in message  # it cannot help here
 
 
 def test_default_domain_op_still_suggests_allow_fallback_beside_another_domain():
     """A model with both: the standard op is offered the fallback, the com.microsoft one only a plugin."""
     bernoulli = helper.make_node("Bernoulli", ["g"], ["b"], name="coin")
-    model = _model([FAST_GELU, bernoulli], {"": 17, "com.microsoft": 1})
+    model = _model([QUICK_GELU, bernoulli], {"": 17, "com.microsoft": 1})
     with pytest.raises(UnsupportedOpError) as error:
         parse_onnx(model)
     message = str(error.value)
     assert "Bernoulli at node 'coin'" in message
-    assert "FastGelu (domain com.microsoft) at node 'fast_gelu' (com.microsoft opset 1)" in message
+    assert "QuickGelu (domain com.microsoft) at node 'quick_gelu' (com.microsoft opset 1)" in message
     standard, other = message.split("Operators outside the default ONNX domain")
     assert "For the standard ones (['Bernoulli']): build with allow_fallback (--allow-fallback)" in standard
-    assert "allow-fallback" not in other and "Bernoulli" not in other and "register_plugin('FastGelu')" in other
+    assert "allow-fallback" not in other and "Bernoulli" not in other and "register_plugin('QuickGelu')" in other
     with pytest.raises(UnsupportedOpError) as error:  # with the fallback, only the com.microsoft node remains
         parse_onnx(model, allow_fallback=True)
-    assert "Bernoulli" not in str(error.value) and "FastGelu" in str(error.value)
+    assert "Bernoulli" not in str(error.value) and "QuickGelu" in str(error.value)
 
 
 def test_other_domain_not_imported_is_said():
-    model = _model([FAST_GELU], {"": 17})
-    with pytest.raises(UnsupportedOpError, match=r"at node 'fast_gelu' \(com.microsoft opset \?\)"):
+    model = _model([QUICK_GELU], {"": 17})
+    with pytest.raises(UnsupportedOpError, match=r"at node 'quick_gelu' \(com.microsoft opset \?\)"):
         parse_onnx(model)
