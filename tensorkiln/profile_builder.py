@@ -51,8 +51,21 @@ def _parse_onnx_source(source: "ModelSource", shapes, values, limits: ResourceLi
     # The importer reads the ModelProto and never changes it.
     if "onnx_model" not in source.decoded:
         source.decoded["onnx_model"] = parse_onnx_proto(source.model)
-    return parse_onnx(source.decoded["onnx_model"], input_shapes=shapes, input_values=values or None,
+    model = source.decoded["onnx_model"]
+    declared = {value.name: value.type.tensor_type.elem_type for value in model.graph.input}
+    values = {name: np.asarray(value, dtype=_numpy_dtype(declared.get(name))) for name, value in values.items()}
+    return parse_onnx(model, input_shapes=shapes, input_values=values or None,
                       allow_fallback=source.allow_fallback, limits=limits)
+
+
+def _numpy_dtype(elem_type: int | None):
+    """The numpy dtype of an ONNX input's element type (a shape tensor's values take it), int64 where unknown."""
+    from onnx import helper
+
+    try:
+        return helper.tensor_dtype_to_np_dtype(elem_type) if elem_type else np.int64
+    except (KeyError, ValueError, TypeError):
+        return np.int64
 
 
 def parse_onnx_proto(model: bytes):
@@ -83,11 +96,13 @@ class ModelSource:
         values = tuple((name, np.asarray(value)) for name, value in (input_values or {}).items())
         return cls("onnx", model, values, allow_fallback)
 
-    def parse(self, shapes: Mapping[str, Shape], limits: ResourceLimits) -> NetworkDefinition:
+    def parse(self, shapes: Mapping[str, Shape], limits: ResourceLimits,
+              values: Mapping[str, Shape] | None = None) -> NetworkDefinition:
+        """The network at these input shapes, with the shape tensors' `values` (and the values fixed at import)."""
         parser = SOURCE_PARSERS.get(self.kind)
         if parser is None:
             raise BuildError(f"models of kind {self.kind!r} cannot be specialized; the kinds are {sorted(SOURCE_PARSERS)}")
-        return parser(self, dict(shapes), dict(self.input_values), limits)
+        return parser(self, dict(shapes), {**dict(self.input_values), **dict(values or {})}, limits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,12 +170,20 @@ class SpecializationRecipe:
                    tuple(sources), data["tune_each_shape"])
 
 
-def specialize(source: ModelSource, recipe: SpecializationRecipe, shapes: Mapping[str, Shape],
-               hints: Sequence[tuple[str, str]] = (), limits: ResourceLimits | None = None):
-    """The engine of `source` for the concrete input `shapes`, built by `recipe` (with `hints`' tactics)."""
+def specialize(source: ModelSource, recipe: SpecializationRecipe, profile: OptimizationProfile,
+               point: Mapping[str, Shape], hints: Sequence[tuple[str, str]] = (), limits: ResourceLimits | None = None):
+    """The engine of `source` for one concrete `point` of a profile (input shapes and shape-tensor values), built
+    by `recipe` (with `hints`' tactics)."""
     limits = limits or ResourceLimits()
-    network = source.parse(shapes, limits)
+    shapes, values = _split_point(profile, point)
+    network = source.parse(shapes, limits, values)
     return Builder(recipe.builder_config(limits, hints)).build(network)
+
+
+def _split_point(profile: OptimizationProfile, point: Mapping[str, Shape]) -> tuple[dict, dict]:
+    """(input shapes, shape-tensor values) of a point."""
+    values = {name for name, _ in profile.values}
+    return ({n: s for n, s in point.items() if n not in values}, {n: s for n, s in point.items() if n in values})
 
 
 def tactic_hints(engine) -> tuple[tuple[str, str], ...]:
@@ -188,25 +211,27 @@ def build_with_profiles(source: ModelSource, profiles: Sequence[OptimizationProf
         raise BuildError(f"--prebuild takes min, opt and max, not {unknown}")
     variants = []
     for index, profile in enumerate(profiles):
-        opt = _build_variant(source, recipe, profile.opt_shapes(), (), config, index, "opt", on_variant)
-        variants.append((index, profile.opt_shapes(), opt))
+        opt = _build_variant(source, recipe, profile, profile.point("opt"), (), config, index, "opt", on_variant)
+        variants.append((index, profile.point("opt"), opt))
         for bound in ("min", "max"):
-            shapes = {name: getattr(r, bound) for name, r in profile.ranges}
-            if bound in which and all(shapes != built for i, built, _ in variants if i == index):
-                engine = _build_variant(source, recipe, shapes, tactic_hints(opt), config, index, bound, on_variant)
-                variants.append((index, shapes, engine))
+            point = profile.point(bound)
+            if bound in which and all(point != built for i, built, _ in variants if i == index):
+                engine = _build_variant(source, recipe, profile, point, tactic_hints(opt), config, index, bound,
+                                        on_variant)
+                variants.append((index, point, engine))
     return ProfiledEngine(tuple(profiles), recipe, source, variants)
 
 
-def _build_variant(source, recipe, shapes, hints, config, index, bound, on_variant):
-    description = ", ".join(f"{n}:{'x'.join(map(str, s))}" for n, s in shapes.items())
+def _build_variant(source, recipe, profile, point, hints, config, index, bound, on_variant):
+    description = ", ".join(f"{n}:{'x'.join(map(str, s))}" for n, s in point.items())
     if on_variant:
         on_variant(f"profile {index} {bound} ({description})")
     builder_config = recipe.builder_config(config.limits, hints)
     if not hints:  # the opt shape: tuned as the caller's config says (timing cache, verbosity, dumps)
         builder_config = dataclasses.replace(config, tactic_hints=())
+    shapes, values = _split_point(profile, point)
     try:
-        network = source.parse(shapes, config.limits)
+        network = source.parse(shapes, config.limits, values)
     except ShapeError as error:
         raise BuildError(f"profile {index}: the model does not take its {bound} shapes ({description}): {error}") \
             from None

@@ -22,6 +22,9 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--prebuild", default="min,opt,max", metavar="min,opt,max",
                        help="which shapes of each profile to build into the engine file (opt always is; others are "
                             "built on first use, with the opt shape's kernels); default: min,opt,max")
+    group.add_argument("--shape-tensors", metavar="NAME[,NAME...]",
+                       help="integer inputs whose values set shapes (shape tensors): their entries in --minShapes, "
+                            "--optShapes and --maxShapes are values, e.g. target:1x16 for the values [1, 16]")
     group.add_argument("--tune-each-shape", action="store_true",
                        help="time the kernels again for each new shape met at run time (slower first runs), "
                             "instead of taking the tactics tuned at the opt shape (the default)")
@@ -39,8 +42,9 @@ def profiles_from_args(args: argparse.Namespace):
                                "an input's fixed shape as all three (or only --optShapes)")
     specs = [[parse_shapes(text) for text in getattr(args, dest) or []]
              for dest in ("min_shapes", "opt_shapes", "max_shapes")]
+    shape_tensors = [name.strip() for name in (args.shape_tensors or "").split(",") if name.strip()]
     try:
-        return profiles_from_shape_specs(*specs)
+        return profiles_from_shape_specs(*specs, shape_tensors=shape_tensors)
     except ValueError as error:
         raise CommandLineError(str(error)) from None
 
@@ -87,11 +91,11 @@ def concrete_engine(engine, args: argparse.Namespace):
     profile = engine.profiles[index] if 0 <= index < len(engine.profiles) else None
     if profile is None:
         raise CommandLineError(f"--profile {index}: the engine has profiles 0 to {len(engine.profiles) - 1}")
-    unknown = sorted(set(shapes) - {name for name, _ in profile.ranges})
+    unknown = sorted(set(shapes) - set(profile.names))
     if unknown:
         raise CommandLineError(f"--shapes names {unknown}, which profile {index} does not vary; it varies "
-                               f"{sorted(name for name, _ in profile.ranges)}")
-    return engine.engine_for(index, {**profile.opt_shapes(), **shapes})
+                               f"{sorted(profile.names)} (a shape tensor's entry gives its values)")
+    return engine.engine_for(index, {**profile.point("opt"), **shapes})
 
 
 def build_main(args: argparse.Namespace, console, config, source, output) -> int:
@@ -135,6 +139,9 @@ def profiles_table(profiles, built_ahead):
         for name, shape_range in profile.ranges:
             table.add_row(str(index), name, *("x".join(map(str, s)) for s in
                                               (shape_range.min, shape_range.opt, shape_range.max)))
+        for name, value_range in profile.values:
+            table.add_row(str(index), f"{name} (values)", *(str(list(v)) for v in
+                                                           (value_range.min, value_range.opt, value_range.max)))
     for index, shapes, plan in built_ahead:
         described = ", ".join(f"{n}:{'x'.join(map(str, s))}" for n, s in shapes.items())
         table.add_row(str(index), "built ahead", described, f"{len(plan.steps)} steps", "")

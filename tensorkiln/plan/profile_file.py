@@ -109,7 +109,7 @@ def read_profiled(blob: bytes, source: str = "engine") -> ProfiledFile:
         variants.append((profile, shapes, plan, names))
     seen = {(p, shape_key(s)) for p, s, _, _ in variants}
     for index, profile in enumerate(profiles):
-        if (index, shape_key(profile.opt_shapes())) not in seen:
+        if (index, shape_key(profile.point("opt"))) not in seen:
             raise EngineFormatError(f"{source}: profile {index} has no engine built for its opt shapes; {_REBUILD}")
     tensors = _load_weights(blob, source)
     model = ModelSource(kind, tensors["source"].numpy().tobytes(),
@@ -164,14 +164,14 @@ def _variant_specs(data: Any, profiles, entries: dict) -> list[tuple[int, dict, 
         profile = variant["profile"]
         if not isinstance(profile, int) or isinstance(profile, bool) or not 0 <= profile < len(profiles):
             raise PlanProblem(f"{where}.profile must be a profile index from 0 to {len(profiles) - 1}")
-        shapes = variant["shapes"]
-        ranges = dict(profiles[profile].ranges)
+        shapes = variant["shapes"]  # input shapes, and the values of shape tensors
+        ranges = {**dict(profiles[profile].ranges), **dict(profiles[profile].values)}
         if not isinstance(shapes, dict) or set(shapes) != set(ranges):
-            raise PlanProblem(f"{where}.shapes must give the shape of exactly the inputs {sorted(ranges)}")
+            raise PlanProblem(f"{where}.shapes must give exactly the inputs {sorted(ranges)}")
         for name, shape in shapes.items():
-            if not isinstance(shape, list) or not ranges[name].contains(shape) or not all(
-                    isinstance(d, int) and not isinstance(d, bool) for d in shape):
-                raise PlanProblem(f"{where}.shapes[{name!r}] is not a shape in {ranges[name].describe()}")
+            if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape) \
+                    or not ranges[name].contains(shape):
+                raise PlanProblem(f"{where}.shapes[{name!r}] is not in {ranges[name].describe()}")
         names = variant["weights"]
         if not isinstance(names, dict) or not all(isinstance(v, str) and v.startswith("w.") and v in entries
                                                   for v in names.values()):

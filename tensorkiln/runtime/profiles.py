@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from ..errors import InputError
@@ -46,19 +47,31 @@ class ProfiledEngine:
         self._built_ahead: dict[tuple[int, ShapeKey], Engine] = {
             (index, shape_key(shapes)): engine for index, shapes, engine in variants}
         self._specialized: collections.OrderedDict[tuple[int, ShapeKey], Engine] = collections.OrderedDict()
-        self._opt = {index: self._built_ahead[(index, shape_key(p.opt_shapes()))] for index, p in enumerate(profiles)}
+        self._opt = {index: self._built_ahead[(index, shape_key(p.point("opt")))] for index, p in enumerate(profiles)}
         self._lock = threading.Lock()
         self.specialization_seconds: list[float] = []  # how long each run-time specialization took
         first = self._opt[0]
         self.device = first.device
         self.plan = first.plan  # the opt shape's plan of profile 0: names, dtypes, tactics (for inspection)
-        self._inputs = tuple(self._io_spec(t, TensorIOMode.INPUT) for t in first.plan.inputs)
+        self._inputs = tuple(self._io_spec(t, TensorIOMode.INPUT) for t in first.plan.inputs) + tuple(
+            # shape tensors: inputs of this engine, fixed in each engine it holds
+            TensorSpec(name, DataType.INT64, (len(r.min),)) for name, r in profiles[0].values)
         self._outputs = tuple(self._io_spec(t, TensorIOMode.OUTPUT) for t in first.plan.outputs)
 
     # ---- profiles and I/O ---------------------------------------------------------------------
     @property
     def num_optimization_profiles(self) -> int:
         return len(self.profiles)
+
+    def get_tensor_profile_values(self, name: str, profile_index: int) -> tuple[tuple[int, ...], ...]:
+        """(min, opt, max) values of shape tensor `name` in a profile (TensorRT's get_tensor_profile_values)."""
+        value_range = self._profile(profile_index).value_range_of(name)
+        if value_range is None:
+            raise InputError(f"{name!r} is not a shape tensor of optimization profile {profile_index}")
+        return value_range.min, value_range.opt, value_range.max
+
+    def is_shape_tensor(self, name: str) -> bool:
+        return any(p.value_range_of(name) is not None for p in self.profiles)
 
     def get_tensor_profile_shape(self, name: str, profile_index: int) -> tuple[tuple[int, ...], ...]:
         """(min, opt, max) of input `name` in a profile (TensorRT's get_tensor_profile_shape)."""
@@ -113,10 +126,10 @@ class ProfiledEngine:
 
     # ---- specializations ----------------------------------------------------------------------------
     def engine_for(self, profile_index: int, shapes: Mapping[str, Sequence[int]]) -> Engine:
-        """The fixed-shape engine of `shapes` (every input a profile names) in a profile: built ahead, cached, or
-        specialized now. Shapes outside the profile are one InputError naming the input and the range."""
+        """The fixed-shape engine of `shapes` (every input a profile names; for a shape tensor its values) in a
+        profile: built ahead, cached, or specialized now. Outside the profile: one InputError naming the input."""
         profile = self._profile(profile_index)
-        missing = sorted(name for name, _ in profile.ranges if name not in shapes)
+        missing = sorted(name for name in profile.names if name not in shapes)
         if missing:
             raise InputError(f"the shapes of inputs {missing} are not set; give them (set_input_shape, or the inputs "
                              "themselves)")
@@ -126,7 +139,7 @@ class ProfiledEngine:
             advice = (f"select profile {inside[0]} (set_optimization_profile({inside[0]}), --profile {inside[0]})"
                       if inside else "rebuild the engine with a profile that covers it (--minShapes/--maxShapes)")
             raise InputError(f"{problem} of optimization profile {profile_index}; {advice}")
-        key = (profile_index, shape_key({name: shapes[name] for name, _ in profile.ranges}))
+        key = (profile_index, shape_key({name: shapes[name] for name in profile.names}))
         engine = self._built_ahead.get(key)
         if engine is not None:
             return engine
@@ -145,7 +158,8 @@ class ProfiledEngine:
         from ..profile_builder import specialize, tactic_hints
 
         start = time.perf_counter()
-        engine = specialize(self.source, self.recipe, shapes, tactic_hints(self._opt[profile_index]), self.limits)
+        engine = specialize(self.source, self.recipe, self.profiles[profile_index], shapes,
+                            tactic_hints(self._opt[profile_index]), self.limits)
         self.specialization_seconds.append(time.perf_counter() - start)
         return engine
 
@@ -222,9 +236,23 @@ class ProfiledExecutionContext:
         with self._lock:
             self._shapes[name] = shape
 
+    def set_input_values(self, name: str, values: Sequence[int]) -> None:
+        """Set the values of shape tensor `name` for get_tensor_shape; they must lie in the active profile."""
+        value_range = self.engine.profiles[self._profile].value_range_of(name)
+        values = tuple(int(v) for v in np.asarray(values).reshape(-1))
+        if value_range is None:
+            raise InputError(f"{name!r} is not a shape tensor of optimization profile {self._profile}")
+        if not value_range.contains(values):
+            raise InputError(f"shape tensor {name!r} with values {list(values)} is outside {value_range.describe()} "
+                             f"of optimization profile {self._profile}")
+        with self._lock:
+            self._shapes[name] = values
+
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
         """An input's set shape, or an output's shape for the set input shapes (specializing if needed)."""
         if self.engine.get_tensor_mode(name) is TensorIOMode.INPUT:
+            if self.engine.is_shape_tensor(name):
+                return self.engine.get_tensor_shape(name)
             return self._shapes.get(name, self.engine.get_tensor_shape(name))
         engine = self.engine.engine_for(self._profile, self._shapes)
         return next(t.shape for t in engine.plan.outputs if t.name == name)
@@ -232,7 +260,7 @@ class ProfiledExecutionContext:
     def context_for(self, shapes: Mapping[str, Sequence[int]]):
         """The ExecutionContext of the engine for these input shapes in the active profile (made on first use)."""
         profile = self.engine.profiles[self._profile]
-        named = {name: tuple(shapes[name]) for name, _ in profile.ranges if name in shapes}
+        named = {name: tuple(shapes[name]) for name in profile.names if name in shapes}
         key = (self._profile, shape_key(named))
         context = self._contexts.get(key)
         if context is None:
@@ -248,19 +276,33 @@ class ProfiledExecutionContext:
         """Run on `inputs` ({name: array or tensor}) of any shapes in the active profile; see
         ExecutionContext.execute for what comes back."""
         with self._lock:
-            return self.context_for(_shapes_of(inputs)).execute(inputs)
+            point, feed = self._point_of(inputs)
+            return self.context_for(point).execute(feed)
 
     __call__ = execute
 
     def execute_async(self, inputs: Mapping[str, torch.Tensor], stream=None) -> dict[str, torch.Tensor]:
         with self._lock:
-            return self.context_for(_shapes_of(inputs)).execute_async(inputs, stream)
+            point, feed = self._point_of(inputs)
+            return self.context_for(point).execute_async(feed, stream)
 
-
-def _shapes_of(inputs: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
-    if not isinstance(inputs, Mapping):
-        raise InputError(f"inputs must be a mapping of input names to arrays, not {type(inputs).__name__}")
-    return {name: tuple(getattr(value, "shape", ())) for name, value in inputs.items()}
+    def _point_of(self, inputs: Mapping[str, Any]) -> tuple[dict[str, tuple[int, ...]], dict[str, Any]]:
+        """(the inputs' shapes, with the shape tensors' values, read on the host; the feed without the shape
+        tensors, which the engine of the point holds fixed)."""
+        if not isinstance(inputs, Mapping):
+            raise InputError(f"inputs must be a mapping of input names to arrays, not {type(inputs).__name__}")
+        profile = self.engine.profiles[self._profile]
+        point, feed = {}, {}
+        for name, value in inputs.items():
+            if profile.value_range_of(name) is not None:
+                values = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+                if values.dtype.kind not in "iu":
+                    raise InputError(f"shape tensor {name!r} must hold integers, not {values.dtype}")
+                point[name] = tuple(int(v) for v in values.reshape(-1))
+            else:
+                point[name] = tuple(getattr(value, "shape", ()))
+                feed[name] = value
+        return point, feed
 
 
 __all__ = ["ProfiledEngine", "ProfiledExecutionContext", "ShapeRange"]

@@ -177,7 +177,7 @@ def _set(data, path, value):
     ("recipe", ["precision"], "int8", "precision 'int8'"),
     ("source", ["kind"], "pickle", "source kind 'pickle'"),
     ("variants", [0, "profile"], 7, "profile must be a profile index"),
-    ("variants", [0, "shapes", "x"], [2, 3, 99, 8], "is not a shape in"),
+    ("variants", [0, "shapes", "x"], [2, 3, 99, 8], "is not in min"),
     ("variants", [0, "weights", "conv.weight"], "source", "must map weight names"),
     ("profiles", [0, "x", "opt"], [3, 3, 8, 8], "has no engine built for its opt shapes"),
 ])
@@ -198,3 +198,33 @@ def test_a_model_that_cannot_take_a_bound_fails_at_build_time(dynamic_model):
     too_small = OptimizationProfile((("x", ShapeRange((1, 3, 0, 0), (1, 3, 8, 8), (1, 3, 8, 8))),))
     with pytest.raises(BuildError, match="profile 0: the model does not take its min shapes"):
         build_with_profiles(ModelSource.from_onnx(dynamic_model), [too_small])
+
+
+def _reshape_by_input_model() -> bytes:
+    """Reshape(x, target) with `target` a run-time input: a shape tensor, whose values set the output's shape."""
+    nodes = [onnx.helper.make_node("Reshape", ["x", "target"], ["shaped"]),
+             onnx.helper.make_node("Relu", ["shaped"], ["y"])]
+    graph = onnx.helper.make_graph(nodes, "reshape", [onnx.helper.make_tensor_value_info("x", 1, ["n"]),
+                                                      onnx.helper.make_tensor_value_info("target", 7, [2])],
+                                   [onnx.helper.make_tensor_value_info("y", 1, None)])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_shape_tensors_are_bounded_by_the_profile_values():
+    model = _reshape_by_input_model()
+    [profile] = profiles_from_shape_specs([{"x": (1,), "target": (1, 1)}], [{"x": (6,), "target": (2, 3)}],
+                                          [{"x": (64,), "target": (8, 8)}], shape_tensors=["target"])
+    engine = Runtime().deserialize(build_with_profiles(ModelSource.from_onnx(model), [profile]).serialize())
+    assert [(t.name, t.shape) for t in engine.inputs] == [("x", (-1,)), ("target", (2,))]
+    assert engine.get_tensor_profile_values("target", 0) == ((1, 1), (2, 3), (8, 8))
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    context = engine.create_execution_context()
+    rng = np.random.default_rng(2)
+    for rows, columns in [(2, 3), (3, 4), (8, 8), (1, 2)]:
+        feed = {"x": rng.standard_normal(rows * columns, dtype=np.float32), "target": np.array([rows, columns])}
+        np.testing.assert_array_equal(context.execute(feed)["y"], session.run(None, feed)[0])
+    with pytest.raises(InputError, match=r"shape tensor 'target' with values \[9, 2\] is outside min \[1, 1\]"):
+        context.execute({"x": np.ones(18, np.float32), "target": np.array([9, 2])})
+    context.set_input_values("target", [4, 5])
+    context.set_input_shape("x", (20,))
+    assert context.get_tensor_shape("y") == (4, 5)
