@@ -31,27 +31,22 @@ from tensorkiln.profile_builder import ModelSource, build_with_profiles  # noqa:
 from tensorkiln.quant.precision import Precision  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_peaks import median_cuda_ms  # noqa: E402
 from models import randomize_batchnorm  # noqa: E402
 
 TOLERANCE = {"cuda": 3e-2, "cpu": 1e-4}  # max |out - ref| / max |ref| against FP32 PyTorch
 
 
 def median_ms(fn, device: str, warmup: int = 10, runs: int = 50) -> float:
+    if device == "cuda":
+        return median_cuda_ms(fn, warmup, runs)
     for _ in range(warmup):
         fn()
     samples = []
     for _ in range(runs):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end))
-        else:
-            start = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - start) * 1e3)
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
     return statistics.median(samples)
 
 
