@@ -102,6 +102,7 @@ def record_from_json(value: Any, check) -> dict[str, Any]:
     for weight, sources in check.expect(value["derived"], dict, f"{where} derived").items():
         check.check_name(weight, f"{where} derived key")
         for index, source in enumerate(check.expect(sources, list, f"{where} derived {weight!r}")):
+            check.check_name(source, f"{where} derived {weight!r}[{index}]")
             if source not in names:
                 raise check.PlanProblem(f"{where} derived {weight!r}[{index}] {check.describe(source)} is not one of "
                                         "its model_weights")

@@ -191,6 +191,7 @@ def test_an_engine_without_a_refit_record_still_loads_and_refit_says_to_rebuild(
 @pytest.mark.parametrize("edit, message", [
     (lambda r: r["derived"].update({"Conv:c.weight": ["nope"]}), "derived 'Conv:c.weight'\\[0\\] 'nope' is not one"),
     (lambda r: r["model_weights"][0].update(shape=[-3]), "shape"),
+    (lambda r: r["derived"].update({"Conv:c.weight": [["W"]]}), "derived 'Conv:c.weight'\\[0\\] must be a string"),
     (lambda r: r["config"].update(passes="fold_scale"), "config passes must be a list"),
     (lambda r: r.update(int8_keep_float=-1), "int8_keep_float must not be negative"),
     (lambda r: r.update(extra=1), "unknown keys \\['extra'\\]"),
