@@ -80,7 +80,11 @@ def make_model(name: str, smoke: bool, device: str):
     """The model (FP32, random weights, one output) and its configuration."""
     cls, config = _config(name, smoke)
     torch.manual_seed(0)
-    return _Output(cls(config), decoder=name == "gpt2").eval().to(device), config
+    model = _Output(cls(config), decoder=name == "gpt2").eval()
+    with torch.no_grad():  # transformers initializes biases to 0 and norms to 1: trained models have neither
+        for parameter in model.parameters():
+            parameter.add_(0.02 * torch.randn_like(parameter))
+    return model.to(device), config
 
 
 def make_inputs(name: str, config, batch: int, smoke: bool, device: str) -> dict[str, torch.Tensor]:
