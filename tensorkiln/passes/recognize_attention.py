@@ -111,11 +111,40 @@ def _masking(value: float, dtype: np.dtype) -> bool:
     return value == -np.inf or value <= _MASKING_FRACTION * float(np.finfo(dtype).min)
 
 
+def _narrowed(condition: Tensor) -> Tensor:
+    """The boolean condition before the broadcasts that add nothing: an Expand (the attention layer broadcasts its
+    mask itself) and an And with a constant of all True (Hugging Face's padding mask [B, 1, 1, Sk] becomes
+    [B, 1, Sq, Sk] that way). The kernels then read one mask row per batch for every query."""
+    while condition.producer is not None:
+        layer = condition.producer
+        if layer.kind == ops.Expand.KIND:
+            condition = layer.inputs[0]
+        elif layer.kind == ops.ElementWise.KIND and layer.op.operation == ops.ElementWiseOperation.AND:
+            kept = [t for t in layer.inputs if not (t.is_constant and t.value.size and np.all(t.value))]
+            if len(kept) != 1:
+                return condition
+            condition = kept[0]
+        else:
+            return condition
+    return condition
+
+
+def _narrowed_select(rewrite, mask: Tensor) -> Tensor:
+    """A float mask Where(condition, a, b) of two constants, computed from the narrowed condition."""
+    layer = mask.producer
+    if layer is None or layer.kind != ops.Select.KIND or not all(t.is_constant for t in layer.inputs[1:]):
+        return mask
+    condition = _narrowed(layer.inputs[0])
+    if condition is layer.inputs[0]:
+        return mask
+    return rewrite.layer(ops.Select(), [condition, *layer.inputs[1:]], f"{layer.name}.narrow")
+
+
 def _additive_mask(rewrite, match, q: Tensor) -> Tensor | None | bool:
     """The mask as one additive float tensor; None where there is none; False where the match's mask cannot be
     one (a mask of another dtype, a Where whose fill does not mask)."""
     if match.get("mask") is not None:
-        return match["mask"] if match["mask"].dtype == q.dtype else False
+        return _narrowed_select(rewrite, match["mask"]) if match["mask"].dtype == q.dtype else False
     keep = match.get("keep") is not None
     condition = match.get("keep") if keep else match.get("drop")
     if condition is None:
@@ -126,7 +155,7 @@ def _additive_mask(rewrite, match, q: Tensor) -> Tensor | None | bool:
         return False
     zero = rewrite.constant(np.zeros((), q.dtype.numpy), "attention_mask_zero")
     kept, masked = (zero, fill) if keep else (fill, zero)
-    return rewrite.layer(ops.Select(), [condition, kept, masked], f"{match['masked'].name}.additive_mask")
+    return rewrite.layer(ops.Select(), [_narrowed(condition), kept, masked], f"{match['masked'].name}.additive_mask")
 
 
 def _constant_mask_kind(mask: Tensor, queries: int, keys: int) -> str | None:

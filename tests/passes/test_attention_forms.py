@@ -146,6 +146,12 @@ def test_hugging_face_attention_becomes_one_layer_per_block(tmp_path, name, atte
     if attention == "sdpa" and name != "vit" and exporter != "dynamo23":  # the exporter's IsNaN + Where guard
         assert all(op.nan_to_zero for op in layers)
     assert all(op.grouped_kv == (name == "llama") for op in layers)
+    if name in ("bert", "roberta", "distilbert") and exporter == "torchscript":
+        # the padding mask stays one row per sequence ([B, 1, 1, S]): the And with an all-True constant and the
+        # Expand that made it [B, 1, S, S] are left out, so the kernels read one mask row for every query
+        specs = {spec.name: spec.shape for spec in (*engine.plan.tensors, *engine.plan.inputs)}
+        masks = [specs[step.inputs[3]] for step in engine.plan.steps if step.kind == "attention"]
+        assert masks == [(2, 1, 1, SEQUENCE)] * LAYERS
     if name == "llama":  # K and V read unrepeated: their repeats (an Expand each, 2 * LAYERS) are gone
         assert kinds.count("expand") <= 1 and counts["recognize_attention.grouped_kv"] == LAYERS  # the mask's
 
