@@ -1,9 +1,10 @@
 """The model repository: `<root>/<model>/<version>/model.engine` or `model.onnx`, with `<root>/<model>/config.pbtxt`.
 
-Loading reads the config, takes the newest numeric version directory, builds (or reads from the cache) one engine
-per batch size the scheduler needs and starts the model's scheduler; a load of a loaded model swaps in the new one
-and drains the old. Built engines are cached beside the source as `<version>/.kiln-cache/model.b<N>.engine` and
-reused while newer than the source; a cache that cannot be written (a read-only repository) only costs rebuilds.
+Loading reads the config, takes the newest numeric version directory, builds (or reads from the cache) its engine
+(engines.py: one engine with a batch profile for a batched model.onnx) and starts the model's scheduler, which
+returns once every instance has run each batch size; a load of a loaded model swaps in the new one and drains the
+old. Built engines are cached beside the source in `<version>/.kiln-cache/` and reused while newer than the source;
+a cache that cannot be written (a read-only repository) only costs rebuilds.
 """
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ class LoadedModel:
         self.inputs = tuple(_metadata(spec, batched) for spec in engine.inputs)
         self.outputs = tuple(_metadata(spec, batched) for spec in engine.outputs)
         self._inputs_by_name = {t.name: t for t in self.inputs}
+        from .engines import is_profiled
+        # an engine with profiles runs the dims its profile 0 allows: checked here, so that one request outside them
+        # is refused alone instead of failing the batch it would join
+        profile = engine.profiles[0] if is_profiled(engine) else None
+        self._ranges = {t.name: profile.range_of(t.name) for t in self.inputs} if profile is not None else {}
         self.scheduler = Scheduler(settings, engines, stats)
 
     def check_inputs(self, inputs: dict[str, np.ndarray]) -> int:
@@ -54,6 +60,7 @@ class LoadedModel:
         if missing:
             raise InvalidRequest(f"model {self.name!r}: input {missing[0]!r} is missing")
         rows = {}
+        batched = self.settings.max_batch_size > 0
         for name, value in inputs.items():
             spec = self._inputs_by_name[name]
             if value.dtype != spec.numpy_dtype:
@@ -66,6 +73,12 @@ class LoadedModel:
                 batch_note = f" with a batch of 1..{self.settings.max_batch_size}" if expected[0] == -1 else ""
                 raise InvalidRequest(f"model {self.name!r}: input {name!r} has shape {list(value.shape)}, "
                                      f"expected {list(expected)}{batch_note}")
+            shape_range = self._ranges.get(name)
+            skip = 1 if batched else 0  # the batch dimension is checked above, against max_batch_size
+            if shape_range is not None and not all(low <= got <= high for low, got, high in zip(
+                    shape_range.min[skip:], value.shape[skip:], shape_range.max[skip:])):
+                raise InvalidRequest(f"model {self.name!r}: input {name!r} has shape {list(value.shape)}, outside "
+                                     f"{_described(shape_range, skip)} (the engine's optimization profile)")
             rows[name] = value.shape[0] if expected[0] == -1 else 1
         if len(set(rows.values())) > 1:
             raise InvalidRequest(f"model {self.name!r}: inputs have different batch sizes {rows}")
@@ -75,6 +88,11 @@ class LoadedModel:
 def _metadata(spec, batched: bool) -> TensorMetadata:
     shape = (-1, *spec.shape[1:]) if batched else tuple(spec.shape)
     return TensorMetadata(spec.name, TO_WIRE[spec.dtype], shape, spec.dtype.numpy)
+
+
+def _described(shape_range, skip: int) -> str:
+    low, high = (list(shape_range.min[skip:]), list(shape_range.max[skip:]))
+    return f"{low}..{high} after the batch dimension" if skip else f"{low}..{high}"
 
 
 def _wire(dtype: np.dtype) -> str:

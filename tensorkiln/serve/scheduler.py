@@ -6,23 +6,33 @@ away cancels its Future: a cancelled request still queued is dropped unrun (coun
 already running cannot be cancelled and is answered into the void. Closing drains: the
 requests already queued are run before the threads stop, so an unload or a SIGTERM answers them all.
 
-Engines are built for fixed shapes (dynamic shapes are issue 20), so a batched model holds one engine per batch
-size in `engines` (1, max_batch_size and the preferred sizes): a batch of n rows runs on the smallest engine of at
-least n rows, its tail padded with zeros and the padding's outputs dropped.
+`engines` maps each batch size the model runs to its engine (engines.py): one engine with an optimization profile
+for every size, or one fixed-shape engine per size; a batch of n rows runs at the smallest size of at least n, its
+tail padded with zeros and the padding's outputs dropped. Requests whose non-batch dims differ (an engine whose
+profile varies them) are never batched together.
+
+Model instances (instance_group count): each is a thread with its own execution contexts, so instances run at the
+same time (the engines release the GIL in their kernels); on a GPU each thread also has its own CUDA stream, made
+current for everything it runs. Before the model is ready every instance runs each batch size once on zeros, so
+that specializations and CUDA graph captures happen at load, not on a request's time.
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
+import logging
 import threading
 import time
 from typing import Mapping
 
 import numpy as np
 
-from .errors import InvalidRequest, Unavailable
+from .errors import InvalidRequest, ServeError, Unavailable
 from .stats import ModelStats
+
+log = logging.getLogger("tensorkiln.serve")
 
 
 @dataclasses.dataclass
@@ -31,6 +41,7 @@ class Request:
     rows: int  # the batch dimension's size (1 for a model without batching)
     future: concurrent.futures.Future
     enqueued_ns: int
+    signature: tuple = ()  # (name, non-batch dims) of each input: only requests of one signature batch together
 
 
 class Scheduler:
@@ -42,11 +53,18 @@ class Scheduler:
         self._ready = threading.Condition()
         self._closing = False
         self._busy = 0  # requests taken off the queue and not yet answered
+        self._warmed = threading.Barrier(settings.instance_count + 1)
+        self._start_errors: list[BaseException] = []
         self._threads = [threading.Thread(target=self._serve, args=(index,), daemon=True,
                                           name=f"kiln-{settings.name}-{index}")
                          for index in range(settings.instance_count)]
         for thread in self._threads:
             thread.start()
+        self._warmed.wait()  # every instance has made its contexts and run each batch size once
+        if self._start_errors:
+            self.close()
+            error = self._start_errors[0]
+            raise ServeError(f"model {settings.name!r}: an instance could not start: {error}") from error
 
     # ---- the door ------------------------------------------------------------------------------
     def submit(self, inputs: dict[str, np.ndarray], rows: int) -> concurrent.futures.Future:
@@ -60,7 +78,7 @@ class Scheduler:
                 raise Unavailable(f"model {self.settings.name!r}: the queue is full "
                                   f"({self.settings.max_queue_size} requests); retry after "
                                   f"{Unavailable.retry_after_s} s or raise max_queue_size")
-            self._queue.append(Request(inputs, rows, future, time.perf_counter_ns()))
+            self._queue.append(Request(inputs, rows, future, time.perf_counter_ns(), _signature(inputs)))
             self._ready.notify()
         return future
 
@@ -79,16 +97,36 @@ class Scheduler:
 
     # ---- instance threads ----------------------------------------------------------------------
     def _serve(self, index: int) -> None:
-        contexts = {size: engine.create_execution_context() for size, engine in self.engines.items()}
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
+        with _instance_stream(self.engines):
             try:
-                self._run(batch, contexts)
+                contexts = _contexts(self.engines)
+                self._warm_up(contexts)
+            except Exception as error:  # the load fails with it, rather than a model nobody answers for
+                self._start_errors.append(error)
+                return
             finally:
-                with self._ready:
-                    self._busy -= len(batch)
+                self._warmed.wait()
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                try:
+                    self._run(batch, contexts)
+                finally:
+                    with self._ready:
+                        self._busy -= len(batch)
+
+    def _warm_up(self, contexts: dict) -> None:
+        """Run each batch size once on zeros (inputs the engine declares; a stand-in engine declares none)."""
+        for size, engine in self.engines.items():
+            feed = _zeros(engine, size)
+            if feed is None:
+                continue
+            try:
+                contexts[size].execute(feed)
+            except Exception as error:  # zeros may be no valid input (indices, shape tensors): requests will tell
+                log.warning("model %r: warm-up at batch %d failed (%s); first requests of that size pay for it",
+                            self.settings.name, size, error)
 
     def _next_batch(self) -> list[Request] | None:
         settings = self.settings
@@ -108,7 +146,8 @@ class Scheduler:
                 deadline = batch[0].enqueued_ns + settings.max_queue_delay_us * 1000
                 while rows < target:
                     if self._queue:
-                        if rows + self._queue[0].rows > settings.max_batch_size:
+                        following = self._queue[0]
+                        if rows + following.rows > settings.max_batch_size or following.signature != first.signature:
                             break
                         request = self._queue.popleft()
                         if self._claim(request):
@@ -172,6 +211,59 @@ def _answer(future: concurrent.futures.Future, result=None, error: BaseException
             future.set_result(result)
     except concurrent.futures.InvalidStateError:
         pass
+
+
+def _signature(inputs: dict[str, np.ndarray]) -> tuple:
+    return tuple(sorted((name, value.shape[1:]) for name, value in inputs.items()))
+
+
+def _contexts(engines: Mapping[int, object]) -> dict:
+    """{batch size: execution context}, one context per engine (an engine with profiles serves several sizes and
+    keeps a specialization for each)."""
+    from .engines import is_profiled
+
+    made: dict[int, object] = {}
+    contexts = {}
+    for size, engine in engines.items():
+        if id(engine) not in made:
+            sizes = sum(1 for other in engines.values() if other is engine)
+            made[id(engine)] = (engine.create_execution_context(max_shapes=max(sizes, 8)) if is_profiled(engine)
+                                else engine.create_execution_context())
+        contexts[size] = made[id(engine)]
+    return contexts
+
+
+def _instance_stream(engines: Mapping[int, object]):
+    """A CUDA stream of the instance's own, current in its thread (torch's current stream is per thread), where
+    the engines run on a GPU; nothing on the CPU."""
+    devices = {getattr(engine, "device", None) for engine in engines.values()}
+    device = next((d for d in devices if d is not None and getattr(d, "type", "") == "cuda"), None)
+    if device is None:
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.cuda.stream(torch.cuda.Stream(device))
+
+
+def _zeros(engine, size: int) -> dict[str, np.ndarray] | None:
+    """Zero inputs of a batch of `size` rows (0: the engine's own shapes; an engine with profiles: profile 0's opt
+    shapes), or None where the engine does not say its inputs."""
+    from .engines import is_profiled
+
+    specs = getattr(engine, "inputs", ())
+    if not specs:
+        return None
+    profile = engine.profiles[0] if is_profiled(engine) else None
+    feed = {}
+    for spec in specs:
+        shape_range = profile.range_of(spec.name) if profile is not None else None
+        if profile is not None and shape_range is None:
+            return None  # a shape tensor: its values are the model's business
+        shape = tuple(shape_range.opt) if shape_range is not None else tuple(spec.shape)
+        if size:
+            shape = (size, *shape[1:])
+        feed[spec.name] = np.zeros(shape, dtype=spec.dtype.numpy)
+    return feed
 
 
 def _stack(feeds: list[dict[str, np.ndarray]], rows: int, size: int) -> dict[str, np.ndarray]:

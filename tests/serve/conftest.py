@@ -1,6 +1,8 @@
 """A `kiln serve` process on free loopback ports over a repository made in the test: a small batched model written
 here (`affine`: y = relu(2x + 1) on [-1, 4], elementwise, so a row's answer is the same whatever the batch) and,
-where /work/shared is present, UltraFace (ONNX, unbatched)."""
+where /work/shared is present, UltraFace (ONNX) twice: unbatched, and batched on one engine with a batch profile
+(`ultraface_batched`: batches of up to 4, one instance, a 1 s queue delay so that the requests a test sends
+together form one batch)."""
 from __future__ import annotations
 
 import os
@@ -26,6 +28,11 @@ output [{ name: "y", data_type: TYPE_FP32, dims: [4] }]
 dynamic_batching { preferred_batch_size: [8] max_queue_delay_microseconds: 2000
                    default_queue_policy { max_queue_size: 256 } }
 instance_group [{ count: 2 }]
+"""
+ULTRAFACE_BATCHED_CONFIG = """
+max_batch_size: 4
+dynamic_batching { preferred_batch_size: [4] max_queue_delay_microseconds: 1000000 }
+instance_group [{ count: 1 }]
 """
 
 
@@ -95,6 +102,9 @@ def make_repository(root: Path) -> Path:
     if ULTRAFACE.exists():
         (root / "ultraface/1").mkdir(parents=True)
         os.symlink(ULTRAFACE, root / "ultraface/1/model.onnx")
+        (root / "ultraface_batched/1").mkdir(parents=True)
+        os.symlink(ULTRAFACE, root / "ultraface_batched/1/model.onnx")
+        (root / "ultraface_batched/config.pbtxt").write_text(ULTRAFACE_BATCHED_CONFIG)
     return root
 
 

@@ -1,0 +1,163 @@
+"""Dynamic batching on one engine with a batch profile, and model instances.
+
+A batched model.onnx is built once into an engine whose optimization profile spans batch 1..max_batch_size; every
+batch the scheduler forms runs on it. Answers must equal direct execution of that engine on the same batch, bit for
+bit (tritonclient, HTTP and gRPC); instances must run at the same time."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ULTRAFACE
+
+import tritonclient.grpc.aio as grpc_aio
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+import tritonclient.http.aio as http_aio
+
+from tensorkiln.serve.config import ModelSettings
+from tensorkiln.serve.engines import served_batch_sizes
+from tensorkiln.serve.scheduler import Scheduler
+from tensorkiln.serve.stats import ModelStats
+
+
+def test_served_batch_sizes_are_few_and_dense_where_padding_costs_most():
+    assert served_batch_sizes(ModelSettings("m", max_batch_size=4)) == (1, 2, 3, 4)
+    assert served_batch_sizes(ModelSettings("m", max_batch_size=64, preferred_batch_sizes=(24,))) == (
+        1, 2, 3, 4, 5, 6, 7, 8, 16, 24, 32, 64)
+    assert served_batch_sizes(ModelSettings("m", max_batch_size=100), smallest=3) == (
+        3, 4, 5, 6, 7, 8, 16, 32, 64, 100)
+
+
+def test_batched_onnx_is_one_engine_with_a_batch_profile(server):
+    from tensorkiln.runtime import Runtime
+
+    cache = server.repository / "affine/1/.kiln-cache"
+    assert sorted(p.name for p in cache.iterdir()) == ["model.b1-8-8.engine"]  # no engine per batch size
+    engine = Runtime().load(cache / "model.b1-8-8.engine")
+    assert engine.get_tensor_profile_shape("x", 0) == ((1, 4), (8, 4), (8, 4))
+
+
+async def _infer_together(module, url, model, arrays, make_input):
+    client = module.InferenceServerClient(url)
+    try:
+        results = await asyncio.gather(*(client.infer(model, [make_input(x)]) for x in arrays))
+    finally:
+        await client.close()
+    return results
+
+
+def _http_input(x):
+    tensor = httpclient.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=True)
+    return tensor
+
+
+def _grpc_input(x):
+    tensor = grpcclient.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    return tensor
+
+
+@pytest.mark.skipif(not ULTRAFACE.exists(), reason="needs /work/shared/models (UltraFace)")
+def test_batches_of_several_sizes_equal_direct_execution_bit_for_bit(server):
+    """Each group of requests is sent at once and forms one batch (the model waits up to 1 s for 4 rows): groups of
+    2, 3 and 4 rows. The batch's rows come in arrival order, so each group's answers must equal the direct execution
+    of its inputs concatenated in one of the orders they can arrive in."""
+    from tensorkiln.runtime import Runtime
+
+    engine = Runtime().load(server.repository / "ultraface_batched/1/.kiln-cache/model.b1-4-4.engine")
+    context = engine.create_execution_context()
+    rng = np.random.default_rng(7)
+    http = httpclient.InferenceServerClient(server.http_url)
+    before = http.get_inference_statistics("ultraface_batched")["model_stats"][0]
+    groups = [(1, 1), (2, 1), (1, 1, 1, 1), (3, 1)]
+    for index, rows in enumerate(groups):
+        module, url, make_input = ((http_aio, server.http_url, _http_input) if index % 2 == 0
+                                   else (grpc_aio, server.grpc_url, _grpc_input))
+        arrays = [rng.random((n, 3, 240, 320), dtype=np.float32) for n in rows]
+        results = asyncio.run(_infer_together(module, url, "ultraface_batched", arrays, make_input))
+        answers = [{name: r.as_numpy(name) for name in ("scores", "boxes")} for r in results]
+        assert any(_matches(context, arrays, answers, order)
+                   for order in itertools.permutations(range(len(arrays)))), f"group {rows}: no order matches"
+    after = http.get_inference_statistics("ultraface_batched")["model_stats"][0]
+    assert after["execution_count"] - before["execution_count"] == len(groups)
+    sizes = {entry["batch_size"] for entry in after["batch_stats"]}
+    assert {2, 3, 4} <= sizes
+
+
+def _matches(context, arrays, answers, order) -> bool:
+    direct = context.execute({"input": np.concatenate([arrays[i] for i in order])})
+    start = 0
+    for i in order:
+        rows = len(arrays[i])
+        if not all(np.array_equal(answers[i][name], direct[name][start:start + rows]) for name in direct):
+            return False
+        start += rows
+    return True
+
+
+@pytest.mark.skipif(not ULTRAFACE.exists(), reason="needs /work/shared/models (UltraFace)")
+def test_input_outside_the_profile_is_refused_alone(server):
+    x = np.zeros((1, 3, 240, 321), np.float32)
+    with pytest.raises(Exception, match=r"shape \[1, 3, 240, 321\], expected \[-1, 3, 240, 320\]"):
+        httpclient.InferenceServerClient(server.http_url).infer("ultraface_batched", [_http_input(x)])
+
+
+class BarrierEngine:
+    """Stands in for an engine: each execution waits until `parties` executions run at the same time."""
+    inputs = outputs = ()
+
+    def __init__(self, parties: int):
+        self.barrier = threading.Barrier(parties, timeout=10)
+        self.threads: set[str] = set()
+
+    def create_execution_context(self):
+        return self
+
+    def execute(self, feed):
+        self.threads.add(threading.current_thread().name)
+        self.barrier.wait()  # breaks (BrokenBarrierError) unless the instances run concurrently
+        return {"y": feed["x"] + 1}
+
+
+def test_instances_run_concurrently_on_threads():
+    engine = BarrierEngine(3)
+    scheduler = Scheduler(ModelSettings("m", instance_count=3), {0: engine}, ModelStats())
+    futures = [scheduler.submit({"x": np.full((2,), i, np.float32)}, 1) for i in range(6)]
+    for index, future in enumerate(futures):
+        np.testing.assert_array_equal(future.result(20)["y"], np.full((2,), index + 1, np.float32))
+    assert len(engine.threads) == 3
+    scheduler.close()
+
+
+class RecordingEngine:
+    inputs = outputs = ()
+
+    def __init__(self):
+        self.batches: list[tuple[int, ...]] = []
+
+    def create_execution_context(self):
+        return self
+
+    def execute(self, feed):
+        self.batches.append(feed["x"].shape)
+        time.sleep(0.01)
+        return {"y": feed["x"] * 2}
+
+
+def test_requests_of_other_non_batch_dims_are_not_batched_together():
+    engine = RecordingEngine()
+    settings = ModelSettings("m", max_batch_size=8, dynamic_batching=True, max_queue_delay_us=50_000)
+    scheduler = Scheduler(settings, {size: engine for size in range(1, 9)}, ModelStats())
+    shapes = [(1, 4), (1, 4), (1, 6), (1, 6), (2, 4)]
+    futures = [scheduler.submit({"x": np.ones(shape, np.float32)}, shape[0]) for shape in shapes]
+    for shape, future in zip(shapes, futures):
+        assert future.result(10)["y"].shape == shape
+    assert engine.batches == [(2, 4), (2, 6), (2, 4)]  # in order: a different request ends the batch
+    scheduler.close()
