@@ -247,3 +247,25 @@ def test_a_fill_that_does_not_mask_is_left_alone(tmp_path):
     feed["keep"][0, ..., 2:] = False
     ops_found, kinds = _engine_for(tmp_path, _graph(nodes, [keep], [fill]), feed)
     assert not ops_found and "softmax" in kinds
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_sdpa_is_causal_becomes_the_causal_flag(tmp_path, dynamo):
+    """torch's scaled_dot_product_attention(is_causal=True): each exporter writes the causal mask its own way (the
+    TorchScript exporter a Trilu of ones, the dynamo exporter comparisons of Range); folded, it is the flag."""
+    if dynamo:
+        pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript (pip install onnxscript)")
+
+    class Causal(torch.nn.Module):
+        def forward(self, q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    feed = _qkv(4)
+    path = tmp_path / "causal.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Causal(), tuple(torch.from_numpy(feed[n]) for n in "qkv"), str(path), dynamo=dynamo,
+                          opset_version=18 if dynamo else 17, input_names=list("qkv"))
+    engine = _build_and_compare(path, feed)
+    (op,) = [step.op for step in engine.plan.steps if step.kind == "attention"]
+    assert op.causal and not op.has_mask and len(engine.plan.steps) == 1
