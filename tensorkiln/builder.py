@@ -130,7 +130,8 @@ class Builder:
     def _lower(self, graph: Network, manager: PassManager, layers_before: int):
         config, target = self.config, self.config.target.value
         hints = dict(config.tactic_hints)
-        overrides, precision_log = assign_precisions(graph, config.precision, config.layer_precisions, self._device)
+        overrides, precision_log = assign_precisions(graph, self._float_precision, config.layer_precisions,
+                                                     self._device)
         for line in precision_log:
             self._say(line)
         # NHWC activations and weights wherever the network convolves, on both targets: the CUDA kernels are written
@@ -144,6 +145,9 @@ class Builder:
         steps, tensors = [], []
         weights: dict[str, torch.Tensor] = {}
         weight_specs: list[TensorSpec] = []
+        # an INT8 engine's steps on a GPU compute in FP16 (the plan's precision says int8; the runtime casts each
+        # step's floating inputs to its step precision)
+        step_precision = Precision.FP16.value if self._float_precision is not config.precision else ""
         for layer in graph.layers:
             reduced = self._reduced_dtype(layer, overrides)
             for tensor in layer.inputs:
@@ -152,7 +156,7 @@ class Builder:
                     weight_specs.append(_spec(tensor, weights[tensor.name].dtype))
             steps.append(Step(layer.name, layer.op, tuple(None if t is None else t.name for t in layer.inputs),
                               tuple(t.name for t in layer.outputs), "",
-                              tuple(getattr(layer, "fused_from", ())), overrides.get(layer.name, "")))
+                              tuple(getattr(layer, "fused_from", ())), overrides.get(layer.name, step_precision)))
             tensors.extend(_spec(t, reduced if reduced is not None and t.dtype.is_floating else None)
                            for t in layer.outputs)
         outside = {t.name for t in graph.outputs}
@@ -206,13 +210,20 @@ class Builder:
     def _reduced_dtype(self, layer: Layer, overrides: dict[str, str]) -> torch.dtype | None:
         if layer.name in overrides:
             return None if overrides[layer.name] in ("fp32", "tf32") else _REDUCED_DTYPES[Precision(overrides[layer.name])]
-        return _REDUCED_DTYPES.get(self.config.precision)
+        return _REDUCED_DTYPES.get(self._float_precision)
+
+    @property
+    def _float_precision(self) -> Precision:
+        """The precision of the layers computed in float: an INT8 engine on a GPU runs those in FP16 (TensorRT's
+        mixed INT8/FP16: its unquantized layers and float tactics), on the CPU in FP32."""
+        int8_gpu = self.config.precision is Precision.INT8 and self.config.target is Target.CUDA
+        return Precision.FP16 if int8_gpu else self.config.precision
 
     def _timer(self, channels_last: bool) -> tuple[TacticTimer | None, TimingCache | None]:
         if self.config.target is not Target.CUDA or self.config.opt_level == 0:
             return None, None
         cache = TimingCache(self.config.timing_cache)
-        dtype = _REDUCED_DTYPES.get(self.config.precision, torch.float32)
+        dtype = _REDUCED_DTYPES.get(self._float_precision, torch.float32)
         timer = TacticTimer(self._device, dtype, cache, runs=2 + 2 * self.config.opt_level, channels_last=channels_last)
         return timer, cache
 

@@ -11,16 +11,21 @@ Numerically this is what an INT8 kernel gives (int8 x int8 products summed exact
 bias, activation and residual in float, as TensorRT's epilogue). The builder runs this pass itself, after the
 default pipeline (BatchNorm is folded and epilogues fused first, so the folded weights are the ones quantized),
 with the scales calibration measured: constructed without scales it changes nothing.
+
+With `integer_weights` (the CUDA target), each fused convolution (one group, 2-D) and fused GEMM (a 2-D constant b)
+it quantizes also gets int8_input_scale and its INT8 weights and scales as inputs 5 and 6 (ops/optimized.py): the
+integer kernels' operands, made once at build time; the tactic timer weighs them against the float kernels.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Collection, Mapping
 
 import numpy as np
 
 from ..ir import ops
 from ..ir.graph import Layer, Network, Tensor
-from ..quant.weights import fake_quantize_weights
+from ..quant.weights import fake_quantize_weights, quantize_weights
 from .fold_qdq import fake_quantize_layers
 from .manager import Pass, register_pass
 from .pattern import make_constant
@@ -55,10 +60,12 @@ def weight_channel_axis(layer: Layer) -> int | None:
 class QuantizeInt8(Pass):
     name = "quantize_int8"
 
-    def __init__(self, scales: Mapping[str, float] | None = None, keep: Collection[str] = ()):
+    def __init__(self, scales: Mapping[str, float] | None = None, keep: Collection[str] = (),
+                 integer_weights: bool = False):
         super().__init__()
         self.scales = dict(scales or {})
         self.keep = set(keep)  # layer names that stay in float (--int8-keep-fp16, sensitive layers)
+        self.integer_weights = integer_weights  # attach the INT8 operands of the integer kernels (CUDA target)
 
     def run(self, network: Network) -> bool:
         if not self.scales:
@@ -93,6 +100,33 @@ class QuantizeInt8(Pass):
         weights = layer.inputs[1]
         layer.inputs[0] = dequantized[id(x)]
         layer.inputs[1] = make_constant(network, fake_quantize_weights(weights.value, axis), f"{weights.name}_int8")
+        if self.integer_weights and _attach_integer_weights(network, layer, weights.value, axis, scale):
+            self.count("integer_operands")
         self.count("quantized")
         self.log.append(f"{layer.name}: input {x.name!r} at scale {scale:.6g}, weights per channel (axis {axis})")
         return inserted
+
+
+def _attach_integer_weights(network: Network, layer: Layer, weights: np.ndarray, axis: int, scale: float) -> bool:
+    """Give a fused convolution or GEMM its integer kernels' operands (see the module's docstring): INT8 weights with
+    the output channel first and the reduction contiguous (a convolution's [K, R, S, C], as NHWC activations are
+    read; a GEMM's b as [N, K]) and their scales. False where it has no integer
+    kernel: grouped, transposed or non-2-D convolutions, a batched or transposed-a GEMM."""
+    if layer.kind == ops.FusedConvolution.KIND:
+        if layer.op.groups != 1 or weights.ndim != 4 or len(layer.op.stride) != 2:
+            return False
+    elif layer.kind != ops.FusedMatMul.KIND or weights.ndim != 2 or layer.op.transpose_a:
+        return False
+    q, scales = quantize_weights(weights, axis)
+    if layer.kind == ops.FusedConvolution.KIND:
+        q = q.transpose(0, 2, 3, 1)  # [K, C, R, S] -> [K, R, S, C]
+    elif axis != 0:
+        q = q.T  # b [K, N] -> [N, K]
+    base = layer.inputs[1].name
+    layer.inputs[:] = (list(layer.inputs) + [None] * 5)[:5] + [
+        make_constant(network, np.ascontiguousarray(q), f"{base}_q"),
+        # the scales as the bits of their float32 values: the runtime casts a step's floating inputs to its compute
+        # dtype (FP16), which would round them (and flush the smallest to subnormals)
+        make_constant(network, scales.astype(np.float32).view(np.int32), f"{base}_q_scale")]
+    layer.op = dataclasses.replace(layer.op, int8_input_scale=float(scale))
+    return True

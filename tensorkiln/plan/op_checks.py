@@ -220,13 +220,34 @@ def check_activation(name: str, type_: ops.ActivationType | None, alpha: float) 
 
 def check_epilogue(op, inputs: Inputs) -> None:
     """Fused layers: x, weights, bias|None, residual|None, slope|None; the flags need their inputs."""
-    at_most_inputs(inputs, 5)
+    if getattr(op, "int8_input_scale", 0.0):
+        check_integer_operands(op, inputs)
+    else:
+        at_most_inputs(inputs, 5)
     check_activation("activation", op.activation, op.alpha)
     check_activation("post_activation", op.post_activation, op.post_alpha)
     if op.residual:
         required(inputs, 3, "residual")
     if op.prelu:
         required(inputs, 4, "PReLU slope")
+
+
+def check_integer_operands(op, inputs: Inputs) -> None:
+    """A layer with int8_input_scale (ops/optimized.py): two more inputs, per-channel INT8 weights of as many
+    elements as the float weights, and one float32 scale per output channel (the weights' first dim; as int32 bits)."""
+    scale = op.int8_input_scale
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise PlanProblem(f"int8_input_scale {scale!r} must be a finite number > 0 (or 0: no INT8 input)")
+    at_most_inputs(inputs, 7)
+    weight, q, scales = required(inputs, 1, "weight"), required(inputs, 5, "INT8 weight"), required(inputs, 6,
+                                                                                                     "weight scales")
+    if q.dtype.value != "int8" or scales.dtype.value != "int32" or len(scales.shape) != 1:
+        raise PlanProblem(f"INT8 weight {q.name!r} must be int8 and its scales {scales.name!r} a 1-D int32 "
+                          f"vector (float32 bits), not {q.dtype.value} and {scales.dtype.value} of shape {list(scales.shape)}")
+    if q.is_dynamic or scales.is_dynamic or weight.is_dynamic or math.prod(q.shape) != math.prod(weight.shape) \
+            or not q.shape or scales.shape[0] != q.shape[0]:
+        raise PlanProblem(f"INT8 weight {q.name!r} of shape {list(q.shape)} must hold the {list(weight.shape)} "
+                          f"weights, one scale of {scales.name!r} ({list(scales.shape)}) per row")
 
 
 @op_check(ops.Convolution, ops.FusedConvolution)

@@ -36,6 +36,12 @@ class Attention(OpAttrs):
 # (Written out in each class, not inherited: the producer's own attributes come first, positionally.)
 # `residual_in_place` (convolution and matrix product only) is set by the builder (plan/in_place.py) where the
 # residual dies at this layer and the chosen kernel may write its output over it: the two share bytes.
+# `int8_input_scale` (convolution and matrix product only; 0: none) is set by the INT8 build on the CUDA target
+# (passes/quantize_int8.py): x lies on the INT8 grid of that scale (it is quantize-dequantized before the layer), and
+# two more inputs follow the five, the weights as per-channel INT8 (a convolution's [K, R, S, C], channels last; a
+# matrix product's b as [N, K]) and their float32 scales [K] / [N] (as int32 bits: never cast to a compute dtype),
+# for the integer kernels (kernels/cuda/int8.py); the float kernels
+# read the first five inputs only (the weights there are the same INT8 values times their scales).
 @op("fused_convolution")
 class FusedConvolution(OpAttrs):
     """ops.Convolution + epilogue; inputs: x, kernel, bias|None, residual|None, prelu_slope|None."""
@@ -52,6 +58,7 @@ class FusedConvolution(OpAttrs):
     post_alpha: float = 0.0
     post_beta: float = 0.0
     residual_in_place: bool = False
+    int8_input_scale: float = 0.0
 
 
 @op("fused_deconvolution")
@@ -87,6 +94,7 @@ class FusedMatMul(OpAttrs):
     post_alpha: float = 0.0
     post_beta: float = 0.0
     residual_in_place: bool = False
+    int8_input_scale: float = 0.0
 
 
 @op("fused_pointwise")

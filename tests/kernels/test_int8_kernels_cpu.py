@@ -1,0 +1,252 @@
+"""The INT8 tactics of the CUDA target (kernels/cuda/int8.py, kernels/cuda/triton/int8_gemm.py) on the CPU, against
+the float reference of the layer they serve: the portable kernel on the same INT8-grid input and the weights
+dequantized (what the simulated INT8 path computes). The cuBLASLt tactics are plain PyTorch (torch._int_mm has a CPU
+kernel); the Triton kernel runs in Triton's interpreter. Also: the quantization pass attaches the integer operands
+exactly, the engine reader's checks of them, and a whole quantized network run with the integer tactics.
+The same kernels on a GPU: tests/gpu/test_int8_kernels.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import torch
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+if HAS_TRITON and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # before triton.jit decorates the kernels (see tests/gpu/triton_support.py)
+
+import tensorkiln as tk  # noqa: E402
+from tensorkiln.ir import ops  # noqa: E402
+from tensorkiln.ir.dtypes import DataType  # noqa: E402
+from tensorkiln.ir.ops import ActivationType as A  # noqa: E402
+from tensorkiln.kernels.cuda import int8 as int8_tactics  # noqa: E402
+from tensorkiln.kernels.registry import find_kernel, get_kernel  # noqa: E402
+from tensorkiln.passes.fuse_pointwise import FusePointwise  # noqa: E402
+from tensorkiln.passes.manager import DEFAULT_PIPELINE, PassManager  # noqa: E402
+from tensorkiln.passes.quantize_int8 import QuantizeInt8  # noqa: E402
+from tensorkiln.plan.op_checks import check_op  # noqa: E402
+from tensorkiln.plan.plan import TensorSpec  # noqa: E402
+from tensorkiln.plan.schema import PlanProblem  # noqa: E402
+from tensorkiln.quant.calibrate import calibrate  # noqa: E402
+from tensorkiln.quant.calibrator import DataCalibrator  # noqa: E402
+from tensorkiln.quant.observe import NetworkRunner  # noqa: E402
+from tensorkiln.quant.weights import quantize_weights  # noqa: E402
+
+needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+TOLERANCE = 1e-5  # FP32: the integer product is exact; only the float epilogue rounds
+INPUT_SCALE = 0.037
+
+
+def _spec(tensor: torch.Tensor, name: str = "t") -> TensorSpec:
+    return TensorSpec(name, DataType.from_torch(tensor.dtype), tuple(tensor.shape))
+
+
+def _conv_operands(rng, n, c, h, w, k, r, s, residual_shape=None, prelu=False):
+    """Inputs of a quantized fused convolution: x on the INT8 grid (channels-last), float weights = INT8 values x
+    per-channel scales, bias, residual, PReLU slope, the INT8 weights [K, R, S, C] and their scales as int32 bits."""
+    x = (torch.from_numpy(rng.integers(-128, 128, (n, c, h, w))).float() * INPUT_SCALE)
+    weights = rng.standard_normal((k, c, r, s)).astype(np.float32)
+    q, scales = quantize_weights(weights, 0)
+    float_weights = torch.from_numpy(q.astype(np.float32) * scales.reshape(-1, 1, 1, 1))
+    bias = torch.from_numpy(rng.standard_normal(k).astype(np.float32))
+    residual = None if residual_shape is None else torch.from_numpy(rng.standard_normal(residual_shape)
+                                                                    .astype(np.float32))
+    slope = torch.from_numpy(rng.uniform(0, 0.5, (k, 1, 1)).astype(np.float32)) if prelu else None
+    return [x.contiguous(memory_format=torch.channels_last), float_weights, bias, residual, slope,
+            torch.from_numpy(np.ascontiguousarray(q.transpose(0, 2, 3, 1))),
+            torch.from_numpy(scales.view(np.int32))]
+
+
+def _relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    return (out - ref).abs().max().item() / max(ref.abs().max().item(), 1e-6)
+
+
+# awkward shapes: primes, 1, sizes no tile divides; (n, c, h, w, k, r, s, stride, pads, dilation)
+CONV_CASES = [
+    (2, 16, 9, 7, 24, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1)),  # 1x1
+    (1, 8, 13, 11, 16, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1)),  # strided 1x1 (a ResNet downsample), odd sizes
+    (2, 8, 9, 9, 16, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),  # strided 3x3
+    (1, 8, 11, 10, 8, 3, 2, (1, 2), (2, 0, 1, 1), (2, 1)),  # asymmetric pads, dilation
+]
+EPILOGUES = [  # (op fields, residual, prelu)
+    (dict(activation=A.RELU), False, False),
+    (dict(residual=True, post_activation=A.RELU), True, False),
+    (dict(prelu=True, residual=True), True, True),
+    (dict(activation=A.CLIP, alpha=-0.5, beta=2.0, post_activation=A.SILU, residual=True), True, False),
+]
+
+
+def _conv_case(case, epilogue):
+    n, c, h, w, k, r, s, stride, pads, dilation = case
+    fields, with_residual, prelu = epilogue
+    op = ops.FusedConvolution(stride, pads, dilation, int8_input_scale=INPUT_SCALE, **fields)
+    p = (h + pads[0] + pads[2] - dilation[0] * (r - 1) - 1) // stride[0] + 1
+    q = (w + pads[1] + pads[3] - dilation[1] * (s - 1) - 1) // stride[1] + 1
+    inputs = _conv_operands(np.random.default_rng(sum(case[:7])), n, c, h, w, k, r, s,
+                            (n, k, p, q) if with_residual else None, prelu)
+    return op, inputs
+
+
+def _conv_tactic(op, inputs):
+    pointwise = int8_tactics._is_pointwise(op, inputs[5].shape)
+    return int8_tactics.int8_pointwise_convolution if pointwise else int8_tactics.int8_im2col_convolution
+
+
+@pytest.mark.parametrize("epilogue", EPILOGUES)
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_cublaslt_int8_convolution_matches_float_reference(case, epilogue):
+    op, inputs = _conv_case(case, epilogue)
+    specs = [None if t is None else _spec(t) for t in inputs]
+    assert int8_tactics._cublas_pointwise_ok(op, specs) or int8_tactics._cublas_im2col_ok(op, specs)
+    reference = get_kernel(op.KIND)(op, inputs[:5])[0]
+    out = _conv_tactic(op, inputs)(op, inputs)[0]
+    assert out.is_contiguous(memory_format=torch.channels_last)  # NHWC engines hold channels-last activations
+    assert _relative_error(out, reference) <= TOLERANCE
+
+
+@needs_triton
+@pytest.mark.parametrize("epilogue", EPILOGUES[1:3])
+@pytest.mark.parametrize("case", CONV_CASES + [(1, 3, 7, 6, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1))])
+def test_triton_int8_convolution_matches_float_reference(case, epilogue):
+    op, inputs = _conv_case(case, epilogue)
+    reference = get_kernel(op.KIND)(op, inputs[:5])[0]
+    config = int8_tactics.TRITON_CONFIGS[-1]
+    out = int8_tactics.triton_int8_convolution(op, inputs, config)[0]
+    assert _relative_error(out, reference) <= TOLERANCE
+
+
+def _matmul_case(rows_shape, k, n, fields, seed=0):
+    rng = np.random.default_rng(seed)
+    a = torch.from_numpy(rng.integers(-128, 128, (*rows_shape, k))).float() * INPUT_SCALE
+    b = rng.standard_normal((n, k)).astype(np.float32)  # transpose_b: a fully connected layer's [N, K]
+    q, scales = quantize_weights(b, 0)
+    residual = torch.randn(*rows_shape, n, generator=torch.Generator().manual_seed(seed)) \
+        if fields.get("residual") else None
+    op = ops.FusedMatMul(transpose_b=True, int8_input_scale=INPUT_SCALE, **fields)
+    inputs = [a, torch.from_numpy(q.astype(np.float32) * scales[:, None]),
+              torch.from_numpy(rng.standard_normal(n).astype(np.float32)), residual, None,
+              torch.from_numpy(q), torch.from_numpy(scales.view(np.int32))]
+    return op, inputs
+
+
+MATMUL_CASES = [((17,), 8, 8, dict(activation=A.GELU_ERF)), ((3, 7), 40, 24, dict(residual=True)),
+                ((2, 13), 16, 32, dict(activation=A.TANH, residual=True, post_activation=A.RELU))]
+
+
+@pytest.mark.parametrize("rows, k, n, fields", MATMUL_CASES)
+def test_int8_gemm_tactics_match_float_reference(rows, k, n, fields):
+    op, inputs = _matmul_case(rows, k, n, fields)
+    reference = get_kernel(op.KIND)(op, inputs[:5])[0]
+    assert int8_tactics._cublas_matmul_ok(op, [None if t is None else _spec(t) for t in inputs])
+    assert _relative_error(int8_tactics.int8_matmul(op, inputs)[0], reference) <= TOLERANCE
+    if HAS_TRITON:
+        out = int8_tactics.triton_int8_matmul(op, inputs, int8_tactics.TRITON_CONFIGS[-1])[0]
+        assert _relative_error(out, reference) <= TOLERANCE
+
+
+def test_cublaslt_predicates_keep_shapes_cublas_refuses():
+    """cuBLASLt's INT8 GEMM needs M > 16 and K, N multiples of 8: other layers keep the float (or Triton) tactics."""
+    for rows, k, n in [((16,), 8, 8), ((17,), 12, 8), ((17,), 8, 12)]:
+        op, inputs = _matmul_case(rows, k, n, {})
+        specs = [None if t is None else _spec(t) for t in inputs]
+        assert not int8_tactics._cublas_matmul_ok(op, specs)
+        assert int8_tactics._matmul_ok(op, specs)  # the Triton kernel has no such limits
+    op, inputs = _conv_case((1, 3, 7, 6, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)), EPILOGUES[0])  # R S C = 27
+    specs = [None if t is None else _spec(t) for t in inputs]
+    assert not int8_tactics._cublas_im2col_ok(op, specs) and int8_tactics._conv_ok(op, specs)
+    float_layer = [None if t is None else _spec(t) for t in inputs[:5]]
+    assert not int8_tactics._conv_ok(dataclasses.replace(op, int8_input_scale=0.0), float_layer)
+
+
+def test_input_off_the_grid_is_quantized_as_the_quantize_step_does():
+    """An input not on the grid (the timer's random inputs) is rounded and clipped, never wrapped around."""
+    x = torch.tensor([1000.0, -1000.0, 0.26, -0.26, float("nan")])
+    assert int8_tactics.quantize_input(x, 0.1).tolist()[:4] == [127, -128, 3, -3]
+
+
+def _network(rng):
+    """conv 3x3 (bias, ReLU) -> conv 1x1 (bias) + residual -> ReLU -> fully connected (bias): fused layers only."""
+    network = tk.NetworkDefinition()
+    x = network.add_input("x", tk.DataType.FLOAT, (2, 8, 9, 9))
+    a = network.add_convolution(x, 16, (3, 3), rng.standard_normal((16, 8, 3, 3)).astype(np.float32) * 0.2,
+                                rng.standard_normal(16).astype(np.float32), padding=1, name="conv_a")
+    relu = network.add_activation(a.get_output(0), tk.ActivationType.RELU, name="relu_a")
+    b = network.add_convolution(relu.get_output(0), 16, (1, 1),
+                                rng.standard_normal((16, 16, 1, 1)).astype(np.float32) * 0.2,
+                                rng.standard_normal(16).astype(np.float32), name="conv_b")
+    add = network.add_elementwise(b.get_output(0), relu.get_output(0), tk.ElementWiseOperation.SUM, name="add")
+    relu_b = network.add_activation(add.get_output(0), tk.ActivationType.RELU, name="relu_b")
+    fc = network.add_fully_connected(relu_b.get_output(0), 8, rng.standard_normal((8, 16 * 81)).astype(np.float32),
+                                     rng.standard_normal(8).astype(np.float32), name="fc")
+    network.mark_output(fc.get_output(0))
+    return network.ir
+
+
+def test_quantized_network_runs_the_same_on_the_integer_tactics():
+    """The pass attaches the integer operands (exactly the simulated weights); a run with every quantized layer on
+    its cuBLASLt INT8 tactic gives the simulated INT8 network's outputs; the engine reader accepts the operands."""
+    rng = np.random.default_rng(3)
+    graph = _network(rng)
+    PassManager(DEFAULT_PIPELINE).run(graph)
+    batches = [rng.standard_normal((2, 8, 9, 9)).astype(np.float32) for _ in range(2)]
+    scales = calibrate(graph, DataCalibrator(batches, "minmax")).scales
+    rewrite = QuantizeInt8(scales, integer_weights=True)
+    rewrite.run(graph)
+    FusePointwise().run(graph)
+    assert rewrite.counts["quantized"] == 3
+    quantized = [layer for layer in graph.layers if getattr(layer.op, "int8_input_scale", 0.0)]
+    assert rewrite.counts["integer_operands"] == len(quantized) == 3
+    for layer in quantized:
+        q, bits = layer.inputs[5].value, layer.inputs[6].value
+        dequantized = q.astype(np.float32) * bits.view(np.float32).reshape(-1, *[1] * (q.ndim - 1))
+        if layer.kind == ops.FusedConvolution.KIND:
+            dequantized = dequantized.transpose(0, 3, 1, 2)  # [K, R, S, C] -> [K, C, R, S]
+        weights = layer.inputs[1].value
+        assert np.array_equal(dequantized, weights if weights.ndim == 4 or layer.op.transpose_b else weights.T)
+        check_op(layer.op, [None if t is None else TensorSpec(t.name, t.dtype, tuple(t.shape)) for t in layer.inputs])
+
+    used = []
+
+    def integer_tactics(layer, args):
+        if not getattr(layer.op, "int8_input_scale", 0.0):
+            return None
+        if layer.kind == ops.FusedMatMul.KIND:
+            args = [args[0].reshape(-1, args[0].shape[-1]) if args[0].dim() > 2 else args[0], *args[1:]]
+        fn = int8_tactics.int8_matmul if layer.kind == ops.FusedMatMul.KIND else _conv_tactic(layer.op, args)
+        used.append(layer.name)
+        return fn(layer.op, args)
+
+    runner = NetworkRunner(graph)
+    feed = {"x": rng.standard_normal((2, 8, 9, 9)).astype(np.float32)}
+    simulated = runner.run(feed, keep_all=False)
+    integer = runner.run(feed, override=integer_tactics, keep_all=False)
+    assert len(used) == 3
+    for name, value in simulated.items():
+        assert _relative_error(integer[name].reshape(value.shape), value) <= TOLERANCE
+
+
+def test_engine_reader_refuses_broken_integer_operands():
+    op, inputs = _conv_case(CONV_CASES[0], EPILOGUES[0])
+    specs = [None if t is None else _spec(t) for t in inputs]
+    check_op(op, specs)
+    with pytest.raises(PlanProblem, match="int8 and its scales"):
+        check_op(op, specs[:5] + [_spec(inputs[5].float()), specs[6]])
+    with pytest.raises(PlanProblem, match="one scale"):
+        check_op(op, specs[:6] + [_spec(inputs[6][:3])])
+    with pytest.raises(PlanProblem, match="needs its INT8 weight"):
+        check_op(op, specs[:5])
+    with pytest.raises(PlanProblem, match="int8_input_scale"):
+        check_op(dataclasses.replace(op, int8_input_scale=float("nan")), specs)
+    with pytest.raises(PlanProblem, match="at most 5"):
+        check_op(dataclasses.replace(op, int8_input_scale=0.0), specs)  # a float layer takes five inputs
+
+
+def test_tactics_are_registered_for_the_cuda_target():
+    for kind, impl in [("fused_matmul", "cublaslt_int8_gemm"), ("fused_convolution", "cublaslt_int8_1x1"),
+                       ("fused_convolution", "cublaslt_int8_im2col")]:
+        assert find_kernel(kind, "cuda", impl) is not None
