@@ -1,56 +1,31 @@
-"""A short load test: 2,000 requests through tritonclient's async gRPC client at concurrency 1, 8 and 64, every
-tenth one malformed (a wrong shape). Each request is counted once by its id: 0 lost, 0 duplicated, 0 errors for
-valid requests, every malformed one refused with INVALID_ARGUMENT."""
+"""The load test of bench/serve_load.py, small: 600 requests through tritonclient's async HTTP and gRPC clients at
+concurrency 1, 8 and 64, with malformed requests, disconnects and an unload midway. Each valid request is counted
+once by its id: 0 lost, 0 duplicated, 0 wrong, 0 server errors, nothing left pending. (The full run, 20,000
+requests at concurrency 1..256: `python3 bench/serve_load.py`.)"""
 from __future__ import annotations
 
-import asyncio
-import collections
+import importlib.util
+import sys
+from pathlib import Path
 
-import numpy as np
+BENCH = Path(__file__).resolve().parents[2] / "bench/serve_load.py"
 
-from conftest import affine_reference
 
-import tritonclient.grpc as grpcclient
-import tritonclient.grpc.aio as grpc_aio
-
-PLAN = ((1, 200), (8, 600), (64, 1200))  # (concurrency, requests): 2,000 in all
+def _serve_load():
+    spec = importlib.util.spec_from_file_location("serve_load", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["serve_load"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_load_with_injected_faults(server):
-    async def run(concurrency: int, count: int, offset: int, answers: collections.Counter, failures: list):
-        client = grpc_aio.InferenceServerClient(server.grpc_url)
-        queue = asyncio.Queue()
-        for index in range(offset, offset + count):
-            queue.put_nowait(index)
-
-        async def worker():
-            while not queue.empty():
-                index = queue.get_nowait()
-                malformed = index % 10 == 0
-                x = np.full((1 + index % 3, 5 if malformed else 4), index % 97, np.float32)
-                tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
-                tensor.set_data_from_numpy(x)
-                try:
-                    result = await client.infer("affine", [tensor], request_id=str(index))
-                except Exception as error:
-                    answers[index] += 1
-                    if not (malformed and "expected [-1, 4]" in str(error)):
-                        failures.append((index, str(error)))
-                    continue
-                answers[int(result.get_response().id)] += 1
-                if malformed or not np.array_equal(result.as_numpy("y"), affine_reference(x)):
-                    failures.append((index, "wrong answer"))
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        await client.close()
-
-    answers: collections.Counter = collections.Counter()
-    failures: list = []
-    offset = 0
-    for concurrency, count in PLAN:
-        asyncio.run(run(concurrency, count, offset, answers, failures))
-        offset += count
-    lost = [i for i in range(offset) if answers[i] == 0]
-    duplicated = [i for i, n in answers.items() if n > 1]
-    print(f"load: {offset} requests, {len(lost)} lost, {len(duplicated)} duplicated, {len(failures)} errors")
-    assert (lost, duplicated, failures) == ([], [], [])
+    summary = _serve_load().run_load(server.http_url, server.grpc_url, 600, [1, 8, 64])
+    print({key: summary[key] for key in ("valid", "lost", "duplicated", "wrong", "server_errors", "malformed",
+                                         "disconnects", "retried_after_503", "unloads")})
+    assert summary["valid"] == 528 and summary["malformed"] == 48 and summary["disconnects"] == 24
+    assert summary["unloads"] == 1 and summary["retried_after_503"] > 0  # the unload happened under load
+    assert (summary["lost"], summary["duplicated"], summary["wrong"], summary["server_errors"]) == (0, 0, 0, 0), \
+        summary["examples"]
+    assert sum(summary["malformed_refused"].values()) == summary["malformed"]
+    assert summary["server_pending"] == 0
