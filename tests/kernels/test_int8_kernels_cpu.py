@@ -33,6 +33,7 @@ from tensorkiln.plan.plan import TensorSpec  # noqa: E402
 from tensorkiln.plan.schema import PlanProblem  # noqa: E402
 from tensorkiln.quant.calibrate import calibrate  # noqa: E402
 from tensorkiln.quant.calibrator import DataCalibrator  # noqa: E402
+from tensorkiln.quant.int8 import Int8Options  # noqa: E402
 from tensorkiln.quant.observe import NetworkRunner  # noqa: E402
 from tensorkiln.quant.weights import quantize_weights  # noqa: E402
 
@@ -215,8 +216,6 @@ def test_quantized_network_runs_the_same_on_the_integer_tactics():
     def integer_tactics(layer, args):
         if not getattr(layer.op, "int8_input_scale", 0.0):
             return None
-        if layer.kind == ops.FusedMatMul.KIND:
-            args = [args[0].reshape(-1, args[0].shape[-1]) if args[0].dim() > 2 else args[0], *args[1:]]
         fn = int8_tactics.int8_matmul if layer.kind == ops.FusedMatMul.KIND else _conv_tactic(layer.op, args)
         used.append(layer.name)
         return fn(layer.op, args)
@@ -250,3 +249,37 @@ def test_tactics_are_registered_for_the_cuda_target():
     for kind, impl in [("fused_matmul", "cublaslt_int8_gemm"), ("fused_convolution", "cublaslt_int8_1x1"),
                        ("fused_convolution", "cublaslt_int8_im2col")]:
         assert find_kernel(kind, "cuda", impl) is not None
+
+
+def test_engine_with_integer_operands_round_trips_through_the_engine_file(monkeypatch):
+    """The INT8 operands as the CUDA target attaches them (forced here on a CPU build, whose kernels read the first
+    five inputs): the plan validates, the engine file keeps the INT8 weights and the scales' bits, and the reloaded
+    engine computes what an engine without them does."""
+    import tensorkiln.quant.int8 as int8_build
+
+    rng = np.random.default_rng(4)
+    batches = [rng.standard_normal((2, 8, 9, 9)).astype(np.float32) for _ in range(2)]
+    feed = {"x": rng.standard_normal((2, 8, 9, 9)).astype(np.float32)}
+
+    def build():
+        config = tk.BuilderConfig(precision=tk.Precision.INT8,
+                                  int8=Int8Options(DataCalibrator(batches, "minmax")))
+        return tk.Builder(config).build(_network(np.random.default_rng(3)))
+
+    plain = build()
+    class WithIntegerOperands(QuantizeInt8):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "integer_weights": True})
+
+    monkeypatch.setattr(int8_build, "QuantizeInt8", WithIntegerOperands)
+    with_operands = build()
+    steps = [s for s in with_operands.plan.steps if getattr(s.op, "int8_input_scale", 0.0)]
+    assert len(steps) == 3 and all(len(s.inputs) == 7 for s in steps)
+    reloaded = tk.Runtime().deserialize(with_operands.serialize())
+    weights = reloaded.device_weights()
+    for step in steps:
+        assert weights[step.inputs[5]].dtype == torch.int8 and weights[step.inputs[6]].dtype == torch.int32
+    expected = plain.create_execution_context().execute(feed)
+    got = reloaded.create_execution_context().execute(feed)
+    for name, value in expected.items():
+        assert np.array_equal(got[name], value)
