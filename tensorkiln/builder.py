@@ -220,7 +220,7 @@ class Builder:
         return Precision.FP16 if int8_gpu else self.config.precision
 
     def _timer(self, channels_last: bool) -> tuple[TacticTimer | None, TimingCache | None]:
-        if self.config.target is not Target.CUDA or self.config.opt_level == 0:
+        if self.config.opt_level == 0:  # (CPU builds time only the layers with several CPU tactics: convolutions)
             return None, None
         cache = TimingCache(self.config.timing_cache)
         dtype = _REDUCED_DTYPES.get(self._float_precision, torch.float32)

@@ -9,7 +9,9 @@ is done once, when the context is made, not on every run:
 - each step becomes (call, input slots, output slots, slots to free after it): the call is the tactic's kernel
   bound to its attributes, or, where kernels/cpu/bound.py has a binder for the tactic, a call specialized for the
   step's static shapes and weights (a convolution's weight packed for oneDNN, its epilogue chosen once);
-- the steps' compute dtypes and the outputs' dtypes are looked at once, so a run casts only what must be cast.
+- the steps' compute dtypes and the outputs' dtypes are looked at once, so a run casts only what must be cast;
+- convolutions and matrix products too small to split run on the calling thread alone (SERIAL_BELOW_MACS): the
+  context's thread count is set around them (torch.set_num_threads: this thread's OpenMP team, 0.1 us a switch).
 
 The program computes exactly what ExecutionContext's step-by-step path computes (tests compare the two on every
 model they build); that path stays for profiling and layer-wise checks, which need a hook around each step.
@@ -17,10 +19,12 @@ model they build); that path stays for profiling and layer-wise checks, which ne
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, Sequence
 
 import torch
 
+from ..ir import ops
 from ..ir.dtypes import DataType
 from ..kernels.cpu.bound import BoundInput, bind_kernel
 from ..tactics.selection import parse_tactic
@@ -52,8 +56,11 @@ class StaticExecutor:
                                  for name in step.inputs)
             bound_outputs = tuple(_bound_input(name, specs, weights, engine) for name in step.outputs)
             call = _step_call(step, fn, compute, bound_inputs, bound_outputs)
-            program.append((call, ins, outs, tuple(self._slots[name] for name in free if name in self._slots)))
+            serial = _serial(step.op, bound_inputs, bound_outputs)
+            program.append((call, ins, outs, tuple(self._slots[name] for name in free if name in self._slots),
+                            serial))
         self._program = tuple(program)
+        self.serial_steps = sum(entry[4] is True for entry in program)
         self._template = template
         self.output_slots = tuple((spec.name, self._slots[spec.name], _io_conversion(spec.dtype))
                                   for spec in plan.outputs)
@@ -69,13 +76,48 @@ class StaticExecutor:
         slots = self._template.copy()
         for name, index in self.input_slots:
             slots[index] = feed[name]
-        for call, ins, outs, free in self._program:
-            results = call([slots[i] for i in ins])
-            for index, value in zip(outs, results):
-                slots[index] = value
-            for index in free:
-                slots[index] = None
+        threads = torch.get_num_threads()  # this thread's OpenMP team size
+        current = threads
+        try:
+            for call, ins, outs, free, serial in self._program:
+                if serial is not None and threads > 1:
+                    wanted = 1 if serial else threads
+                    if wanted != current:
+                        torch.set_num_threads(wanted)
+                        current = wanted
+                results = call([slots[i] for i in ins])
+                for index, value in zip(outs, results):
+                    slots[index] = value
+                for index in free:
+                    slots[index] = None
+        finally:
+            if current != threads:
+                torch.set_num_threads(threads)
         return {name: convert(slots[index]) for name, index, convert in self.output_slots}
+
+
+# Below this many multiply-adds a convolution or matrix product runs on the calling thread alone: waking the other
+# OpenMP threads (they sleep, see cpu_threads.py) and waiting for the slowest at the region's end costs more than
+# the split saves, and on a shared machine a team member that is not scheduled stalls the layer.
+SERIAL_BELOW_MACS = 2_000_000
+_CONVOLUTIONS = (ops.FusedConvolution, ops.Convolution)
+_MATRIX_PRODUCTS = (ops.FusedMatMul, ops.MatrixMultiply)
+
+
+def _serial(op, inputs, outputs) -> bool | None:
+    """Whether a step runs on one thread (True), on the context's threads (False), or as the step before it (None:
+    layers whose kernels split work by their own grain size, e.g. elementwise ones under 32768 elements)."""
+    if not isinstance(op, _CONVOLUTIONS + _MATRIX_PRODUCTS) or len(inputs) < 2 or None in inputs[:2]:
+        return None
+    weight, out = inputs[1].shape, outputs[0].shape
+    if min((*weight, *out), default=0) < 0 or not weight or not out:
+        return None
+    if isinstance(op, _CONVOLUTIONS):
+        reduced = math.prod(weight[1:])  # input channels per group times the kernel window
+    else:
+        a = inputs[0].shape
+        reduced = (a[-2] if op.transpose_a else a[-1]) if len(a) >= 2 else a[-1] if a else 1
+    return math.prod(out) * reduced < SERIAL_BELOW_MACS
 
 
 def _bound_input(name: str, specs: dict, weights: dict[str, torch.Tensor], engine) -> BoundInput:

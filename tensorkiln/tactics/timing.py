@@ -134,13 +134,28 @@ class TacticTimer:
         return args
 
     def _time(self, layer: Layer, entry: KernelEntry) -> float:
-        """Median milliseconds of one launch on the GPU (see `gpu_milliseconds`); inf when the tactic fails."""
+        """Median milliseconds of one launch on the GPU (see `gpu_milliseconds`), or on the CPU's wall clock; inf
+        when the tactic fails."""
         args = self._inputs(layer)
+        measure = cpu_milliseconds if self.device.type == "cpu" else gpu_milliseconds
         try:
             with torch.inference_mode():
-                return gpu_milliseconds(lambda: entry.fn(layer.op, args), self.runs)
+                return measure(lambda: entry.fn(layer.op, args), self.runs)
         except (RuntimeError, ValueError, NotImplementedError):
             return float("inf")
+
+
+def cpu_milliseconds(launch, runs: int) -> float:
+    """Median wall-clock milliseconds of one `launch()` on the CPU after two warm-up launches (the first packs a
+    weight, picks a oneDNN primitive), over at least 5 timed launches: 2-core machines are shared and noisy."""
+    for _ in range(2):
+        launch()
+    samples = []
+    for _ in range(max(runs, 5)):
+        start = time.perf_counter()
+        launch()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1e3
 
 
 _GRAPH_REPEATS = 4  # launches per graph replay: amortizes the replay's own launch

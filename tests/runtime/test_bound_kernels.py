@@ -8,9 +8,10 @@ import torch
 
 from tensorkiln.errors import InputError
 from tensorkiln.ir import ops
-from tensorkiln.ir.ops import ActivationType, PaddingMode
+from tensorkiln.ir.ops import ActivationType, PaddingMode, PoolingType
 from tensorkiln.kernels.cpu.bound import BoundInput, bind_kernel
-from tensorkiln.kernels.cpu.fused import fused_convolution, fused_pointwise
+from tensorkiln.kernels.cpu.fused import fused_convolution, fused_matmul, fused_pointwise
+from tensorkiln.kernels.cpu.pooling import pooling
 from tensorkiln.kernels.cpu.recurrent import recurrent
 from tensorkiln.kernels.cpu.shape_ops import gather, pad
 
@@ -140,3 +141,30 @@ def test_pointwise_program_broadcasting_to_a_larger_shape_allocates():
     call = bind_kernel("fused_pointwise", "torch", op, [_activation(a), _activation(b)], [_activation(a)])
     _close(call([a, b]), fused_pointwise(op, [a, b]))
     np.testing.assert_equal(tuple(call([a, b])[0].shape), (4, 5))
+
+
+@pytest.mark.parametrize("transpose_b", [False, True])
+@pytest.mark.parametrize("form", ["plain", "prelu", "residual"])
+def test_fused_matmul(transpose_b, form):
+    torch.manual_seed(4)
+    a = torch.randn(2, 3, 13)
+    b = torch.randn(7, 13) if transpose_b else torch.randn(13, 7)
+    bias, residual, slope = torch.randn(7), torch.randn(2, 3, 7), torch.rand(7)
+    op = ops.FusedMatMul(transpose_b=transpose_b, prelu=form == "prelu", residual=form == "residual",
+                         post_activation=ActivationType.TANH if form == "residual" else None)
+    args = [a, b, bias, residual if op.residual else None, slope if op.prelu else None]
+    specs = [_activation(a), _weight(b), _weight(bias), _activation(residual) if op.residual else None,
+             _weight(slope) if op.prelu else None]
+    call = bind_kernel("fused_matmul", "torch", op, specs, [_activation(torch.empty(2, 3, 7))])
+    assert call is not None
+    _close(call(list(args)), fused_matmul(op, list(args)))
+
+
+@pytest.mark.parametrize("pads, ceil", [((0, 0, 0, 0), False), ((1, 1, 1, 1), False), ((0, 1, 2, 0), False),
+                                        ((0, 0, 0, 0), True)])
+def test_max_pooling(pads, ceil):
+    x = torch.randn(1, 5, 11, 8).contiguous(memory_format=CL)
+    op = ops.Pooling(PoolingType.MAX, (3, 3), (2, 2), pads, (1, 1), ceil_mode=ceil)
+    call = bind_kernel("pooling", "torch", op, [_activation(x, CL)], [])
+    assert call is not None
+    _close(call([x]), pooling(op, [x]))

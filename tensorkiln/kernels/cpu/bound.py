@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from ...ir import ops
-from ...ir.ops import ActivationType
 from .conv import split_pads, torch_pad_arg
-from .fused import _onednn_available, apply_epilogue, packed_weight
+from .bound_epilogue import make_epilogue
+from .fused import _onednn_available, packed_weight
 from .shape_ops import _pad_positions
 
 
@@ -59,44 +59,23 @@ def bind_kernel(kind: str, impl: str, op: ops.OpAttrs, inputs: Sequence[BoundInp
 
 
 # ---- fused convolution: oneDNN on NHWC with the weight packed at bind time ----------------------------------------
-def _epilogue(op: ops.FusedConvolution) -> Callable | None:
-    """The fused layer's epilogue as one call `(y, args) -> y`, for the common forms (ReLU, residual add, ReLU after
-    it); None for the others (apply_epilogue runs them). Same operations as apply_epilogue, in the same order."""
-    simple = (None, ActivationType.RELU)
-    if op.prelu or op.activation not in simple or op.post_activation not in simple:
-        return None
-    relu, post_relu, residual = op.activation is not None, op.post_activation is not None, op.residual
-
-    def epilogue(y: torch.Tensor, args: list) -> torch.Tensor:
-        if relu:
-            y.relu_()
-        if residual:
-            y.add_(args[3])
-        if post_relu:
-            y.relu_()
-        return y
-
-    return epilogue
-
-
-def _adds_in_place(output: BoundInput, residual: BoundInput | None) -> bool:
-    """Whether apply_epilogue's residual add writes into the result for every run: same dtype, and the residual
-    broadcasts to no larger shape than the result's."""
-    return residual is None or (residual.dtype == output.dtype
-                                and torch.broadcast_shapes(output.shape, residual.shape) == output.shape)
+@binder(ops.FusedConvolution, impl="torch_direct")
+def bind_fused_convolution_direct(op: ops.FusedConvolution, inputs: Sequence[BoundInput | None],
+                                  outputs: Sequence[BoundInput]):
+    return bind_fused_convolution(op, inputs, outputs, packed=False)
 
 
 @binder(ops.FusedConvolution)
 def bind_fused_convolution(op: ops.FusedConvolution, inputs: Sequence[BoundInput | None],
-                           outputs: Sequence[BoundInput]):
+                           outputs: Sequence[BoundInput], packed: bool = True):
+    """The convolution with its epilogue chosen once; with `packed` (the `torch` tactic) oneDNN with the weight packed
+    at bind time on NHWC inputs, else (`torch_direct`) torch's own convolution."""
     x, weight, bias, residual, _ = (list(inputs) + [None] * 5)[:5]
     if x is None or weight is None or len(x.shape) not in _CONVOLUTIONS or len(x.shape) != len(weight.shape):
         return None
-    epilogue = _epilogue(op)
-    if epilogue is None or not _adds_in_place(outputs[0], residual):
-        epilogue = _general_epilogue(op)
+    epilogue = make_epilogue(op, outputs[0], residual, (list(inputs) + [None] * 5)[4])
     direct = _direct_convolution(op, len(x.shape))
-    onednn = _onednn_call(op, x, weight, bias, outputs[0])
+    onednn = _onednn_call(op, x, weight, bias, outputs[0]) if packed else None
     if onednn is None:
         return lambda args: [epilogue(direct(args), args)]
     channels_last = torch.channels_last
@@ -139,14 +118,6 @@ def _onednn_call(op, x: BoundInput, weight: BoundInput, bias: BoundInput | None,
     convolve = torch.ops.mkldnn._convolution_pointwise
     padding, stride, dilation, groups = list(begin), list(op.stride), list(op.dilation), op.groups
     return lambda image: convolve(image, packed, bias_value, padding, stride, dilation, groups, "none", [], "")
-
-
-def _general_epilogue(op: ops.FusedConvolution) -> Callable:
-    def epilogue(y: torch.Tensor, args: list) -> torch.Tensor:
-        residual, slope = (list(args[3:5]) + [None, None])[:2]
-        return apply_epilogue(op, y, residual, slope)
-
-    return epilogue
 
 
 # ---- gather of constant indices: checked and made non-negative once ----------------------------------------------
