@@ -324,7 +324,8 @@ def main(argv=None) -> int:
     parser.add_argument("--instances", type=int, default=2, help="instance_group count of the ResNet models")
     parser.add_argument("--max-queue-delay-us", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=None, help="the server's --threads (CPU kernels)")
-    parser.add_argument("--shared", type=Path, default=Path(os.environ.get("TENSORKILN_SHARED", ROOT.parent / "shared")))
+    parser.add_argument("--shared", type=Path,
+                        default=Path(os.environ.get("TENSORKILN_SHARED", ROOT.parent / "shared")))
     args = parser.parse_args(argv)
     smoke = args.smoke
     device = "cpu" if smoke else "cuda"

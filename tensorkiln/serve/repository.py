@@ -67,10 +67,10 @@ class LoadedModel:
                 raise InvalidRequest(f"model {self.name!r}: input {name!r} has datatype {_wire(value.dtype)}, "
                                      f"expected {spec.datatype}")
             expected = spec.shape
-            batch_ok = expected[0] != -1 or 1 <= (value.shape[0] if value.ndim else 0) <= self.settings.max_batch_size
+            batch_ok = not batched or 1 <= (value.shape[0] if value.ndim else 0) <= self.settings.max_batch_size
             if value.ndim != len(expected) or not batch_ok or any(
                     want not in (-1, got) for want, got in zip(expected, value.shape)):
-                batch_note = f" with a batch of 1..{self.settings.max_batch_size}" if expected[0] == -1 else ""
+                batch_note = f" with a batch of 1..{self.settings.max_batch_size}" if batched else ""
                 raise InvalidRequest(f"model {self.name!r}: input {name!r} has shape {list(value.shape)}, "
                                      f"expected {list(expected)}{batch_note}")
             shape_range = self._ranges.get(name)
@@ -79,7 +79,7 @@ class LoadedModel:
                     shape_range.min[skip:], value.shape[skip:], shape_range.max[skip:])):
                 raise InvalidRequest(f"model {self.name!r}: input {name!r} has shape {list(value.shape)}, outside "
                                      f"{_described(shape_range, skip)} (the engine's optimization profile)")
-            rows[name] = value.shape[0] if expected[0] == -1 else 1
+            rows[name] = value.shape[0] if batched else 1
         if len(set(rows.values())) > 1:
             raise InvalidRequest(f"model {self.name!r}: inputs have different batch sizes {rows}")
         return next(iter(rows.values()), 1)

@@ -161,3 +161,80 @@ def test_requests_of_other_non_batch_dims_are_not_batched_together():
         assert future.result(10)["y"].shape == shape
     assert engine.batches == [(2, 4), (2, 6), (2, 4)]  # in order: a different request ends the batch
     scheduler.close()
+
+
+def test_pinned_staging_gathers_pads_and_reuses_its_buffers():
+    from tensorkiln.serve.scheduler import PinnedStaging
+
+    staging = PinnedStaging(pin=False)  # the gathering; pinned memory needs CUDA (the GPU path: tests/gpu)
+    first = staging.stack([{"x": np.full((2, 3), 5, np.float32)}, {"x": np.full((1, 3), 6, np.float32)}], 3, 4)
+    np.testing.assert_array_equal(first["x"].numpy(), [[5] * 3, [5] * 3, [6] * 3, [0] * 3])
+    buffer = first["x"]
+    second = staging.stack([{"x": np.full((1, 3), 7, np.float32)}], 1, 4)
+    assert second["x"] is buffer  # reused: no allocation per batch
+    np.testing.assert_array_equal(second["x"].numpy(), [[7] * 3, [0] * 3, [0] * 3, [0] * 3])  # old rows cleared
+    alone = staging.stack([{"x": np.arange(6, dtype=np.int64).reshape(2, 3)}], 1, 0)
+    assert alone["x"].dtype == torch_int64() and alone["x"].tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def torch_int64():
+    import torch
+
+    return torch.int64
+
+
+def _profiled_affine(tmp_path, low: int, high: int):
+    """An affine engine file with a batch profile low..high, as `kiln build --minShapes/--maxShapes` writes."""
+    import tensorkiln as tk
+    from conftest import write_affine
+    from tensorkiln.plan.profiles import OptimizationProfile, ShapeRange
+    from tensorkiln.profile_builder import ModelSource, build_with_profiles
+
+    write_affine(tmp_path / "source")
+    profile = OptimizationProfile((("x", ShapeRange((low, 4), (high, 4), (high, 4))),))
+    engine = build_with_profiles(ModelSource.from_onnx(tmp_path / "source/1/model.onnx"), [profile],
+                                 tk.BuilderConfig())
+    (tmp_path / "served/1").mkdir(parents=True)
+    engine.save(tmp_path / "served/1/model.engine")
+    return tmp_path / "served"
+
+
+def test_profiled_model_engine_serves_its_batch_range_and_refuses_a_larger_max_batch_size(tmp_path):
+    from tensorkiln.serve.config import parse_settings
+    from tensorkiln.serve.engines import engines_for
+    from tensorkiln.serve.errors import ServeError
+    from tensorkiln.serve.repository import LoadedModel
+
+    model_dir = _profiled_affine(tmp_path, 2, 6)
+    settings = parse_settings("max_batch_size: 6 dynamic_batching { }", "served")
+    engines = engines_for(model_dir / "1", settings)
+    assert sorted(engines) == [2, 3, 4, 5, 6] and len({id(e) for e in engines.values()}) == 1  # 1 row pads to 2
+    model = LoadedModel(settings, "1", engines, ModelStats())
+    try:
+        x = np.arange(4, dtype=np.float32).reshape(1, 4) - 2
+        np.testing.assert_array_equal(model.scheduler.submit({"x": x}, 1).result(10)["y"], np.maximum(2 * x + 1, 0))
+    finally:
+        model.scheduler.close()
+    with pytest.raises(ServeError, match="runs batches up to 6 < max_batch_size 8; set max_batch_size to 6"):
+        engines_for(model_dir / "1", parse_settings("max_batch_size: 8", "served"))
+
+
+def test_profiled_model_engine_without_batching_runs_any_shape_of_its_profile(tmp_path):
+    from tensorkiln.serve.config import ModelSettings
+    from tensorkiln.serve.engines import engines_for
+    from tensorkiln.serve.errors import InvalidRequest
+    from tensorkiln.serve.repository import LoadedModel
+
+    model_dir = _profiled_affine(tmp_path, 1, 5)
+    settings = ModelSettings("served")
+    model = LoadedModel(settings, "1", engines_for(model_dir / "1", settings), ModelStats())
+    try:
+        assert model.inputs[0].shape == (-1, 4)
+        for rows in (1, 3, 5):
+            x = np.full((rows, 4), rows, np.float32)
+            assert model.check_inputs({"x": x}) == 1
+            np.testing.assert_array_equal(model.scheduler.submit({"x": x}, 1).result(10)["y"], 2 * x + 1)
+        with pytest.raises(InvalidRequest, match=r"shape \[6, 4\], outside \[1, 4\]..\[5, 4\]"):
+            model.check_inputs({"x": np.zeros((6, 4), np.float32)})
+    finally:
+        model.scheduler.close()
