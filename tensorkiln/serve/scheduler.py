@@ -97,7 +97,13 @@ class Scheduler:
 
     # ---- instance threads ----------------------------------------------------------------------
     def _serve(self, index: int) -> None:
-        with _instance_stream(self.engines):
+        try:
+            stream = _instance_stream(self.engines)
+        except Exception as error:  # no CUDA stream to be had: the load fails with it
+            self._start_errors.append(error)
+            self._warmed.wait()
+            return
+        with stream:
             try:
                 staging = PinnedStaging() if _device_type(self.engines) == "cuda" else None
                 contexts = _contexts(self.engines)

@@ -238,3 +238,17 @@ def test_profiled_model_engine_without_batching_runs_any_shape_of_its_profile(tm
             model.check_inputs({"x": np.zeros((6, 4), np.float32)})
     finally:
         model.scheduler.close()
+
+
+class BrokenEngine:
+    inputs = outputs = ()
+
+    def create_execution_context(self):
+        raise RuntimeError("out of device memory")
+
+
+def test_an_instance_that_cannot_start_fails_the_load_with_its_reason():
+    from tensorkiln.serve.errors import ServeError
+
+    with pytest.raises(ServeError, match="model 'm': an instance could not start: out of device memory"):
+        Scheduler(ModelSettings("m", instance_count=2), {0: BrokenEngine()}, ModelStats())
