@@ -152,6 +152,9 @@ def test_hugging_face_attention_becomes_one_layer_per_block(tmp_path, name, atte
         specs = {spec.name: spec.shape for spec in (*engine.plan.tensors, *engine.plan.inputs)}
         masks = [specs[step.inputs[3]] for step in engine.plan.steps if step.kind == "attention"]
         assert masks == [(2, 1, 1, SEQUENCE)] * LAYERS
+    if name == "gpt2":  # Conv1D's Gemm over flattened tokens unflattened: its GELU and residual adds fused into it
+        assert counts["unflatten_gemm.gemm"] == 4 * LAYERS and "activation" not in kinds
+        assert kinds.count("fused_matmul") == 4 * LAYERS and "matrix_multiply" not in kinds
     if name == "llama":  # K and V read unrepeated: their repeats (an Expand each, 2 * LAYERS) are gone
         assert kinds.count("expand") <= 1 and counts["recognize_attention.grouped_kv"] == LAYERS  # the mask's
 
