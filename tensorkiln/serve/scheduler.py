@@ -263,42 +263,45 @@ def _instance_stream(engines: Mapping[int, object]):
 
 
 class PinnedStaging:
-    """An instance's host buffers for a GPU: one per (input, batch shape), reused batch after batch. A batch's
-    requests are gathered into it (the one copy the server makes of their tensors; padding rows zeroed) and the
-    engine copies it to the GPU with one DMA (pageable memory would be staged by the driver first). Reuse is safe:
-    `execute` waits for its stream, the copy included, before the next batch is gathered. `pin=False`: ordinary
-    memory (CPU tests of the gathering)."""
+    """An instance's host buffers for a GPU, reused batch after batch: per input (and non-batch shape) one buffer of
+    the largest batch met, of which a batch takes its first rows. A batch's requests are gathered into it (the one
+    copy the server makes of their tensors; padding rows zeroed) and the engine copies it to the GPU with one DMA
+    (pageable memory would be staged by the driver first). Reuse is safe: `execute` waits for its stream, the copy
+    included, before the next batch is gathered. `pin=False`: ordinary memory (CPU tests of the gathering)."""
 
-    MAX_BUFFERS = 32  # a model without batching sees one shape per input unless its engine has profiles
+    MAX_BUFFERS = 32  # bounded: an engine with profiles may take many shapes
 
     def __init__(self, pin: bool = True):
         self.pin = pin
         self._buffers: collections.OrderedDict[tuple, object] = collections.OrderedDict()
 
     def stack(self, feeds: list[dict[str, np.ndarray]], rows: int, size: int) -> dict:
-        import torch
-
         stacked = {}
         for name, first in feeds[0].items():
-            shape = (size, *first.shape[1:]) if size else first.shape
-            key = (name, shape, first.dtype.str)
-            buffer = self._buffers.get(key)
-            if buffer is None:
-                buffer = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, first.dtype)).dtype,
-                                     pin_memory=self.pin)
-                self._buffers[key] = buffer
-                while len(self._buffers) > self.MAX_BUFFERS:
-                    self._buffers.popitem(last=False)
-            else:
-                self._buffers.move_to_end(key)
+            if size == 0:  # a model without batching: the request's own shape
+                buffer = self._buffer((name, first.shape, first.dtype.str), first.shape, first.dtype, 0)
+                np.copyto(buffer.numpy(), first)
+                stacked[name] = buffer
+                continue
+            key = (name, first.shape[1:], first.dtype.str)
+            buffer = self._buffer(key, (size, *first.shape[1:]), first.dtype, size)[:size]
             view = buffer.numpy()
-            if size == 0:
-                np.copyto(view, first)
-            else:
-                np.concatenate([feed[name] for feed in feeds], axis=0, out=view[:rows])
-                view[rows:] = 0
+            np.concatenate([feed[name] for feed in feeds], axis=0, out=view[:rows])
+            view[rows:] = 0
             stacked[name] = buffer
         return stacked
+
+    def _buffer(self, key: tuple, shape: tuple, dtype: np.dtype, rows: int):
+        import torch
+
+        buffer = self._buffers.get(key)
+        if buffer is None or (rows and buffer.shape[0] < rows):
+            buffer = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype, pin_memory=self.pin)
+            self._buffers[key] = buffer
+            while len(self._buffers) > self.MAX_BUFFERS:
+                self._buffers.popitem(last=False)
+        self._buffers.move_to_end(key)
+        return buffer
 
 
 def _host_arrays(outputs: dict) -> dict[str, np.ndarray]:

@@ -169,10 +169,13 @@ def test_pinned_staging_gathers_pads_and_reuses_its_buffers():
     staging = PinnedStaging(pin=False)  # the gathering; pinned memory needs CUDA (the GPU path: tests/gpu)
     first = staging.stack([{"x": np.full((2, 3), 5, np.float32)}, {"x": np.full((1, 3), 6, np.float32)}], 3, 4)
     np.testing.assert_array_equal(first["x"].numpy(), [[5] * 3, [5] * 3, [6] * 3, [0] * 3])
-    buffer = first["x"]
     second = staging.stack([{"x": np.full((1, 3), 7, np.float32)}], 1, 4)
-    assert second["x"] is buffer  # reused: no allocation per batch
+    assert second["x"].data_ptr() == first["x"].data_ptr()  # reused: no allocation per batch
     np.testing.assert_array_equal(second["x"].numpy(), [[7] * 3, [0] * 3, [0] * 3, [0] * 3])  # old rows cleared
+    smaller = staging.stack([{"x": np.full((2, 3), 8, np.float32)}], 2, 2)  # the first rows of the same buffer
+    assert smaller["x"].shape == (2, 3) and smaller["x"].data_ptr() == first["x"].data_ptr()
+    larger = staging.stack([{"x": np.full((6, 3), 9, np.float32)}], 6, 8)  # a larger batch: a larger buffer
+    np.testing.assert_array_equal(larger["x"].numpy(), [[9] * 3] * 6 + [[0] * 3] * 2)
     alone = staging.stack([{"x": np.arange(6, dtype=np.int64).reshape(2, 3)}], 1, 0)
     assert alone["x"].dtype == torch_int64() and alone["x"].tolist() == [[0, 1, 2], [3, 4, 5]]
 
