@@ -185,6 +185,8 @@ class Builder:
             self._say(timer.summary())
             for line in timer.log:  # each layer's candidates and their times, as trtexec --verbose lists them
                 self._say(f"  {line}", detail=True)
+        if target == "cuda" and config.precision is Precision.INT8:
+            steps, tensors, may_store = self._link_integer_layers(steps, tensors, outside, weights, may_store)
         steps = residuals_in_place(steps, may_store)
         in_place = sum(getattr(s.op, "residual_in_place", False) for s in steps)
         if in_place:
@@ -206,6 +208,24 @@ class Builder:
                     tuple(tensors), tuple(steps), tuple(weight_specs), config.precision.value, device_name, capability,
                     build_info, memory)
         return plan, weights
+
+    def _link_integer_layers(self, steps, tensors, outside, weights, may_store):
+        """INT8 activations between the layers that chose integer kernels (plan/integer_links.py); such a producer
+        no longer stores over its (float) residual."""
+        from .kernels.cuda.int8 import is_integer_tactic
+        from .plan.integer_links import link_integer_layers
+
+        def scalar(name: str) -> float | None:
+            value = weights.get(name)
+            return float(value.reshape(-1)[0]) if value is not None and value.numel() == 1 else None
+
+        steps, tensors, links = link_integer_layers(steps, tensors, outside, is_integer_tactic, scalar)
+        if links:
+            self._say(f"int8: {len(links)} layers store INT8 activations for the integer layers reading them "
+                      f"({len(links)} quantize steps fewer)")
+        for link in links:
+            self._say(f"  {link.producer} -> {', '.join(link.readers)}: {link.tensor!r} INT8", detail=True)
+        return steps, tensors, may_store - {link.producer for link in links}
 
     def _reduced_dtype(self, layer: Layer, overrides: dict[str, str]) -> torch.dtype | None:
         if layer.name in overrides:

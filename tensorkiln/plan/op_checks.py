@@ -224,6 +224,9 @@ def check_epilogue(op, inputs: Inputs) -> None:
         check_integer_operands(op, inputs)
     else:
         at_most_inputs(inputs, 5)
+        x = optional(inputs, 0)
+        if getattr(op, "int8_output_scale", 0.0) or (x is not None and x.dtype.value == "int8"):
+            raise PlanProblem("an INT8 input or int8_output_scale needs int8_input_scale and the INT8 weights")
     check_activation("activation", op.activation, op.alpha)
     check_activation("post_activation", op.post_activation, op.post_alpha)
     if op.residual:
@@ -239,6 +242,14 @@ def check_integer_operands(op, inputs: Inputs) -> None:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise PlanProblem(f"int8_input_scale {scale!r} must be a finite number > 0 (or 0: no INT8 input)")
     at_most_inputs(inputs, 7)
+    output_scale = op.int8_output_scale
+    if isinstance(output_scale, bool) or not isinstance(output_scale, (int, float)) or \
+            not math.isfinite(output_scale) or output_scale < 0:
+        raise PlanProblem(f"int8_output_scale {output_scale!r} must be a finite number >= 0 (0: a float output)")
+    if output_scale and op.residual_in_place:
+        raise PlanProblem("an INT8 output (int8_output_scale) cannot be stored over a float residual")
+    if not (required(inputs, 0, "data").dtype.is_floating or inputs[0].dtype.value == "int8"):
+        raise PlanProblem(f"the input of an INT8 layer is floating or int8, not {inputs[0].dtype.value}")
     weight, q, scales = required(inputs, 1, "weight"), required(inputs, 5, "INT8 weight"), required(inputs, 6,
                                                                                                      "weight scales")
     if q.dtype.value != "int8" or scales.dtype.value != "int32" or len(scales.shape) != 1:

@@ -283,3 +283,96 @@ def test_engine_with_integer_operands_round_trips_through_the_engine_file(monkey
     got = reloaded.create_execution_context().execute(feed)
     for name, value in expected.items():
         assert np.array_equal(got[name], value)
+
+
+def _chain(rng):
+    """conv 3x3 (ReLU) -> conv 1x1 (ReLU) -> conv 3x3 strided -> fully connected: two links between integer layers
+    (the flatten before the fully connected layer is not one)."""
+    network = tk.NetworkDefinition()
+    x = network.add_input("x", tk.DataType.FLOAT, (2, 8, 9, 9))
+    weights = lambda *shape: (rng.standard_normal(shape) * 0.2).astype(np.float32)  # noqa: E731
+    a = network.add_convolution(x, 16, (3, 3), weights(16, 8, 3, 3), weights(16), padding=1, name="conv_a")
+    relu_a = network.add_activation(a.get_output(0), tk.ActivationType.RELU, name="relu_a")
+    b = network.add_convolution(relu_a.get_output(0), 16, (1, 1), weights(16, 16, 1, 1), weights(16), name="conv_b")
+    relu_b = network.add_activation(b.get_output(0), tk.ActivationType.RELU, name="relu_b")
+    c = network.add_convolution(relu_b.get_output(0), 8, (3, 3), weights(8, 16, 3, 3), weights(8), stride=2,
+                                padding=1, name="conv_c")
+    fc = network.add_fully_connected(c.get_output(0), 4, weights(4, 8 * 5 * 5), weights(4), name="fc")
+    network.mark_output(fc.get_output(0))
+    return network
+
+
+def test_linked_integer_layers_keep_int8_activations_and_the_same_outputs(monkeypatch):
+    """plan/integer_links.py: where a quantized layer on an integer kernel feeds only the quantize step of quantized
+    layers on integer kernels, it stores INT8 and the step goes. Run here with every quantized layer counted as
+    integer and the portable kernels (the reference semantics of INT8 inputs and outputs): the engine validates as a
+    loaded one, holds INT8 activations, and gives the unlinked engine's outputs to the bit."""
+    import tensorkiln.quant.int8 as int8_build
+    from tensorkiln.plan.integer_links import link_integer_layers
+    from tensorkiln.plan.memory import plan_memory
+    from tensorkiln.plan.validate import validate_plan
+    from tensorkiln.runtime.engine import Engine
+
+    class WithIntegerOperands(QuantizeInt8):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "integer_weights": True})
+
+    monkeypatch.setattr(int8_build, "QuantizeInt8", WithIntegerOperands)
+    rng = np.random.default_rng(6)
+    batches = [rng.standard_normal((2, 8, 9, 9)).astype(np.float32) for _ in range(2)]
+    config = tk.BuilderConfig(precision=tk.Precision.INT8, int8=Int8Options(DataCalibrator(batches, "minmax")))
+    engine = tk.Builder(config).build(_chain(np.random.default_rng(2)))
+    plan, weights = engine.plan, engine.device_weights()
+    outside = {spec.name for spec in plan.outputs}
+    quantized = {s.name for s in plan.steps if getattr(s.op, "int8_input_scale", 0.0)}
+    integer = lambda tactic: True  # noqa: E731 (only quantized layers are asked)
+    scalar = lambda name: float(weights[name].reshape(-1)[0]) if weights[name].numel() == 1 else None  # noqa: E731
+    steps, tensors, links = link_integer_layers(plan.steps, plan.tensors, outside, integer, scalar)
+    assert [(link.producer, link.readers) for link in links] == [("conv_a.fused", ("conv_b.fused",)),
+                                                                  ("conv_b.fused", ("conv_c.fused",))]
+    assert len(steps) == len(plan.steps) - 2 and len(quantized) == 4
+    dtypes = {spec.name: spec.dtype for spec in tensors}
+    assert all(dtypes[link.tensor] is DataType.INT8 for link in links)
+    linked = dataclasses.replace(plan, steps=tuple(steps), tensors=tuple(tensors),
+                                 memory=plan_memory(steps, tensors, outside))
+    validate_plan(linked, on_this_machine=False)
+    assert linked.memory.activation_bytes < plan.memory.activation_bytes
+    feed = {"x": rng.standard_normal((2, 8, 9, 9)).astype(np.float32)}
+    expected = engine.create_execution_context().execute(feed)
+    got = Engine(linked, weights).create_execution_context().execute(feed)
+    for name, value in expected.items():
+        assert np.array_equal(got[name], value)
+    # a reader on a float kernel keeps its quantize step, and its producer a float output
+    float_tactic = "cpu.fused_convolution.float_kernel"
+    steps = [dataclasses.replace(s, tactic=float_tactic) if s.name == "conv_c.fused" else s for s in plan.steps]
+    _, _, links = link_integer_layers(steps, plan.tensors, outside, lambda tactic: tactic != float_tactic, scalar)
+    assert [link.producer for link in links] == ["conv_a.fused"]
+    # ... and so does a producer on a float kernel
+    steps = [dataclasses.replace(s, tactic=float_tactic) if s.name == "conv_a.fused" else s for s in plan.steps]
+    _, _, links = link_integer_layers(steps, plan.tensors, outside, lambda tactic: tactic != float_tactic, scalar)
+    assert [link.producer for link in links] == ["conv_b.fused"]
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[2]])
+def test_integer_tactics_read_and_write_int8_activations(case):
+    """A linked layer (plan/integer_links.py): INT8 input, INT8 output at int8_output_scale; every integer tactic
+    gives the portable kernel's INT8 values (the same rounding: half to even)."""
+    op, inputs = _conv_case(case, EPILOGUES[1])
+    op = dataclasses.replace(op, int8_output_scale=0.05)
+    inputs[0] = int8_tactics.quantize_input(inputs[0], INPUT_SCALE).contiguous(memory_format=torch.channels_last)
+    reference = get_kernel(op.KIND)(op, inputs)[0]
+    assert reference.dtype == torch.int8 and reference.abs().max() > 10  # not all rounded to zero
+    outputs = [_conv_tactic(op, inputs)(op, inputs)[0]]
+    if HAS_TRITON:
+        outputs.append(int8_tactics.triton_int8_convolution(op, inputs, int8_tactics.TRITON_CONFIGS[-1])[0])
+    for out in outputs:
+        assert out.dtype == torch.int8
+        # one step apart at most where the FP32 sums of the two orders straddle a rounding boundary
+        assert (out.int() - reference.int()).abs().max() <= 1 and (out != reference).float().mean() < 0.01
+    op, inputs = _matmul_case((3, 7), 40, 24, dict(residual=True))
+    op = dataclasses.replace(op, int8_output_scale=0.05)
+    inputs[0] = int8_tactics.quantize_input(inputs[0], INPUT_SCALE)
+    reference = get_kernel(op.KIND)(op, inputs)[0]
+    for out in [int8_tactics.int8_matmul(op, inputs)[0]] + ([int8_tactics.triton_int8_matmul(
+            op, inputs, int8_tactics.TRITON_CONFIGS[-1])[0]] if HAS_TRITON else []):
+        assert out.dtype == torch.int8 and (out.int() - reference.int()).abs().max() <= 1

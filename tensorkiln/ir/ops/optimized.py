@@ -40,8 +40,10 @@ class Attention(OpAttrs):
 # (passes/quantize_int8.py): x lies on the INT8 grid of that scale (it is quantize-dequantized before the layer), and
 # two more inputs follow the five, the weights as per-channel INT8 (a convolution's [K, R, S, C], channels last; a
 # matrix product's b as [N, K]) and their float32 scales [K] / [N] (as int32 bits: never cast to a compute dtype),
-# for the integer kernels (kernels/cuda/int8.py); the float kernels
-# read the first five inputs only (the weights there are the same INT8 values times their scales).
+# for the integer kernels (kernels/cuda/int8.py); the float kernels read the first five inputs only (the weights
+# there are the same INT8 values times their scales). Between two such layers on integer kernels the builder may
+# keep the activation INT8 (plan/integer_links.py): x is then an INT8 tensor (x * int8_input_scale is its value),
+# and the producer's `int8_output_scale` (0: a float output) makes it store clip(round(y / scale), -128, 127).
 @op("fused_convolution")
 class FusedConvolution(OpAttrs):
     """ops.Convolution + epilogue; inputs: x, kernel, bias|None, residual|None, prelu_slope|None."""
@@ -59,6 +61,7 @@ class FusedConvolution(OpAttrs):
     post_beta: float = 0.0
     residual_in_place: bool = False
     int8_input_scale: float = 0.0
+    int8_output_scale: float = 0.0
 
 
 @op("fused_deconvolution")
@@ -95,6 +98,7 @@ class FusedMatMul(OpAttrs):
     post_beta: float = 0.0
     residual_in_place: bool = False
     int8_input_scale: float = 0.0
+    int8_output_scale: float = 0.0
 
 
 @op("fused_pointwise")

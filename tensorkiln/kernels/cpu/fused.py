@@ -23,6 +23,7 @@ from ..registry import kernel
 from .activation import activation as activation_kernel
 from .activation import parametric_relu, unary as unary_kernel
 from .conv import convolution, deconvolution, split_pads
+from .int8_io import dequantized_input, quantized_output
 from .elementwise import elementwise as elementwise_kernel
 from .linalg import matrix_multiply
 
@@ -76,13 +77,14 @@ def _five(inputs) -> list:
 @kernel(ops.FusedConvolution)
 def fused_convolution(op: ops.FusedConvolution, inputs):
     x, weight, bias, residual, slope = _five(inputs)
+    x = dequantized_input(op, x, weight.dtype)  # an INT8 input between integer layers (int8_io.py)
     # The activation is never handed to oneDNN as a post-op: its ReLU (and its leaky ReLU with slope 0) is a max
     # with 0 that turns NaN into 0, where ONNX's Relu, onnxruntime and torch.relu_ keep NaN. The in-place relu_ of the
     # epilogue costs one pass over the output (within the noise of 2-core timings of ResNet-sized layers).
     y = _onednn_convolution(op, x, weight, bias)
     if y is None:
         y = convolution(ops.Convolution(op.stride, op.pads, op.dilation, op.groups), [x, weight, bias])[0]
-    return [apply_epilogue(op, y, residual, slope)]
+    return [quantized_output(op, apply_epilogue(op, y, residual, slope))]
 
 
 def _two_dimensional(op, inputs) -> bool:
@@ -96,8 +98,9 @@ def fused_convolution_direct(op: ops.FusedConvolution, inputs):
     layers (a 1x1 convolution of 32 to 200 channels on 2x96: 22 against 42 us), slower on others; the tactic timer
     decides per layer."""
     x, weight, bias, residual, slope = _five(inputs)
+    x = dequantized_input(op, x, weight.dtype)  # an INT8 input between integer layers (int8_io.py)
     y = convolution(ops.Convolution(op.stride, op.pads, op.dilation, op.groups), [x, weight, bias])[0]
-    return [apply_epilogue(op, y, residual, slope)]
+    return [quantized_output(op, apply_epilogue(op, y, residual, slope))]
 
 
 # ---- the CPU fast path: oneDNN with the weight packed once ----------------------------------------------------
@@ -152,10 +155,11 @@ def fused_deconvolution(op: ops.FusedDeconvolution, inputs):
 @kernel(ops.FusedMatMul)
 def fused_matmul(op: ops.FusedMatMul, inputs):
     a, b, bias, residual, slope = _five(inputs)
+    a = dequantized_input(op, a, b.dtype)  # an INT8 input between integer layers (int8_io.py)
     y = matrix_multiply(ops.MatrixMultiply(op.transpose_a, op.transpose_b), [a, b])[0]
     if bias is not None:
         y = _add(y, bias)  # broadcast over the last dim
-    return [apply_epilogue(op, y, residual, slope)]
+    return [quantized_output(op, apply_epilogue(op, y, residual, slope))]
 
 
 # ---- fused pointwise programs ------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from ...ir import ops
 from ..cpu.conv import split_pads
 from ..cpu.fused import apply_epilogue
+from ..cpu.int8_io import quantized_output
 from ..registry import kernel
 from . import triton_tactics
 from .triton import configs as tiles
@@ -43,22 +44,26 @@ def _column_scales(op, weight_scales: torch.Tensor) -> torch.Tensor:
 
 
 def quantize_input(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """The INT8 grid values of x (x / scale rounded half to even, as the quantize step rounds, and clipped)."""
+    """The INT8 grid values of x (x / scale rounded half to even, as the quantize step rounds, and clipped); an INT8
+    input (from an integer layer before: cpu/int8_io.py) is that already."""
+    if x.dtype is torch.int8:
+        return x
     return torch.round(x.float() / scale).clamp_(INT8_MIN, INT8_MAX).to(torch.int8)
 
 
 def dequantize_epilogue(op, acc: torch.Tensor, weight_scales: torch.Tensor, bias: torch.Tensor | None,
                         residual: torch.Tensor | None, slope: torch.Tensor | None, out_dtype: torch.dtype,
                         as_output=lambda y: y) -> torch.Tensor:
-    """epilogue(acc s_x s_w + bias) in `out_dtype`: acc [rows, N] INT32, s_w [N]; `as_output` reshapes the [rows, N]
-    result to the layer's output (before the residual and activations, which broadcast in its shape)."""
+    """epilogue(acc s_x s_w + bias) in `out_dtype` (INT8 at int8_output_scale where the layer has one): acc [rows, N]
+    INT32, s_w [N]; `as_output` reshapes the [rows, N] result to the layer's output (before the residual and
+    activations, which broadcast in its shape)."""
     column_scales = _column_scales(op, weight_scales)
     if bias is None:
         y = acc * column_scales  # int32 x float32: one kernel, FP32 result
     else:
         y = torch.addcmul(bias.float(), acc, column_scales)
     y = as_output(y.to(out_dtype))
-    return apply_epilogue(op, y, residual, slope)
+    return quantized_output(op, apply_epilogue(op, y, residual, slope))
 
 
 def integer_operands_ok(op, inputs) -> bool:
@@ -67,7 +72,7 @@ def integer_operands_ok(op, inputs) -> bool:
     if not getattr(op, "int8_input_scale", 0.0) or len(inputs) != INTEGER_INPUTS:
         return False
     x, q, scales = inputs[0], inputs[5], inputs[6]
-    return (x is not None and q is not None and scales is not None and x.dtype.is_floating
+    return (x is not None and q is not None and scales is not None and (x.dtype.is_floating or x.dtype.value == "int8")
             and q.dtype.value == "int8" and scales.dtype.value == "int32" and len(scales.shape) == 1)
 
 
@@ -111,8 +116,8 @@ def int8_matmul(op: ops.FusedMatMul, inputs) -> list[torch.Tensor]:
     rows = quantize_input(a.reshape(-1, a.shape[-1]), op.int8_input_scale)
     acc = torch._int_mm(rows, q.t())  # q [N, K] row-major: B column-major, cuBLASLt's fastest INT8 layout ("TN")
     shape = (*a.shape[:-1], q.shape[0])
-    return [dequantize_epilogue(op, acc, weight_scales, bias, residual if op.residual else None, slope, a.dtype,
-                                lambda y: y.view(shape))]
+    return [dequantize_epilogue(op, acc, weight_scales, bias, residual if op.residual else None, slope,
+                                inputs[1].dtype, lambda y: y.view(shape))]
 
 
 # ---- convolutions over NHWC activations: a GEMM over the output pixels --------------------------------------------
@@ -172,7 +177,7 @@ def int8_pointwise_convolution(op: ops.FusedConvolution, inputs) -> list[torch.T
     pixels = _nhwc_int8(x, op.int8_input_scale)[:, ::op.stride[0], ::op.stride[1], :]
     n, p, qq, c = pixels.shape
     acc = torch._int_mm(pixels.reshape(n * p * qq, c), q.view(q.shape[0], c).t())
-    return _conv_result(op, acc, inputs, n, p, qq, x.dtype)
+    return _conv_result(op, acc, inputs, n, p, qq, inputs[1].dtype)
 
 
 def im2col_nhwc(x: torch.Tensor, op, kernel_size: tuple[int, int], p: int, q: int) -> torch.Tensor:
@@ -192,7 +197,7 @@ def int8_im2col_convolution(op: ops.FusedConvolution, inputs) -> list[torch.Tens
     p, qq = conv_output_size(op, x.shape, q.shape)
     columns = im2col_nhwc(_nhwc_int8(x, op.int8_input_scale), op, tuple(q.shape[1:3]), p, qq)
     acc = torch._int_mm(columns, q.reshape(q.shape[0], -1).t())
-    return _conv_result(op, acc, inputs, x.shape[0], p, qq, x.dtype)
+    return _conv_result(op, acc, inputs, x.shape[0], p, qq, inputs[1].dtype)
 
 
 # ---- the Triton kernel (triton/int8_gemm.py): quantized on load, dequantized in the fused epilogue -------------------
@@ -203,8 +208,9 @@ TRITON_CONFIGS = (tiles.GemmConfig(128, 128, 64, 8, 8, 3), tiles.GemmConfig(128,
 
 
 def _triton_epilogue(op, inputs) -> dict:
-    _, _, bias, residual, slope = inputs[:5]
-    return dict(bias=bias, activation=None if op.prelu else op.activation, alpha=op.alpha, beta=op.beta,
+    _, weight, bias, residual, slope = inputs[:5]
+    return dict(out_dtype=weight.dtype, output_scale=op.int8_output_scale, bias=bias,
+                activation=None if op.prelu else op.activation, alpha=op.alpha, beta=op.beta,
                 prelu_slope=slope if op.prelu else None, residual=residual if op.residual else None,
                 post_activation=op.post_activation, post_alpha=op.post_alpha, post_beta=op.post_beta,
                 over_residual=op.residual_in_place)
@@ -233,19 +239,31 @@ def _matmul_ok(op, inputs) -> bool:
     return _matmul_problem(op, inputs) is not None
 
 
+INTEGER_IMPLS: set[str] = set()  # every integer tactic's implementation name (they read INT8 inputs too)
+
+
+def is_integer_tactic(tactic: str) -> bool:
+    """Whether a tactic id names one of these integer kernels (plan/integer_links.py links such layers)."""
+    target, _, impl = (tactic.split(".", 2) + ["", ""])[:3]
+    return target == "cuda" and impl in INTEGER_IMPLS
+
+
+def _integer_kernel(op_class, impl: str, supports, fn, **kwargs) -> None:
+    INTEGER_IMPLS.add(impl)
+    kernel(op_class, target="cuda", impl=impl, supports=supports, **kwargs)(fn)
+
+
 def _register() -> None:
-    kernel(ops.FusedMatMul, target="cuda", impl="cublaslt_int8_gemm", supports=_cublas_matmul_ok)(int8_matmul)
-    kernel(ops.FusedConvolution, target="cuda", impl="cublaslt_int8_1x1",
-           supports=_cublas_pointwise_ok)(int8_pointwise_convolution)
-    kernel(ops.FusedConvolution, target="cuda", impl="cublaslt_int8_im2col",
-           supports=_cublas_im2col_ok)(int8_im2col_convolution)
+    _integer_kernel(ops.FusedMatMul, "cublaslt_int8_gemm", _cublas_matmul_ok, int8_matmul)
+    _integer_kernel(ops.FusedConvolution, "cublaslt_int8_1x1", _cublas_pointwise_ok, int8_pointwise_convolution)
+    _integer_kernel(ops.FusedConvolution, "cublaslt_int8_im2col", _cublas_im2col_ok, int8_im2col_convolution)
     if not triton_tactics.TRITON_AVAILABLE:
         return
     for config in TRITON_CONFIGS:
-        kernel(ops.FusedConvolution, target="cuda", impl=triton_tactics.tactic_impl("int8conv", config),
-               supports=_conv_ok, writes_over_residual=True)(triton_tactics._bind(triton_int8_convolution, config))
-        kernel(ops.FusedMatMul, target="cuda", impl=triton_tactics.tactic_impl("int8gemm", config),
-               supports=_matmul_ok, writes_over_residual=True)(triton_tactics._bind(triton_int8_matmul, config))
+        _integer_kernel(ops.FusedConvolution, triton_tactics.tactic_impl("int8conv", config), _conv_ok,
+                        triton_tactics._bind(triton_int8_convolution, config), writes_over_residual=True)
+        _integer_kernel(ops.FusedMatMul, triton_tactics.tactic_impl("int8gemm", config), _matmul_ok,
+                        triton_tactics._bind(triton_int8_matmul, config), writes_over_residual=True)
 
 
 _register()

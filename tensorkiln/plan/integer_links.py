@@ -1,0 +1,105 @@
+"""INT8 activations between integer layers, as TensorRT keeps INT8 tensors between its INT8 layers.
+
+An INT8 build quantizes each convolution's and GEMM's input with a quantize-dequantize step (a fused pointwise
+program, passes/quantize_int8.py) and the tactic timer then picks an integer or a float kernel per layer. Where a
+quantized layer P on an integer kernel feeds nothing but such a step, and every reader of the step is a quantized
+layer on an integer kernel at the step's scale, the step goes: P stores its result as INT8 at that scale
+(int8_output_scale: its epilogue rounds and clips, exactly what the step computed) and the readers take the INT8
+tensor as their input. Per element that is one byte written and one read, where the float path wrote two bytes,
+read and wrote them again in the step, and read two:
+
+    P (integer) -> y -> quantize-dequantize(s) -> y_q -> C1, C2 (integer, input scale s)
+        =>  P (integer, int8_output_scale s) -> y (INT8) -> C1, C2
+
+Run by the builder after the tactics are chosen (the choice between integer and float kernels is the timer's) and
+before the memory plan; which tactics are integer is the caller's knowledge (kernels/cuda/int8.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import defaultdict
+from typing import Callable, Sequence
+
+from ..ir import ops
+from ..ir.dtypes import DataType
+from .plan import Step, TensorSpec
+
+# the quantize-dequantize step quantize_int8 writes (INT8, zero point 0), as fuse_pointwise makes it one program:
+# x / s -> round -> clip(-128, 127) -> * s, the scale being the program's second input
+FAKE_QUANTIZE_PROGRAM = ("t0 = div in0 in1", "t1 = round t0", "t2 = clip t1 -128.0 127.0", "t3 = prod t2 in1",
+                         "out = t3")
+_LINKED_KINDS = (ops.FusedConvolution.KIND, ops.FusedMatMul.KIND)
+SCALE_TOLERANCE = 1e-3  # the step's scale constant is stored in the compute dtype (FP16: 2^-11 relative)
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+    producer: str  # the step that now stores INT8
+    tensor: str  # its output, now INT8
+    removed: str  # the quantize-dequantize step that went
+    readers: tuple[str, ...]
+
+
+def link_integer_layers(steps: Sequence[Step], tensors: Sequence[TensorSpec], outside: set[str],
+                        is_integer: Callable[[str], bool], scalar: Callable[[str], float | None]
+                        ) -> tuple[list[Step], list[TensorSpec], list[Link]]:
+    """The steps and activation specs with every link made (see the module's docstring), and the links.
+    `is_integer(tactic id)`: whether the tactic is an integer kernel (those read INT8 inputs and honour
+    int8_output_scale); `scalar(name)`: the value of a one-element constant, None where `name` is none."""
+    producer = {name: index for index, step in enumerate(steps) for name in step.outputs}
+    readers: dict[str, list[int]] = defaultdict(list)
+    for index, step in enumerate(steps):
+        for name in set(step.inputs) - {None}:
+            readers[name].append(index)
+    new_steps, links = list(steps), []
+    for index, step in enumerate(steps):
+        link = _link(index, steps, producer, readers, outside, is_integer, scalar)
+        if link is None:
+            continue
+        source, scale = link
+        linked = new_steps[source]  # (its input may have been relinked already: it can read an earlier link)
+        new_steps[source] = dataclasses.replace(linked, op=dataclasses.replace(linked.op, int8_output_scale=scale))
+        x, y = step.inputs[0], step.outputs[0]
+        for reader in readers[y]:
+            new_steps[reader] = dataclasses.replace(new_steps[reader], inputs=(x, *new_steps[reader].inputs[1:]))
+        new_steps[index] = None
+        links.append(Link(steps[source].name, x, step.name, tuple(steps[r].name for r in readers[y])))
+    int8 = {link.tensor for link in links}
+    removed = {name for index, step in enumerate(steps) if new_steps[index] is None for name in step.outputs}
+    new_tensors = [dataclasses.replace(spec, dtype=DataType.INT8) if spec.name in int8 else spec
+                   for spec in tensors if spec.name not in removed]
+    return [step for step in new_steps if step is not None], new_tensors, links
+
+
+def _link(index: int, steps: Sequence[Step], producer: dict[str, int], readers: dict[str, list[int]],
+          outside: set[str], is_integer: Callable[[str], bool], scalar: Callable[[str], float | None]
+          ) -> tuple[int, float] | None:
+    """(the producer's index, the scale) where step `index` is a quantize-dequantize step that can go."""
+    step = steps[index]
+    if step.kind != ops.FusedPointwise.KIND or tuple(step.op.program) != FAKE_QUANTIZE_PROGRAM \
+            or len(step.inputs) != 2 or len(step.outputs) != 1:
+        return None
+    (x, scale_name), y = step.inputs, step.outputs[0]
+    if x is None or x in outside or y in outside or x not in producer or readers[x] != [index] or not readers[y]:
+        return None
+    source = steps[producer[x]]
+    if source.kind not in _LINKED_KINDS or len(source.outputs) != 1 or not _integer_layer(source, is_integer) \
+            or source.op.int8_output_scale:
+        return None
+    chosen = [steps[r] for r in readers[y]]
+    if not all(_integer_layer(reader, is_integer) and reader.inputs[0] == y and y not in reader.inputs[1:]
+               for reader in chosen):
+        return None
+    scales = {reader.op.int8_input_scale for reader in chosen}
+    stored = scalar(scale_name) if scale_name is not None else None
+    if len(scales) != 1 or stored is None:
+        return None
+    (scale,) = scales
+    if not math.isclose(stored, scale, rel_tol=SCALE_TOLERANCE):
+        return None
+    return producer[x], scale
+
+
+def _integer_layer(step: Step, is_integer: Callable[[str], bool]) -> bool:
+    return step.kind in _LINKED_KINDS and bool(step.op.int8_input_scale) and is_integer(step.tactic)
