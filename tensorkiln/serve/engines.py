@@ -75,7 +75,10 @@ def _profiled_sizes(engine, settings: ModelSettings, where: str) -> dict[int, ob
     if largest < settings.max_batch_size:
         raise ServeError(f"model {settings.name!r}: {where}'s profile 0 runs batches up to {largest} < "
                          f"max_batch_size {settings.max_batch_size}; set max_batch_size to {largest} or rebuild it")
-    return {size: engine for size in served_batch_sizes(settings, max(smallest, 1))}
+    sizes = served_batch_sizes(settings, max(smallest, 1))
+    # every size served stays specialized: none is evicted and built again on a request's time
+    engine.max_specializations = max(engine.max_specializations, len(sizes))
+    return {size: engine for size in sizes}
 
 
 def _cached(source: Path, name: str, build):

@@ -255,3 +255,16 @@ def test_an_instance_that_cannot_start_fails_the_load_with_its_reason():
 
     with pytest.raises(ServeError, match="model 'm': an instance could not start: out of device memory"):
         Scheduler(ModelSettings("m", instance_count=2), {0: BrokenEngine()}, ModelStats())
+
+
+def test_every_served_batch_size_stays_specialized(tmp_path):
+    from tensorkiln.serve.config import parse_settings
+    from tensorkiln.serve.engines import engines_for
+
+    model_dir = _profiled_affine(tmp_path, 1, 4096)
+    preferred = ", ".join(str(100 * k) for k in range(1, 11))
+    settings = parse_settings(f"max_batch_size: 4096 dynamic_batching {{ preferred_batch_size: [{preferred}] }}",
+                              "served")
+    engines = engines_for(model_dir / "1", settings)
+    assert len(engines) == 8 + 9 + 10  # 1..8, 16..4096, the preferred sizes: more than the 16 kept by default
+    assert next(iter(engines.values())).max_specializations == len(engines)
