@@ -40,6 +40,8 @@ class ModelSettings:
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
     instance_count: int = 1
     version_policy: str = "latest"  # latest (1 version) or all
+    device: str = "cpu"  # where model.onnx is built to run: cuda for instance_group kind KIND_GPU
+    precision: str = ""  # fp16/fp32 from a TensorRT accelerator's precision_mode; "": the server's builder default
     config_text: str = ""  # the file as given, for the model config endpoints
 
 
@@ -75,6 +77,7 @@ def parse_settings(text: str, default_name: str, source: str = "config.pbtxt") -
     if any(size < 1 or size > max(config.max_batch_size, 1) for size in preferred):
         raise ConfigError(f"{source}: preferred_batch_size {list(preferred)} must lie in 1..max_batch_size "
                           f"({config.max_batch_size})")
+    device, precision = _placement(config, source)
     return ModelSettings(
         name=default_name, max_batch_size=config.max_batch_size,
         inputs=tuple(_tensor(t, source) for t in config.input),
@@ -82,7 +85,26 @@ def parse_settings(text: str, default_name: str, source: str = "config.pbtxt") -
         dynamic_batching=batching and config.max_batch_size > 0, preferred_batch_sizes=preferred,
         max_queue_delay_us=config.dynamic_batching.max_queue_delay_microseconds, max_queue_size=queue_size,
         instance_count=max(1, sum(group.count or 1 for group in config.instance_group) or 1),
-        version_policy="all" if config.version_policy.HasField("all") else "latest", config_text=text)
+        version_policy="all" if config.version_policy.HasField("all") else "latest", device=device,
+        precision=precision, config_text=text)
+
+
+def _placement(config, source: str) -> tuple[str, str]:
+    """(device, precision) of a model.onnx build: Triton's instance_group kind and the TensorRT accelerator's
+    precision_mode, the fields a Triton config for a TensorRT-accelerated model already has."""
+    pb = model_config_pb2()
+    kinds = {pb.ModelInstanceGroup.Kind.Name(group.kind) for group in config.instance_group}
+    if "KIND_GPU" in kinds and len(kinds) > 1:
+        raise ConfigError(f"{source}: instance groups of kinds {sorted(kinds)}; a tensorkiln model runs all its "
+                          "instances on one device: give every group the same kind")
+    precision = ""
+    for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator:
+        mode = accelerator.parameters.get("precision_mode", "") if accelerator.name == "tensorrt" else ""
+        if mode and mode not in ("FP16", "FP32"):
+            raise ConfigError(f"{source}: precision_mode {mode!r} is not served from model.onnx; use FP16 or FP32, "
+                              "or ship an INT8 model.engine built with kiln build --int8")
+        precision = mode.lower() or precision
+    return ("cuda" if "KIND_GPU" in kinds else "cpu"), precision
 
 
 def _tensor(tensor, source: str) -> TensorConfig:

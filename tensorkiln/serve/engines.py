@@ -12,9 +12,13 @@ padded with zeros (key 0: a model without batching, each request run at its own 
   or, without batching, at any shape its profile 0 takes.
 - A fixed-shape model.engine is served at its own shapes: its first dimension is its only batch size.
 - A model.onnx without batching gets one fixed-shape engine at the model's (or config.pbtxt's) shapes.
+
+model.onnx is built for the CPU, or for CUDA where config.pbtxt's instance_group kind is KIND_GPU, in FP16 where a
+TensorRT accelerator's precision_mode says so (config.py); the cached file's name says which.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from ..errors import EngineFormatError
@@ -53,12 +57,27 @@ def engines_for(version_dir: Path, settings: ModelSettings, builder_config=None)
                              f"{settings.max_batch_size}; set max_batch_size to {size} or serve model.onnx")
         return {size: engine}
     source = version_dir / "model.onnx"
+    builder_config = placed_config(settings, builder_config)
+    tag = "" if settings.device == "cpu" and not settings.precision else f".{settings.device}-{settings.precision}"
     if settings.max_batch_size == 0:
-        return {0: _cached(source, "model.b0.engine", lambda: _build_fixed(source, settings, builder_config))}
+        return {0: _cached(source, f"model.b0{tag}.engine", lambda: _build_fixed(source, settings, builder_config))}
     opt = max(settings.preferred_batch_sizes, default=settings.max_batch_size)
-    name = f"model.b1-{opt}-{settings.max_batch_size}.engine"  # the profile's min, opt and max batch
+    name = f"model.b1-{opt}-{settings.max_batch_size}{tag}.engine"  # the profile's min, opt and max batch
     engine = _cached(source, name, lambda: _build_profiled(source, settings, builder_config))
     return _profiled_sizes(engine, settings, f"{CACHE_DIR}/{name}")
+
+
+def placed_config(settings: ModelSettings, builder_config=None):
+    """The server's builder config, on the device and in the precision the model's config.pbtxt asks for."""
+    from ..builder import BuilderConfig, Target
+    from ..quant.precision import Precision
+
+    config = builder_config or BuilderConfig()
+    if settings.device == "cuda":
+        config = dataclasses.replace(config, target=Target.CUDA)
+    if settings.precision:
+        config = dataclasses.replace(config, precision=Precision(settings.precision))
+    return config
 
 
 def _profiled_sizes(engine, settings: ModelSettings, where: str) -> dict[int, object]:

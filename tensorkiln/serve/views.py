@@ -34,7 +34,8 @@ def model_config_message(model):
         config.dynamic_batching.preferred_batch_size.extend(settings.preferred_batch_sizes)
         config.dynamic_batching.max_queue_delay_microseconds = settings.max_queue_delay_us
         config.dynamic_batching.default_queue_policy.max_queue_size = settings.max_queue_size
-    config.instance_group.add(count=settings.instance_count, kind=pb.ModelInstanceGroup.KIND_CPU)
+    kind = pb.ModelInstanceGroup.KIND_GPU if settings.device == "cuda" else pb.ModelInstanceGroup.KIND_CPU
+    config.instance_group.add(count=settings.instance_count, kind=kind)
     return config
 
 

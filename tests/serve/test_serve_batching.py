@@ -268,3 +268,35 @@ def test_every_served_batch_size_stays_specialized(tmp_path):
     engines = engines_for(model_dir / "1", settings)
     assert len(engines) == 8 + 9 + 10  # 1..8, 16..4096, the preferred sizes: more than the 16 kept by default
     assert next(iter(engines.values())).max_specializations == len(engines)
+
+
+def test_instance_kind_gpu_and_tensorrt_precision_place_the_build(tmp_path):
+    import torch
+
+    from tensorkiln.builder import Target
+    from tensorkiln.quant.precision import Precision
+    from tensorkiln.serve.config import ConfigError, parse_settings
+    from tensorkiln.serve.engines import placed_config
+    from tensorkiln.serve.repository import ModelRepository
+
+    gpu = parse_settings('instance_group [{ count: 2 kind: KIND_GPU }] optimization { execution_accelerators { '
+                         'gpu_execution_accelerator [{ name: "tensorrt" parameters { key: "precision_mode" '
+                         'value: "FP16" } }] } }', "m")
+    assert (gpu.device, gpu.precision, gpu.instance_count) == ("cuda", "fp16", 2)
+    config = placed_config(gpu)
+    assert (config.target, config.precision) == (Target.CUDA, Precision.FP16)
+    assert parse_settings("instance_group [{ kind: KIND_CPU }]", "m").device == "cpu"
+    with pytest.raises(ConfigError, match="give every group the same kind"):
+        parse_settings("instance_group [{ kind: KIND_GPU }, { kind: KIND_CPU }]", "m")
+    with pytest.raises(ConfigError, match="precision_mode 'INT8'"):
+        parse_settings('optimization { execution_accelerators { gpu_execution_accelerator [{ name: "tensorrt" '
+                       'parameters { key: "precision_mode" value: "INT8" } }] } }', "m")
+    if not torch.cuda.is_available():  # the load fails with the builder's reason, and the model says it
+        from conftest import write_affine
+
+        write_affine(tmp_path / "affine")
+        (tmp_path / "affine/config.pbtxt").write_text("max_batch_size: 8 instance_group [{ kind: KIND_GPU }]")
+        repository = ModelRepository(tmp_path)
+        repository.load_all()
+        [entry] = repository.index()
+        assert entry["state"] == "UNAVAILABLE" and "CUDA target needs a CUDA device" in entry["reason"]

@@ -1,6 +1,6 @@
-"""kiln serve's GPU path (runs where CUDA is present; the lead's H200): a batched model on one CUDA engine with a
-batch profile, two instances, each running on a CUDA stream of its own (not the default stream), batches gathered
-in pinned memory; answers equal to direct execution, bit for bit."""
+"""kiln serve's GPU path (runs where CUDA is present; the lead's H200): a batched model.onnx of instance kind
+KIND_GPU built into one CUDA engine with a batch profile, two instances, each running on a CUDA stream of its own
+(not the default stream), batches gathered in pinned memory; answers equal to direct execution, bit for bit."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -37,15 +37,17 @@ class StreamSpy:
 def test_instances_on_their_own_streams_with_pinned_batches(tmp_path):
     import torch
 
-    from tensorkiln.builder import BuilderConfig, Target
     from tensorkiln.serve.config import read_settings
     from tensorkiln.serve.engines import engines_for
     from tensorkiln.serve.scheduler import Scheduler
     from tensorkiln.serve.stats import ModelStats
 
     write_affine(tmp_path / "affine")
-    settings = read_settings(tmp_path / "affine")  # max_batch_size 8, two instances
-    engines = engines_for(tmp_path / "affine/1", settings, BuilderConfig(target=Target.CUDA))
+    config = tmp_path / "affine/config.pbtxt"  # max_batch_size 8, two instances, now of kind KIND_GPU
+    config.write_text(config.read_text().replace("count: 2", "count: 2 kind: KIND_GPU"))
+    settings = read_settings(tmp_path / "affine")
+    assert settings.device == "cuda"
+    engines = engines_for(tmp_path / "affine/1", settings)
     engine = next(iter(engines.values()))
     assert engine.device.type == "cuda" and hasattr(engine, "num_optimization_profiles")
     seen: list = []
