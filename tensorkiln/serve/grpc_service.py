@@ -123,10 +123,11 @@ def _decode_inputs(request) -> dict[str, np.ndarray]:
         if tensor.name in inputs:
             raise InvalidRequest(f"input {tensor.name!r} is given twice")
         if raw:
-            if len(raw[index]) != count * dtype.itemsize:
-                raise InvalidRequest(f"input {tensor.name!r}: {len(raw[index])} bytes for shape {shape} of {dtype} "
+            data = raw[index]  # each read of a bytes field copies it out of the message: read it once
+            if len(data) != count * dtype.itemsize:
+                raise InvalidRequest(f"input {tensor.name!r}: {len(data)} bytes for shape {shape} of {dtype} "
                                      f"({count * dtype.itemsize} bytes)")
-            inputs[tensor.name] = np.frombuffer(raw[index], dtype=dtype).reshape(shape)
+            inputs[tensor.name] = np.frombuffer(data, dtype=dtype).reshape(shape)
         else:
             values = getattr(tensor.contents, CONTENTS_FIELDS.get(tensor.datatype, "bytes_contents"))
             if len(values) != count:
