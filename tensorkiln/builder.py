@@ -210,8 +210,8 @@ class Builder:
         return plan, weights
 
     def _link_integer_layers(self, steps, tensors, outside, weights, may_store):
-        """INT8 activations between the layers that chose integer kernels (plan/integer_links.py); such a producer
-        no longer stores over its (float) residual."""
+        """INT8 activations between the layers that chose integer kernels (plan/integer_links.py), and the layers
+        that may still store over their residual: the links change tensors' readers and dtypes."""
         from .kernels.cuda.int8 import is_integer_tactic
         from .plan.integer_links import link_integer_layers
 
@@ -221,11 +221,13 @@ class Builder:
 
         steps, tensors, links = link_integer_layers(steps, tensors, outside, is_integer_tactic, scalar)
         if links:
-            self._say(f"int8: {len(links)} layers store INT8 activations for the integer layers reading them "
-                      f"({len(links)} quantize steps fewer)")
+            stored = sum(link.int8 for link in links)
+            self._say(f"int8: {len(links)} quantize steps removed: {stored} layers store INT8 activations for the "
+                      f"integer layers reading them, {len(links) - stored} tensors are quantized as they are read")
         for link in links:
-            self._say(f"  {link.producer} -> {', '.join(link.readers)}: {link.tensor!r} INT8", detail=True)
-        return steps, tensors, may_store - {link.producer for link in links}
+            how = f"{link.producer} stores it INT8" if link.int8 else "read as float, quantized on load"
+            self._say(f"  {link.tensor!r} -> {', '.join(link.readers)}: {how}", detail=True)
+        return steps, tensors, may_store & residual_in_place_candidates(steps, tensors, outside)
 
     def _reduced_dtype(self, layer: Layer, overrides: dict[str, str]) -> torch.dtype | None:
         if layer.name in overrides:

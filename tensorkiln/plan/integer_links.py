@@ -11,8 +11,17 @@ read and wrote them again in the step, and read two:
     P (integer) -> y -> quantize-dequantize(s) -> y_q -> C1, C2 (integer, input scale s)
         =>  P (integer, int8_output_scale s) -> y (INT8) -> C1, C2
 
+Where the producer cannot store INT8 (a float kernel, a layer of another kind, a network input, or a tensor that
+others read too: a residual) but every reader of the step still runs an integer kernel, the step goes all the same
+and the readers read y itself: integer kernels quantize their float input as they load it (kernels/cuda/int8.py),
+which saves the step's pass over the tensor (ResNet-50's block inputs: about 1 ms of 256 images' run on an H200).
+
+    Q (any) -> y -> quantize-dequantize(s) -> y_q -> C1, C2 (integer)    =>    Q -> y -> C1, C2
+
 Run by the builder after the tactics are chosen (the choice between integer and float kernels is the timer's) and
-before the memory plan; which tactics are integer is the caller's knowledge (kernels/cuda/int8.py).
+before the memory plan; which tactics are integer is the caller's knowledge (kernels/cuda/int8.py). A reader of y
+may now read it after a step that was to store over it as its residual: the caller works out again which steps may
+store over their residual (plan/in_place.py).
 """
 from __future__ import annotations
 
@@ -35,10 +44,14 @@ SCALE_TOLERANCE = 1e-3  # the step's scale constant is stored in the compute dty
 
 @dataclasses.dataclass(frozen=True)
 class Link:
-    producer: str  # the step that now stores INT8
-    tensor: str  # its output, now INT8
+    producer: str  # the step that now stores INT8 ("" where it stays float: the readers quantize on load)
+    tensor: str  # its output, now INT8 (or float, read by the readers as it is)
     removed: str  # the quantize-dequantize step that went
     readers: tuple[str, ...]
+
+    @property
+    def int8(self) -> bool:
+        return bool(self.producer)
 
 
 def link_integer_layers(steps: Sequence[Step], tensors: Sequence[TensorSpec], outside: set[str],
@@ -54,51 +67,60 @@ def link_integer_layers(steps: Sequence[Step], tensors: Sequence[TensorSpec], ou
             readers[name].append(index)
     new_steps, links = list(steps), []
     for index, step in enumerate(steps):
-        link = _link(index, steps, producer, readers, outside, is_integer, scalar)
-        if link is None:
+        found = _quantize_step(index, steps, readers, outside, is_integer, scalar)
+        if found is None:
             continue
-        source, scale = link
-        linked = new_steps[source]  # (its input may have been relinked already: it can read an earlier link)
-        new_steps[source] = dataclasses.replace(linked, op=dataclasses.replace(linked.op, int8_output_scale=scale))
+        source = _int8_producer(index, steps, producer, readers, outside, is_integer)
+        if source is not None:
+            linked = new_steps[source]  # (its input may have been relinked already: it can read an earlier link)
+            new_steps[source] = dataclasses.replace(linked, op=dataclasses.replace(linked.op,
+                                                                                  int8_output_scale=found))
         x, y = step.inputs[0], step.outputs[0]
         for reader in readers[y]:
             new_steps[reader] = dataclasses.replace(new_steps[reader], inputs=(x, *new_steps[reader].inputs[1:]))
         new_steps[index] = None
-        links.append(Link(steps[source].name, x, step.name, tuple(steps[r].name for r in readers[y])))
-    int8 = {link.tensor for link in links}
+        links.append(Link("" if source is None else steps[source].name, x, step.name,
+                          tuple(steps[r].name for r in readers[y])))
+    int8 = {link.tensor for link in links if link.int8}
     removed = {name for index, step in enumerate(steps) if new_steps[index] is None for name in step.outputs}
     new_tensors = [dataclasses.replace(spec, dtype=DataType.INT8) if spec.name in int8 else spec
                    for spec in tensors if spec.name not in removed]
     return [step for step in new_steps if step is not None], new_tensors, links
 
 
-def _link(index: int, steps: Sequence[Step], producer: dict[str, int], readers: dict[str, list[int]],
-          outside: set[str], is_integer: Callable[[str], bool], scalar: Callable[[str], float | None]
-          ) -> tuple[int, float] | None:
-    """(the producer's index, the scale) where step `index` is a quantize-dequantize step that can go."""
+def _quantize_step(index: int, steps: Sequence[Step], readers: dict[str, list[int]], outside: set[str],
+                   is_integer: Callable[[str], bool], scalar: Callable[[str], float | None]) -> float | None:
+    """The scale, where step `index` is a quantize-dequantize step whose readers all run integer kernels at its
+    scale (so that it can go)."""
     step = steps[index]
     if step.kind != ops.FusedPointwise.KIND or tuple(step.op.program) != FAKE_QUANTIZE_PROGRAM \
             or len(step.inputs) != 2 or len(step.outputs) != 1:
         return None
     (x, scale_name), y = step.inputs, step.outputs[0]
-    if x is None or x in outside or y in outside or x not in producer or readers[x] != [index] or not readers[y]:
-        return None
-    source = steps[producer[x]]
-    if source.kind not in _LINKED_KINDS or len(source.outputs) != 1 or not _integer_layer(source, is_integer) \
-            or source.op.int8_output_scale:
+    if x is None or scale_name is None or y in outside or not readers[y]:
         return None
     chosen = [steps[r] for r in readers[y]]
     if not all(_integer_layer(reader, is_integer) and reader.inputs[0] == y and y not in reader.inputs[1:]
                for reader in chosen):
         return None
-    scales = {reader.op.int8_input_scale for reader in chosen}
-    stored = scalar(scale_name) if scale_name is not None else None
+    scales, stored = {reader.op.int8_input_scale for reader in chosen}, scalar(scale_name)
     if len(scales) != 1 or stored is None:
         return None
     (scale,) = scales
-    if not math.isclose(stored, scale, rel_tol=SCALE_TOLERANCE):
+    return scale if math.isclose(stored, scale, rel_tol=SCALE_TOLERANCE) else None
+
+
+def _int8_producer(index: int, steps: Sequence[Step], producer: dict[str, int], readers: dict[str, list[int]],
+                   outside: set[str], is_integer: Callable[[str], bool]) -> int | None:
+    """The index of the producer of quantize step `index`'s input where it can store that input as INT8: an integer
+    layer whose output nothing else reads (nor the network)."""
+    x = steps[index].inputs[0]
+    if x in outside or x not in producer or readers[x] != [index]:
         return None
-    return producer[x], scale
+    source = steps[producer[x]]
+    if len(source.outputs) != 1 or not _integer_layer(source, is_integer) or source.op.int8_output_scale:
+        return None
+    return producer[x]
 
 
 def _integer_layer(step: Step, is_integer: Callable[[str], bool]) -> bool:

@@ -304,9 +304,11 @@ def _chain(rng):
 
 def test_linked_integer_layers_keep_int8_activations_and_the_same_outputs(monkeypatch):
     """plan/integer_links.py: where a quantized layer on an integer kernel feeds only the quantize step of quantized
-    layers on integer kernels, it stores INT8 and the step goes. Run here with every quantized layer counted as
-    integer and the portable kernels (the reference semantics of INT8 inputs and outputs): the engine validates as a
-    loaded one, holds INT8 activations, and gives the unlinked engine's outputs to the bit."""
+    layers on integer kernels, it stores INT8 and the step goes; where the producer cannot (the network input, a
+    flatten), the step goes and the readers quantize the float tensor themselves. Run here with every quantized
+    layer counted as integer and the portable kernels (the reference semantics of INT8 and float inputs, INT8
+    outputs): the engine validates as a loaded one, holds INT8 activations, and gives the unlinked engine's outputs
+    to the bit."""
     import tensorkiln.quant.int8 as int8_build
     from tensorkiln.plan.integer_links import link_integer_layers
     from tensorkiln.plan.memory import plan_memory
@@ -328,11 +330,12 @@ def test_linked_integer_layers_keep_int8_activations_and_the_same_outputs(monkey
     integer = lambda tactic: True  # noqa: E731 (only quantized layers are asked)
     scalar = lambda name: float(weights[name].reshape(-1)[0]) if weights[name].numel() == 1 else None  # noqa: E731
     steps, tensors, links = link_integer_layers(plan.steps, plan.tensors, outside, integer, scalar)
-    assert [(link.producer, link.readers) for link in links] == [("conv_a.fused", ("conv_b.fused",)),
-                                                                  ("conv_b.fused", ("conv_c.fused",))]
-    assert len(steps) == len(plan.steps) - 2 and len(quantized) == 4
+    assert [(link.producer, link.readers) for link in links] == [
+        ("", ("conv_a.fused",)), ("conv_a.fused", ("conv_b.fused",)), ("conv_b.fused", ("conv_c.fused",)),
+        ("", ("fc.fused",))]
+    assert len(steps) == len(plan.steps) - 4 and len(quantized) == 4
     dtypes = {spec.name: spec.dtype for spec in tensors}
-    assert all(dtypes[link.tensor] is DataType.INT8 for link in links)
+    assert [dtypes.get(link.tensor) for link in links] == [None, DataType.INT8, DataType.INT8, DataType.FLOAT]
     linked = dataclasses.replace(plan, steps=tuple(steps), tensors=tuple(tensors),
                                  memory=plan_memory(steps, tensors, outside))
     validate_plan(linked, on_this_machine=False)
@@ -346,11 +349,12 @@ def test_linked_integer_layers_keep_int8_activations_and_the_same_outputs(monkey
     float_tactic = "cpu.fused_convolution.float_kernel"
     steps = [dataclasses.replace(s, tactic=float_tactic) if s.name == "conv_c.fused" else s for s in plan.steps]
     _, _, links = link_integer_layers(steps, plan.tensors, outside, lambda tactic: tactic != float_tactic, scalar)
-    assert [link.producer for link in links] == ["conv_a.fused"]
+    assert [link.readers for link in links if link.int8] == [("conv_b.fused",)]
+    assert "conv_c.fused" not in {reader for link in links for reader in link.readers}
     # ... and so does a producer on a float kernel
     steps = [dataclasses.replace(s, tactic=float_tactic) if s.name == "conv_a.fused" else s for s in plan.steps]
     _, _, links = link_integer_layers(steps, plan.tensors, outside, lambda tactic: tactic != float_tactic, scalar)
-    assert [link.producer for link in links] == ["conv_b.fused"]
+    assert [link.producer for link in links if link.int8] == ["conv_b.fused"]
 
 
 @pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[2]])

@@ -37,7 +37,8 @@ class Attention(OpAttrs):
 # `residual_in_place` (convolution and matrix product only) is set by the builder (plan/in_place.py) where the
 # residual dies at this layer and the chosen kernel may write its output over it: the two share bytes.
 # `int8_input_scale` (convolution and matrix product only; 0: none) is set by the INT8 build on the CUDA target
-# (passes/quantize_int8.py): x lies on the INT8 grid of that scale (it is quantize-dequantized before the layer), and
+# (passes/quantize_int8.py): the layer computes on x quantized at that scale (a quantize-dequantize step before it
+# leaves x on that grid; where the builder removes the step, plan/integer_links.py, the kernels quantize x), and
 # two more inputs follow the five, the weights as per-channel INT8 (a convolution's [K, R, S, C], channels last; a
 # matrix product's b as [N, K]) and their float32 scales [K] / [N] (as int32 bits: never cast to a compute dtype),
 # for the integer kernels (kernels/cuda/int8.py); the float kernels read the first five inputs only (the weights

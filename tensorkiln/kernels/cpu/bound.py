@@ -55,9 +55,8 @@ def bind_kernel(kind: str, impl: str, op: ops.OpAttrs, inputs: Sequence[BoundInp
 
     load_all()
     found = _BINDERS.get((kind, impl))
-    if getattr(op, "int8_output_scale", 0.0) or (getattr(op, "int8_input_scale", 0.0) and inputs
-                                                   and inputs[0] is not None and inputs[0].dtype is torch.int8):
-        return None  # INT8 activations between integer layers: the kernel's own semantics (int8_io.py)
+    if getattr(op, "int8_input_scale", 0.0) or getattr(op, "int8_output_scale", 0.0):
+        return None  # a layer of a GPU INT8 engine: the kernel's own semantics (quantized input: int8_io.py)
     return None if found is None else found(op, inputs, outputs)
 
 

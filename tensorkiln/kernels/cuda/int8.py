@@ -1,13 +1,14 @@
 """INT8 tactics on cuBLASLt (`torch._int_mm`: int8 x int8 -> int32) for the layers an INT8 build quantized.
 
 A quantized fused convolution or GEMM carries `int8_input_scale` s_x and, as inputs 5 and 6, its weights as
-per-channel INT8 q_w with their scales s_w (ops/optimized.py, passes/quantize_int8.py). Its input x is already on
-the INT8 grid (a quantize-dequantize step runs before it), so
+per-channel INT8 q_w with their scales s_w (ops/optimized.py, passes/quantize_int8.py). It computes on its input
+quantized at s_x, q_x = clip(round(x / s_x)) (exactly the grid values where a quantize-dequantize step ran before it;
+an INT8 input from a linked integer layer, plan/integer_links.py, is q_x itself), so
 
     y = epilogue(x @ w)  with  x = q_x s_x, w[:, k] = q_w[k] s_w[k]   equals   epilogue((q_x @ q_w^T) s_x s_w + bias)
 
-where q_x = round(x / s_x) recovers the grid values exactly, and the integer product is exact in INT32 (127^2 K
-stays far below 2^31 for any K below 130,000). The bias, activation, residual and post activation follow in FP32
+and the integer product is exact in INT32 (127^2 K stays far below 2^31 for any K below 130,000). A linked layer's
+int8_output_scale stores the result as INT8 for the next integer layer. The bias, activation, residual and post activation follow in FP32
 then the output's dtype (torch ops: a few kernels more than the float tactics' fused epilogues; the Triton tactic in
 int8_gemm.py fuses all of it). The tactic timer weighs these against the float kernels on the same layer, so a
 tactic that is not faster loses.

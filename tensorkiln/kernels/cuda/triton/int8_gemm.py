@@ -10,9 +10,12 @@ activations); tl.dot multiplies INT8 tiles into an INT32 accumulator (exact), an
 by s_x s_w[k] in FP32 before the shared epilogue (epilogue.py). A GEMM [M, K] x [K, N] is the same kernel with
 H = W = R = S = 1 and the rows as the batch.
 
-x / s_x lies within a rounding error of an integer (x = q s_x, rounded to FP16 at worst: |error| <= 127 * 2^-11),
-so rounding it with floor(v + 0.5) gives q exactly; an input off the grid is rounded half up, where the quantize
-step rounds half to even (it only differs on exact ties). An integer has no NaN: a NaN input counts as 0.
+x is either on the INT8 grid already (x = q s_x, rounded to FP16 at worst: x / s_x is within 127 * 2^-11 of q) or a
+float tensor whose quantize step the builder removed (plan/integer_links.py); it is quantized as that step does,
+x / s_x rounded half to even and clipped, but multiplied by 1 / s_x (a division in the main loop costs MMA time),
+which can move a value within one unit in the last place of a tie to the other side. An INT8 input (INPUT_INT8) is
+read as it is. An integer has no NaN: a NaN input counts as 0. With OUTPUT_INT8 the result is requantized for the
+next integer layer, y / scale rounded half to even and clipped, exactly as the portable kernel does.
 """
 from __future__ import annotations
 
@@ -21,8 +24,18 @@ import triton
 import triton.language as tl
 
 from .configs import GemmConfig
-from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_zero, output_buffer
+from .epilogue import _PTX, _f32_ptx, activation_code, apply_epilogue, channel_vector, float_or_zero, output_buffer
 from .gemm import grouped_tile
+
+
+@triton.jit
+def round_half_even(x):
+    """x rounded to an integer, half to even (torch.round's rule, which the quantize step uses): one cvt.rni where
+    PTX runs; the same from floor in Triton's interpreter."""
+    if _PTX:
+        return _f32_ptx("cvt.rni.f32.f32 $0, $1;", x)
+    r = tl.floor(x + 0.5)
+    return tl.where((r - x == 0.5) & (r - 2.0 * tl.floor(r * 0.5) != 0.0), r - 1.0, r)
 
 
 @triton.jit
@@ -73,7 +86,7 @@ def int8_conv_nhwc_kernel(
             a = tl.load(x_ptrs, mask=inside[:, None] & (c[None, :] < C), other=0)
         else:
             a = tl.load(x_ptrs, mask=inside[:, None] & (c[None, :] < C), other=0.0).to(tl.float32)
-            a = tl.floor(a * inv_scale + 0.5)
+            a = round_half_even(a * inv_scale)
             a = tl.where(a == a, a, 0.0)  # NaN -> 0
             a = tl.minimum(tl.maximum(a, -128.0), 127.0).to(tl.int8)
         b = tl.load(w_ptr + w_rows[None, :] + (rs * C + c)[:, None], mask=(c[:, None] < C) & mask_n[None, :], other=0)
@@ -85,9 +98,7 @@ def int8_conv_nhwc_kernel(
     out = apply_epilogue(out, offs_m, offs_n, mask_m, mask_n, bias_ptr, slope_ptr, res_ptr, res_rows, stride_rc,
                          alpha, beta, post_alpha, post_beta, HAS_BIAS, ACT, HAS_RES, POST_ACT)
     if OUTPUT_INT8:  # requantize: round half to even (as torch.round, the quantize step), clip
-        v = out / out_scale
-        r = tl.floor(v + 0.5)
-        r = tl.where((r - v == 0.5) & (r - 2.0 * tl.floor(r * 0.5) != 0.0), r - 1.0, r)
+        r = round_half_even(out / out_scale)
         out = tl.minimum(tl.maximum(tl.where(r == r, r, 0.0), -128.0), 127.0)
     y_rows = n * stride_yn + p * stride_yh + q * stride_yw
     tl.store(y_ptr + y_rows[:, None] + offs_n[None, :] * stride_yc, out.to(y_ptr.dtype.element_ty),
