@@ -309,10 +309,10 @@ def _precision(args: argparse.Namespace):
         raise BuildError(f"{' and '.join(requested)} {'is' if len(requested) == 1 else 'are'} not supported on "
                          "the CPU target yet; leave it out to build an FP32 engine, or build for a GPU with "
                          "--device cuda")
-    if args.int8:
-        if requested:
-            raise BuildError(f"--int8 with {' and '.join(requested)}: mixed INT8/FP16 engines are not supported yet; "
-                             "give one precision")
+    if args.int8:  # on a GPU an INT8 engine computes its other layers in FP16: --fp16 and --best add nothing
+        if args.bf16:
+            raise BuildError("--int8 with --bf16: an INT8 engine computes its unquantized layers in FP16 on a GPU; "
+                             "leave out --bf16")
         return Precision.INT8
     if args.fp16 and args.bf16:
         raise BuildError("--fp16 and --bf16 exclude each other; give one")
