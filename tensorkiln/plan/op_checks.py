@@ -254,7 +254,8 @@ def check_integer_operands(op, inputs: Inputs) -> None:
                                                                                                      "weight scales")
     if q.dtype.value != "int8" or scales.dtype.value != "int32" or len(scales.shape) != 1:
         raise PlanProblem(f"INT8 weight {q.name!r} must be int8 and its scales {scales.name!r} a 1-D int32 "
-                          f"vector (float32 bits), not {q.dtype.value} and {scales.dtype.value} of shape {list(scales.shape)}")
+                          f"vector (float32 bits), not {q.dtype.value} and {scales.dtype.value} of shape "
+                          f"{list(scales.shape)}")
     if q.is_dynamic or scales.is_dynamic or weight.is_dynamic or math.prod(q.shape) != math.prod(weight.shape) \
             or not q.shape or scales.shape[0] != q.shape[0]:
         raise PlanProblem(f"INT8 weight {q.name!r} of shape {list(q.shape)} must hold the {list(weight.shape)} "

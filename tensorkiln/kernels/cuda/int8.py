@@ -7,10 +7,10 @@ an INT8 input from a linked integer layer, plan/integer_links.py, is q_x itself)
 
     y = epilogue(x @ w)  with  x = q_x s_x, w[:, k] = q_w[k] s_w[k]   equals   epilogue((q_x @ q_w^T) s_x s_w + bias)
 
-and the integer product is exact in INT32 (127^2 K stays far below 2^31 for any K below 130,000). A linked layer's
-int8_output_scale stores the result as INT8 for the next integer layer. The bias, activation, residual and post activation follow in FP32
-then the output's dtype (torch ops: a few kernels more than the float tactics' fused epilogues; the Triton tactic in
-int8_gemm.py fuses all of it). The tactic timer weighs these against the float kernels on the same layer, so a
+and the integer product is exact in INT32 (127^2 K stays far below 2^31 for any K below 130,000). The bias,
+activation, residual and post activation follow in FP32 then the output's dtype (torch ops: a few kernels more than
+the float tactics' fused epilogues; the Triton tactic in int8_gemm.py fuses all of it); a linked layer's
+int8_output_scale stores the result as INT8 for the next integer layer. The tactic timer weighs these against the float kernels on the same layer, so a
 tactic that is not faster loses.
 
 cuBLASLt's INT8 GEMM needs M > 16 rows and K, N multiples of 8 (torch checks them); the predicates keep other shapes
