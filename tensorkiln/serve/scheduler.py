@@ -14,7 +14,8 @@ profile varies them) are never batched together.
 Model instances (instance_group count): each is a thread with its own execution contexts, so instances run at the
 same time (the engines release the GIL in their kernels); on a GPU each thread also has its own CUDA stream, made
 current for everything it runs. Before the model is ready every instance runs each batch size once on zeros, so
-that specializations and CUDA graph captures happen at load, not on a request's time.
+that specializations and CUDA graph captures happen at load, not on a request's time; on a GPU these warm-ups run
+one instance at a time, while no GPU batch runs (GPU_WORK).
 """
 from __future__ import annotations
 
@@ -107,7 +108,8 @@ class Scheduler:
             try:
                 staging = PinnedStaging() if _device_type(self.engines) == "cuda" else None
                 contexts = _contexts(self.engines)
-                self._warm_up(contexts, staging)
+                with (GPU_WORK.exclusive() if staging is not None else contextlib.nullcontext()):
+                    self._warm_up(contexts, staging)
             except Exception as error:  # the load fails with it, rather than a model nobody answers for
                 self._start_errors.append(error)
                 return
@@ -118,7 +120,11 @@ class Scheduler:
                 if batch is None:
                     return
                 try:
-                    self._run(batch, contexts, staging)
+                    if staging is None:
+                        self._run(batch, contexts, staging)
+                    else:
+                        with GPU_WORK.shared():
+                            self._run(batch, contexts, staging)
                 finally:
                     with self._ready:
                         self._busy -= len(batch)
@@ -260,6 +266,51 @@ def _instance_stream(engines: Mapping[int, object]):
     device = next(engine.device for engine in engines.values() if getattr(engine, "device", None) is not None
                   and engine.device.type == "cuda")
     return torch.cuda.stream(torch.cuda.Stream(device))
+
+
+class SharedExclusiveLock:
+    """Many holders of `shared`, or one of `exclusive`; a waiting `exclusive` holds new `shared` back."""
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._sharing = 0
+        self._exclusive = False
+        self._waiting = 0  # exclusive holders waiting
+
+    @contextlib.contextmanager
+    def shared(self):
+        with self._condition:
+            while self._exclusive or self._waiting:
+                self._condition.wait()
+            self._sharing += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._sharing -= 1
+                if not self._sharing:
+                    self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        with self._condition:
+            self._waiting += 1
+            while self._exclusive or self._sharing:
+                self._condition.wait()
+            self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._exclusive = False
+                self._condition.notify_all()
+
+
+# GPU instances warm up (specializations, CUDA graph captures) one at a time and while no GPU instance runs: a
+# graph capture in CUDA's global mode forbids other threads' potentially unsafe CUDA calls (a synchronization, an
+# allocation) while it lasts, and an instance's batches synchronize their stream. Batches take it shared.
+GPU_WORK = SharedExclusiveLock()
 
 
 class PinnedStaging:

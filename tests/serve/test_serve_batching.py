@@ -300,3 +300,42 @@ def test_instance_kind_gpu_and_tensorrt_precision_place_the_build(tmp_path):
         repository.load_all()
         [entry] = repository.index()
         assert entry["state"] == "UNAVAILABLE" and "CUDA target needs a CUDA device" in entry["reason"]
+
+
+def test_gpu_warm_ups_exclude_batches_and_each_other():
+    from tensorkiln.serve.scheduler import SharedExclusiveLock
+
+    lock = SharedExclusiveLock()
+    events: list[str] = []
+    first_shared, second_shared = threading.Event(), threading.Event()
+    release = threading.Event()
+
+    def batch(name, entered):
+        with lock.shared():
+            events.append(f"{name} in")
+            entered.set()
+            release.wait(10)
+            events.append(f"{name} out")
+
+    def warm_up():
+        with lock.exclusive():
+            events.append("warm-up")
+
+    threads = [threading.Thread(target=batch, args=("a", first_shared)),
+               threading.Thread(target=batch, args=("b", second_shared))]
+    for thread in threads:
+        thread.start()
+    assert first_shared.wait(10) and second_shared.wait(10)  # two batches at once
+    exclusive = threading.Thread(target=warm_up)
+    exclusive.start()
+    time.sleep(0.05)
+    late_entered = threading.Event()
+    late = threading.Thread(target=batch, args=("c", late_entered))
+    late.start()
+    time.sleep(0.05)
+    assert "warm-up" not in events and not late_entered.is_set()  # the warm-up waits; it holds new batches back
+    release.set()
+    for thread in (*threads, exclusive, late):
+        thread.join(10)
+    assert events.index("warm-up") > max(events.index("a out"), events.index("b out"))
+    assert events.index("c in") > events.index("warm-up")
