@@ -6,8 +6,8 @@ the TorchScript exporter at opset 17 and, where it works here, the dynamo export
 writes ONNX's own Attention op). The forms each covers: BERT, RoBERTa and DistilBERT with sdpa (q and k each scaled
 by a Mul, a boolean padding mask through Where(mask, 0, dtype min), the IsNaN + Where guard after Softmax) and eager
 attention (the scale after the matmul); GPT-2 (its Conv1D: a Gemm and a Split into Q, K, V; a causal mask combined
-with the padding mask); ViT (no mask); a Llama-like decoder with grouped-query heads (repeat_kv: Unsqueeze, Expand,
-Reshape of K and V). Hand-written graphs cover the forms no small export here writes: a causal mask built with
+with the padding mask); ViT (no mask); a Llama-like decoder with grouped-query heads and a Qwen2-like one with a
+single K/V head, eager (repeat_kv: Unsqueeze, Expand, Reshape of K and V). Hand-written graphs cover the forms no small export here writes: a causal mask built with
 Trilu (folded to a constant, it becomes the layer's causal flag), Where(keep, scores, min), a fill too small to
 mask (left alone), and the NaN guard on fully masked rows.
 """
@@ -58,13 +58,18 @@ def _llama(attention):  # grouped-query: 4 query heads share 2 K/V heads
         **_SMALL, num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64, attn_implementation=attention))
 
 
+def _qwen2(attention):  # multi-query: 4 query heads share 1 K/V head; Q, K and V projections with biases
+    return transformers.Qwen2Model(transformers.Qwen2Config(
+        **_SMALL, num_key_value_heads=1, vocab_size=VOCAB, max_position_embeddings=64, attn_implementation=attention))
+
+
 def _vit(attention):
     return transformers.ViTModel(transformers.ViTConfig(**_SMALL, image_size=32, patch_size=8,
                                                         attn_implementation=attention))
 
 
-MODELS = {"bert": _bert, "roberta": _roberta, "distilbert": _distilbert, "gpt2": _gpt2, "llama": _llama, "vit": _vit}
-DECODERS = ("gpt2", "llama")
+MODELS = {"bert": _bert, "roberta": _roberta, "distilbert": _distilbert, "gpt2": _gpt2, "llama": _llama,
+          "qwen2": _qwen2, "vit": _vit}
 
 
 class _LastHiddenState(torch.nn.Module):
@@ -123,7 +128,7 @@ def _build_and_compare(path, feed: dict[str, np.ndarray]):
 CASES = [("bert", "sdpa", "torchscript"), ("bert", "eager", "torchscript"), ("bert", "sdpa", "dynamo"),
          ("roberta", "sdpa", "torchscript"), ("distilbert", "sdpa", "torchscript"), ("gpt2", "sdpa", "torchscript"),
          ("gpt2", "eager", "torchscript"), ("vit", "sdpa", "torchscript"), ("llama", "sdpa", "torchscript"),
-         ("llama", "sdpa", "dynamo23")]
+         ("llama", "sdpa", "dynamo23"), ("qwen2", "eager", "torchscript")]
 
 
 @pytest.mark.parametrize("name, attention, exporter", CASES, ids=["-".join(case) for case in CASES])
@@ -145,7 +150,7 @@ def test_hugging_face_attention_becomes_one_layer_per_block(tmp_path, name, atte
     assert all(op.has_mask == (name != "vit") for op in layers)
     if attention == "sdpa" and name != "vit" and exporter != "dynamo23":  # the exporter's IsNaN + Where guard
         assert all(op.nan_to_zero for op in layers)
-    assert all(op.grouped_kv == (name == "llama") for op in layers)
+    assert all(op.grouped_kv == (name in ("llama", "qwen2")) for op in layers)
     if name in ("bert", "roberta", "distilbert") and exporter == "torchscript":
         # the padding mask stays one row per sequence ([B, 1, 1, S]): the And with an all-True constant and the
         # Expand that made it [B, 1, S, S] are left out, so the kernels read one mask row for every query
@@ -155,7 +160,7 @@ def test_hugging_face_attention_becomes_one_layer_per_block(tmp_path, name, atte
     if name == "gpt2":  # Conv1D's Gemm over flattened tokens unflattened: its GELU and residual adds fused into it
         assert counts["unflatten_gemm.gemm"] == 4 * LAYERS and "activation" not in kinds
         assert kinds.count("fused_matmul") == 4 * LAYERS and "matrix_multiply" not in kinds
-    if name == "llama":  # K and V read unrepeated: their repeats (an Expand each, 2 * LAYERS) are gone
+    if name in ("llama", "qwen2"):  # K and V read unrepeated: their repeats (an Expand each, 2 * LAYERS) are gone
         assert kinds.count("expand") <= 1 and counts["recognize_attention.grouped_kv"] == LAYERS  # the mask's
 
 
