@@ -7,9 +7,10 @@ writes ONNX's own Attention op). The forms each covers: BERT, RoBERTa and Distil
 by a Mul, a boolean padding mask through Where(mask, 0, dtype min), the IsNaN + Where guard after Softmax) and eager
 attention (the scale after the matmul); GPT-2 (its Conv1D: a Gemm and a Split into Q, K, V; a causal mask combined
 with the padding mask); ViT (no mask); a Llama-like decoder with grouped-query heads and a Qwen2-like one with a
-single K/V head, eager (repeat_kv: Unsqueeze, Expand, Reshape of K and V). Hand-written graphs cover the forms no small export here writes: a causal mask built with
-Trilu (folded to a constant, it becomes the layer's causal flag), Where(keep, scores, min), a fill too small to
-mask (left alone), and the NaN guard on fully masked rows.
+single K/V head, eager (repeat_kv: Unsqueeze, Expand, Reshape of K and V). Hand-written graphs cover the forms no
+small export here writes: a causal mask built with Trilu (folded to a constant, it becomes the layer's causal flag),
+Where(keep, scores, min), a fill too small to mask (left alone), and the NaN guard on fully masked rows; torch's sdpa
+with is_causal gives the causal flag through both exporters.
 """
 from __future__ import annotations
 
