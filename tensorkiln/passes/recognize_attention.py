@@ -17,6 +17,7 @@ The forms exporters write (TorchScript and dynamo exporters, Hugging Face's sdpa
   layer's `nan_to_zero`.
 - Multi-query and grouped-query heads: K and V repeated to Q's head count (Unsqueeze, Expand, Reshape: repeat_kv)
   are read unrepeated (`grouped_kv`; attention_heads.py).
+- One mask for every layer: each layer's Where of the one padding mask is computed once (`shared_mask`).
 """
 from __future__ import annotations
 
@@ -200,10 +201,41 @@ RULES = [
 ]
 
 
+def _mask_key(mask: Tensor):
+    """What determines a float mask made by Where(condition, constant, constant): the condition tensor and the two
+    constants' values; None for any other mask."""
+    layer = mask.producer
+    if layer is None or layer.kind != ops.Select.KIND or not all(t.is_constant for t in layer.inputs[1:]):
+        return None
+    constants = tuple((t.value.dtype.str, t.value.shape, t.value.tobytes()) for t in layer.inputs[1:])
+    return id(layer.inputs[0]), constants
+
+
+def share_masks(owner, network: Network) -> bool:
+    """Attention layers whose masks are the same Where of the same condition (every layer of a transformer builds
+    its own from the one padding mask) read the first one's: one small kernel instead of one per layer. The first is
+    computed before every later attention layer, so the order stays valid; the others go with remove_dead_layers."""
+    first: dict = {}
+    changed = False
+    for layer in network.layers:
+        if layer.kind != ops.Attention.KIND or not layer.op.has_mask:
+            continue
+        key = _mask_key(layer.inputs[3])
+        if key is None:
+            continue
+        shared = first.setdefault(key, layer.inputs[3])
+        if shared is not layer.inputs[3]:
+            layer.inputs[3] = shared
+            owner.count("shared_mask")
+            changed = True
+    return changed
+
+
 @register_pass
 class RecognizeAttention(Pass):
     name = "recognize_attention"
 
     def run(self, network: Network) -> bool:
         changed = apply_rules(self, network, RULES)
-        return ungroup_kv(self, network) or changed
+        changed = ungroup_kv(self, network) or changed
+        return share_masks(self, network) or changed

@@ -152,6 +152,8 @@ def test_hugging_face_attention_becomes_one_layer_per_block(tmp_path, name, atte
     if attention == "sdpa" and name != "vit" and exporter != "dynamo23":  # the exporter's IsNaN + Where guard
         assert all(op.nan_to_zero for op in layers)
     assert all(op.grouped_kv == (name in ("llama", "qwen2")) for op in layers)
+    if name != "vit" and exporter != "dynamo23":  # every layer's Where of the one padding mask: computed once
+        assert counts["recognize_attention.shared_mask"] == LAYERS - 1 and kinds.count("select") == 1
     if name in ("bert", "roberta", "distilbert") and exporter == "torchscript":
         # the padding mask stays one row per sequence ([B, 1, 1, S]): the And with an all-True constant and the
         # Expand that made it [B, 1, S, S] are left out, so the kernels read one mask row for every query
