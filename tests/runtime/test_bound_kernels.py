@@ -8,11 +8,12 @@ import torch
 
 from tensorkiln.errors import InputError
 from tensorkiln.ir import ops
-from tensorkiln.ir.ops import ActivationType, PaddingMode, PoolingType
+from tensorkiln.ir.ops import ActivationType, PaddingMode, PoolingType, ResizeMode
 from tensorkiln.kernels.cpu.bound import BoundInput, bind_kernel
 from tensorkiln.kernels.cpu.fused import fused_convolution, fused_matmul, fused_pointwise
 from tensorkiln.kernels.cpu.pooling import pooling
 from tensorkiln.kernels.cpu.recurrent import recurrent
+from tensorkiln.kernels.cpu.resize import resize
 from tensorkiln.kernels.cpu.shape_ops import gather, pad
 
 CL, ROW = torch.channels_last, torch.contiguous_format
@@ -168,3 +169,23 @@ def test_max_pooling(pads, ceil):
     call = bind_kernel("pooling", "torch", op, [_activation(x, CL)], [])
     assert call is not None
     _close(call([x]), pooling(op, [x]))
+
+
+@pytest.mark.parametrize("mode, transform, scales, shape, served", [
+    (ResizeMode.NEAREST, "asymmetric", (2.0, 3.0), (1, 5, 7, 4), True),
+    (ResizeMode.NEAREST, "asymmetric", (8.0, 8.0), (1, 3, 2, 3), True),
+    (ResizeMode.LINEAR, "half_pixel", (2.0, 2.0), (1, 4, 5, 6), True),
+    (ResizeMode.LINEAR, "half_pixel", (0.5, 0.5), (1, 4, 6, 8), True),  # downsampling, no antialias
+    (ResizeMode.LINEAR, "pytorch_half_pixel", (3.0, 1.0), (2, 3, 4, 5), True),
+    (ResizeMode.LINEAR, "align_corners", (2.0, 2.0), (1, 2, 3, 3), False),
+    (ResizeMode.NEAREST, "half_pixel", (2.0, 2.0), (1, 2, 3, 3), False),
+    (ResizeMode.CUBIC, "half_pixel", (2.0, 2.0), (1, 2, 3, 3), False),
+])
+def test_resize(mode, transform, scales, shape, served):
+    x = torch.randn(shape).contiguous(memory_format=CL)
+    out = shape[:2] + tuple(int(n * s) for n, s in zip(shape[2:], scales))
+    op = ops.Resize(mode, out, (1.0, 1.0) + scales, transform, "floor")
+    call = bind_kernel("resize", "torch", op, [_activation(x, CL)], [_activation(torch.empty(out), CL)])
+    assert (call is not None) == served
+    if served:
+        _close(call([x]), resize(op, [x]))

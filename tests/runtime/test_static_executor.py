@@ -93,3 +93,31 @@ def test_torch_inputs_and_outputs(shared_dir):
     for name, value in from_numpy.items():
         assert isinstance(from_torch[name], torch.Tensor)
         np.testing.assert_array_equal(from_torch[name].numpy(), value)
+
+
+def test_small_layers_run_on_one_thread_and_the_count_is_restored(shared_dir):
+    """PP-OCR cls's convolutions are all under SERIAL_BELOW_MACS: they run on the calling thread alone, and the
+    context's thread count is back after the run, also when a step fails."""
+    engine = _built(str(shared_dir), "ppocr_cls")
+    context = engine.create_execution_context()
+    assert context._static.serial_steps == sum(step.kind in ("fused_convolution", "fused_matmul")
+                                               for step in engine.plan.steps)
+    saved = torch.get_num_threads()
+    seen = []
+    try:
+        torch.set_num_threads(2)
+        program = list(context._static._program)
+        call, *rest = program[1]
+        program[1] = (lambda args, call=call: seen.append(torch.get_num_threads()) or call(args), *rest)
+        context._static._program = tuple(program)
+        context.execute(_feed("ppocr_cls"))
+        assert torch.get_num_threads() == 2
+        assert seen == [1]  # the step ran on one thread
+        _, *rest = program[2]
+        program[2] = (lambda args: (_ for _ in ()).throw(RuntimeError("kernel failed")), *rest)
+        context._static._program = tuple(program)
+        with pytest.raises(RuntimeError, match="kernel failed"):
+            context.execute(_feed("ppocr_cls"))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)
