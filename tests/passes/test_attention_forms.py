@@ -280,3 +280,26 @@ def test_sdpa_is_causal_becomes_the_causal_flag(tmp_path, dynamo):
     engine = _build_and_compare(path, feed)
     (op,) = [step.op for step in engine.plan.steps if step.kind == "attention"]
     assert op.causal and not op.has_mask and len(engine.plan.steps) == 1
+
+
+# ---- the engine reader: the new attention fields --------------------------------------------------------------------
+def test_engine_reader_checks_grouped_kv_head_counts_and_reads_old_attention_layers():
+    from tensorkiln.ir import ops
+    from tensorkiln.ir.dtypes import DataType
+    from tensorkiln.ir.serialize import op_from_json
+    from tensorkiln.plan import op_checks
+    from tensorkiln.plan.plan import TensorSpec
+    from tensorkiln.plan.schema import PlanProblem
+
+    def spec(*shape):
+        return TensorSpec("t", DataType.FLOAT, shape)
+
+    grouped = ops.Attention(0.25, grouped_kv=True)
+    op_checks.check_op(grouped, (spec(2, 8, 5, 16), spec(2, 2, 5, 16), spec(2, 2, 5, 16)))
+    with pytest.raises(PlanProblem, match="divides"):
+        op_checks.check_op(grouped, (spec(2, 8, 5, 16), spec(2, 3, 5, 16), spec(2, 3, 5, 16)))
+    with pytest.raises(PlanProblem, match="head dim"):
+        op_checks.check_op(grouped, (spec(5, 16), spec(5, 16), spec(5, 16)))
+    # an engine written before nan_to_zero and grouped_kv existed: its attention layers keep their meaning
+    old = op_from_json({"kind": "attention", "attrs": {"scale": 0.5, "has_mask": True, "causal": False}})
+    assert old == ops.Attention(0.5, has_mask=True)
