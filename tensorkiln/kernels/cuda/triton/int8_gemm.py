@@ -90,7 +90,7 @@ def int8_conv_nhwc_kernel(
             a = tl.where(a == a, a, 0.0)  # NaN -> 0
             a = tl.minimum(tl.maximum(a, -128.0), 127.0).to(tl.int8)
         b = tl.load(w_ptr + w_rows[None, :] + (rs * C + c)[:, None], mask=(c[:, None] < C) & mask_n[None, :], other=0)
-        acc = tl.dot(a, b, acc)
+        acc = tl.dot(a, b, acc, out_dtype=tl.int32)  # int8 x int8 -> int32 (the default out_dtype is float32)
 
     column_scale = tl.load(scale_ptr + offs_n, mask=mask_n, other=0.0)
     out = acc.to(tl.float32) * column_scale[None, :]
