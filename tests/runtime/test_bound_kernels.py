@@ -11,6 +11,7 @@ from tensorkiln.ir import ops
 from tensorkiln.ir.ops import ActivationType, PaddingMode, PoolingType, ResizeMode
 from tensorkiln.kernels.cpu.bound import BoundInput, bind_kernel
 from tensorkiln.kernels.cpu.fused import fused_convolution, fused_matmul, fused_pointwise
+from tensorkiln.kernels.cpu.linalg import matrix_multiply
 from tensorkiln.kernels.cpu.pooling import pooling
 from tensorkiln.kernels.cpu.recurrent import recurrent
 from tensorkiln.kernels.cpu.resize import resize
@@ -189,3 +190,17 @@ def test_resize(mode, transform, scales, shape, served):
     assert (call is not None) == served
     if served:
         _close(call([x]), resize(op, [x]))
+
+
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_matrix_multiply_by_a_constant(transpose_b):
+    torch.manual_seed(5)
+    a = torch.randn(1, 9, 17)
+    b = torch.randn(11, 17) if transpose_b else torch.randn(17, 11)
+    op = ops.MatrixMultiply(transpose_b=transpose_b)
+    out = [_activation(torch.empty(1, 9, 11))]
+    call = bind_kernel("matrix_multiply", "torch", op, [_activation(a), _weight(b)], out)
+    assert call is not None
+    _close(call([a, b]), matrix_multiply(op, [a, b]))
+    # a product of two activations is left to the kernel
+    assert bind_kernel("matrix_multiply", "torch", op, [_activation(a), _activation(b)], out) is None
