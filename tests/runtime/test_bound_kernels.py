@@ -10,6 +10,7 @@ from tensorkiln.errors import InputError
 from tensorkiln.ir import ops
 from tensorkiln.ir.ops import ActivationType, PaddingMode, PoolingType, ResizeMode
 from tensorkiln.kernels.cpu.bound import BoundInput, bind_kernel
+from tensorkiln.kernels.cpu.conv import convolution
 from tensorkiln.kernels.cpu.fused import fused_convolution, fused_matmul, fused_pointwise
 from tensorkiln.kernels.cpu.linalg import matrix_multiply
 from tensorkiln.kernels.cpu.pooling import pooling
@@ -204,3 +205,13 @@ def test_matrix_multiply_by_a_constant(transpose_b):
     _close(call([a, b]), matrix_multiply(op, [a, b]))
     # a product of two activations is left to the kernel
     assert bind_kernel("matrix_multiply", "torch", op, [_activation(a), _activation(b)], out) is None
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_plain_convolution(with_bias):
+    torch.manual_seed(6)
+    x, weight, bias = torch.randn(1, 4, 9, 7).contiguous(memory_format=CL), torch.randn(6, 2, 3, 2), torch.randn(6)
+    op = ops.Convolution((2, 1), (1, 0, 0, 1), (1, 2), 2)
+    args = [x, weight, bias] if with_bias else [x, weight]
+    call = bind_kernel("convolution", "torch", op, [_activation(x, CL)] + [_weight(t) for t in args[1:]], [])
+    _close(call(args), convolution(op, args))

@@ -95,6 +95,18 @@ def bind_fused_convolution(op: ops.FusedConvolution, inputs: Sequence[BoundInput
 _CONVOLUTIONS = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
 
 
+@binder(ops.Convolution)
+def bind_convolution(op: ops.Convolution, inputs: Sequence[BoundInput | None], outputs: Sequence[BoundInput]):
+    """A plain convolution: kernels/cpu/conv.py's, with its padding worked out once."""
+    x, weight = (list(inputs) + [None, None])[:2]
+    if x is None or weight is None or len(x.shape) not in _CONVOLUTIONS or len(x.shape) != len(weight.shape):
+        return None
+    direct = _direct_convolution(op, len(x.shape))
+    if len(inputs) > 2:
+        return lambda args: [direct(args)]
+    return lambda args: [direct([args[0], args[1], None])]
+
+
 def _direct_convolution(op: ops.FusedConvolution, rank: int) -> Callable:
     """kernels/cpu/conv.py's convolution with its padding worked out once: torch's convolution (it picks its own
     backend), the input padded first where the pads are asymmetric."""

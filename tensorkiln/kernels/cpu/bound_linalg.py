@@ -44,11 +44,14 @@ def _linear(weight: torch.Tensor, transposed: bool, rows: int):
         setattr(weight, _PACKED, cache)
     key = (rows, transposed)
     if key not in cache:
-        rows_by_k = (weight if transposed else weight.t()).contiguous()  # [N, K]
-        packed = torch.ops.mkl._mkl_reorder_linear_weight(rows_by_k, rows) if _mkl_available() else None
-        cache[key] = (packed, rows_by_k)
+        rows_by_k = weight if transposed else weight.t()  # [N, K], a view: no second copy of the weight
+        if _mkl_available():
+            cache[key] = (torch.ops.mkl._mkl_reorder_linear_weight(rows_by_k.contiguous(), rows), rows_by_k)
+        else:
+            cache[key] = (None, rows_by_k.contiguous())
     packed, rows_by_k = cache[key]
     if packed is not None:
+        # (the [N, K] weight is what MKL's op falls back to for another row count; the row count never changes here)
         linear = torch.ops.mkl._mkl_linear
         return lambda x, bias: linear(x, packed, rows_by_k, bias, rows)
     by_columns, addmm, mm = rows_by_k.t(), torch.addmm, torch.mm
