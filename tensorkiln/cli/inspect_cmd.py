@@ -117,7 +117,8 @@ def layers_table(plan) -> Table:
     fused = any(step.fused_from for step in plan.steps)
     table = Table(title=f"layers ({len(plan.steps)})", title_justify="left")
     for column in ("#", "name", "kind", "tactic", "precision", "inputs", "outputs", *(["fused from"] * fused)):
-        table.add_column(column, justify="right" if column == "#" else "left")
+        # a tactic id is one word to copy (e.g. into --tacticHints): never broken over lines
+        table.add_column(column, justify="right" if column == "#" else "left", no_wrap=column == "tactic")
     for index, step in enumerate(plan.steps):
         row = [str(index), step.name, step.kind, step.tactic, step.precision or plan.precision,
                _tensors(step.inputs, specs), _tensors(step.outputs, specs)]
