@@ -165,13 +165,18 @@ class Builder:
         may_store = residual_in_place_candidates(steps, tensors, outside)
         candidates = [_hinted(timed_candidates(layer, target, config.opt_level, config.disabled_tactic_sources),
                               hints.get(layer.name)) for layer in graph.layers]
+        linked = self._expected_links(graph) if timer is not None else (set(), set())
         if timer is not None:
-            timer.compile_ahead((layer, found, layer.name in may_store)
-                                for layer, found in zip(graph.layers, candidates) if len(found) > 1)
+            timer.compile_ahead(work for layer, found in zip(graph.layers, candidates) if len(found) > 1
+                                for work in _timing_work(layer, found, layer.name in may_store, linked))
         timed = sum(len(found) > 1 for found in candidates) if timer is not None else 0
         with progress_bar(f"timing tactics of {timed} layers", timed, enabled=timed > 0) as advance:
             for index, (layer, found) in enumerate(zip(graph.layers, candidates)):
                 layer_timer = timer and functools.partial(timer, in_place=layer.name in may_store)
+                if timer is not None and (layer.name in linked[0] or layer.name in linked[1]):
+                    layer_timer = functools.partial(_time_as_linked, timer, in_place=layer.name in may_store,
+                                                    int8_input=layer.name in linked[0],
+                                                    int8_output=layer.name in linked[1])
                 tactic = select_tactic(layer, target, layer_timer, found=found)
                 steps[index] = dataclasses.replace(steps[index], tactic=tactic)
                 advance(int(len(found) > 1))
@@ -208,6 +213,14 @@ class Builder:
                     tuple(tensors), tuple(steps), tuple(weight_specs), config.precision.value, device_name, capability,
                     build_info, memory)
         return plan, weights
+
+    def _expected_links(self, graph: Network) -> tuple[set[str], set[str]]:
+        """The layers of an INT8 GPU build whose integer tactics are timed as linked (plan/integer_links.py)."""
+        if self.config.target is not Target.CUDA or self.config.precision is not Precision.INT8:
+            return set(), set()
+        from .plan.integer_links import expected_links
+
+        return expected_links(graph)
 
     def _link_integer_layers(self, steps, tensors, outside, weights, may_store):
         """INT8 activations between the layers that chose integer kernels (plan/integer_links.py), and the layers
@@ -258,6 +271,48 @@ class Builder:
     def _say(self, line: str, detail: bool = False) -> None:
         self.build_log.append(line)
         (log.debug if detail else log.info)(line)
+
+
+def _timing_work(layer: Layer, found: list, in_place: bool, linked: tuple[set[str], set[str]]) -> list[tuple]:
+    """(layer, candidates, in_place) as the timer will meet them: a layer expected to be linked has its integer
+    tactics timed as linked (_time_as_linked)."""
+    int8_input, int8_output = layer.name in linked[0], layer.name in linked[1]
+    if not (int8_input or int8_output):
+        return [(layer, found, in_place)]
+    from .plan.integer_links import as_linked
+
+    integer, others = _integer_split(found)
+    return [(layer, others, in_place), (as_linked(layer, int8_input, int8_output), integer,
+                                        in_place and not int8_output)]
+
+
+def _integer_split(entries: list) -> tuple[list, list]:
+    """(the integer tactics among `entries`, the others)."""
+    from .kernels.cuda.int8 import is_integer_tactic
+    from .tactics.selection import tactic_id
+
+    integer = [entry for entry in entries if is_integer_tactic(tactic_id(entry))]
+    return integer, [entry for entry in entries if entry not in integer]
+
+
+def _time_as_linked(timer: TacticTimer, layer: Layer, entries: list, in_place: bool, int8_input: bool,
+                    int8_output: bool):
+    """The fastest of `entries`, the integer ones timed as they run once linked to their quantized neighbours (INT8
+    input, INT8 output: plan/integer_links.py; a link is made only if both ends choose integer kernels), the others
+    as usual."""
+    from .plan.integer_links import as_linked
+
+    integer, others = _integer_split(entries)
+    if not integer:
+        return timer(layer, entries, in_place=in_place)
+    linked = as_linked(layer, int8_input, int8_output)
+    linked_in_place = in_place and not int8_output  # an INT8 output is never stored over a float residual
+    best = timer(linked, integer, in_place=linked_in_place)
+    if not others:
+        return best
+    best_other = timer(layer, others, in_place=in_place)
+    faster = timer.milliseconds(linked, best, linked_in_place) < timer.milliseconds(layer, best_other, in_place)
+    return best if faster else best_other
 
 
 def _hinted(candidates: list, hint: str | None) -> list:

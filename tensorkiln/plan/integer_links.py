@@ -125,3 +125,45 @@ def _int8_producer(index: int, steps: Sequence[Step], producer: dict[str, int], 
 
 def _integer_layer(step: Step, is_integer: Callable[[str], bool]) -> bool:
     return step.kind in _LINKED_KINDS and bool(step.op.int8_input_scale) and is_integer(step.tactic)
+
+
+# ---- before the tactics are chosen: the links the timer assumes ------------------------------------------------
+def expected_links(network) -> tuple[set[str], set[str]]:
+    """(the quantized layers whose input would be INT8, those that would store INT8) were every quantized layer of
+    the network (an IR Network after quantize_int8 and fuse_pointwise) to choose an integer kernel. The builder
+    times their integer tactics that way (an integer kernel reading INT8 does no quantizing in its main loop), since
+    links are made only once tactics are chosen."""
+    consumers, outputs = network.consumers(), {id(t) for t in network.outputs}
+    int8_inputs, int8_outputs = set(), set()
+    for layer in network.layers:
+        if layer.kind != ops.FusedPointwise.KIND or tuple(layer.op.program) != FAKE_QUANTIZE_PROGRAM \
+                or len(layer.inputs) != 2 or len(layer.outputs) != 1:
+            continue
+        x, y = layer.inputs[0], layer.outputs[0]
+        readers, producer = consumers.get(id(y), []), x.producer if x is not None else None
+        if id(y) in outputs or not readers or not all(_quantized_reader(reader, y) for reader in readers):
+            continue
+        if producer is None or id(x) in outputs or consumers.get(id(x), []) != [layer] \
+                or producer.kind not in _LINKED_KINDS or not getattr(producer.op, "int8_input_scale", 0.0):
+            continue
+        int8_outputs.add(producer.name)
+        int8_inputs.update(reader.name for reader in readers)
+    return int8_inputs, int8_outputs
+
+
+def _quantized_reader(layer, tensor) -> bool:
+    return (layer.kind in _LINKED_KINDS and bool(getattr(layer.op, "int8_input_scale", 0.0))
+            and layer.inputs[0] is tensor and sum(t is tensor for t in layer.inputs) == 1)
+
+
+def as_linked(layer, int8_input: bool, int8_output: bool):
+    """A copy of IR `layer` as a link would run it: its input INT8, its output stored INT8 (at a placeholder scale:
+    the timer only times it)."""
+    from ..ir.graph import Tensor
+
+    inputs = list(layer.inputs)
+    if int8_input:
+        x = inputs[0]
+        inputs[0] = Tensor(x.name, DataType.INT8, x.shape, x.dim_names)
+    op = dataclasses.replace(layer.op, int8_output_scale=1.0) if int8_output else layer.op
+    return dataclasses.replace(layer, op=op, inputs=inputs)

@@ -73,6 +73,10 @@ class TacticTimer:
                         + f" -> {tactic_id(best)}")
         return best
 
+    def milliseconds(self, layer: Layer, entry: KernelEntry, in_place: bool = False) -> float:
+        """What timing `entry` on `layer` measured (`__call__` has timed it, or the cache had it)."""
+        return self.cache.entries[self._timed(layer, entry, in_place)[1]]
+
     def compile_ahead(self, work: Iterable[tuple[Layer, list[KernelEntry], bool]]) -> None:
         """Launch every generated (Triton) tactic that timing will meet once, several at a time, so that their
         compiles overlap: a compile spends most of its time in ptxas and the C compiler (subprocesses), which
