@@ -190,7 +190,7 @@ class Builder:
             self._say(timer.summary())
             for line in timer.log:  # each layer's candidates and their times, as trtexec --verbose lists them
                 self._say(f"  {line}", detail=True)
-        if target == "cuda" and config.precision is Precision.INT8:
+        if self._links_integer_layers:
             steps, tensors, may_store = self._link_integer_layers(steps, tensors, outside, weights, may_store)
         steps = residuals_in_place(steps, may_store)
         in_place = sum(getattr(s.op, "residual_in_place", False) for s in steps)
@@ -214,9 +214,14 @@ class Builder:
                     build_info, memory)
         return plan, weights
 
+    @property
+    def _links_integer_layers(self) -> bool:
+        """INT8 builds for a GPU have integer kernels, and link the layers that choose them (plan/integer_links.py)."""
+        return self.config.target is Target.CUDA and self.config.precision is Precision.INT8
+
     def _expected_links(self, graph: Network) -> tuple[set[str], set[str]]:
         """The layers of an INT8 GPU build whose integer tactics are timed as linked (plan/integer_links.py)."""
-        if self.config.target is not Target.CUDA or self.config.precision is not Precision.INT8:
+        if not self._links_integer_layers:
             return set(), set()
         from .plan.integer_links import expected_links
 

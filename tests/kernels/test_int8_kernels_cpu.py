@@ -416,3 +416,43 @@ def test_integer_tactics_are_timed_as_they_run_once_linked():
     assert inputs[0][1] == "int8" and op_json["attrs"]["int8_output_scale"] == 1.0  # timed reading and storing INT8
     op_json, inputs, _, _ = timed[tactic_id(entries[0])]
     assert inputs[0][1] == "float32" and op_json["attrs"].get("int8_output_scale", 0.0) == 0.0  # as built
+
+
+def test_builder_times_and_links_integer_layers(monkeypatch):
+    """The builder's side of the links, run on the CPU: the portable convolution and GEMM kernels (which give INT8
+    inputs and outputs their reference semantics) stand in for the integer kernels of a GPU build. The layers a link
+    is expected for are timed as linked, the links are made, the engine passes the loader's checks, holds INT8
+    activations, and computes what the INT8 engine without links does."""
+    import tensorkiln.builder as builder_module
+    import tensorkiln.kernels.cuda.int8 as cuda_int8
+    import tensorkiln.quant.int8 as int8_build
+
+    rng = np.random.default_rng(6)
+    batches = [rng.standard_normal((2, 8, 9, 9)).astype(np.float32) for _ in range(2)]
+    feed = {"x": rng.standard_normal((2, 8, 9, 9)).astype(np.float32)}
+
+    def build():
+        config = tk.BuilderConfig(precision=tk.Precision.INT8, int8=Int8Options(DataCalibrator(batches, "minmax")))
+        builder = tk.Builder(config)
+        return builder.build(_chain(np.random.default_rng(2))), builder.build_log
+
+    plain, _ = build()
+
+    class WithIntegerOperands(QuantizeInt8):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "integer_weights": True})
+
+    monkeypatch.setattr(int8_build, "QuantizeInt8", WithIntegerOperands)
+    monkeypatch.setattr(cuda_int8, "is_integer_tactic", lambda tactic: tactic.split(".")[1] in (
+        "fused_convolution", "fused_matmul"))
+    monkeypatch.setattr(builder_module.Builder, "_links_integer_layers", property(lambda self: True))
+    linked, log = build()
+    assert any("int8: 4 quantize steps removed: 2 layers store INT8" in line for line in log)
+    assert not any(step.kind == "fused_pointwise" for step in linked.plan.steps)
+    int8 = [spec.name for spec in linked.plan.tensors if spec.dtype is DataType.INT8]
+    assert len(int8) == 2
+    reloaded = tk.Runtime().deserialize(linked.serialize())  # the loader's checks of the linked plan
+    expected = plain.create_execution_context().execute(feed)
+    got = reloaded.create_execution_context().execute(feed)
+    for name, value in expected.items():
+        assert _relative_error(torch.from_numpy(got[name]), torch.from_numpy(value)) <= TOLERANCE
