@@ -284,6 +284,7 @@ def run_workload(item: str, args, rows: list, caches: dict) -> None:
         count = args.calib_images if not name.endswith("bert") else args.calib_sequences
         calibrator = TimedCalibrator(calibration_data(name, count), "entropy", cache_path=cache)
         engine, result["build_s"], log = build_engine(onnx_path, Precision.INT8, args, calibrator)
+        result["build_log_int8"] = [line for line in log if line.startswith("int8:")]  # the links made
         result["calibration_s"] = None if calibrator.seconds is None else round(calibrator.seconds, 2)
         result["calibration_samples"] = 0 if calibrator.seconds is None else count
         time_engine(engine, inputs, reference, args, result, int8=True)
