@@ -180,6 +180,8 @@ class Builder:
                 tactic = select_tactic(layer, target, layer_timer, found=found)
                 steps[index] = dataclasses.replace(steps[index], tactic=tactic)
                 advance(int(len(found) > 1))
+        if timer is not None and (linked[0] or linked[1]):
+            self._settle_links(graph, steps, tensors, candidates, weights, timer, may_store, linked, outside)
         for tensor in graph.outputs:
             if tensor.is_constant and tensor.name not in weights:
                 weights[tensor.name] = _weight(tensor, None)
@@ -227,17 +229,40 @@ class Builder:
 
         return expected_links(graph)
 
+    def _settle_links(self, graph, steps, tensors, candidates, weights, timer, may_store, linked, outside) -> None:
+        """Where an expected link did not form (a neighbour chose a float kernel), the layer's integer tactic was
+        timed for a run it will not have: time its candidates again as it will run, and keep the fastest (a few
+        rounds: a change can undo another link)."""
+        from .kernels.cuda.int8 import is_integer_tactic
+        from .plan.integer_links import link_integer_layers
+        from .tactics.selection import tactic_id
+
+        for _ in range(3):
+            links = link_integer_layers(steps, tensors, outside, is_integer_tactic, _scalar(weights))[2]
+            int8_inputs = {reader for link in links if link.int8 for reader in link.readers}
+            int8_outputs = {link.producer for link in links if link.int8}
+            changed = False
+            for index, (layer, found) in enumerate(zip(graph.layers, candidates)):
+                expected = (layer.name in linked[0], layer.name in linked[1])
+                actual = (layer.name in int8_inputs, layer.name in int8_outputs)
+                if len(found) < 2 or expected == actual or not is_integer_tactic(steps[index].tactic):
+                    continue
+                best = tactic_id(_time_as_linked(timer, layer, found, layer.name in may_store, *actual))
+                if best != steps[index].tactic:
+                    self._say(f"  {layer.name}: {steps[index].tactic} -> {best} (its INT8 link did not form)",
+                              detail=True)
+                    steps[index] = dataclasses.replace(steps[index], tactic=best)
+                    changed = True
+            if not changed:
+                return
+
     def _link_integer_layers(self, steps, tensors, outside, weights, may_store):
         """INT8 activations between the layers that chose integer kernels (plan/integer_links.py), and the layers
         that may still store over their residual: the links change tensors' readers and dtypes."""
         from .kernels.cuda.int8 import is_integer_tactic
         from .plan.integer_links import link_integer_layers
 
-        def scalar(name: str) -> float | None:
-            value = weights.get(name)
-            return float(value.reshape(-1)[0]) if value is not None and value.numel() == 1 else None
-
-        steps, tensors, links = link_integer_layers(steps, tensors, outside, is_integer_tactic, scalar)
+        steps, tensors, links = link_integer_layers(steps, tensors, outside, is_integer_tactic, _scalar(weights))
         if links:
             stored = sum(link.int8 for link in links)
             self._say(f"int8: {len(links)} quantize steps removed: {stored} layers store INT8 activations for the "
@@ -276,6 +301,15 @@ class Builder:
     def _say(self, line: str, detail: bool = False) -> None:
         self.build_log.append(line)
         (log.debug if detail else log.info)(line)
+
+
+def _scalar(weights: dict[str, torch.Tensor]):
+    """name -> the value of a one-element weight, None where `name` is none (plan/integer_links.py asks)."""
+    def scalar(name: str) -> float | None:
+        value = weights.get(name)
+        return float(value.reshape(-1)[0]) if value is not None and value.numel() == 1 else None
+
+    return scalar
 
 
 def _timing_work(layer: Layer, found: list, in_place: bool, linked: tuple[set[str], set[str]]) -> list[tuple]:

@@ -431,8 +431,9 @@ def test_builder_times_and_links_integer_layers(monkeypatch):
     batches = [rng.standard_normal((2, 8, 9, 9)).astype(np.float32) for _ in range(2)]
     feed = {"x": rng.standard_normal((2, 8, 9, 9)).astype(np.float32)}
 
-    def build():
-        config = tk.BuilderConfig(precision=tk.Precision.INT8, int8=Int8Options(DataCalibrator(batches, "minmax")))
+    def build(hints=()):
+        config = tk.BuilderConfig(precision=tk.Precision.INT8, int8=Int8Options(DataCalibrator(batches, "minmax")),
+                                  tactic_hints=hints)
         builder = tk.Builder(config)
         return builder.build(_chain(np.random.default_rng(2))), builder.build_log
 
@@ -454,5 +455,16 @@ def test_builder_times_and_links_integer_layers(monkeypatch):
     reloaded = tk.Runtime().deserialize(linked.serialize())  # the loader's checks of the linked plan
     expected = plain.create_execution_context().execute(feed)
     got = reloaded.create_execution_context().execute(feed)
+    for name, value in expected.items():
+        assert _relative_error(torch.from_numpy(got[name]), torch.from_numpy(value)) <= TOLERANCE
+
+    # conv_c on a "float" kernel (torch_direct stands in for one here): the link into it does not form, conv_b's
+    # output stays float, and conv_b's tactic is settled for the run it will have
+    monkeypatch.setattr(cuda_int8, "is_integer_tactic", lambda tactic: tactic.endswith(".torch"))
+    hinted, log = build((("conv_c.fused", "cpu.fused_convolution.torch_direct"),))
+    assert {s.name: s.tactic for s in hinted.plan.steps}["conv_c.fused"].endswith("torch_direct")
+    conv_b_output = {s.name: s.outputs[0] for s in hinted.plan.steps}["conv_b.fused"]
+    assert {spec.name: spec.dtype for spec in hinted.plan.tensors}[conv_b_output] is DataType.FLOAT
+    got = tk.Runtime().deserialize(hinted.serialize()).create_execution_context().execute(feed)
     for name, value in expected.items():
         assert _relative_error(torch.from_numpy(got[name]), torch.from_numpy(value)) <= TOLERANCE
