@@ -165,23 +165,21 @@ class Builder:
         may_store = residual_in_place_candidates(steps, tensors, outside)
         candidates = [_hinted(timed_candidates(layer, target, config.opt_level, config.disabled_tactic_sources),
                               hints.get(layer.name)) for layer in graph.layers]
-        linked = self._expected_links(graph) if timer is not None else (set(), set())
+        links = self._integer_links(graph, timer, may_store)  # INT8 on a GPU (int8_links.py), else None
         if timer is not None:
             timer.compile_ahead(work for layer, found in zip(graph.layers, candidates) if len(found) > 1
-                                for work in _timing_work(layer, found, layer.name in may_store, linked))
+                                for work in (links.timing_work(layer, found) if links else
+                                             [(layer, found, layer.name in may_store)]))
         timed = sum(len(found) > 1 for found in candidates) if timer is not None else 0
         with progress_bar(f"timing tactics of {timed} layers", timed, enabled=timed > 0) as advance:
             for index, (layer, found) in enumerate(zip(graph.layers, candidates)):
-                layer_timer = timer and functools.partial(timer, in_place=layer.name in may_store)
-                if timer is not None and (layer.name in linked[0] or layer.name in linked[1]):
-                    layer_timer = functools.partial(_time_as_linked, timer, in_place=layer.name in may_store,
-                                                    int8_input=layer.name in linked[0],
-                                                    int8_output=layer.name in linked[1])
+                layer_timer = (links and links.layer_timer(layer)) or (
+                    timer and functools.partial(timer, in_place=layer.name in may_store))
                 tactic = select_tactic(layer, target, layer_timer, found=found)
                 steps[index] = dataclasses.replace(steps[index], tactic=tactic)
                 advance(int(len(found) > 1))
-        if timer is not None and (linked[0] or linked[1]):
-            self._settle_links(graph, steps, tensors, candidates, weights, timer, may_store, linked, outside)
+        if links:
+            links.settle(steps, tensors, candidates, weights, outside)
         for tensor in graph.outputs:
             if tensor.is_constant and tensor.name not in weights:
                 weights[tensor.name] = _weight(tensor, None)
@@ -192,8 +190,8 @@ class Builder:
             self._say(timer.summary())
             for line in timer.log:  # each layer's candidates and their times, as trtexec --verbose lists them
                 self._say(f"  {line}", detail=True)
-        if self._links_integer_layers:
-            steps, tensors, may_store = self._link_integer_layers(steps, tensors, outside, weights, may_store)
+        if links:
+            steps, tensors, may_store = links.link(steps, tensors, weights, outside, may_store)
         steps = residuals_in_place(steps, may_store)
         in_place = sum(getattr(s.op, "residual_in_place", False) for s in steps)
         if in_place:
@@ -221,56 +219,13 @@ class Builder:
         """INT8 builds for a GPU have integer kernels, and link the layers that choose them (plan/integer_links.py)."""
         return self.config.target is Target.CUDA and self.config.precision is Precision.INT8
 
-    def _expected_links(self, graph: Network) -> tuple[set[str], set[str]]:
-        """The layers of an INT8 GPU build whose integer tactics are timed as linked (plan/integer_links.py)."""
+    def _integer_links(self, graph: Network, timer: TacticTimer | None, may_store: set[str]):
+        """The INT8 links of a GPU build (int8_links.py); None for other builds."""
         if not self._links_integer_layers:
-            return set(), set()
-        from .plan.integer_links import expected_links
+            return None
+        from .int8_links import IntegerLinks
 
-        return expected_links(graph)
-
-    def _settle_links(self, graph, steps, tensors, candidates, weights, timer, may_store, linked, outside) -> None:
-        """Where an expected link did not form (a neighbour chose a float kernel), the layer's integer tactic was
-        timed for a run it will not have: time its candidates again as it will run, and keep the fastest (a few
-        rounds: a change can undo another link)."""
-        from .kernels.cuda.int8 import is_integer_tactic
-        from .plan.integer_links import link_integer_layers
-        from .tactics.selection import tactic_id
-
-        for _ in range(3):
-            links = link_integer_layers(steps, tensors, outside, is_integer_tactic, _scalar(weights))[2]
-            int8_inputs = {reader for link in links if link.int8 for reader in link.readers}
-            int8_outputs = {link.producer for link in links if link.int8}
-            changed = False
-            for index, (layer, found) in enumerate(zip(graph.layers, candidates)):
-                expected = (layer.name in linked[0], layer.name in linked[1])
-                actual = (layer.name in int8_inputs, layer.name in int8_outputs)
-                if len(found) < 2 or expected == actual or not is_integer_tactic(steps[index].tactic):
-                    continue
-                best = tactic_id(_time_as_linked(timer, layer, found, layer.name in may_store, *actual))
-                if best != steps[index].tactic:
-                    self._say(f"  {layer.name}: {steps[index].tactic} -> {best} (its INT8 link did not form)",
-                              detail=True)
-                    steps[index] = dataclasses.replace(steps[index], tactic=best)
-                    changed = True
-            if not changed:
-                return
-
-    def _link_integer_layers(self, steps, tensors, outside, weights, may_store):
-        """INT8 activations between the layers that chose integer kernels (plan/integer_links.py), and the layers
-        that may still store over their residual: the links change tensors' readers and dtypes."""
-        from .kernels.cuda.int8 import is_integer_tactic
-        from .plan.integer_links import link_integer_layers
-
-        steps, tensors, links = link_integer_layers(steps, tensors, outside, is_integer_tactic, _scalar(weights))
-        if links:
-            stored = sum(link.int8 for link in links)
-            self._say(f"int8: {len(links)} quantize steps removed: {stored} layers store INT8 activations for the "
-                      f"integer layers reading them, {len(links) - stored} tensors are quantized as they are read")
-        for link in links:
-            how = f"{link.producer} stores it INT8" if link.int8 else "read as float, quantized on load"
-            self._say(f"  {link.tensor!r} -> {', '.join(link.readers)}: {how}", detail=True)
-        return steps, tensors, may_store & residual_in_place_candidates(steps, tensors, outside)
+        return IntegerLinks(graph, timer, may_store, self._say)
 
     def _reduced_dtype(self, layer: Layer, overrides: dict[str, str]) -> torch.dtype | None:
         if layer.name in overrides:
@@ -301,57 +256,6 @@ class Builder:
     def _say(self, line: str, detail: bool = False) -> None:
         self.build_log.append(line)
         (log.debug if detail else log.info)(line)
-
-
-def _scalar(weights: dict[str, torch.Tensor]):
-    """name -> the value of a one-element weight, None where `name` is none (plan/integer_links.py asks)."""
-    def scalar(name: str) -> float | None:
-        value = weights.get(name)
-        return float(value.reshape(-1)[0]) if value is not None and value.numel() == 1 else None
-
-    return scalar
-
-
-def _timing_work(layer: Layer, found: list, in_place: bool, linked: tuple[set[str], set[str]]) -> list[tuple]:
-    """(layer, candidates, in_place) as the timer will meet them: a layer expected to be linked has its integer
-    tactics timed as linked (_time_as_linked)."""
-    int8_input, int8_output = layer.name in linked[0], layer.name in linked[1]
-    if not (int8_input or int8_output):
-        return [(layer, found, in_place)]
-    from .plan.integer_links import as_linked
-
-    integer, others = _integer_split(found)
-    return [(layer, others, in_place), (as_linked(layer, int8_input, int8_output), integer,
-                                        in_place and not int8_output)]
-
-
-def _integer_split(entries: list) -> tuple[list, list]:
-    """(the integer tactics among `entries`, the others)."""
-    from .kernels.cuda.int8 import is_integer_tactic
-    from .tactics.selection import tactic_id
-
-    integer = [entry for entry in entries if is_integer_tactic(tactic_id(entry))]
-    return integer, [entry for entry in entries if entry not in integer]
-
-
-def _time_as_linked(timer: TacticTimer, layer: Layer, entries: list, in_place: bool, int8_input: bool,
-                    int8_output: bool):
-    """The fastest of `entries`, the integer ones timed as they run once linked to their quantized neighbours (INT8
-    input, INT8 output: plan/integer_links.py; a link is made only if both ends choose integer kernels), the others
-    as usual."""
-    from .plan.integer_links import as_linked
-
-    integer, others = _integer_split(entries)
-    if not integer:
-        return timer(layer, entries, in_place=in_place)
-    linked = as_linked(layer, int8_input, int8_output)
-    linked_in_place = in_place and not int8_output  # an INT8 output is never stored over a float residual
-    best = timer(linked, integer, in_place=linked_in_place)
-    if not others:
-        return best
-    best_other = timer(layer, others, in_place=in_place)
-    faster = timer.milliseconds(linked, best, linked_in_place) < timer.milliseconds(layer, best_other, in_place)
-    return best if faster else best_other
 
 
 def _hinted(candidates: list, hint: str | None) -> list:

@@ -398,7 +398,7 @@ def _quantized_chain():
 def test_integer_tactics_are_timed_as_they_run_once_linked():
     """Before tactics are chosen the builder expects the links every integer choice would make, and times the
     integer tactics of those layers with an INT8 input (or output): the timing cache holds those keys."""
-    from tensorkiln.builder import _time_as_linked
+    from tensorkiln.int8_links import time_as_linked
     from tensorkiln.plan.integer_links import expected_links
     from tensorkiln.tactics.selection import tactic_id
     from tensorkiln.tactics.timing import TacticTimer, TimingCache
@@ -409,7 +409,7 @@ def test_integer_tactics_are_timed_as_they_run_once_linked():
     layer = next(layer for layer in graph.layers if layer.name == "conv_b.fused")
     entries = [find_kernel(layer.kind, "cuda", "torch"), find_kernel(layer.kind, "cuda", "cublaslt_int8_1x1")]
     timer = TacticTimer(torch.device("cpu"), torch.float32, TimingCache(), runs=1)
-    best = _time_as_linked(timer, layer, entries, in_place=False, int8_input=True, int8_output=True)
+    best = time_as_linked(timer, layer, entries, in_place=False, int8_input=True, int8_output=True)
     assert best in entries
     timed = {key.split("|", 1)[0]: json.loads(key.split("|", 1)[1]) for key in timer.cache.entries}
     op_json, inputs, _, _ = timed[tactic_id(entries[1])]
