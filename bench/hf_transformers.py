@@ -164,6 +164,11 @@ def bench_tensorkiln(model, inputs, reference, folder: str, args) -> dict:
     if not _checked(result, relative_error(output, reference), args.tolerance):
         return result
     result["latency_ms"] = median_ms(lambda: context.execute_async(inputs), args.device, args.warmup, args.runs)
+    profile = context.profile(dict(inputs), runs=5)  # (name, kind, tactic, seconds) per step: where the time goes
+    result["profile_by_kind_ms"] = {kind: round(sum(r[3] for r in profile if r[1] == kind) * 1e3, 4)
+                                    for kind in sorted({r[1] for r in profile})}
+    result["profile_top"] = [[name, tactic, round(seconds * 1e3, 4)]
+                             for name, _, tactic, seconds in sorted(profile, key=lambda r: -r[3])[:10]]
     return result
 
 
