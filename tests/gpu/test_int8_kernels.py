@@ -2,7 +2,7 @@
 reference of its layer (the portable kernel in FP32 on the CPU, on the same INT8-grid input and dequantized weights)
 at awkward shapes, FP16 activations as INT8 engines hold them; and INT8 engines built for the GPU: every quantized
 layer forced onto each integer tactic family gives the simulated INT8 engine's outputs, the engine file round-trips,
-and the timer's own choice is right too. The same kernels on the CPU and in Triton's interpreter:
+and the timer's own choice is right too; linked layers keep INT8 activations between them. The same kernels on the CPU and in Triton's interpreter:
 tests/kernels/test_int8_kernels_cpu.py."""
 from __future__ import annotations
 
@@ -139,6 +139,11 @@ def test_int8_engine_on_integer_tactics_matches_simulated_int8(family):
     forced = _build(Target.CUDA, hints=hints)
     chosen = {s.name: s.tactic for s in forced.plan.steps}
     assert all(chosen[name] == tactic for name, tactic in hints)
+    # conv_b -> conv_c are both integer: conv_b stores INT8 (plan/integer_links.py); the other quantize steps go too
+    outputs = {s.name: s.outputs[0] for s in forced.plan.steps}
+    assert {spec.name: spec.dtype for spec in forced.plan.tensors}[outputs["conv_b.fused"]] is tk.DataType.INT8
+    if family == "triton_int8":  # every quantized layer hinted (cuBLASLt cannot take fc's 4 rows)
+        assert not any(step.kind == "fused_pointwise" for step in forced.plan.steps)
     reloaded = tk.Runtime().deserialize(forced.serialize())  # INT8 operands and predicates through the engine file
     for engine in (timed, forced, reloaded):
         out = engine.create_execution_context().execute(feed)
