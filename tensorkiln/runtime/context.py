@@ -33,7 +33,9 @@ class ExecutionContext:
     until its next execution, whichever thread starts that.)
 
     On CUDA, the first execution runs eagerly and captures a CUDA graph of the whole engine into static
-    buffers; later executions copy the inputs in and replay it (`cuda_graph=False` turns this off).
+    buffers; later executions copy the inputs in and replay it (`cuda_graph=False` turns this off). On the CPU,
+    executions run a program compiled once when the context is made (runtime/static_executor.py: numbered slots,
+    kernels bound to each step's shapes and weights, small layers on one thread).
     `use_arena` places every activation in the engine's planned arena on the CPU: each activation then
     costs a copy, so it is off by default; it proves the memory plan.
 
