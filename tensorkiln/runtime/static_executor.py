@@ -11,13 +11,17 @@ is done once, when the context is made, not on every run:
   step's static shapes and weights (a convolution's weight packed for oneDNN, its epilogue chosen once);
 - the steps' compute dtypes and the outputs' dtypes are looked at once, so a run casts only what must be cast;
 - convolutions and matrix products too small to split run on the calling thread alone (SERIAL_BELOW_MACS): the
-  context's thread count is set around them (torch.set_num_threads: this thread's OpenMP team, 0.1 us a switch).
+  context's thread count is set around them (torch.set_num_threads: this thread's OpenMP team, 0.1 us a switch),
+  and their weights are packed for one thread (oneDNN's packed layout depends on the thread count).
+oneDNN packs weights for the thread count in force, so a context keeps one program per thread count it runs on
+(the first run on a new count binds the steps again, packing the weights for it).
 
 The program computes exactly what ExecutionContext's step-by-step path computes (tests compare the two on every
 model they build); that path stays for profiling and layer-wise checks, which need a hook around each step.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Callable, Sequence
@@ -48,22 +52,37 @@ class StaticExecutor:
             self._slots[name] = len(template) - 1
         self.input_slots = tuple((spec.name, self._slot(spec.name, template)) for spec in plan.inputs)
         specs = {spec.name: spec for spec in (*plan.inputs, *plan.tensors)}
-        program = []
+        self._layout = []  # per step: what binding needs, and the slots it reads, writes and frees
         for step, fn, compute, free in zip(plan.steps, kernels, compute_dtypes, free_after):
             ins = tuple(NO_TENSOR if name is None else self._slot(name, template) for name in step.inputs)
             outs = tuple(self._slot(name, template) for name in step.outputs)
             bound_inputs = tuple(None if name is None else _bound_input(name, specs, weights, engine)
                                  for name in step.inputs)
             bound_outputs = tuple(_bound_input(name, specs, weights, engine) for name in step.outputs)
-            call = _step_call(step, fn, compute, bound_inputs, bound_outputs)
-            serial = _serial(step.op, bound_inputs, bound_outputs)
-            program.append((call, ins, outs, tuple(self._slots[name] for name in free if name in self._slots),
-                            serial))
-        self._program = tuple(program)
-        self.serial_steps = sum(entry[4] is True for entry in program)
+            self._layout.append((step, fn, compute, bound_inputs, bound_outputs, ins, outs,
+                                 tuple(self._slots[name] for name in free if name in self._slots)))
+        self._programs: dict[int, tuple] = {}
+        self._program_threads = torch.get_num_threads()
+        self._program = self._compiled(self._program_threads)
+        self.serial_steps = sum(entry[4] is True for entry in self._program)
         self._template = template
         self.output_slots = tuple((spec.name, self._slots[spec.name], _io_conversion(spec.dtype))
                                   for spec in plan.outputs)
+
+    def _compiled(self, threads: int) -> tuple:
+        """The program for runs on `threads` threads: oneDNN packs weights for the thread count in force, and a
+        weight packed for another count is reordered on every call (ResNet-50 packed for 2 threads, run on 1: 164 ms
+        against 63), so each count a context runs on gets its program (bound once; packed weights are shared)."""
+        if threads not in self._programs:
+            program = []
+            with _threads(threads):
+                for step, fn, compute, bound_inputs, bound_outputs, ins, outs, free in self._layout:
+                    serial = _serial(step.op, bound_inputs, bound_outputs)
+                    with _threads(1 if serial else None):  # small layers' weights packed for one thread
+                        call = _step_call(step, fn, compute, bound_inputs, bound_outputs)
+                    program.append((call, ins, outs, free, serial))
+            self._programs[threads] = tuple(program)
+        return self._programs[threads]
 
     def _slot(self, name: str, template: list) -> int:
         if name not in self._slots:
@@ -77,6 +96,8 @@ class StaticExecutor:
         for name, index in self.input_slots:
             slots[index] = feed[name]
         threads = torch.get_num_threads()  # this thread's OpenMP team size
+        if threads != self._program_threads:
+            self._program, self._program_threads = self._compiled(threads), threads
         current = threads
         try:
             for call, ins, outs, free, serial in self._program:
@@ -94,6 +115,17 @@ class StaticExecutor:
             if current != threads:
                 torch.set_num_threads(threads)
         return {name: convert(slots[index]) for name, index, convert in self.output_slots}
+
+
+@contextlib.contextmanager
+def _threads(count: int | None):
+    saved = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 # Below this many multiply-adds a convolution or matrix product runs on the calling thread alone: waking the other

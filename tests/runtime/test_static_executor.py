@@ -99,13 +99,13 @@ def test_small_layers_run_on_one_thread_and_the_count_is_restored(shared_dir):
     """PP-OCR cls's convolutions are all under SERIAL_BELOW_MACS: they run on the calling thread alone, and the
     context's thread count is back after the run, also when a step fails."""
     engine = _built(str(shared_dir), "ppocr_cls")
-    context = engine.create_execution_context()
-    assert context._static.serial_steps == sum(step.kind in ("fused_convolution", "fused_matmul")
-                                               for step in engine.plan.steps)
     saved = torch.get_num_threads()
     seen = []
     try:
         torch.set_num_threads(2)
+        context = engine.create_execution_context()
+        assert context._static.serial_steps == sum(step.kind in ("fused_convolution", "fused_matmul")
+                                                   for step in engine.plan.steps)
         program = list(context._static._program)
         call, *rest = program[1]
         program[1] = (lambda args, call=call: seen.append(torch.get_num_threads()) or call(args), *rest)
@@ -119,5 +119,23 @@ def test_small_layers_run_on_one_thread_and_the_count_is_restored(shared_dir):
         with pytest.raises(RuntimeError, match="kernel failed"):
             context.execute(_feed("ppocr_cls"))
         assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_a_program_per_thread_count(shared_dir):
+    """oneDNN packs weights for the thread count in force: a run on another count binds a program of its own (its
+    weights packed for that count), with the same results."""
+    engine = _built(str(shared_dir), "ultraface_slim")
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        context = engine.create_execution_context()
+        two = context.execute(_feed("ultraface_slim"))
+        torch.set_num_threads(1)
+        one = context.execute(_feed("ultraface_slim"))
+        assert sorted(context._static._programs) == [1, 2]
+        for name in two:
+            np.testing.assert_allclose(one[name], two[name], rtol=1e-5, atol=1e-6)
     finally:
         torch.set_num_threads(saved)
