@@ -101,7 +101,8 @@ class ModelSource:
         """The network at these input shapes, with the shape tensors' `values` (and the values fixed at import)."""
         parser = SOURCE_PARSERS.get(self.kind)
         if parser is None:
-            raise BuildError(f"models of kind {self.kind!r} cannot be specialized; the kinds are {sorted(SOURCE_PARSERS)}")
+            raise BuildError(f"models of kind {self.kind!r} cannot be specialized; the kinds are "
+                             f"{sorted(SOURCE_PARSERS)}")
         return parser(self, dict(shapes), {**dict(self.input_values), **dict(values or {})}, limits)
 
 

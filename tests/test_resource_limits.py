@@ -288,7 +288,8 @@ def test_random_inputs_past_the_budget_are_refused():
 _KILN_MEASURED = ("import os, resource, sys\nfrom tensorkiln.cli.main import main\ncode = main(sys.argv[1:])\n"
                   "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
                   "if os.path.exists('/proc/self/status'):\n"
-                  "    peak = next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM'))\n"
+                  "    peak = next(int(line.split()[1]) for line in open('/proc/self/status')\n"
+                  "                if line.startswith('VmHWM'))\n"
                   "with open(os.environ['KILN_PEAK_RSS_FILE'], 'w') as out:\n"
                   "    out.write(str(peak))\nsys.exit(code)\n")
 

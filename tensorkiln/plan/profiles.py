@@ -96,7 +96,8 @@ class OptimizationProfile:
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in (*self.ranges, *self.values))
 
-    def problem_with(self, shapes: Mapping[str, Sequence[int]], values: Mapping[str, Sequence[int]] | None = None) -> str:
+    def problem_with(self, shapes: Mapping[str, Sequence[int]],
+                     values: Mapping[str, Sequence[int]] | None = None) -> str:
         """'' if every named input's shape (and shape tensor's values) lies in this profile, else what does not."""
         values = shapes if values is None else values  # one mapping may hold both (a specialization's point)
         for name, shape_range in self.ranges:

@@ -17,7 +17,8 @@ def model_path(tmp_path_factory):
     rng = np.random.default_rng(0)
     weights = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
                numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")]
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
              helper.make_node("GlobalAveragePool", ["r"], ["p"]), helper.make_node("Flatten", ["p"], ["y"])]
     graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", 1, ["n", 3, "h", "w"])],
                               [helper.make_tensor_value_info("y", 1, ["n", 4])], weights)
