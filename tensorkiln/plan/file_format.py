@@ -35,11 +35,26 @@ def serialize(plan: Plan, weights: dict[str, torch.Tensor]) -> bytes:
     plan_json = json.dumps(plan.to_json(), separators=(",", ":"))
     metadata = {"format": MAGIC, "format_version": str(FORMAT_VERSION), "tensorkiln_version": _version(),
                 "plan": plan_json}
-    draft = save_tensors(tensors, metadata=metadata)
-    # The data region does not depend on the metadata, so the checksum of the draft's data holds for the
-    # final file too.
-    metadata["checksum"] = _checksum(plan_json, _split(draft)[1])
-    return save_tensors(tensors, metadata=metadata)
+    return save_sealed(tensors, metadata, lambda data: _checksum(plan_json, data))
+
+
+_UNSEALED = "0" * 64  # the checksum's place while the file is written: a SHA-256 in hex has as many characters
+
+
+def save_sealed(tensors: dict[str, torch.Tensor], metadata: dict[str, str], checksum) -> bytes:
+    """The safetensors file of `tensors` with `metadata` and metadata["checksum"] = checksum(data region), written
+    once: the header holds a placeholder of the checksum's length, replaced in place (the data region does not
+    depend on the header, and the header's length does not change)."""
+    blob = bytearray(save_tensors(tensors, metadata={**metadata, "checksum": _UNSEALED}))
+    (header_len,) = struct.unpack("<Q", blob[:8])
+    digest = checksum(memoryview(blob)[8 + header_len:]).encode()
+    marker = b'"checksum":"' + _UNSEALED.encode() + b'"'
+    at = bytes(blob[8:8 + header_len]).find(marker)
+    if at < 0 or len(digest) != len(_UNSEALED):  # another JSON writer's spacing: write the file again
+        return save_tensors(tensors, metadata={**metadata, "checksum": digest.decode()})
+    start = 8 + at + len(b'"checksum":"')
+    blob[start:start + len(digest)] = digest
+    return bytes(blob)
 
 
 def deserialize(blob: bytes, source: str = "engine") -> tuple[Plan, dict[str, torch.Tensor]]:

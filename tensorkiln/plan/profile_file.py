@@ -19,7 +19,7 @@ import torch
 
 from ..errors import EngineFormatError
 from .file_format import (_SAFETENSORS_DTYPES, MAGIC, _load_weights, _metadata, _split, _tensor_entries, _version,
-                          save_tensors)
+                          save_sealed)
 from .profiles import profiles_from_json
 from .schema import PlanProblem
 from .validate import read_plan
@@ -64,9 +64,7 @@ def serialize_profiled(engine) -> bytes:
               "variants": variants}
     metadata = {"format": MAGIC, "format_version": str(PROFILED_FORMAT_VERSION), "tensorkiln_version": _version(),
                 **{key: json.dumps(value, separators=(",", ":")) for key, value in fields.items()}}
-    draft = save_tensors(tensors, metadata=metadata)
-    metadata["checksum"] = _checksum(metadata, _split(draft)[1])
-    return save_tensors(tensors, metadata=metadata)
+    return save_sealed(tensors, metadata, lambda data: _checksum(metadata, data))
 
 
 @dataclasses.dataclass(frozen=True)
