@@ -38,20 +38,9 @@ from tensorkiln.tactics import selection  # noqa: E402
 from tensorkiln.tactics.selection import TACTIC_SOURCE_ALIASES, TACTIC_SOURCES, tactic_source  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_peaks import median_cuda_ms  # noqa: E402
+from gpu_peaks import median_cuda_ms, median_wall_ms  # noqa: E402
 from gpu_peers import FP16_TOLERANCE, export_onnx, relative_error  # noqa: E402
 from models import make_inputs, make_model, randomize_batchnorm  # noqa: E402
-
-
-def median_wall_ms(fn, warmup: int, runs: int) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
 
 
 def split_changes(changes: str) -> tuple[str, str, list[str]]:

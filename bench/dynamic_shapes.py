@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -31,23 +30,10 @@ from tensorkiln.profile_builder import ModelSource, build_with_profiles  # noqa:
 from tensorkiln.quant.precision import Precision  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_peaks import median_cuda_ms  # noqa: E402
+from gpu_peaks import median_ms  # noqa: E402
 from models import randomize_batchnorm  # noqa: E402
 
 TOLERANCE = {"cuda": 3e-2, "cpu": 1e-4}  # max |out - ref| / max |ref| against FP32 PyTorch
-
-
-def median_ms(fn, device: str, warmup: int = 10, runs: int = 50) -> float:
-    if device == "cuda":
-        return median_cuda_ms(fn, warmup, runs)
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
 
 
 class Workload(NamedTuple):
@@ -152,8 +138,8 @@ def run_workload(workload: Workload, device: str, folder: str, rows: list, out: 
             row["status"] = "MISMATCH"
         else:
             # execute_async: inputs already on the device, as a server holds them
-            row["profiled_ms"] = median_ms(_runner(context, feed, device), device)
-            row["fixed_ms"] = median_ms(_runner(fixed_context, feed, device), device)
+            row["profiled_ms"] = median_ms(_runner(context, feed, device), device, 10, 50)
+            row["fixed_ms"] = median_ms(_runner(fixed_context, feed, device), device, 10, 50)
             row["ratio_profiled_to_fixed"] = round(row["profiled_ms"] / row["fixed_ms"], 3)
             row["status"] = "ok"
         rows.append(row)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 
 import torch
 
@@ -21,6 +22,23 @@ def median_cuda_ms(fn, warmup: int = 5, runs: int = 30) -> float:
         end.synchronize()
         samples.append(start.elapsed_time(end))
     return statistics.median(samples)
+
+
+def median_wall_ms(fn, warmup: int = 5, runs: int = 30) -> float:
+    """Median milliseconds of one call by the wall clock, after warm-up (CPU engines, host-side costs)."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(samples)
+
+
+def median_ms(fn, device: str, warmup: int = 5, runs: int = 30) -> float:
+    """Median milliseconds of one call after warm-up: CUDA events on the GPU, the wall clock on the CPU."""
+    return (median_cuda_ms if device == "cuda" else median_wall_ms)(fn, warmup, runs)
 
 
 def measure() -> dict[str, float]:

@@ -18,7 +18,6 @@ import argparse
 import collections
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import tensorkiln as tk  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from gpu_peaks import median_ms  # noqa: E402
 
 WARMUP, RUNS = 20, 100
 FP16_TOLERANCE = 3e-2  # max |out - ref| / max |ref| against the FP32 PyTorch model (bench/gpu_peers.py's bar)
@@ -101,26 +103,6 @@ def make_inputs(name: str, config, batch: int, smoke: bool, device: str) -> dict
 
 
 # ---- timing and checks --------------------------------------------------------------------------------------------
-def median_ms(fn, device: str, warmup: int = WARMUP, runs: int = RUNS) -> float:
-    """Median milliseconds of one call after warm-up: CUDA events on the GPU, the wall clock on the CPU."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end))
-        else:
-            begin = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - begin) * 1e3)
-    return statistics.median(samples)
-
-
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out.float() - ref.float()).abs().max() / ref.float().abs().max().clamp_min(1e-12))
 

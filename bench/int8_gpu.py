@@ -20,7 +20,6 @@ import collections
 import json
 import math
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -39,6 +38,10 @@ from tensorkiln.importers.onnx import parse_onnx  # noqa: E402
 from tensorkiln.quant.calibrator import DataCalibrator  # noqa: E402
 from tensorkiln.quant.int8 import Int8Options  # noqa: E402
 from tensorkiln.quant.precision import Precision  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from gpu_peaks import median_ms  # noqa: E402
+from models import randomize_batchnorm  # noqa: E402
 
 WARMUP, RUNS = 20, 100
 MIN_SQNR_DB = 20.0
@@ -66,15 +69,6 @@ class TinyCNN(torch.nn.Module):
         x = self.stem(image)
         x = torch.relu(self.branch(x) + self.shortcut(x))
         return self.head(x.mean((2, 3)))
-
-
-def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
-    """Random running statistics (bench/models.py), so that folded BatchNorm is tested with non-trivial values."""
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
 
 
 class _LastHiddenState(torch.nn.Module):
@@ -133,26 +127,6 @@ def export_onnx(model, inputs: dict, path: str) -> None:
 
 
 # ---- measuring ----------------------------------------------------------------------------------------------------
-def median_ms(fn, device: str, warmup: int = WARMUP, runs: int = RUNS) -> float:
-    """Median milliseconds of one call after warm-up: CUDA events on the GPU, the wall clock on the CPU."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end))
-        else:
-            begin = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - begin) * 1e3)
-    return statistics.median(samples)
-
-
 def sqnr_db(out: torch.Tensor, ref: torch.Tensor) -> float:
     """10 log10(|ref|^2 / |out - ref|^2), in FP64."""
     ref, noise = ref.double().cpu(), (out.double().cpu() - ref.double().cpu())
