@@ -11,6 +11,7 @@ OMP_WAIT_POLICY or GOMP_SPINCOUNT wins), and `passive_waiting()` says whether it
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -36,3 +37,18 @@ def set_threads(count: int | None) -> int:
     if count is not None:
         torch.set_num_threads(count)
     return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def threads(count: int | None):
+    """Run with `count` intra-op threads (None: as they are), restoring the previous setting after; yields the count
+    in use. Per calling thread: PyTorch's OpenMP team size is thread-local."""
+    import torch
+
+    saved = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(saved)

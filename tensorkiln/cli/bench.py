@@ -9,7 +9,6 @@ memory, which can cost far more than the engine itself; --host-io times numpy in
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import time
@@ -19,6 +18,7 @@ import numpy as np
 from rich.table import Table
 
 from .. import __version__
+from ..cpu_threads import threads as cpu_threads
 from .display import key_value_table, make_console, target_description, warn
 from .profile_args import concrete_engine
 from .inputs import (add_input_arguments, add_memory_budget_argument, make_feed, non_negative_float, non_negative_int,
@@ -85,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
             context.set_input_tensor(name, value)
         run = context.execute
     min_iterations, min_seconds = _run_length(args)
-    with _threads(args.threads) as threads:
+    with cpu_threads(args.threads) as threads:
         warmup_runs = _warm_up(run, args.warmup, args.warmup_ms)
         latencies, total_seconds = _measure(run, min_iterations, min_seconds)
         profile = context.profile(feed, runs=min(len(latencies), MAX_PROFILE_RUNS)) if args.dump_profile else None
@@ -124,20 +124,6 @@ def _run_length(args: argparse.Namespace) -> tuple[int, float]:
     if args.iterations is None and args.duration is None:
         return DEFAULT_ITERATIONS, DEFAULT_DURATION_S
     return args.iterations or 1, args.duration or 0.0
-
-
-@contextlib.contextmanager
-def _threads(count: int | None):
-    """Run with `count` intra-op threads, restoring the previous setting (kiln may run inside a process)."""
-    import torch
-
-    saved = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(saved)
 
 
 def _warm_up(run, runs: int | None, milliseconds: float | None) -> int:

@@ -21,13 +21,13 @@ model they build); that path stays for profiling and layer-wise checks, which ne
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from typing import Callable, Sequence
 
 import torch
 
+from ..cpu_threads import threads as thread_count
 from ..ir import ops
 from ..ir.dtypes import DataType
 from ..kernels.cpu.bound import BoundInput, bind_kernel
@@ -75,10 +75,10 @@ class StaticExecutor:
         against 63), so each count a context runs on gets its program (bound once; packed weights are shared)."""
         if threads not in self._programs:
             program = []
-            with _threads(threads):
+            with thread_count(threads):
                 for step, fn, compute, bound_inputs, bound_outputs, ins, outs, free in self._layout:
                     serial = _serial(step.op, bound_inputs, bound_outputs)
-                    with _threads(1 if serial else None):  # small layers' weights packed for one thread
+                    with thread_count(1 if serial else None):  # small layers' weights packed for one thread
                         call = _step_call(step, fn, compute, bound_inputs, bound_outputs)
                     program.append((call, ins, outs, free, serial))
             self._programs[threads] = tuple(program)
@@ -115,17 +115,6 @@ class StaticExecutor:
             if current != threads:
                 torch.set_num_threads(threads)
         return {name: convert(slots[index]) for name, index, convert in self.output_slots}
-
-
-@contextlib.contextmanager
-def _threads(count: int | None):
-    saved = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 # Below this many multiply-adds a convolution or matrix product runs on the calling thread alone: waking the other
