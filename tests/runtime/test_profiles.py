@@ -1,7 +1,8 @@
 """Optimization profiles (issue 20): one engine for ranges of shapes, checked against onnxruntime at every shape.
 
-The model is exported by torch with dynamic axes, so its reshape targets come from Shape ops (as exporters write
-them): a specialization that kept another shape's folded targets would give wrong shapes or values here.
+The model (tests/conftest.py dynamic_model) is exported by torch with dynamic axes, so its reshape targets come from
+Shape ops (as exporters write them): a specialization that kept another shape's folded targets would give wrong
+shapes or values here.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
-import torch
 
 from tensorkiln.errors import BuildError, EngineFormatError, InputError
 from tensorkiln.plan.profiles import OptimizationProfile, ShapeRange, profiles_from_json, profiles_from_shape_specs
@@ -19,30 +19,6 @@ from tensorkiln.plan.schema import PlanProblem
 from tensorkiln.profile_builder import ModelSource, build_with_profiles
 from tensorkiln.runtime import Runtime
 from tensorkiln.runtime.profiles import ProfiledEngine
-
-
-class _Tokens(torch.nn.Module):
-    """Conv -> ReLU -> tokens (reshape by the input's own sizes) and a pooled classifier."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.fc = torch.nn.Linear(8, 5)
-
-    def forward(self, x):
-        features = torch.relu(self.conv(x))
-        tokens = features.reshape(features.shape[0], 8, -1).transpose(1, 2)
-        return tokens, torch.softmax(self.fc(features.mean((2, 3))), -1)
-
-
-@pytest.fixture(scope="module")
-def dynamic_model(tmp_path_factory) -> bytes:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("profiles") / "tokens.onnx"
-    torch.onnx.export(_Tokens().eval(), (torch.randn(1, 3, 8, 8),), str(path), input_names=["x"],
-                      output_names=["tokens", "probs"], opset_version=17, dynamo=False,
-                      dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}})
-    return path.read_bytes()
 
 
 def _range(low, opt, high) -> OptimizationProfile:
