@@ -184,13 +184,14 @@ def _grpc_input(name: str, x: np.ndarray):
     return tensor
 
 
-def _client_process(url: str, model: str, concurrency: int, start_at: float, seconds: float, size: int, queue):
-    """One load process: `concurrency` requests in flight from start_at for `seconds`; puts (count, errors,
-    latencies in ms) on `queue`."""
+def _client_process(url: str, model: str, concurrency: int, start_at: float, seconds: float, shape: tuple,
+                    input_name: str, queue):
+    """One load process: `concurrency` requests in flight from start_at for `seconds`, each an FP32 input of
+    `shape`; puts (count, errors, latencies in ms) on `queue`."""
     import tritonclient.grpc.aio as grpc_aio
 
-    x = np.random.default_rng(os.getpid()).standard_normal((1, 3, size, size), dtype=np.float32)
-    inputs = [_grpc_input("image", x)]
+    x = np.random.default_rng(os.getpid()).standard_normal(shape, dtype=np.float32)
+    inputs = [_grpc_input(input_name, x)]
 
     async def run():
         client = grpc_aio.InferenceServerClient(url)
@@ -218,12 +219,14 @@ def _client_process(url: str, model: str, concurrency: int, start_at: float, sec
     queue.put((len(latencies), errors[:3], len(errors), latencies))
 
 
-def throughput(url: str, model: str, concurrency: int, clients: int, seconds: float, size: int) -> dict:
+def throughput(url: str, model: str, concurrency: int, clients: int, seconds: float, shape: tuple,
+               input_name: str = "image") -> dict:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     start_at = time.time() + 5.0  # the processes start, connect and warm up first
     per_client = [concurrency // clients + (1 if i < concurrency % clients else 0) for i in range(clients)]
-    processes = [context.Process(target=_client_process, args=(url, model, n, start_at, seconds, size, queue))
+    processes = [context.Process(target=_client_process,
+                                 args=(url, model, n, start_at, seconds, shape, input_name, queue))
                  for n in per_client if n]
     for process in processes:
         process.start()
@@ -360,7 +363,7 @@ def main(argv=None) -> int:
         runs = (20, 200) if smoke else (200, 2000)
         results.put("overhead_concurrency_1", overhead(server, face_file, *runs))
         for model in ("resnet50_unbatched", "resnet50_batched"):
-            measured = throughput(server.grpc_url, model, concurrency, clients, seconds, size)
+            measured = throughput(server.grpc_url, model, concurrency, clients, seconds, (1, 3, size, size))
             measured["batches"] = batch_stats(server.http_url, model)
             results.put(f"throughput_{model}", measured)
         speedup = (results.data["throughput_resnet50_batched"]["inferences_per_s"]
