@@ -20,7 +20,8 @@ RESIDUAL_INPUT = 3  # fused layers' inputs: x (or a), weights (or b), bias, resi
 # kinds whose kernels always return new storage, never a view of an input: a residual written by one of these and
 # read only by these shares its bytes with no other live tensor, so storing over it disturbs nothing else
 _FRESH_OUTPUT_KINDS = {ops.FusedConvolution.KIND, ops.Convolution.KIND, ops.FusedMatMul.KIND,
-                       ops.MatrixMultiply.KIND, ops.LayerNorm.KIND, ops.RMSNorm.KIND}
+                       ops.MatrixMultiply.KIND, ops.LayerNorm.KIND, ops.RMSNorm.KIND,
+                       ops.FusedMatMulLayerNorm.KIND}
 
 
 def residuals_in_place(steps: Sequence[Step], candidates: set[str]) -> list[Step]:

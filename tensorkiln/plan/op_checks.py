@@ -500,6 +500,20 @@ def _fused_matmul(op: ops.FusedMatMul, inputs: Inputs) -> None:
     check_epilogue(op, inputs)
 
 
+@op_check(ops.FusedMatMulLayerNorm)
+def _fused_matmul_layer_norm(op: ops.FusedMatMulLayerNorm, inputs: Inputs) -> None:
+    at_most_inputs(inputs, 6)
+    a, b = required(inputs, 0, "left operand"), required(inputs, 1, "right operand")
+    if len(a.shape) < 1 or len(b.shape) != 2:
+        raise PlanProblem(f"takes a of rank 1 or more and a 2-D b, not ranks {len(a.shape)} and {len(b.shape)}")
+    required(inputs, 4, "LayerNorm scale")
+    if op.residual:
+        required(inputs, 3, "residual")
+    finite("epsilon", op.epsilon)
+    if op.epsilon < 0:
+        raise PlanProblem(f"epsilon {op.epsilon!r} must be >= 0")
+
+
 @op_check(ops.FusedPointwise)
 def _fused_pointwise(op: ops.FusedPointwise, inputs: Inputs) -> None:
     from ..kernels.cpu.fused import parse_program, program_inputs

@@ -102,6 +102,18 @@ class FusedMatMul(OpAttrs):
     int8_output_scale: float = 0.0
 
 
+@op("fused_matmul_layer_norm")
+class FusedMatMulLayerNorm(OpAttrs):
+    """A matrix product, its bias and residual add, and the LayerNorm over the last dim that reads it, as one layer
+    (passes/fuse_matmul_layer_norm.py: a transformer's projection + residual + norm); inputs: a, b, bias|None,
+    residual|None, scale, shift|None.  y = layer_norm(a @ b + bias + residual) * scale + shift. The residual sits
+    at input 3 as in the other fused kinds, so `residual_in_place` (plan/in_place.py) means what it means there."""
+    transpose_b: bool = False
+    residual: bool = False
+    epsilon: float = 1e-5
+    residual_in_place: bool = False
+
+
 @op("fused_pointwise")
 class FusedPointwise(OpAttrs):
     """A chain of elementwise, unary and activation layers as one layer. `program` is a tiny SSA text program,
