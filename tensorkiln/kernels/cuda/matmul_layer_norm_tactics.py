@@ -1,0 +1,108 @@
+"""CUDA tactics of fused_matmul_layer_norm (a GEMM with its bias and residual, then LayerNorm over the last dim).
+
+Two kinds compete in the tactic timer:
+- `cublaslt_norm_<rows config>`: the layer as it ran before the fusion, back to back: the cuBLASLt GEMM (a residual
+  without a bias is one GEMM accumulating into it where the plan lets the layer store over its residual; see
+  cublas.py), then the Triton row kernel of the LayerNorm (norms.py, each of its tile configs). The fusion never
+  costs the engine more than this.
+- `triton_gemmln_<gemm config>`: one kernel, the norm in the GEMM's epilogue (triton/gemm_layer_norm.py), on the
+  GEMM tiles of the plain Triton GEMM and its split-K config for small batches (whose output is too small to fill
+  the GPU: a batch-1 transformer's 128 rows).
+
+Both are registered only where triton is installed (the portable torch kernel serves everywhere). Kernel modules are
+imported on the first launch, as in triton_tactics.py.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+from ...ir import ops
+from ...ir.dtypes import DataType
+from ..registry import kernel
+from . import cublas
+from .triton import configs as tiles
+from .triton_tactics import SPLIT_K_MAX_OUTPUT, TRITON_AVAILABLE, _launch, _triton, tactic_impl
+
+_FLOATS = (DataType.FLOAT, DataType.HALF, DataType.BF16)
+MAX_ROW = 8192  # triton/gemm_layer_norm.py's MAX_ROW (that module imports triton: not imported here)
+
+
+def _operands(inputs):
+    return (list(inputs) + [None] * 6)[:6]
+
+
+def _columns(op, b) -> int:
+    return b.shape[0] if op.transpose_b else b.shape[1]
+
+
+def _per_column(tensor, columns: int) -> bool:
+    return tensor is None or math.prod(tensor.shape) in (1, columns)
+
+
+def _fusable(op: ops.FusedMatMulLayerNorm, inputs) -> bool:
+    """Float operands, a 2-D b, per-column bias, scale and shift, a residual of the output's shape."""
+    a, b, bias, residual, scale, shift = _operands(inputs)
+    if a is None or b is None or scale is None or len(b.shape) != 2 or len(a.shape) < 1:
+        return False
+    if any(t is not None and t.dtype not in _FLOATS for t in (a, b, bias, residual, scale, shift)):
+        return False
+    columns = _columns(op, b)
+    out_shape = (*a.shape[:-1], columns)
+    if op.residual and (residual is None or tuple(residual.shape) != out_shape):
+        return False
+    return all(_per_column(t, columns) for t in (bias, scale, shift)) and 0 < columns <= MAX_ROW
+
+
+def _split_k_pays(op, inputs, config) -> bool:
+    """As triton_tactics._split_k_pays: an output too small to fill the GPU and K deep enough for every split."""
+    if not _fusable(op, inputs):
+        return False
+    a, b = inputs[0], inputs[1]
+    m, n, k = math.prod(a.shape[:-1]), _columns(op, b), a.shape[-1]
+    count = -(-m // config.block_m) * -(-n // config.block_n)
+    return m * n < SPLIT_K_MAX_OUTPUT and -(-k // config.block_k) >= 2 * tiles.split_k_for(config, count)
+
+
+def _matmul_part(op: ops.FusedMatMulLayerNorm) -> ops.FusedMatMul:
+    return ops.FusedMatMul(transpose_b=op.transpose_b, residual=op.residual, residual_in_place=op.residual_in_place)
+
+
+def library_then_norm(op: ops.FusedMatMulLayerNorm, inputs, config):
+    a, b, bias, residual, scale, shift = _operands(inputs)
+    y = cublas.fused_matmul_cublaslt(_matmul_part(op), [a, b, bias, residual if op.residual else None])[0]
+    return [_launch(_triton("norms").layer_norm, y, scale.reshape(-1).expand(y.shape[-1]),
+                    None if shift is None else shift.reshape(-1).expand(y.shape[-1]), axis=-1, eps=op.epsilon,
+                    block_n=config.block_n or None, num_warps=config.num_warps or None, rows=config.rows)]
+
+
+def gemm_with_norm(op: ops.FusedMatMulLayerNorm, inputs, config):
+    a, b, bias, residual, scale, shift = _operands(inputs)
+    return [_launch(_triton("gemm_layer_norm").gemm_layer_norm, a, b.to(a.dtype), scale, shift, bias=bias,
+                    residual=residual if op.residual else None, eps=op.epsilon, transpose_b=op.transpose_b,
+                    config=config, over_residual=op.residual_in_place)]
+
+
+def _bind(fn, config):
+    def run(op, inputs):
+        return fn(op, inputs, config)
+
+    run.__name__ = run.__qualname__ = fn.__name__
+    return run
+
+
+def _register() -> None:
+    kind = ops.FusedMatMulLayerNorm
+    for config in tiles.NORM_CONFIGS:
+        kernel(kind, target="cuda", impl=f"cublaslt_norm_{config.name}", supports=_fusable,
+               writes_over_residual=True)(_bind(library_then_norm, config))
+    for config in tiles.GEMM_CONFIGS:
+        kernel(kind, target="cuda", impl=tactic_impl("gemmln", config), supports=_fusable,
+               writes_over_residual=True)(_bind(gemm_with_norm, config))
+    for config in tiles.SPLIT_K_CONFIGS:
+        kernel(kind, target="cuda", impl=tactic_impl("gemmlnsplitk", config), writes_over_residual=True,
+               supports=functools.partial(_split_k_pays, config=config))(_bind(gemm_with_norm, config))
+
+
+if TRITON_AVAILABLE:
+    _register()

@@ -1,0 +1,118 @@
+"""fused_matmul_layer_norm on the CUDA target: the Triton GEMM with LayerNorm in its epilogue (row-block arrival,
+split-K), and every registered tactic of the kind, against the portable kernel (FP32, on the CPU). Where they run:
+triton_support.py (Triton's interpreter with small shapes on a machine without a GPU); the last tests need a GPU
+(BERT-sized shapes, an engine built for CUDA)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from triton_support import DEVICE, DTYPES, HAS_CUDA, check, f32, needs_triton, rand, triton_module
+
+from tensorkiln.ir import ops  # noqa: E402  (after triton_support sets TRITON_INTERPRET)
+from tensorkiln.ir.dtypes import DataType  # noqa: E402
+from tensorkiln.ir.graph import Tensor  # noqa: E402
+from tensorkiln.kernels import registry  # noqa: E402
+
+
+def _reference(a, b, scale, shift, bias, residual, eps, transpose_b, dtype):
+    """The unfused pair: the GEMM's sum rounded to the output dtype (as it was stored), then the norm in FP32."""
+    ra, rb, rscale, rshift, rbias, rres = f32(a, b, scale, shift, bias, residual)
+    y = ra @ (rb.t() if transpose_b else rb)
+    y = y + (0 if rbias is None else rbias) + (0 if rres is None else rres)
+    y = y.to(dtype).float()
+    return F.layer_norm(y, y.shape[-1:], rscale.expand(y.shape[-1]),
+                        None if rshift is None else rshift.expand(y.shape[-1]), eps)
+
+
+def _configs():
+    configs = triton_module("configs")
+    return [configs.GemmConfig(16, 16, 16, 2, 4, 1), configs.GemmConfig(32, 16, 32, 8, 4, 1),
+            configs.GemmConfig(16, 32, 16, 1, 4, 1, split_k=3), configs.SPLIT_K_CONFIGS[0]]
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("config", range(4))
+@pytest.mark.parametrize("a_shape, n, bias, residual, shift", [
+    ((2, 13, 40), 72, True, True, True),  # ragged rows, columns and K; several row and column blocks
+    ((7, 33), 24, False, True, False),  # no bias (hoisted), no shift
+    ((1, 5, 17), 7, True, False, True),  # no residual, a row narrower than a tile
+])
+def test_gemm_layer_norm_kernel(dtype, config, a_shape, n, bias, residual, shift):
+    kernel = triton_module("gemm_layer_norm")
+    k = a_shape[-1]
+    a, b = rand(*a_shape, dtype=dtype), rand(n, k, dtype=dtype, scale=0.3)
+    scale, shift_t = rand(n, dtype=dtype), rand(n, dtype=dtype) if shift else None
+    bias_t = rand(n, dtype=dtype) if bias else None
+    res = rand(*a_shape[:-1], n, dtype=dtype) if residual else None
+    out = kernel.gemm_layer_norm(a, b, scale, shift_t, bias=bias_t, residual=res, eps=1e-5, transpose_b=True,
+                                 config=_configs()[config])
+    check(out, _reference(a, b, scale, shift_t, bias_t, res, 1e-5, True, dtype), dtype)
+
+
+@needs_triton
+def test_gemm_layer_norm_stores_over_its_residual():
+    kernel = triton_module("gemm_layer_norm")
+    a, b, scale = rand(3, 9, 20), rand(20, 48), rand(48)
+    residual = rand(3, 9, 48)
+    expected = _reference(a, b, scale, None, None, residual, 1e-6, False, torch.float32)
+    out = kernel.gemm_layer_norm(a, b, scale, residual=residual, eps=1e-6, config=_configs()[2], over_residual=True)
+    assert out.data_ptr() == residual.data_ptr()
+    check(out, expected, torch.float32)
+
+
+def _specs(*tensors):
+    return [None if t is None else Tensor("t", DataType.from_torch(t.dtype), tuple(t.shape)) for t in tensors]
+
+
+@needs_triton
+@pytest.mark.parametrize("residual_in_place", [False, True])
+def test_every_cuda_tactic_matches_the_portable_kernel(residual_in_place):
+    """Every tactic registered for the kind (library + row kernel, the fused Triton kernel, its split-K config),
+    fed as the runtime feeds them, against the portable kernel; a shape where split-K pays (K deep, output small)."""
+    op = ops.FusedMatMulLayerNorm(transpose_b=False, residual=True, epsilon=1e-5,
+                                  residual_in_place=residual_in_place)
+    a, b, bias, scale, shift = rand(1, 9, 2048), rand(2048, 40, scale=0.02), rand(40), rand(40), rand(40)
+    residual = rand(1, 9, 40)
+    inputs = [a, b, bias, residual, scale, shift]
+    portable = registry.get_kernel(op.KIND)
+    expected = portable(op, [t.cpu() for t in inputs])[0]
+    entries = [e for e in registry.candidates(op.KIND, "cuda", op, _specs(*inputs)) if e.impl != "torch"]
+    impls = {e.impl.split("_")[0] + "_" + e.impl.split("_")[1] for e in entries}
+    assert {"cublaslt_norm", "triton_gemmln", "triton_gemmlnsplitk"} <= impls, impls
+    for entry in entries:
+        out = entry.fn(op, [t.clone() for t in inputs])[0]
+        check(out, expected, torch.float32)
+
+
+@needs_triton
+def test_tactics_decline_what_they_cannot_run():
+    from tensorkiln.kernels.cuda import matmul_layer_norm_tactics as tactics
+
+    op = ops.FusedMatMulLayerNorm(residual=True)
+    spec = lambda *shape, dtype=DataType.FLOAT: Tensor("t", dtype, shape)  # noqa: E731
+    good = [spec(4, 16), spec(16, 8), spec(8), spec(4, 8), spec(8), spec(8)]
+    assert tactics._fusable(op, good)
+    assert not tactics._fusable(op, [*good[:3], spec(1, 8), *good[4:]])  # a broadcast residual
+    assert not tactics._fusable(op, [*good[:4], spec(3), good[5]])  # a scale of neither 1 nor N values
+    assert not tactics._fusable(op, [spec(4, 16), spec(16, 9000), None, None, spec(9000), None])  # too wide a row
+    assert not tactics._fusable(op, [spec(4, 16, dtype=DataType.INT32), *good[1:]])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("rows, k", [(128, 3072), (128, 768), (4096, 768)])
+def test_bert_shapes_on_the_gpu(rows, k):
+    """BERT-base's residual projections (N 768) at batch 1 and 32, FP16, every tactic of the kind."""
+    op = ops.FusedMatMulLayerNorm(residual=True, epsilon=1e-12)
+    dtype = torch.float16
+    a, b, scale, shift = rand(rows, k, dtype=dtype), rand(k, 768, dtype=dtype, scale=k ** -0.5), \
+        rand(768, dtype=dtype), rand(768, dtype=dtype)
+    residual = rand(rows, 768, dtype=dtype)
+    inputs = [a, b, None, residual, scale, shift]
+    expected = _reference(a, b, scale, shift, None, residual, 1e-12, False, dtype)
+    entries = [e for e in registry.candidates(op.KIND, "cuda", op, _specs(*inputs))]
+    assert any(e.impl.startswith("triton_gemmln") for e in entries)
+    for entry in entries:
+        check(entry.fn(op, [None if t is None else t.clone() for t in inputs])[0].to(DEVICE), expected, dtype)
