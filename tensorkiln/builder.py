@@ -96,7 +96,7 @@ class Builder:
             kept = tuple(name for name, _ in self.config.layer_precisions)
             manager.records.append(quantize_network(graph, options, self._say, self._device, explicit, kept))
             self._log_pass(manager.records[-1])
-        plan, weights = self._lower(graph, manager, layers_before)
+        plan, weights = self._lower(graph, manager, layers_before, explicit_qdq=bool(explicit))
         seconds = time.perf_counter() - start
         self._say(f"built {graph.name!r}: {layers_before} layers -> {len(plan.steps)} steps in {seconds:.2f} s")
         record = make_record(plan, sources, model_weights, self._refit_config(),
@@ -127,7 +127,7 @@ class Builder:
     def _device(self) -> torch.device:
         return torch.device(self.config.target.value)
 
-    def _lower(self, graph: Network, manager: PassManager, layers_before: int):
+    def _lower(self, graph: Network, manager: PassManager, layers_before: int, explicit_qdq: bool = False):
         config, target = self.config, self.config.target.value
         hints = dict(config.tactic_hints)
         overrides, precision_log = assign_precisions(graph, self._float_precision, config.layer_precisions,
@@ -165,7 +165,7 @@ class Builder:
         may_store = residual_in_place_candidates(steps, tensors, outside)
         candidates = [_hinted(timed_candidates(layer, target, config.opt_level, config.disabled_tactic_sources),
                               hints.get(layer.name)) for layer in graph.layers]
-        links = self._integer_links(graph, timer, may_store)  # INT8 on a GPU (int8_links.py), else None
+        links = self._integer_links(graph, timer, may_store, explicit_qdq)  # INT8 on a GPU (int8_links.py), else None
         if timer is not None:
             timer.compile_ahead(work for layer, found in zip(graph.layers, candidates) if len(found) > 1
                                 for work in (links.timing_work(layer, found) if links else
@@ -219,13 +219,13 @@ class Builder:
         """INT8 builds for a GPU have integer kernels, and link the layers that choose them (plan/integer_links.py)."""
         return self.config.target is Target.CUDA and self.config.precision is Precision.INT8
 
-    def _integer_links(self, graph: Network, timer: TacticTimer | None, may_store: set[str]):
+    def _integer_links(self, graph: Network, timer: TacticTimer | None, may_store: set[str], explicit_qdq: bool):
         """The INT8 links of a GPU build (int8_links.py); None for other builds."""
         if not self._links_integer_layers:
             return None
         from .int8_links import IntegerLinks
 
-        return IntegerLinks(graph, timer, may_store, self._say)
+        return IntegerLinks(graph, timer, may_store, self._say, calibrated=not explicit_qdq)
 
     def _reduced_dtype(self, layer: Layer, overrides: dict[str, str]) -> torch.dtype | None:
         if layer.name in overrides:

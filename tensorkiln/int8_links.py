@@ -67,8 +67,10 @@ class IntegerLinks:
     """One INT8 GPU build's links: `expected` (quantized layers whose input / output a link would make INT8, were
     every quantized layer on an integer kernel), what the timer does with them, and the links made at the end."""
 
-    def __init__(self, graph: Network, timer: TacticTimer | None, may_store: set[str], say: Callable[..., None]):
+    def __init__(self, graph: Network, timer: TacticTimer | None, may_store: set[str], say: Callable[..., None],
+                 calibrated: bool = True):
         self.graph, self.timer, self.may_store, self.say = graph, timer, may_store, say
+        self.calibrated = calibrated  # the scales came from calibration (not Q/DQ): float kernels compute unquantized
         self.expected = expected_links(graph)
 
     def _flags(self, layer: Layer) -> tuple[bool, bool]:
@@ -119,12 +121,15 @@ class IntegerLinks:
              may_store: set[str]) -> tuple[list[Step], list[TensorSpec], set[str]]:
         """The steps and activation specs with the links made, and the steps that may still store over their
         residual (the links change tensors' readers and dtypes)."""
-        steps, tensors, links = link_integer_layers(steps, tensors, outside, _is_integer, scalar_of(weights))
+        steps, tensors, links = link_integer_layers(steps, tensors, outside, _is_integer, scalar_of(weights),
+                                                    float_fallback=self.calibrated)
         if links:
-            stored = sum(link.int8 for link in links)
+            stored, unquantized = sum(link.int8 for link in links), sum(link.float_readers for link in links)
             self.say(f"int8: {len(links)} quantize steps removed: {stored} layers store INT8 activations for the "
-                     f"integer layers reading them, {len(links) - stored} tensors are quantized as they are read")
+                     f"integer layers reading them, {len(links) - stored - unquantized} tensors are quantized as "
+                     f"they are read, {unquantized} are read unquantized by layers whose float kernels were faster")
         for link in links:
-            how = f"{link.producer} stores it INT8" if link.int8 else "read as float, quantized on load"
+            how = (f"{link.producer} stores it INT8" if link.int8 else "read unquantized by float kernels"
+                   if link.float_readers else "read as float, quantized on load")
             self.say(f"  {link.tensor!r} -> {', '.join(link.readers)}: {how}", detail=True)
         return steps, tensors, may_store & residual_in_place_candidates(steps, tensors, outside)
