@@ -71,6 +71,11 @@ def test_hf_encoders_fuse_every_residual_norm_and_match_onnxruntime(hf_export):
     assert engine.plan.build_info["pass_counts"]["fuse_matmul_layer_norm.fused"] == 2 * LAYERS
     assert kinds["fused_matmul_layer_norm"] == 2 * LAYERS
     assert kinds["layer_norm"] == 1  # the embeddings' norm reads an add, not a GEMM
+    assert kinds["gather"] == 1 and kinds["cast"] == 1  # the word embeddings; the mask chain's gather is a view
+    # the second encoder layer (the first also computes the shared padding mask): its GEMMs and attention, and the
+    # views that split and merge the heads (no kernels: the attention kernel reads them in place)
+    second = collections.Counter(s.kind for s in engine.plan.steps if "layer.1/" in s.name)
+    assert second == {"fused_matmul": 2, "fused_matmul_layer_norm": 2, "attention": 1, "split": 1, "shuffle": 4}
     fused = [s for s in engine.plan.steps if s.kind == "fused_matmul_layer_norm"]
     assert all(s.op.residual and s.inputs[3] is not None and s.inputs[4] is not None for s in fused)
     want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)[0]
@@ -138,3 +143,22 @@ def test_engine_with_fused_norm_saves_and_loads(tmp_path):
     for name in want:
         np.testing.assert_array_equal(got[name], want[name])
     assert any(step.kind == "fused_matmul_layer_norm" for step in loaded.plan.steps)
+
+
+def test_cpu_binder_computes_what_the_kernel_computes():
+    from tensorkiln.ir import ops
+    from tensorkiln.kernels.cpu.bound import BoundInput, bind_kernel
+    from tensorkiln.kernels.cpu.matmul_layer_norm import fused_matmul_layer_norm
+
+    op = ops.FusedMatMulLayerNorm(transpose_b=True, residual=True, epsilon=1e-6)
+    generator = torch.Generator().manual_seed(2)
+    a, w, bias, residual, scale, shift = (torch.randn(*shape, generator=generator)
+                                          for shape in ((2, 3, 8), (6, 8), (6,), (2, 3, 6), (6,), (6,)))
+    spec = lambda t, weight=False: BoundInput(tuple(t.shape), t.dtype, t if weight else None,  # noqa: E731
+                                              torch.contiguous_format)
+    call = bind_kernel(op.KIND, "torch", op, [spec(a), spec(w, True), spec(bias, True), spec(residual),
+                                              spec(scale, True), spec(shift, True)], [spec(residual)])
+    assert call is not None
+    want = fused_matmul_layer_norm(op, [a, w, bias, residual, scale, shift])[0]
+    got = call([a, w, bias, residual.clone(), scale, shift])[0]
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
