@@ -62,6 +62,24 @@ def test_gemm_layer_norm_stores_over_its_residual():
     check(out, expected, torch.float32)
 
 
+@needs_triton
+@pytest.mark.skipif(HAS_CUDA and torch.cuda.get_device_capability() < (9, 0), reason="TMA needs Hopper or later")
+@pytest.mark.parametrize("split_epilogue", [False, True])
+@pytest.mark.parametrize("b_k_major", [False, True])
+def test_tma_gemm_layer_norm_kernel(split_epilogue, b_k_major):
+    kernel, configs = triton_module("gemm_layer_norm"), triton_module("configs")
+    config = configs.TmaGemmConfig(configs.GemmConfig(16, 32, 16, 2, 4, 1), split_epilogue=split_epilogue)
+    dtype = torch.float16
+    a, b, scale, shift, bias = rand(40, 24, dtype=dtype), rand(72, 24, dtype=dtype, scale=0.2), \
+        rand(72, dtype=dtype), rand(72, dtype=dtype), rand(72, dtype=dtype)
+    residual = rand(40, 72, dtype=dtype)
+    expected = _reference(a, b, scale, shift, bias, residual, 1e-5, True, dtype)
+    out = kernel.gemm_tma_layer_norm(a, b if b_k_major else b.t().contiguous(), scale, shift, b_k_major=b_k_major,
+                                     bias=bias, residual=residual, eps=1e-5, config=config, out=residual)
+    assert out.data_ptr() == residual.data_ptr()
+    check(out, expected, dtype)
+
+
 def _specs(*tensors):
     return [None if t is None else Tensor("t", DataType.from_torch(t.dtype), tuple(t.shape)) for t in tensors]
 
@@ -84,6 +102,32 @@ def test_every_cuda_tactic_matches_the_portable_kernel(residual_in_place):
     for entry in entries:
         out = entry.fn(op, [t.clone() for t in inputs])[0]
         check(out, expected, torch.float32)
+
+
+@needs_triton
+@pytest.mark.skipif(HAS_CUDA and torch.cuda.get_device_capability() < (9, 0), reason="TMA needs Hopper or later")
+def test_tma_tactics_take_large_fp16_layers(monkeypatch):
+    from tensorkiln.kernels.cuda import matmul_layer_norm_tactics as tactics
+
+    monkeypatch.setattr(tactics, "_hopper", lambda: True)  # in the interpreter too
+    op = ops.FusedMatMulLayerNorm(residual=True, residual_in_place=True)
+    dtype = torch.float16
+    a, b, scale, shift = rand(2, 256, 16, dtype=dtype), rand(16, 256, dtype=dtype, scale=0.25), \
+        rand(256, dtype=dtype), rand(256, dtype=dtype)  # 512 rows: 4 x 1 tiles of 128 x 256
+    residual = rand(2, 256, 256, dtype=dtype)
+    inputs = [a, b, None, residual, scale, shift]
+    config = triton_module("configs").TMA_GEMM_CONFIGS[0]
+    assert not tactics._tma_ok(op, _specs(*inputs), config)  # 4 tiles: fewer than TMA_MIN_TILES
+    monkeypatch.setattr(tactics, "TMA_MIN_TILES", 4)
+    assert tactics._tma_ok(op, _specs(*inputs), config)
+    assert not tactics._tma_ok(op, _specs(rand(2, 256, 12, dtype=dtype), rand(12, 256, dtype=dtype), *inputs[2:]),
+                               config)  # K not a multiple of 8
+    expected = _reference(a, b, scale, shift, None, residual, op.epsilon, False, dtype)
+    for fn in (tactics.tma_gemm_with_norm, tactics.tma_flat_gemm_with_norm):
+        out = fn(op, [t if t is None else t.clone() for t in inputs], config)[0]
+        check(out, expected, dtype)
+    with pytest.raises(NotImplementedError, match="FP16/BF16"):
+        tactics.tma_gemm_with_norm(op, [None if t is None else t.float() for t in inputs], config)
 
 
 @needs_triton

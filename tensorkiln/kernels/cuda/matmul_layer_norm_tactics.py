@@ -17,12 +17,15 @@ from __future__ import annotations
 import functools
 import math
 
+import torch
+
 from ...ir import ops
 from ...ir.dtypes import DataType
 from ..registry import kernel
 from . import cublas
 from .triton import configs as tiles
-from .triton_tactics import SPLIT_K_MAX_OUTPUT, TRITON_AVAILABLE, _launch, _triton, tactic_impl
+from .triton_tactics import (TMA_MIN_TILES, TRITON_AVAILABLE, _bind, _hopper, _launch, _split_k_pays, _triton,
+                             tactic_impl)
 
 _FLOATS = (DataType.FLOAT, DataType.HALF, DataType.BF16)
 MAX_ROW = 8192  # triton/gemm_layer_norm.py's MAX_ROW (that module imports triton: not imported here)
@@ -54,14 +57,13 @@ def _fusable(op: ops.FusedMatMulLayerNorm, inputs) -> bool:
     return all(_per_column(t, columns) for t in (bias, scale, shift)) and 0 < columns <= MAX_ROW
 
 
-def _split_k_pays(op, inputs, config) -> bool:
-    """As triton_tactics._split_k_pays: an output too small to fill the GPU and K deep enough for every split."""
+def _problem(op, inputs) -> tuple[int, int, int] | None:
+    """(M, N, K) of the layer's GEMM, None where these tactics cannot serve it (triton_tactics._split_k_pays reads
+    it)."""
     if not _fusable(op, inputs):
-        return False
-    a, b = inputs[0], inputs[1]
-    m, n, k = math.prod(a.shape[:-1]), _columns(op, b), a.shape[-1]
-    count = -(-m // config.block_m) * -(-n // config.block_n)
-    return m * n < SPLIT_K_MAX_OUTPUT and -(-k // config.block_k) >= 2 * tiles.split_k_for(config, count)
+        return None
+    a = inputs[0]
+    return math.prod(a.shape[:-1]), _columns(op, inputs[1]), a.shape[-1]
 
 
 def _matmul_part(op: ops.FusedMatMulLayerNorm) -> ops.FusedMatMul:
@@ -83,12 +85,35 @@ def gemm_with_norm(op: ops.FusedMatMulLayerNorm, inputs, config):
                     config=config, over_residual=op.residual_in_place)]
 
 
-def _bind(fn, config):
-    def run(op, inputs):
-        return fn(op, inputs, config)
+def _tma_ok(op, inputs, config) -> bool:
+    """At least TMA_MIN_TILES output tiles (a persistent program per SM), K and N multiples of 8 (TMA's 16-byte
+    rows in 16-bit types), on Hopper or later."""
+    if not _fusable(op, inputs) or not _hopper():
+        return False
+    (m, n, k), tile = _problem(op, inputs), config.tiles
+    return -(-m // tile.block_m) * -(-n // tile.block_n) >= TMA_MIN_TILES and k % 8 == 0 and n % 8 == 0
 
-    run.__name__ = run.__qualname__ = fn.__name__
-    return run
+
+def _tma_gemm_with_norm(op: ops.FusedMatMulLayerNorm, inputs, config, flatten: bool):
+    a, b, bias, residual, scale, shift = _operands(inputs)
+    if a.dtype not in (torch.float16, torch.bfloat16):
+        raise NotImplementedError("the TMA GEMM takes FP16/BF16 operands (an FP32 layer keeps another tactic)")
+    n = _columns(op, b)
+    rows = a.reshape(-1, a.shape[-1]).contiguous()
+    residual_rows = residual.reshape(-1, n).contiguous() if op.residual else None
+    out = residual_rows if op.residual_in_place and residual_rows is not None else None
+    y = _launch(_triton("gemm_layer_norm").gemm_tma_layer_norm, rows, b.to(a.dtype).contiguous(), scale, shift,
+                b_k_major=op.transpose_b, bias=bias, residual=residual_rows, eps=op.epsilon, config=config,
+                flatten=flatten, out=out)
+    return [y.view(*a.shape[:-1], n)]
+
+
+def tma_gemm_with_norm(op: ops.FusedMatMulLayerNorm, inputs, config):
+    return _tma_gemm_with_norm(op, inputs, config, flatten=False)
+
+
+def tma_flat_gemm_with_norm(op: ops.FusedMatMulLayerNorm, inputs, config):
+    return _tma_gemm_with_norm(op, inputs, config, flatten=True)
 
 
 def _register() -> None:
@@ -101,7 +126,13 @@ def _register() -> None:
                writes_over_residual=True)(_bind(gemm_with_norm, config))
     for config in tiles.SPLIT_K_CONFIGS:
         kernel(kind, target="cuda", impl=tactic_impl("gemmlnsplitk", config), writes_over_residual=True,
-               supports=functools.partial(_split_k_pays, config=config))(_bind(gemm_with_norm, config))
+               supports=functools.partial(_split_k_pays, _problem, config=config))(_bind(gemm_with_norm, config))
+    # the persistent TMA GEMM's config, its tile loop flattened (gemm_tma.py's form) and not (in case the norm's
+    # branch inside the loop keeps Triton from flattening it: a compile error is a tactic that cannot run)
+    for config in tiles.TMA_GEMM_CONFIGS:
+        for suffix, fn in (("", tma_gemm_with_norm), ("_flat", tma_flat_gemm_with_norm)):
+            kernel(kind, target="cuda", impl=tactic_impl("gemmln", config) + suffix, writes_over_residual=True,
+                   supports=functools.partial(_tma_ok, config=config))(_bind(fn, config))
 
 
 if TRITON_AVAILABLE:

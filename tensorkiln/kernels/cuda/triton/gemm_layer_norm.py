@@ -8,7 +8,9 @@ output's dtype, as the unfused GEMM stored it for the LayerNorm to read), then b
 program that arrives last reads the row block back from L2 (its tiles were just written) and normalizes it in
 place, a few rows at a time. The result is the unfused pair's, rounding included, in one launch and without the
 norm's read of the sum from DRAM. Serial split-K (gemm.py) composes with it: only the split that stores a tile
-counts its arrival. The counters are zeroed on every launch, the split-K ones with them.
+counts its arrival. The counters are zeroed on every launch, the split-K ones with them. The persistent TMA GEMM
+(gemm_tma.py) takes the same norm the same way (gemm_tma_layer_norm): a program that finishes a row block's last
+tile normalizes it before it moves on to its next tile.
 """
 from __future__ import annotations
 
@@ -16,9 +18,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .configs import GemmConfig, split_k_for
+from .configs import GemmConfig, TmaGemmConfig, split_k_for
 from .epilogue import apply_epilogue, channel_vector, output_buffer
 from .gemm import grouped_tile, input_precision, split_k_gather, split_k_range
+from .gemm_tma import _finish_tile as finish_tile
+from .gemm_tma import _programs as sm_count
+from .gemm_tma import _scratch as descriptor_scratch
+from .gemm_tma import supported
 
 MAX_ROW = 8192  # the widest row the normalizing program takes in one [rows, row] tile
 _TAIL_ELEMENTS = 4096  # elements of the row tile the normalizing program holds at a time (FP32 registers)
@@ -135,3 +141,78 @@ def gemm_layer_norm(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, shift
         NORM_ROWS=max(1, min(config.block_m, _TAIL_ELEMENTS // row_n)),
         num_warps=config.num_warps, num_stages=config.num_stages)
     return out.view(*a.shape[:-1], N)
+
+
+# ---- the persistent TMA GEMM (Hopper) with the same norm: large-M layers (BERT-base b128's 24 residual projections) --
+@triton.jit
+def gemm_tma_layer_norm_kernel(
+    a_ptr, b_ptr, c_ptr,  # A [M, K] and C [M, N] dense row-major, B [N, K] (B_K_MAJOR) or [K, N] dense
+    bias_ptr, res_ptr, scale_ptr, shift_ptr,  # as in gemm_layer_norm_kernel; the residual [M, N] dense
+    row_lock_ptr,  # per-row-block arrival counters, zero at launch
+    M, N, K, eps, NUM_PROGRAMS,
+    B_K_MAJOR: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, HAS_SHIFT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    SPLIT_EPILOGUE: tl.constexpr, EVEN: tl.constexpr, FLATTEN: tl.constexpr, ROW_N: tl.constexpr,
+    NORM_ROWS: tl.constexpr,
+):
+    a_desc = tl.make_tensor_descriptor(a_ptr, shape=[M, K], strides=[K, 1], block_shape=[BLOCK_M, BLOCK_K])
+    if B_K_MAJOR:
+        b_desc = tl.make_tensor_descriptor(b_ptr, shape=[N, K], strides=[K, 1], block_shape=[BLOCK_N, BLOCK_K])
+    else:
+        b_desc = tl.make_tensor_descriptor(b_ptr, shape=[K, N], strides=[N, 1], block_shape=[BLOCK_K, BLOCK_N])
+    num_pid_m, num_pid_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    for tile in tl.range(tl.program_id(axis=0), num_pid_m * num_pid_n, NUM_PROGRAMS, flatten=FLATTEN):
+        pid_m, pid_n = grouped_tile(tile, num_pid_m, num_pid_n, GROUP_M)
+        row, column = pid_m * BLOCK_M, pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k in range(0, tl.cdiv(K, BLOCK_K)):  # TMA fills out-of-range elements with zeros
+            a = a_desc.load([row, k * BLOCK_K])
+            if B_K_MAJOR:
+                acc = tl.dot(a, b_desc.load([column, k * BLOCK_K]).T, acc)
+            else:
+                acc = tl.dot(a, b_desc.load([k * BLOCK_K, column]), acc)
+        if SPLIT_EPILOGUE:  # two column halves: half the registers live at a time (gemm_tma.py)
+            left, right = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+            finish_tile(left, row, column, c_ptr, M, N, bias_ptr, bias_ptr, res_ptr, N, 1, 0.0, 0.0, 0.0, 0.0,
+                        HAS_BIAS, 0, HAS_RES, 0, BLOCK_M, BLOCK_N // 2, EVEN)
+            finish_tile(right, row, column + BLOCK_N // 2, c_ptr, M, N, bias_ptr, bias_ptr, res_ptr, N, 1,
+                        0.0, 0.0, 0.0, 0.0, HAS_BIAS, 0, HAS_RES, 0, BLOCK_M, BLOCK_N // 2, EVEN)
+        else:
+            finish_tile(acc, row, column, c_ptr, M, N, bias_ptr, bias_ptr, res_ptr, N, 1, 0.0, 0.0, 0.0, 0.0,
+                        HAS_BIAS, 0, HAS_RES, 0, BLOCK_M, BLOCK_N, EVEN)
+        tl.debug_barrier()  # the whole tile is stored before the counter says so (the atomic releases it)
+        if tl.atomic_add(row_lock_ptr + pid_m, 1, sem="acq_rel") == num_pid_n - 1:
+            _normalize_rows(c_ptr, N, scale_ptr, shift_ptr, row, M, N, eps, HAS_SHIFT, BLOCK_M, ROW_N, NORM_ROWS)
+
+
+def gemm_tma_layer_norm(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None = None, *,
+                        b_k_major: bool = True, bias: torch.Tensor | None = None,
+                        residual: torch.Tensor | None = None, eps: float = 1e-5,
+                        config: TmaGemmConfig = TmaGemmConfig(), flatten: bool = False,
+                        out: torch.Tensor | None = None) -> torch.Tensor:
+    """layer_norm(a @ B + bias + residual) * scale + shift for a dense [M, K] a and B = b.T (b_k_major) or b, on the
+    persistent TMA GEMM; residual a dense [M, N]. `out`: where to store (the residual itself among them)."""
+    if not supported(a, b, b_k_major):
+        raise ValueError("gemm_tma_layer_norm takes dense 2-D FP16/BF16 operands with K and N multiples of 8")
+    (m, k), n = a.shape, b.shape[0] if b_k_major else b.shape[1]
+    if k != (b.shape[1] if b_k_major else b.shape[0]) or n > MAX_ROW:
+        raise ValueError(f"gemm_tma_layer_norm of {tuple(a.shape)} and B {tuple(b.shape)}: inner dims differ or the "
+                         f"row is wider than {MAX_ROW}")
+    out = torch.empty(m, n, dtype=a.dtype, device=a.device) if out is None else out
+    res = None if residual is None else residual.reshape(m, n).contiguous()
+    tile = config.tiles
+    row_blocks = triton.cdiv(m, tile.block_m)
+    tiles = row_blocks * triton.cdiv(n, tile.block_n)
+    programs = max(1, min(tiles, sm_count(a.device.index or 0) * config.programs_per_sm if a.is_cuda else 4))
+    counters = torch.zeros(row_blocks, dtype=torch.int32, device=a.device)
+    row_n = triton.next_power_of_2(n)
+    triton.set_allocator(descriptor_scratch)
+    gemm_tma_layer_norm_kernel[(programs,)](
+        a, b, out, channel_vector(bias, n, out), out if res is None else res, channel_vector(scale, n, out),
+        channel_vector(shift, n, out), counters, m, n, k, float(eps), programs,
+        B_K_MAJOR=b_k_major, HAS_BIAS=bias is not None, HAS_RES=res is not None, HAS_SHIFT=shift is not None,
+        BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
+        SPLIT_EPILOGUE=config.split_epilogue, EVEN=m % tile.block_m == 0 and n % tile.block_n == 0,
+        FLATTEN=flatten, ROW_N=row_n, NORM_ROWS=max(1, min(tile.block_m, _TAIL_ELEMENTS // row_n)),
+        num_warps=tile.num_warps, num_stages=tile.num_stages)
+    return out
