@@ -160,3 +160,63 @@ def test_bert_shapes_on_the_gpu(rows, k):
     assert any(e.impl.startswith("triton_gemmln") for e in entries)
     for entry in entries:
         check(entry.fn(op, [None if t is None else t.clone() for t in inputs])[0].to(DEVICE), expected, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("family", ["timed", "cublaslt_norm", "triton_gemmln_bm", "triton_gemmlnsplitk"])
+def test_hf_bert_engine_on_the_gpu(tmp_path, family):
+    """A small Hugging Face BERT in FP16 on the GPU: its residual projections are fused_matmul_layer_norm steps, on
+    the tactic the timer picks or on each family in turn (by hint), and the output matches onnxruntime in FP32."""
+    import warnings
+
+    import numpy as np
+    import onnxruntime as ort
+    import transformers
+
+    import tensorkiln as tk
+    from tensorkiln.builder import BuilderConfig, Target
+    from tensorkiln.importers.onnx import parse_onnx
+    from tensorkiln.quant.precision import Precision
+    from tensorkiln.tactics.selection import tactic_id
+
+    torch.manual_seed(0)
+    model = transformers.BertModel(transformers.BertConfig(
+        hidden_size=128, num_attention_heads=4, intermediate_size=256, num_hidden_layers=2,
+        max_position_embeddings=128, vocab_size=1000, attn_implementation="sdpa")).eval()
+    mask = torch.ones(2, 64, dtype=torch.int64)
+    mask[1, 40:] = 0
+    feed = {"input_ids": torch.randint(0, 1000, (2, 64)), "attention_mask": mask}
+    path = tmp_path / "bert.onnx"
+
+    class Hidden(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            return model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Hidden(), tuple(feed.values()), str(path), dynamo=False, opset_version=17,
+                          input_names=list(feed))
+    hints = ()
+    if family != "timed":
+        network = parse_onnx(path).ir
+        from tensorkiln.passes.manager import DEFAULT_PIPELINE, PassManager
+
+        PassManager(DEFAULT_PIPELINE).run(network)
+        fused = [layer for layer in network.layers if layer.kind == ops.FusedMatMulLayerNorm.KIND]
+        picks = {layer.name: [tactic_id(e) for e in registry.candidates(layer.kind, "cuda", layer.op, layer.inputs)
+                              if e.impl.startswith(family)] for layer in fused}
+        if family == "triton_gemmlnsplitk" and not any(picks.values()):
+            pytest.skip("split-K does not pay at these shapes")
+        hints = tuple((name, found[0]) for name, found in picks.items() if found)
+    engine = tk.Builder(BuilderConfig(target=Target.CUDA, precision=Precision.FP16, tactic_hints=hints)).build(
+        parse_onnx(path))
+    steps = [step for step in engine.plan.steps if step.kind == ops.FusedMatMulLayerNorm.KIND]
+    assert len(steps) == 4
+    if hints:
+        assert {step.tactic for step in steps if step.name in dict(hints)} == set(dict(hints).values())
+    numpy_feed = {key: value.numpy() for key, value in feed.items()}
+    (actual,) = engine.create_execution_context().execute(numpy_feed).values()
+    (expected,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, numpy_feed)
+    error = float(np.max(np.abs(np.asarray(actual, dtype=np.float64) - expected)) / np.max(np.abs(expected)))
+    assert error <= 5e-2, f"relative error {error:.2e} ({family}: {[step.tactic for step in steps]})"
