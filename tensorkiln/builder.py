@@ -225,7 +225,8 @@ class Builder:
             return None
         from .int8_links import IntegerLinks
 
-        return IntegerLinks(graph, timer, may_store, self._say, calibrated=not explicit_qdq)
+        strict = self.config.int8 is not None and self.config.int8.strict
+        return IntegerLinks(graph, timer, may_store, self._say, calibrated=not explicit_qdq and not strict)
 
     def _reduced_dtype(self, layer: Layer, overrides: dict[str, str]) -> torch.dtype | None:
         if layer.name in overrides:

@@ -30,6 +30,10 @@ class Int8Options:
     calibrator: Int8Calibrator | None = None  # batches and/or a calibration cache
     keep_float: int = 0  # keep the K layers whose quantization costs the network's outputs most in float
     measure_sqnr: bool = False  # log each quantized layer's SQNR against FP32 on a calibration batch
+    # GPU builds: a calibrated layer whose float kernel is faster than its integer ones computes unquantized in FP16
+    # (TensorRT's mixed precision). strict keeps it quantized on the float kernel (simulated INT8: every layer's
+    # numerics as the INT8 reference has them, as TensorRT's OBEY_PRECISION_CONSTRAINTS), at the quantize steps' cost
+    strict: bool = False
 
 
 def explicit_quantization_layers(network: Network) -> int:

@@ -25,6 +25,7 @@ from tensorkiln.ir import ops  # noqa: E402
 from tensorkiln.ir.dtypes import DataType  # noqa: E402
 from tensorkiln.ir.ops import ActivationType as A  # noqa: E402
 from tensorkiln.kernels.cuda import int8 as int8_tactics  # noqa: E402
+from tensorkiln.kernels.cuda.triton.configs import GemmConfig, TmaGemmConfig  # noqa: E402
 from tensorkiln.kernels.registry import find_kernel, get_kernel  # noqa: E402
 from tensorkiln.passes.fuse_pointwise import FusePointwise  # noqa: E402
 from tensorkiln.passes.manager import DEFAULT_PIPELINE, PassManager  # noqa: E402
@@ -149,6 +150,36 @@ def test_int8_gemm_tactics_match_float_reference(rows, k, n, fields):
     if HAS_TRITON:
         out = int8_tactics.triton_int8_matmul(op, inputs, int8_tactics.TRITON_CONFIGS[-1])[0]
         assert _relative_error(out, reference) <= TOLERANCE
+
+
+SMALL_TMA = TmaGemmConfig(GemmConfig(32, 16, 32, 2, 4, 2))  # small tiles: several per program in the interpreter
+
+
+@needs_triton
+@pytest.mark.parametrize("epilogue", EPILOGUES[:2] + EPILOGUES[3:])
+def test_tma_int8_pointwise_convolution_matches_float_reference(epilogue):
+    """The TMA INT8 GEMM (triton/int8_gemm_tma.py) on a 1x1 convolution whose K and N are multiples of 16, with a
+    float input (quantized first) and with an INT8 one, and with an INT8 output (int8_output_scale)."""
+    op, inputs = _conv_case((2, 16, 9, 7, 32, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1)), epilogue)
+    reference = get_kernel(op.KIND)(op, inputs[:5])[0]
+    out = int8_tactics.tma_int8_pointwise_convolution(op, inputs, SMALL_TMA)[0]
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert _relative_error(out, reference) <= TOLERANCE
+    linked = [int8_tactics.quantize_input(inputs[0], INPUT_SCALE), *inputs[1:]]
+    assert torch.equal(int8_tactics.tma_int8_pointwise_convolution(op, linked, SMALL_TMA)[0], out)
+    requantized = dataclasses.replace(op, int8_output_scale=0.05)
+    stored = int8_tactics.tma_int8_pointwise_convolution(requantized, linked, SMALL_TMA)[0]
+    assert stored.dtype is torch.int8
+    assert torch.equal(stored, torch.round(reference / 0.05).clamp(-128, 127).to(torch.int8))
+
+
+@needs_triton
+@pytest.mark.parametrize("rows, k, n, fields", [((3, 7), 48, 32, dict(residual=True)),
+                                                ((2, 13), 16, 32, dict(activation=A.TANH, residual=True))])
+def test_tma_int8_matmul_matches_float_reference(rows, k, n, fields):
+    op, inputs = _matmul_case(rows, k, n, fields)
+    reference = get_kernel(op.KIND)(op, inputs[:5])[0]
+    assert _relative_error(int8_tactics.tma_int8_matmul(op, inputs, SMALL_TMA)[0], reference) <= TOLERANCE
 
 
 def test_cublaslt_predicates_keep_shapes_cublas_refuses():

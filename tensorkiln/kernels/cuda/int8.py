@@ -19,6 +19,7 @@ how CI checks them (tests/kernels/test_int8_kernels_cpu.py).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -232,6 +233,60 @@ def triton_int8_matmul(op: ops.FusedMatMul, inputs, config) -> list[torch.Tensor
                                    config=config, **_triton_epilogue(op, inputs))]
 
 
+# ---- the TMA form (triton/int8_gemm_tma.py, Hopper): 1x1 convolutions and GEMMs over dense INT8 rows ------------
+TMA_CONFIGS = (tiles.TmaGemmConfig(tiles.GemmConfig(128, 128, 128, 8, 8, 3)),
+               tiles.TmaGemmConfig(tiles.GemmConfig(128, 256, 128, 8, 8, 3)),
+               tiles.TmaGemmConfig(tiles.GemmConfig(128, 128, 128, 8, 4, 4), programs_per_sm=2))
+
+
+def _tma_problem_ok(problem, config) -> bool:
+    """Hopper, TMA's INT8 alignment, and enough output tiles for one persistent program per SM (as the FP16 TMA
+    GEMM's TMA_MIN_TILES: batch-1 layers stay on the other kernels)."""
+    if problem is None or not triton_tactics._hopper():
+        return False
+    m, n, k = problem
+    tile = config.tiles
+    return k % 16 == 0 and n % 16 == 0 and -(-m // tile.block_m) * -(-n // tile.block_n) >= triton_tactics.TMA_MIN_TILES
+
+
+def _tma_conv_ok(op, inputs, config) -> bool:
+    problem = _conv_problem(op, inputs)
+    return (problem is not None and _is_pointwise(op, inputs[5].shape) and tuple(op.stride) == (1, 1)
+            and not op.prelu and _tma_problem_ok(problem, config))
+
+
+def _tma_matmul_ok(op, inputs, config) -> bool:
+    return not op.prelu and _tma_problem_ok(_matmul_problem(op, inputs), config)
+
+
+def _tma_rows(op, rows: torch.Tensor, q: torch.Tensor, inputs, residual_rows, config) -> torch.Tensor:
+    """The [M, N] result of the layer over dense rows [M, K] (INT8 already, or quantized here: one pass more, which
+    the timer charges to this tactic where no link makes the input INT8)."""
+    _, weight, bias, _, _, _, weight_scales = inputs
+    kernels = triton_tactics._triton("int8_gemm_tma")
+    return triton_tactics._launch(
+        kernels.int8_gemm_tma, quantize_input(rows, op.int8_input_scale), q, _column_scales(op, weight_scales),
+        config=config, out_dtype=weight.dtype, bias=bias, activation=op.activation, alpha=op.alpha, beta=op.beta,
+        residual=residual_rows, post_activation=op.post_activation, post_alpha=op.post_alpha,
+        post_beta=op.post_beta, output_scale=op.int8_output_scale,
+        out=residual_rows if op.residual_in_place and not op.int8_output_scale else None)
+
+
+def tma_int8_pointwise_convolution(op: ops.FusedConvolution, inputs, config) -> list[torch.Tensor]:
+    x, q, residual = inputs[0], inputs[5], inputs[3]
+    n, c, h, w = x.shape
+    as_rows = lambda t: t.permute(0, 2, 3, 1).reshape(n * h * w, -1)  # noqa: E731 (channels-last: a view)
+    y = _tma_rows(op, as_rows(x), q.view(q.shape[0], c), inputs, as_rows(residual) if op.residual else None, config)
+    return [y.view(n, h, w, -1).permute(0, 3, 1, 2)]  # NCHW-shaped, channels-last in memory
+
+
+def tma_int8_matmul(op: ops.FusedMatMul, inputs, config) -> list[torch.Tensor]:
+    a, q, residual = inputs[0], inputs[5], inputs[3]
+    shape = (*a.shape[:-1], q.shape[0])
+    rows_of = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
+    return [_tma_rows(op, rows_of(a), q, inputs, rows_of(residual) if op.residual else None, config).view(shape)]
+
+
 def _conv_ok(op, inputs) -> bool:
     return _conv_problem(op, inputs) is not None
 
@@ -265,6 +320,13 @@ def _register() -> None:
                         triton_tactics._bind(triton_int8_convolution, config), writes_over_residual=True)
         _integer_kernel(ops.FusedMatMul, triton_tactics.tactic_impl("int8gemm", config), _matmul_ok,
                         triton_tactics._bind(triton_int8_matmul, config), writes_over_residual=True)
+    for config in TMA_CONFIGS:
+        _integer_kernel(ops.FusedConvolution, triton_tactics.tactic_impl("int8", config),
+                        functools.partial(_tma_conv_ok, config=config),
+                        triton_tactics._bind(tma_int8_pointwise_convolution, config), writes_over_residual=True)
+        _integer_kernel(ops.FusedMatMul, triton_tactics.tactic_impl("int8", config),
+                        functools.partial(_tma_matmul_ok, config=config),
+                        triton_tactics._bind(tma_int8_matmul, config), writes_over_residual=True)
 
 
 _register()
