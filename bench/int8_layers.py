@@ -7,6 +7,7 @@ one process times with CUDA events (median after warm-up, random inputs):
   - tensorkiln's Triton INT8 implicit-GEMM kernel, INT8 in and INT8 out (as between linked integer layers), for every
     tile config below,
   - cuBLASLt INT8 (torch._int_mm) for 1x1 convolutions, INT8 in, with the dequantize epilogue in torch,
+  - the persistent TMA INT8 GEMM (int8_gemm_tma.py) for 1x1 convolutions, INT8 in and out,
   - FP8 E4M3 (torch._scaled_mm, bias fused, FP16 out) for 1x1 convolutions, FP8 in.
 Each candidate's output is checked against the FP32 convolution of the same quantized operands before its time
 counts. Writes a JSON line per layer to stdout and --out.
@@ -25,7 +26,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.gpu_peaks import median_cuda_ms  # noqa: E402
-from tensorkiln.kernels.cuda.triton import int8_gemm  # noqa: E402
+from tensorkiln.kernels.cuda.int8 import TMA_CONFIGS  # noqa: E402
+from tensorkiln.kernels.cuda.triton import int8_gemm, int8_gemm_tma  # noqa: E402
 from tensorkiln.ir.ops import ActivationType as A  # noqa: E402
 from tensorkiln.kernels.cuda.triton.configs import GemmConfig  # noqa: E402
 
@@ -94,6 +96,18 @@ def run_layer(batch: int, c: int, k: int, r: int, stride: int, size: int, runs: 
         row["cublaslt_int8_err"] = relative_error(cublas_int8(), reference.permute(0, 2, 3, 1).reshape(-1, k))
         row["cublaslt_int8_ms"] = median_cuda_ms(cublas_int8, runs=runs)
         row["cublaslt_int8_mm_only_ms"] = median_cuda_ms(lambda: torch._int_mm(pixels, wt), runs=runs)
+        rows_reference = reference.permute(0, 2, 3, 1).reshape(-1, k)
+        for config in TMA_CONFIGS:
+            def tma(config=config):
+                return int8_gemm_tma.int8_gemm_tma(pixels, qw8.view(k, c), scales, config=config,
+                                                   out_dtype=torch.float16, bias=bias, activation=A.RELU,
+                                                   output_scale=out_scale)
+            key = f"tma_int8_{config.name}"
+            try:
+                row[key + "_err"] = relative_error(tma().float() * out_scale, rows_reference)
+                row[key + "_ms"] = median_cuda_ms(tma, runs=runs)
+            except Exception as failure:  # noqa: BLE001
+                row[key] = f"FAILED {type(failure).__name__}: {str(failure)[:160]}"
 
         s_x8, s_w8 = float(x.abs().amax()) / 448, float(w.abs().amax()) / 448  # per-tensor FP8 E4M3 scales
         x8 = (x[:, :, ::stride, ::stride].permute(0, 2, 3, 1).reshape(-1, c) / s_x8).to(torch.float8_e4m3fn)
