@@ -125,7 +125,8 @@ def bench_tensorkiln(model, inputs, reference, folder: str, args) -> dict:
                           output_names=["output"], opset_version=17, dynamo=False)
     result: dict = {"export_s": time.perf_counter() - start}
     command = [sys.executable, "-c", "from tensorkiln.cli.main import main; main()", "build", onnx_path, "-o",
-               engine_path, "--device", args.device] + (["--fp16"] if args.device == "cuda" else [])
+               engine_path, "--device", args.device] + (["--fp16"] if args.device == "cuda" else []) + \
+        ([f"--passes={args.passes}"] if args.passes else [])
     start = time.perf_counter()
     built = subprocess.run(command, capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get(
@@ -141,6 +142,9 @@ def bench_tensorkiln(model, inputs, reference, folder: str, args) -> dict:
     result["attention_tactics"] = dict(collections.Counter(s.tactic for s in engine.plan.steps
                                                            if s.kind == "attention"))
     result["kinds"] = dict(kinds.most_common())
+    result["steps_per_layer"] = steps_per_layer(engine.plan.steps)
+    result["fused_norm_tactics"] = dict(collections.Counter(s.tactic for s in engine.plan.steps
+                                                            if s.kind == "fused_matmul_layer_norm"))
     context = engine.create_execution_context()
     output = context.execute(dict(inputs))["output"]
     if not _checked(result, relative_error(output, reference), args.tolerance):
@@ -152,6 +156,19 @@ def bench_tensorkiln(model, inputs, reference, folder: str, args) -> dict:
     result["profile_top"] = [[name, tactic, round(seconds * 1e3, 4)]
                              for name, _, tactic, seconds in sorted(profile, key=lambda r: -r[3])[:10]]
     return result
+
+
+# steps that launch no kernel on the GPU: views (reshapes, transposes the attention kernel reads in place, splits)
+_VIEW_KINDS = {"shuffle", "split"}
+
+
+def steps_per_layer(steps) -> dict:
+    """The steps of one encoder/decoder layer (the second: the first also computes what layers share, the padding
+    mask), by kind, and how many of them launch kernels: where the launch-bound batch-1 time goes."""
+    marks = ("layer.1/", "h.1/")  # BERT, DistilBERT and ViT name their layers layer.N; GPT-2 h.N
+    kinds = collections.Counter(s.kind for s in steps if any(mark in s.name for mark in marks))
+    return {"kinds": dict(kinds.most_common()),
+            "kernels": sum(n for kind, n in kinds.items() if kind not in _VIEW_KINDS)}
 
 
 def bench_eager_and_compile(model, inputs, reference, args) -> tuple[dict, dict]:
@@ -232,6 +249,8 @@ def main() -> None:
     parser.add_argument("--models", default=None, help=f"comma-separated name:batch (default {DEFAULT_MODELS})")
     parser.add_argument("--smoke", action="store_true", help="tiny configurations on the CPU (FP32): the flow only")
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
+    parser.add_argument("--passes", default="", help="passed to kiln build: +PASS/-PASS changes to the default "
+                        "pipeline, e.g. -fuse_matmul_layer_norm for an A/B against the unfused engine")
     parser.add_argument("--runs", type=int, default=None, help=f"timed calls per candidate (default {RUNS})")
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for hf_transformers.{json,md}")
     args = parser.parse_args()
