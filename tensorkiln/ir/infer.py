@@ -1,8 +1,9 @@
 """Shape, dtype and value inference for one layer.
 
 When every input's value is known, the layer is evaluated on the CPU and its outputs get values too
-(this is how shape computations of exported models become constants). Otherwise the reference kernel
-runs on PyTorch's meta device, which computes output shapes and dtypes without touching data. Every output
+(this is how shape computations of exported models become constants). Otherwise the layer kind's closed-form rule
+gives the output shapes and dtypes where it is sure (ir/shape_rules.py), and else the reference kernel runs on
+PyTorch's meta device, which computes them without touching data. Every output
 must fit in the memory budget (tensorkiln.limits); a constant layer's outputs are checked on the meta device
 before it is evaluated (a 200-byte model can ask for a 10^10-element Expand of a constant).
 """
@@ -20,6 +21,7 @@ from ..limits import ResourceLimits, active_limits
 from .dtypes import DataType
 from .graph import Tensor
 from .ops import OpAttrs
+from .shape_rules import closed_form
 
 
 class InferredOutput(NamedTuple):
@@ -57,6 +59,14 @@ def _infer_on_meta(fn, op, inputs) -> list[InferredOutput]:
         shape = tuple(d if all(s[i] == d for s in shapes) else DYNAMIC for i, d in enumerate(shapes[0]))
         results.append(InferredOutput(DataType.from_torch(output.dtype), shape, None))
     return results
+
+
+def _infer_shapes(fn, op, inputs) -> list[InferredOutput]:
+    """By the layer kind's closed-form rule where it is sure, else on the meta device."""
+    known = closed_form(op, inputs)
+    if known is None:
+        return _infer_on_meta(fn, op, inputs)
+    return [InferredOutput(dtype, shape, None) for dtype, shape in known]
 
 
 def infer_on_meta(op: OpAttrs, inputs) -> list[InferredOutput]:
@@ -100,7 +110,7 @@ def infer_layer(op: OpAttrs, inputs: Sequence[Tensor | None], layer_name: str,
                 outputs = fn(op, [None if t is None else to_torch(t.value) for t in inputs])
             results = [InferredOutput(DataType.from_torch(o.dtype), tuple(o.shape), to_numpy(o)) for o in outputs]
         else:
-            results = _infer_on_meta(fn, op, inputs)
+            results = _infer_shapes(fn, op, inputs)
     except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError) as error:  # ZeroDivisionError: a
         # kernel taking an axis modulo a 0-d input's rank
         shapes = ", ".join("None" if t is None else t.describe() for t in inputs)
@@ -113,7 +123,7 @@ def _probe_on_meta(fn, op, inputs) -> list[InferredOutput]:
     """The outputs' shapes of a constant layer, without computing them; none where the meta device cannot tell
     (a kernel that reads its inputs' values): the evaluation then reports what is wrong, and its result is checked."""
     try:
-        return _infer_on_meta(fn, op, inputs)
+        return _infer_shapes(fn, op, inputs)
     except Exception:  # noqa: BLE001 - only a probe: any failure here is the evaluation's to report
         return []
 

@@ -26,6 +26,7 @@ import torch
 from ..errors import EngineFormatError
 from ..ir.dtypes import DataType
 from ..ir.infer import InferredOutput, infer_on_meta
+from ..ir.shape_rules import broadcast_shapes, closed_form
 from ..kernels.registry import KernelEntry, find_kernel, get_kernel
 from ..tactics.selection import parse_tactic
 from . import in_place
@@ -224,6 +225,9 @@ def _infer_outputs(op, inputs: list, target: str) -> list:
     if op.KIND == "resize":  # its attributes name its output shape (op_checks.check_resize checked them)
         return [InferredOutput(required(inputs, 0, "data").dtype, tuple(op.output_shape), None)]
     if op.KIND not in ELEMENTWISE_KINDS or any(s is None for s in inputs):
+        known = closed_form(op, inputs)  # the formula where it is sure (ir/shape_rules.py): the meta device is slow
+        if known is not None:
+            return [InferredOutput(dtype, shape, None) for dtype, shape in known]
         return infer_on_meta(_without_activations(op, inputs), inputs)
     shape = _elementwise_shape(op, inputs)
     ones = [torch.ones((1,) * len(spec.shape), dtype=spec.dtype.torch) for spec in inputs]
@@ -255,13 +259,13 @@ def _elementwise_shape(op, inputs: list) -> tuple[int, ...]:
     instruction's operands broadcast in turn (as its kernel computes every one, read or not) and the result's
     shape. RuntimeError where operands do not broadcast."""
     if op.KIND != "fused_pointwise":
-        return tuple(torch.broadcast_shapes(*(spec.shape for spec in inputs)))
+        return tuple(broadcast_shapes(*(spec.shape for spec in inputs)))
     from ..kernels.cpu.fused import parse_program
 
     instructions, result = parse_program(op.program)
     shapes = {f"in{index}": tuple(spec.shape) for index, spec in enumerate(inputs)}
     for step in instructions:
-        shapes[step.target] = tuple(torch.broadcast_shapes(*(shapes[name] for name in step.operands)))
+        shapes[step.target] = tuple(broadcast_shapes(*(shapes[name] for name in step.operands)))
     return shapes[result]
 
 

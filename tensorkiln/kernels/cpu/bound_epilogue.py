@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ...ir.ops import ActivationType
+from ...ir.shape_rules import broadcast_shapes
 from .fused import _activate, _add, _per_channel, _prelu
 
 Stage = Callable[[torch.Tensor, list], torch.Tensor]
@@ -59,6 +60,6 @@ def _residual(op, output, residual) -> Stage | None:
         return None
     if (residual is not None and residual.dtype == output.dtype and min(output.shape, default=0) >= 0
             and min(residual.shape, default=0) >= 0
-            and torch.broadcast_shapes(output.shape, residual.shape) == tuple(output.shape)):
+            and broadcast_shapes(output.shape, residual.shape) == tuple(output.shape)):
         return lambda y, args: y.add_(args[3])
     return lambda y, args: _add(y, args[3])

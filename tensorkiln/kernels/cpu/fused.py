@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ...ir import ops
 from ...ir.ops import ActivationType, ElementWiseOperation, UnaryOperation
+from ...ir.shape_rules import broadcast_shapes
 from ..registry import kernel
 from .activation import activation as activation_kernel
 from .activation import parametric_relu, unary as unary_kernel
@@ -39,7 +40,7 @@ def _activate(type_: ActivationType | None, alpha: float, beta: float, y: torch.
 
 def _add(y: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     # in place where nothing is promoted or broadcast to a larger shape: saves a pass over memory per layer
-    if other.dtype == y.dtype and torch.broadcast_shapes(y.shape, other.shape) == y.shape:
+    if other.dtype == y.dtype and broadcast_shapes(y.shape, other.shape) == y.shape:
         return y.add_(other)
     return y + other
 

@@ -22,6 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ....ir.shape_rules import broadcast_shapes
 from .configs import ATTENTION_CONFIGS, AttentionConfig
 from .epilogue import exp2_ftz
 from .gemm import input_precision
@@ -131,7 +132,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     Sk, Dv = v.shape[-2:]
     kv_heads = k.shape[-3] if grouped_kv else None
     kv_batch = [t.shape[:-3] + (1,) if grouped_kv else t.shape[:-2] for t in (k, v)]
-    batch_shape = torch.broadcast_shapes(q.shape[:-2], *kv_batch, () if mask is None else mask.shape[:-2])
+    batch_shape = broadcast_shapes(q.shape[:-2], *kv_batch, () if mask is None else mask.shape[:-2])
     kv_shape = batch_shape[:-1] + (kv_heads,) if grouped_kv else batch_shape
     kv_group = batch_shape[-1] // kv_heads if grouped_kv else 1
     q4, k4, v4 = (_batch_heads(q, batch_shape, Sq, D), _batch_heads(k, kv_shape, Sk, D),

@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ....ir.shape_rules import broadcast_shapes
 from .configs import GEMM_CONFIGS, GemmConfig, split_k_for
 from .epilogue import activation_code, apply_epilogue, channel_vector, float_or_zero, output_buffer
 
@@ -172,7 +173,7 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, transpose_a: bool = False, transpo
         b = b.transpose(-1, -2)
     if a.shape[-1] != b.shape[-2]:
         raise ValueError(f"matmul of {tuple(a.shape)} and {tuple(b.shape)}: inner dims differ")
-    batch_shape = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    batch_shape = broadcast_shapes(a.shape[:-2], b.shape[:-2])
     (M, K), N = a.shape[-2:], b.shape[-1]
     a3, b3 = _as_batched(a, batch_shape), _as_batched(b, batch_shape)
     batch = a3.shape[0]

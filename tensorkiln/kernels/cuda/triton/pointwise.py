@@ -26,6 +26,7 @@ import triton
 from ....ir import ops
 from ....ir.ops import ElementWiseOperation as E
 from ....ir.ops import UnaryOperation as U
+from ....ir.shape_rules import broadcast_shapes
 from ...cpu.fused import format_instruction, parse_program
 from .epilogue import ACTIVATION_CODES
 
@@ -193,7 +194,7 @@ def _memory_order(tensors: list[torch.Tensor], shape: torch.Size) -> tuple[int, 
 def fused_pointwise(program: tuple[str, ...], inputs: list[torch.Tensor], block: int = 1024,
                     num_warps: int = 4) -> torch.Tensor:
     """Run a fused pointwise program on `inputs` (numpy broadcasting); the result has the promoted dtype."""
-    shape = torch.broadcast_shapes(*(t.shape for t in inputs))
+    shape = broadcast_shapes(*(t.shape for t in inputs))
     dtype = functools.reduce(torch.promote_types, (t.dtype for t in inputs))
     order = _memory_order(inputs, shape)
     walk_shape = [shape[d] for d in order] or [1]
