@@ -100,8 +100,11 @@ def test_every_cuda_tactic_matches_the_portable_kernel(residual_in_place):
     impls = {e.impl.split("_")[0] + "_" + e.impl.split("_")[1] for e in entries}
     assert {"cublaslt_norm", "triton_gemmln", "triton_gemmlnsplitk"} <= impls, impls
     for entry in entries:
-        out = entry.fn(op, [t.clone() for t in inputs])[0]
+        fed = [t.clone() for t in inputs]
+        out = entry.fn(op, fed)[0]
         check(out, expected, torch.float32)
+        if residual_in_place:  # every tactic of the kind may store over the residual: each must, where asked
+            assert entry.writes_over_residual and out.data_ptr() == fed[3].data_ptr(), entry.impl
 
 
 @needs_triton

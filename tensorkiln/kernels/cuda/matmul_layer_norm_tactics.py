@@ -3,8 +3,8 @@
 Two kinds compete in the tactic timer:
 - `cublaslt_norm_<rows config>`: the layer as it ran before the fusion, back to back: the cuBLASLt GEMM (a residual
   without a bias is one GEMM accumulating into it where the plan lets the layer store over its residual; see
-  cublas.py), then the Triton row kernel of the LayerNorm (norms.py, each of its tile configs). The fusion never
-  costs the engine more than this.
+  cublas.py), then the Triton row kernel of the LayerNorm (norms.py, each of its tile configs), in place there. The
+  fusion never costs the engine more than this.
 - `triton_gemmln_<gemm config>`: one kernel, the norm in the GEMM's epilogue (triton/gemm_layer_norm.py), on the
   GEMM tiles of the plain Triton GEMM and its split-K config for small batches (whose output is too small to fill
   the GPU: a batch-1 transformer's 128 rows).
@@ -73,9 +73,12 @@ def _matmul_part(op: ops.FusedMatMulLayerNorm) -> ops.FusedMatMul:
 def library_then_norm(op: ops.FusedMatMulLayerNorm, inputs, config):
     a, b, bias, residual, scale, shift = _operands(inputs)
     y = cublas.fused_matmul_cublaslt(_matmul_part(op), [a, b, bias, residual if op.residual else None])[0]
+    # where the GEMM accumulated into the residual (the plan lets this layer store over it), the norm stays there
+    in_place = op.residual_in_place and residual is not None and y.data_ptr() == residual.data_ptr()
     return [_launch(_triton("norms").layer_norm, y, scale.reshape(-1).expand(y.shape[-1]),
                     None if shift is None else shift.reshape(-1).expand(y.shape[-1]), axis=-1, eps=op.epsilon,
-                    block_n=config.block_n or None, num_warps=config.num_warps or None, rows=config.rows)]
+                    block_n=config.block_n or None, num_warps=config.num_warps or None, rows=config.rows,
+                    out=y if in_place else None)]
 
 
 def gemm_with_norm(op: ops.FusedMatMulLayerNorm, inputs, config):

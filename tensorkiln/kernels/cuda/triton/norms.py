@@ -121,12 +121,13 @@ def _vector(value: torch.Tensor | None, normalized: torch.Size, like: torch.Tens
     return like if value is None else value.expand(normalized).reshape(-1).contiguous()
 
 
-def _launch(kernels, x, axis, vectors, eps, flags, block_n, num_warps, rows):
+def _launch(kernels, x, axis, vectors, eps, flags, block_n, num_warps, rows, out=None):
     """`kernels`: (the one-row kernel, the `rows` kernel); rows > 1 picks the second, for rows of at most
-    MAX_TILED_ROW."""
+    MAX_TILED_ROW. `out`: a dense tensor of x's shape to store into, x itself among them (every program reads its
+    rows, or each block of its row, before it stores over them)."""
     x2, normalized = _rows(x, axis)
     n_cols = x2.shape[1]
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
     if x2.shape[0] == 0 or n_cols == 0:
         return out
     y2 = out.view(-1, n_cols)
@@ -147,11 +148,11 @@ def _launch(kernels, x, axis, vectors, eps, flags, block_n, num_warps, rows):
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, axis: int = -1,
                eps: float = 1e-5, block_n: int | None = None, num_warps: int | None = None,
-               rows: int = 1) -> torch.Tensor:
+               rows: int = 1, out: torch.Tensor | None = None) -> torch.Tensor:
     """(x - mean) / sqrt(var + eps) * weight + bias over the dims from `axis` to the end (weight and bias
-    broadcast to them); `rows` whole rows per program (see _launch)."""
+    broadcast to them); `rows` whole rows per program, `out` where to store (see _launch)."""
     return _launch((layer_norm_kernel, layer_norm_rows_kernel), x, axis, (weight, bias), eps,
-                   dict(HAS_BIAS=bias is not None), block_n, num_warps, rows)
+                   dict(HAS_BIAS=bias is not None), block_n, num_warps, rows, out)
 
 
 def rms_norm(x: torch.Tensor, scale: torch.Tensor | None = None, *, axis: int = -1, eps: float = 1e-6,
