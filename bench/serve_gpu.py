@@ -137,15 +137,16 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, repository: Path, log: Path, threads: int | None):
+    def __init__(self, repository: Path, log: Path, threads: int | None, root: Path = ROOT):
+        """`root`: the checkout whose tensorkiln serves (another one: a baseline to compare with)."""
         self.http_port, self.grpc_port = free_port(), free_port()
         command = [sys.executable, "-m", "tensorkiln.cli.main", "serve", str(repository),
                    "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port), "--metrics-port", "0"]
         if threads:
             command[4:4] = ["--threads", str(threads)]
         self.log = open(log, "w")
-        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=root)
         self.http_url, self.grpc_url = f"127.0.0.1:{self.http_port}", f"127.0.0.1:{self.grpc_port}"
 
     def wait_ready(self, models: list[str], timeout: float = 240) -> float:

@@ -2,6 +2,11 @@
 the engine's time is negligible and what is measured is the server's own work.
 
     python bench/serve_overhead.py --out DIR [--runs 300] [--rounds 5] [--seconds 4] [--concurrency 16,64]
+                                   [--baseline CHECKOUT]
+
+--baseline: a second server from another checkout of tensorkiln (for example `git archive <commit> | tar -x -C
+DIR`) runs beside this one, on a repository of its own, and every measurement alternates between the two, so that
+a before/after comparison shares the machine's noise.
 
 Models (y = relu(x), one layer, FP32 on the CPU), in two payload sizes: `small` (x: 1x4) and `image` (x:
 1x3x224x224, a ResNet-50 input, 602 KB):
@@ -49,18 +54,22 @@ def write_relu(path: Path, row_shape: tuple[int, ...], batch) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
-def make_repository(folder: Path) -> tuple[Path, dict[str, Path]]:
-    """(the repository, {size: its fixed-shape engine file})."""
+def build_engines(folder: Path) -> dict[str, Path]:
+    """{size: a fixed-shape engine file of the model at batch 1}."""
     from tensorkiln.builder import Builder, BuilderConfig
     from tensorkiln.importers.onnx import parse_onnx
 
-    root = folder / "repository"
     engines = {}
     for size, row_shape in SHAPES.items():
         onnx_path = folder / f"{size}.onnx"
         write_relu(onnx_path, row_shape, 1)
         engines[size] = folder / f"{size}.engine"
         Builder(BuilderConfig()).build(parse_onnx(onnx_path)).save(engines[size])
+    return engines
+
+
+def make_repository(root: Path, engines: dict[str, Path]) -> Path:
+    for size, row_shape in SHAPES.items():
         (root / f"{size}_fixed/1").mkdir(parents=True)
         (root / f"{size}_fixed/1/model.engine").symlink_to(engines[size])
         for kind, config in (("batched", BATCHED_CONFIG), ("unbatched", UNBATCHED_CONFIG)):
@@ -68,10 +77,10 @@ def make_repository(folder: Path) -> tuple[Path, dict[str, Path]]:
             (model / "1").mkdir(parents=True)
             write_relu(model / "1/model.onnx", row_shape, "batch")
             (model / "config.pbtxt").write_text(config.format(max_batch=MAX_BATCH, instances=2, delay_us=2000))
-    return root, engines
+    return root
 
 
-def _clients(server: Server, size: str):
+def _clients(server: Server, size: str, suffix: str = ""):
     """{mode: a function sending x once and returning y}, for tritonclient's sync HTTP (binary) and gRPC."""
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
@@ -91,15 +100,17 @@ def _clients(server: Server, size: str):
         tensor.set_data_from_numpy(x)
         return grpc.infer(model, [tensor]).as_numpy("y")
 
-    return {"http_binary": send_http, "grpc": send_grpc}
+    return {f"http_binary{suffix}": send_http, f"grpc{suffix}": send_grpc}
 
 
-def overhead(server: Server, size: str, engine_file: Path, runs: int, rounds: int) -> dict:
+def overhead(servers: dict[str, Server], size: str, engine_file: Path, runs: int, rounds: int) -> dict:
     from tensorkiln.runtime import Runtime
 
     x = np.random.default_rng(0).standard_normal((1, *SHAPES[size]), dtype=np.float32)
     context = Runtime().load(engine_file).create_execution_context()
-    modes = {"direct_execute": lambda x: context.execute({"x": x})["y"], **_clients(server, size)}
+    modes = {"direct_execute": lambda x: context.execute({"x": x})["y"]}
+    for suffix, server in servers.items():
+        modes.update(_clients(server, size, suffix))
     for mode, send in modes.items():
         answer = send(x)
         if not np.array_equal(answer, np.maximum(x, 0)):
@@ -117,8 +128,9 @@ def overhead(server: Server, size: str, engine_file: Path, runs: int, rounds: in
                     "p90_ms": round(float(np.percentile(values, 90)), 4), "runs": len(values)}
              for mode, values in samples.items()}
     base = found["direct_execute"]["p50_ms"]
-    for mode in ("http_binary", "grpc"):
-        found[f"overhead_{mode}_ms"] = round(found[mode]["p50_ms"] - base, 4)
+    for mode in modes:
+        if mode != "direct_execute":
+            found[f"overhead_{mode}_ms"] = round(found[mode]["p50_ms"] - base, 4)
     return found
 
 
@@ -131,34 +143,46 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", default="16,64", help="comma-separated levels ('' : no throughput runs)")
     parser.add_argument("--clients", type=int, default=1, help="client processes sharing the concurrency")
     parser.add_argument("--sizes", default="small,image", help=f"payloads among {', '.join(SHAPES)}")
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout's server to compare with")
     args = parser.parse_args(argv)
     sizes = [s for s in args.sizes.split(",") if s]
     levels = [int(c) for c in args.concurrency.split(",") if c]
     args.out.mkdir(parents=True, exist_ok=True)
     results = Results(args.out, {"device": "cpu", "runs": args.runs, "rounds": args.rounds, "seconds": args.seconds,
                                  "concurrency": levels, "client_processes": args.clients, "sizes": sizes})
-    root, engines = make_repository(Path(tempfile.mkdtemp(prefix="kiln-serve-overhead-")))
-    server = Server(root, args.out / "server.log", threads=1)
+    folder = Path(tempfile.mkdtemp(prefix="kiln-serve-overhead-"))
+    engines = build_engines(folder)
+    checkouts = {"": ROOT, **({"[baseline]": args.baseline.resolve()} if args.baseline else {})}
+    servers = {suffix: Server(make_repository(folder / f"repository{index}", engines),
+                              args.out / f"server{suffix}.log", threads=1, root=checkout)
+               for index, (suffix, checkout) in enumerate(checkouts.items())}
     try:
         models = [f"{size}_{kind}" for size in sizes for kind in ("fixed", "batched", "unbatched")]
-        results.put("server_ready_s", round(server.wait_ready(models), 1))
+        for suffix, server in servers.items():
+            results.put(f"server_ready_s{suffix}", round(server.wait_ready(models), 1))
         for size in sizes:
-            results.put(f"overhead_{size}", overhead(server, size, engines[size], args.runs, args.rounds))
+            results.put(f"overhead_{size}", overhead(servers, size, engines[size], args.runs, args.rounds))
         for size in sizes:
             for concurrency in levels:
                 for kind in ("unbatched", "batched"):
-                    model = f"{size}_{kind}"
-                    before = batch_stats(server.http_url, model)
-                    measured = throughput(server.grpc_url, model, concurrency, args.clients, args.seconds,
-                                          shape=(1, *SHAPES[size]), input_name="x")
-                    after = batch_stats(server.http_url, model)
-                    executions = after["executions"] - before["executions"]
-                    inferences = after["inferences"] - before["inferences"]
-                    measured["mean_batch"] = round(inferences / executions, 2) if executions else 0
-                    results.put(f"throughput_{model}_c{concurrency}", measured)
+                    for suffix, server in servers.items():
+                        measured = _throughput(server, f"{size}_{kind}", concurrency, args, SHAPES[size])
+                        results.put(f"throughput_{size}_{kind}_c{concurrency}{suffix}", measured)
     finally:
-        results.put("server_exit_code", server.stop())
+        for suffix, server in servers.items():
+            results.put(f"server_exit_code{suffix}", server.stop())
     return 0
+
+
+def _throughput(server: Server, model: str, concurrency: int, args, row_shape: tuple[int, ...]) -> dict:
+    before = batch_stats(server.http_url, model)
+    measured = throughput(server.grpc_url, model, concurrency, args.clients, args.seconds, shape=(1, *row_shape),
+                          input_name="x")
+    after = batch_stats(server.http_url, model)
+    executions = after["executions"] - before["executions"]
+    inferences = after["inferences"] - before["inferences"]
+    measured["mean_batch"] = round(inferences / executions, 2) if executions else 0
+    return measured
 
 
 if __name__ == "__main__":

@@ -67,7 +67,8 @@ def make_grpc_server(server, port: int, host: str):
         model = repository.get(request.model_name, request.model_version)
         inputs = _decode_inputs(request)
         rows = model.check_inputs(inputs)
-        outputs = await asyncio.wrap_future(model.scheduler.submit(inputs, rows))
+        future = model.scheduler.submit(inputs, rows, inline=True)
+        outputs = future.result() if future.done() else await asyncio.wrap_future(future)
         return _encode_outputs(pb, model, request, outputs)
 
     async def repository_index(request):

@@ -57,7 +57,7 @@ def make_app(server) -> Starlette:
         body = await _read_body(request, server.max_request_bytes)
         parsed, inputs = decode_request(body, request.headers.get(HEADER_LENGTH))
         rows = model.check_inputs(inputs)
-        outputs = await _unless_disconnected(request, model.scheduler.submit(inputs, rows))
+        outputs = await _unless_disconnected(request, model.scheduler.submit(inputs, rows, inline=True))
         content, header_length = encode_response(model, parsed, outputs)
         if header_length is None:
             return Response(content, media_type="application/json")
@@ -109,6 +109,8 @@ class ClientDisconnected(Exception):
 async def _unless_disconnected(request: Request, future):
     """The scheduler's outputs for `future`; if the client disconnects first, cancel it (a queued request is then
     dropped unrun, see Scheduler) and raise ClientDisconnected."""
+    if future.done():  # run inline: nothing to wait for
+        return future.result()
     answer = asyncio.wrap_future(future)
     watcher = asyncio.ensure_future(_disconnected(request))
     try:
