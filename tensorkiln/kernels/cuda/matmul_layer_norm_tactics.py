@@ -1,15 +1,15 @@
 """CUDA tactics of fused_matmul_layer_norm (a GEMM with its bias and residual, then LayerNorm over the last dim).
 
-Two kinds compete in the tactic timer:
+Three kinds compete in the tactic timer:
 - `cublaslt_norm_<rows config>`: the layer as it ran before the fusion, back to back: the cuBLASLt GEMM (a residual
   without a bias is one GEMM accumulating into it where the plan lets the layer store over its residual; see
   cublas.py), then the Triton row kernel of the LayerNorm (norms.py, each of its tile configs), in place there. The
   fusion never costs the engine more than this.
 - `triton_gemmln_<gemm config>`: one kernel, the norm in the GEMM's epilogue (triton/gemm_layer_norm.py), on the
   GEMM tiles of the plain Triton GEMM and its split-K config for small batches (whose output is too small to fill
-  the GPU: a batch-1 transformer's 128 rows).
+  the GPU: a batch-1 transformer's 128 rows), and 16-row tiles without split-K for small outputs whose K is short.
 
-Both are registered only where triton is installed (the portable torch kernel serves everywhere). Kernel modules are
+All are registered only where triton is installed (the portable torch kernel serves everywhere). Kernel modules are
 imported on the first launch, as in triton_tactics.py.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ from ...ir.dtypes import DataType
 from ..registry import kernel
 from . import cublas
 from .triton import configs as tiles
-from .triton_tactics import (TMA_MIN_TILES, TRITON_AVAILABLE, _bind, _hopper, _launch, _split_k_pays, _triton,
-                             tactic_impl)
+from .triton_tactics import (SPLIT_K_MAX_OUTPUT, TMA_MIN_TILES, TRITON_AVAILABLE, _bind, _hopper, _launch,
+                             _split_k_pays, _triton, tactic_impl)
 
 _FLOATS = (DataType.FLOAT, DataType.HALF, DataType.BF16)
 MAX_ROW = 8192  # triton/gemm_layer_norm.py's MAX_ROW (that module imports triton: not imported here)
@@ -64,6 +64,16 @@ def _problem(op, inputs) -> tuple[int, int, int] | None:
         return None
     a = inputs[0]
     return math.prod(a.shape[:-1]), _columns(op, inputs[1]), a.shape[-1]
+
+
+# small outputs (a batch-1 transformer's 128 x 768) without split-K, whose K is too short for it to pay (BERT-base's
+# attention output projection, K 768): 16-row tiles give 96 programs where 64 x 64 tiles give 24
+SMALL_OUTPUT_CONFIGS = (tiles.GemmConfig(16, 64, 128, 8, 4, 3),)
+
+
+def _small_output(op, inputs) -> bool:
+    problem = _problem(op, inputs)
+    return problem is not None and problem[0] * problem[1] < SPLIT_K_MAX_OUTPUT
 
 
 def _matmul_part(op: ops.FusedMatMulLayerNorm) -> ops.FusedMatMul:
@@ -126,6 +136,9 @@ def _register() -> None:
                writes_over_residual=True)(_bind(library_then_norm, config))
     for config in tiles.GEMM_CONFIGS:
         kernel(kind, target="cuda", impl=tactic_impl("gemmln", config), supports=_fusable,
+               writes_over_residual=True)(_bind(gemm_with_norm, config))
+    for config in SMALL_OUTPUT_CONFIGS:
+        kernel(kind, target="cuda", impl=tactic_impl("gemmlnsmall", config), supports=_small_output,
                writes_over_residual=True)(_bind(gemm_with_norm, config))
     for config in tiles.SPLIT_K_CONFIGS:
         kernel(kind, target="cuda", impl=tactic_impl("gemmlnsplitk", config), writes_over_residual=True,
