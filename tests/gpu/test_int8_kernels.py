@@ -6,6 +6,8 @@ and the timer's own choice is right too; linked layers keep INT8 activations bet
 tests/kernels/test_int8_kernels_cpu.py."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -188,3 +190,39 @@ def _is_quantize_step(step) -> bool:
     from tensorkiln.plan.integer_links import FAKE_QUANTIZE_PROGRAM
 
     return step.kind == "fused_pointwise" and tuple(step.op.program) == FAKE_QUANTIZE_PROGRAM
+
+
+@pytest.mark.parametrize("linked", [False, True])
+def test_tma_int8_tactics_on_gpu(linked):
+    """The persistent TMA INT8 GEMM (Hopper) on a 1x1 convolution with residual and on a BERT-sized GEMM, with a float
+    input (quantized first) or an INT8 one, against the float reference; and storing INT8 for the next layer."""
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("TMA needs compute capability 9.0")
+    n, c, h, w, k = 2, 64, 28, 28, 128
+    op = ops.FusedConvolution((1, 1), (0, 0, 0, 0), (1, 1), residual=True, post_activation=A.RELU,
+                              int8_input_scale=SCALE)
+    gpu = _on_gpu(_conv_inputs(np.random.default_rng(3), n, c, h, w, k, 1, 1, (n, k, h, w)))
+    reference = get_kernel(op.KIND)(op, [t.float().cpu() if t is not None else None for t in gpu[:5]])[0]
+    if linked:
+        gpu[0] = int8_tactics.quantize_input(gpu[0], SCALE).contiguous(memory_format=torch.channels_last)
+    for config in int8_tactics.TMA_CONFIGS:
+        out = int8_tactics.tma_int8_pointwise_convolution(op, gpu, config)[0]
+        assert out.dtype == torch.float16 and out.is_contiguous(memory_format=torch.channels_last)
+        assert _relative_error(out, reference) <= FP16_TOLERANCE
+    stored = int8_tactics.tma_int8_pointwise_convolution(
+        dataclasses.replace(op, int8_output_scale=0.05), gpu, int8_tactics.TMA_CONFIGS[0])[0]
+    expected = torch.round(reference.float() / 0.05).clamp(-128, 127)
+    assert stored.dtype == torch.int8 and (stored.float().cpu() - expected).abs().max() <= 1  # FP16 rounding apart
+
+    rng = np.random.default_rng(7)
+    a = torch.from_numpy(rng.integers(-128, 128, (4, 128, 768))).float() * SCALE
+    q, scales = quantize_weights(rng.standard_normal((3072, 768)).astype(np.float32), 0)
+    matmul = ops.FusedMatMul(transpose_b=True, activation=A.GELU_ERF, int8_input_scale=SCALE)
+    inputs = _on_gpu([a, torch.from_numpy(q.astype(np.float32) * scales[:, None]),
+                      torch.from_numpy(rng.standard_normal(3072).astype(np.float32)), None, None,
+                      torch.from_numpy(q), torch.from_numpy(scales.view(np.int32))])
+    reference = get_kernel(matmul.KIND)(matmul, [t.float().cpu() if t is not None else None for t in inputs[:5]])[0]
+    if linked:
+        inputs[0] = int8_tactics.quantize_input(inputs[0], SCALE)
+    for config in int8_tactics.TMA_CONFIGS:
+        assert _relative_error(int8_tactics.tma_int8_matmul(matmul, inputs, config)[0], reference) <= FP16_TOLERANCE
