@@ -26,10 +26,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.gpu_peaks import median_cuda_ms  # noqa: E402
-from tensorkiln.kernels.cuda.int8 import TMA_CONFIGS  # noqa: E402
 from tensorkiln.kernels.cuda.triton import int8_gemm, int8_gemm_tma  # noqa: E402
 from tensorkiln.ir.ops import ActivationType as A  # noqa: E402
-from tensorkiln.kernels.cuda.triton.configs import GemmConfig  # noqa: E402
+from tensorkiln.kernels.cuda.triton.configs import GemmConfig, TmaGemmConfig  # noqa: E402
 
 # (in channels, out channels, kernel, stride, input size): the distinct convolutions of ResNet-50 after the stem
 RESNET50_CONVS = (
@@ -38,6 +37,10 @@ RESNET50_CONVS = (
     (512, 256, 1, 1, 28), (256, 256, 3, 1, 14), (256, 1024, 1, 1, 14), (1024, 256, 1, 1, 14),
     (1024, 512, 1, 1, 14), (512, 512, 3, 1, 7), (512, 2048, 1, 1, 7), (2048, 512, 1, 1, 7),
 )
+TMA_CONFIGS = tuple(TmaGemmConfig(tiles, programs_per_sm=per_sm, tma_store=store)
+                    for tiles in (GemmConfig(128, 128, 128, 8, 8, 3), GemmConfig(128, 256, 128, 8, 8, 3),
+                                  GemmConfig(128, 256, 64, 8, 8, 4), GemmConfig(128, 128, 64, 8, 4, 4))
+                    for store in (False, True) for per_sm in (1, 2) if not (per_sm == 2 and tiles.block_n == 256))
 CONFIGS = (GemmConfig(128, 128, 64, 8, 8, 3), GemmConfig(128, 128, 128, 8, 8, 3), GemmConfig(128, 256, 64, 8, 8, 3),
            GemmConfig(256, 128, 64, 8, 8, 3), GemmConfig(128, 128, 128, 8, 4, 4), GemmConfig(128, 64, 128, 8, 4, 4),
            GemmConfig(64, 128, 128, 8, 4, 4), GemmConfig(128, 256, 128, 8, 8, 3))

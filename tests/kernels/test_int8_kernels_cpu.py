@@ -179,7 +179,8 @@ def test_tma_int8_pointwise_convolution_matches_float_reference(epilogue):
 def test_tma_int8_matmul_matches_float_reference(rows, k, n, fields):
     op, inputs = _matmul_case(rows, k, n, fields)
     reference = get_kernel(op.KIND)(op, inputs[:5])[0]
-    assert _relative_error(int8_tactics.tma_int8_matmul(op, inputs, SMALL_TMA)[0], reference) <= TOLERANCE
+    for config in (SMALL_TMA, dataclasses.replace(SMALL_TMA, tma_store=True)):  # the tile stored by TMA too
+        assert _relative_error(int8_tactics.tma_int8_matmul(op, inputs, config)[0], reference) <= TOLERANCE
 
 
 def test_cublaslt_predicates_keep_shapes_cublas_refuses():

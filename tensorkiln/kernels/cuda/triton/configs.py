@@ -82,12 +82,14 @@ class TmaGemmConfig:
     warp_specialize: bool = False  # producer warps issue the loads, consumer warps the MMAs (Triton's tl.range)
     split_epilogue: bool = False  # the epilogue in two column halves: half the registers live at a time
     programs_per_sm: int = 1  # 2: one program's epilogue overlaps another's loads (memory-bound GEMMs)
+    tma_store: bool = False  # the INT8 GEMM (int8_gemm_tma.py): store the tile through shared memory and TMA
 
     @property
     def name(self) -> str:
         return (f"tma_{self.tiles.name}" + ("_ws" if self.warp_specialize else "")
                 + ("_split" if self.split_epilogue else "") + (f"_p{self.programs_per_sm}"
-                                                                 if self.programs_per_sm != 1 else ""))
+                                                                 if self.programs_per_sm != 1 else "")
+                + ("_tmastore" if self.tma_store else ""))
 
 
 # the persistent TMA GEMM's tactic: 128x256 tiles with the split epilogue were the best, or within 3% of it, on

@@ -28,10 +28,12 @@ def int8_gemm_tma_kernel(
     alpha, beta, post_alpha, post_beta, NUM_PROGRAMS,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr, POST_ACT: tl.constexpr,
     OUTPUT_INT8: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr,
+    GROUP_M: tl.constexpr, TMA_STORE: tl.constexpr,
 ):
     a_desc = tl.make_tensor_descriptor(a_ptr, shape=[M, K], strides=[K, 1], block_shape=[BLOCK_M, BLOCK_K])
     b_desc = tl.make_tensor_descriptor(b_ptr, shape=[N, K], strides=[K, 1], block_shape=[BLOCK_N, BLOCK_K])
+    if TMA_STORE:
+        c_desc = tl.make_tensor_descriptor(c_ptr, shape=[M, N], strides=[N, 1], block_shape=[BLOCK_M, BLOCK_N])
     num_pid_m, num_pid_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
     for tile in tl.range(tl.program_id(axis=0), num_pid_m * num_pid_n, NUM_PROGRAMS, flatten=True):
         pid_m, pid_n = grouped_tile(tile, num_pid_m, num_pid_n, GROUP_M)
@@ -50,8 +52,11 @@ def int8_gemm_tma_kernel(
         if OUTPUT_INT8:  # requantize for the next integer layer, as int8_gemm.py does
             r = round_half_even(out / out_scale)
             out = tl.minimum(tl.maximum(tl.where(r == r, r, 0.0), -128.0), 127.0)
-        c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
-        tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+        if TMA_STORE:  # whole rows of the tile through shared memory (TMA drops the out-of-range elements)
+            c_desc.store([row, column], out.to(c_ptr.dtype.element_ty))
+        else:  # each thread stores its accumulator fragments: two adjacent columns at a time
+            c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
+            tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
 def supported(m: int, n: int, k: int) -> bool:
@@ -86,5 +91,5 @@ def int8_gemm_tma(a: torch.Tensor, b: torch.Tensor, column_scales: torch.Tensor,
         HAS_BIAS=bias is not None, ACT=activation_code(activation, out_dtype=out_dtype), HAS_RES=residual is not None,
         POST_ACT=activation_code(post_activation, out_dtype=out_dtype), OUTPUT_INT8=bool(output_scale),
         BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
-        num_warps=tile.num_warps, num_stages=tile.num_stages)
+        TMA_STORE=config.tma_store and out.is_contiguous(), num_warps=tile.num_warps, num_stages=tile.num_stages)
     return out
