@@ -9,8 +9,9 @@ one process times with CUDA events (median after warm-up, random inputs):
   - cuBLASLt INT8 (torch._int_mm) for 1x1 convolutions, INT8 in, with the dequantize epilogue in torch,
   - the persistent TMA INT8 GEMM (int8_gemm_tma.py) for 1x1 convolutions, INT8 in and out,
   - FP8 E4M3 (torch._scaled_mm, bias fused, FP16 out) for 1x1 convolutions, FP8 in.
-Each candidate's output is checked against the FP32 convolution of the same quantized operands before its time
-counts. Writes a JSON line per layer to stdout and --out.
+Then BERT-base b128's four GEMMs: cuBLAS FP16 with the bias against the TMA INT8 GEMM, `_int_mm` and FP8 `_scaled_mm`.
+Each candidate's output is checked against the FP32 result of the same quantized operands before its time counts.
+Writes a JSON line per layer to stdout and --out.
 
     python bench/int8_layers.py --batch 256 --out int8_layers.jsonl
 """
@@ -128,6 +129,46 @@ def run_layer(batch: int, c: int, k: int, r: int, stride: int, size: int, runs: 
     return row
 
 
+# BERT-base b128 s128's GEMMs: (M tokens, K, N)
+BERT_GEMMS = ((16384, 768, 2304), (16384, 768, 768), (16384, 768, 3072), (16384, 3072, 768))
+
+
+def run_gemm(m: int, k: int, n: int, runs: int) -> dict:
+    """cuBLAS FP16 (bias fused: addmm) against the TMA INT8 GEMM (INT8 in, FP16 out, bias fused), `_int_mm` alone and
+    FP8 `_scaled_mm` (bias fused, FP16 out)."""
+    x = torch.randn(m, k, device="cuda")
+    w = torch.randn(n, k, device="cuda") / k ** 0.5
+    bias = torch.randn(n, device="cuda") * 0.1
+    s_x, s_w = float(x.abs().amax()) / 127, w.abs().amax(dim=1) / 127
+    q_x, q_w = torch.round(x / s_x).clamp(-128, 127), torch.round(w / s_w[:, None]).clamp(-128, 127)
+    reference = (q_x * s_x) @ (q_w * s_w[:, None]).t() + bias
+    row: dict = {"layer": f"GEMM {m}x{k} by {k}x{n}", "gflop": 2 * m * n * k / 1e9}
+    x16, w16, b16 = x.half(), w.half(), bias.half()
+    row["cublas_fp16_ms"] = median_cuda_ms(lambda: torch.addmm(b16, x16, w16.t()), runs=runs)
+    qx8, qw8, scales = q_x.to(torch.int8), q_w.to(torch.int8), (s_x * s_w).float()
+    row["cublaslt_int8_mm_only_ms"] = median_cuda_ms(lambda: torch._int_mm(qx8, qw8.t()), runs=runs)
+    for config in TMA_CONFIGS:
+        def tma(config=config):
+            return int8_gemm_tma.int8_gemm_tma(qx8, qw8, scales, config=config, out_dtype=torch.float16, bias=bias)
+        key = f"tma_int8_{config.name}"
+        try:
+            row[key + "_err"] = relative_error(tma(), reference)
+            row[key + "_ms"] = median_cuda_ms(tma, runs=runs)
+        except Exception as failure:  # noqa: BLE001
+            row[key] = f"FAILED {type(failure).__name__}: {str(failure)[:160]}"
+    s_x8, s_w8 = float(x.abs().amax()) / 448, float(w.abs().amax()) / 448
+    x8, w8 = (x / s_x8).to(torch.float8_e4m3fn), (w / s_w8).to(torch.float8_e4m3fn)
+    s_x8, s_w8 = (torch.tensor(value, device="cuda") for value in (s_x8, s_w8))
+
+    def fp8():
+        return torch._scaled_mm(x8, w8.t(), scale_a=s_x8, scale_b=s_w8, bias=b16, out_dtype=torch.float16)
+    row["fp8_scaled_mm_err"] = relative_error(fp8(), reference)
+    row["fp8_scaled_mm_ms"] = median_cuda_ms(fp8, runs=runs)
+    row["fp8_quantize_input_ms"] = median_cuda_ms(lambda: (x16 * (1 / s_x8)).clamp_(-448, 448).to(torch.float8_e4m3fn),
+                                                  runs=runs)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=256)
@@ -135,9 +176,11 @@ def main() -> None:
     parser.add_argument("--out", default="int8_layers.jsonl")
     args = parser.parse_args()
     torch.manual_seed(0)
+    work = [lambda item=item: run_layer(args.batch, *item, args.runs) for item in RESNET50_CONVS]
+    work += [lambda item=item: run_gemm(*item, args.runs) for item in BERT_GEMMS]
     with open(args.out, "w") as out:
-        for c, k, r, stride, size in RESNET50_CONVS:
-            row = run_layer(args.batch, c, k, r, stride, size, args.runs)
+        for job in work:
+            row = job()
             line = json.dumps(row)
             print(line, flush=True)
             out.write(line + "\n")
