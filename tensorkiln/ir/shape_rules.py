@@ -320,6 +320,18 @@ def _fused_matmul_layer_norm(op, inputs) -> Result:
     return _epilogue(plain, shape, a.dtype, inputs[:4])
 
 
+@shape_rule(ops.FusedAddLayerNorm)
+def _fused_add_layer_norm(op, inputs) -> Result:
+    x, addend, scale, shift = (list(inputs) + [None] * 4)[:4]
+    if len(inputs) > 4 or not _floating(x, addend, scale) or not x.shape or \
+            broadcast(x.shape, addend.shape) != tuple(x.shape):
+        return None
+    width = tuple(x.shape[-1:])  # the norm's scale and shift expand to the last dim
+    if any(p is not None and (p.dtype is not x.dtype or broadcast(width, p.shape) != width) for p in (scale, shift)):
+        return None
+    return [(x.dtype, tuple(x.shape))]
+
+
 @shape_rule(ops.FullyConnected)
 def _fully_connected(op, inputs) -> Result:
     x, weight, bias = (list(inputs) + [None])[:3]

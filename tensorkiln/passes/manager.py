@@ -55,13 +55,14 @@ class PassRecord:
 # recognition, which matches the Mul/Add of a GELU or a norm before they could be mistaken for a scale); fold_qdq
 # right before it, to take a quantize/dequantize pair from between a convolution and its BatchNorm.
 # forward_residual_bias and hoist_residual_bias work on the fused layers fuse_vertical leaves (their residual adds
-# inside them); fuse_matmul_layer_norm after them (hoist_residual_bias needs the LayerNorm as a layer of its own).
+# inside them); fuse_matmul_layer_norm after them (hoist_residual_bias needs the LayerNorm as a layer of its own),
+# fuse_add_layer_norm after it (norms no GEMM took) and before fuse_pointwise (which would take the adds).
 # unflatten_gemm runs before everything that fuses around a matrix product (passes/unflatten_gemm.py).
 PIPELINE_ORDER = ("fold_constants", "remove_noops", "remove_identity_gather", "merge_shuffles", "unflatten_gemm",
                   "recognize_layer_norm", "recognize_rms_norm", "recognize_gelu", "approximate_gelu",
                   "recognize_attention", "fold_qdq", "fold_scale", "fuse_horizontal", "fuse_vertical",
-                  "forward_residual_bias", "hoist_residual_bias", "fuse_matmul_layer_norm", "fuse_pointwise",
-                  "eliminate_concat", "remove_dead_layers")
+                  "forward_residual_bias", "hoist_residual_bias", "fuse_matmul_layer_norm", "fuse_add_layer_norm",
+                  "fuse_pointwise", "eliminate_concat", "remove_dead_layers")
 # Passes that run only on request (BuilderConfig.passes, `kiln build --passes=+NAME`): those that trade accuracy for
 # speed (approximate_gelu changes outputs by up to 2e-4), and new passes whose gain a GPU run has yet to show.
 OPT_IN_PASSES: tuple[str, ...] = ("approximate_gelu",)

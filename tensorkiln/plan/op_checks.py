@@ -514,6 +514,18 @@ def _fused_matmul_layer_norm(op: ops.FusedMatMulLayerNorm, inputs: Inputs) -> No
         raise PlanProblem(f"epsilon {op.epsilon!r} must be >= 0")
 
 
+@op_check(ops.FusedAddLayerNorm)
+def _fused_add_layer_norm(op: ops.FusedAddLayerNorm, inputs: Inputs) -> None:
+    at_most_inputs(inputs, 4)
+    x, addend = required(inputs, 0, "data"), required(inputs, 1, "addend")
+    if len(x.shape) < 1 or len(addend.shape) > len(x.shape):
+        raise PlanProblem(f"adds a rank-{len(addend.shape)} addend to rank-{len(x.shape)} data; it must broadcast")
+    required(inputs, 2, "LayerNorm scale")
+    finite("epsilon", op.epsilon)
+    if op.epsilon < 0:
+        raise PlanProblem(f"epsilon {op.epsilon!r} must be >= 0")
+
+
 @op_check(ops.FusedPointwise)
 def _fused_pointwise(op: ops.FusedPointwise, inputs: Inputs) -> None:
     from ..kernels.cpu.fused import parse_program, program_inputs

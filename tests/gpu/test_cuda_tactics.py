@@ -110,6 +110,7 @@ CASES = [
          ((1, 7, 2100), (2100, 40), None, (1, 7, 40), (40,), (40,)), constant=(1, 4, 5)),
     Case("matmul_layer_norm_large", ops.FusedMatMulLayerNorm(transpose_b=True, residual=True),  # TMA
          ((4, 2048, 64), (512, 64), (512,), (4, 2048, 512), (512,), (512,)), constant=(1, 2, 4, 5)),
+    Case("add_layer_norm", ops.FusedAddLayerNorm(), ((3, 7, 200), (1, 7, 200), (200,), (200,)), constant=(1, 2, 3)),
     Case("softmax", ops.Softmax(axis=-1), ((3, 5, 129),)),
     Case("layer_norm", ops.LayerNorm(axis=-1, epsilon=1e-5), ((3, 7, 200), (200,), (200,)), constant=(1, 2)),
     Case("rms_norm", ops.RMSNorm(axis=-1, epsilon=1e-6), ((3, 7, 200), (200,)), constant=(1,)),

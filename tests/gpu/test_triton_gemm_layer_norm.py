@@ -224,3 +224,30 @@ def test_hf_bert_engine_on_the_gpu(tmp_path, family):
     (expected,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, numpy_feed)
     error = float(np.max(np.abs(np.asarray(actual, dtype=np.float64) - expected)) / np.max(np.abs(expected)))
     assert error <= 5e-2, f"relative error {error:.2e} ({family}: {[step.tactic for step in steps]})"
+
+
+# ---- add + LayerNorm (fused_add_layer_norm: the embeddings) ----------------------------------------------------------
+@needs_triton
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("addend_shape", [(1, 13, 40), (13, 40), (2, 13, 40), (40,), (2, 1, 40)])
+@pytest.mark.parametrize("rows", [1, 4])
+def test_add_layer_norm_kernel(dtype, addend_shape, rows):
+    kernel = triton_module("add_layer_norm")
+    x, addend, scale, shift = rand(2, 13, 40, dtype=dtype), rand(*addend_shape, dtype=dtype), rand(40, dtype=dtype), \
+        rand(40, dtype=dtype)
+    rx, ra, rs, rb = f32(x, addend, scale, shift)
+    check(kernel.add_layer_norm(x, addend, scale, shift, eps=1e-5, rows=rows),
+          F.layer_norm(rx + ra, (40,), rs, rb, 1e-5), dtype)
+
+
+@needs_triton
+def test_every_add_layer_norm_tactic_matches_the_portable_kernel():
+    op = ops.FusedAddLayerNorm(epsilon=1e-12)
+    inputs = [rand(2, 9, 48), rand(1, 9, 48), rand(48), rand(48)]
+    expected = registry.get_kernel(op.KIND)(op, [t.cpu() for t in inputs])[0]
+    entries = [e for e in registry.candidates(op.KIND, "cuda", op, _specs(*inputs)) if e.impl != "torch"]
+    assert len(entries) == len(triton_module("configs").NORM_CONFIGS)
+    for entry in entries:
+        check(entry.fn(op, inputs)[0], expected, torch.float32)
+    wide = [rand(2, 5000), rand(5000), rand(5000), None]
+    assert not [e for e in registry.candidates(op.KIND, "cuda", op, _specs(*wide)) if e.impl != "torch"]

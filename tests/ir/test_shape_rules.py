@@ -113,7 +113,9 @@ def test_shape_preserving_rules_match_meta_device():
         cases = [(ops.Activation(rng.choice(list(ops.ActivationType)), 0.1, 0.9), [x]),
                  (ops.Unary(rng.choice(list(ops.UnaryOperation))), [x]), (ops.Softmax(axis), [x]),
                  (ops.LayerNorm(axis), [x, params, rng.choice((None, params))]), (ops.RMSNorm(axis), [x, params]),
-                 (ops.Identity(), [x]), (ops.Cast(rng.choice((F32, I64, BOOL))), [x])]
+                 (ops.Identity(), [x]), (ops.Cast(rng.choice((F32, I64, BOOL))), [x]),
+                 (ops.FusedAddLayerNorm(), [x, Spec(x.dtype, x.shape[rng.randint(0, rank):]),
+                                            Spec(x.dtype, x.shape[-1:] if rank else (3,)), rng.choice((None, params))])]
         answered += sum(_agree(op, inputs) for op, inputs in cases)
     assert answered > 600
 

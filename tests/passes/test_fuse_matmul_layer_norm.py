@@ -70,7 +70,8 @@ def test_hf_encoders_fuse_every_residual_norm_and_match_onnxruntime(hf_export):
     # per encoder layer: the attention output and the FFN down-projection, each with its residual and LayerNorm
     assert engine.plan.build_info["pass_counts"]["fuse_matmul_layer_norm.fused"] == 2 * LAYERS
     assert kinds["fused_matmul_layer_norm"] == 2 * LAYERS
-    assert kinds["layer_norm"] == 1  # the embeddings' norm reads an add, not a GEMM
+    assert kinds["layer_norm"] == 0  # the embeddings' norm reads an add, not a GEMM: fuse_add_layer_norm takes it
+    assert kinds["fused_add_layer_norm"] == 1 and "elementwise" not in kinds and "fused_pointwise" not in kinds
     assert kinds["gather"] == 1 and kinds["cast"] == 1  # the word embeddings; the mask chain's gather is a view
     # the second encoder layer (the first also computes the shared padding mask): its GEMMs and attention, and the
     # views that split and merge the heads (no kernels: the attention kernel reads them in place)

@@ -114,6 +114,14 @@ class FusedMatMulLayerNorm(OpAttrs):
     residual_in_place: bool = False
 
 
+@op("fused_add_layer_norm")
+class FusedAddLayerNorm(OpAttrs):
+    """An add and the LayerNorm over the last dim that reads it, as one layer (passes/fuse_add_layer_norm.py: a
+    transformer's embeddings); inputs: x, addend (broadcast to x's shape), scale, shift|None.
+    y = layer_norm(x + addend) * scale + shift."""
+    epsilon: float = 1e-5
+
+
 @op("fused_pointwise")
 class FusedPointwise(OpAttrs):
     """A chain of elementwise, unary and activation layers as one layer. `program` is a tiny SSA text program,

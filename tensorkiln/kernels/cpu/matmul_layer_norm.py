@@ -20,16 +20,17 @@ def matmul_part(op: ops.FusedMatMulLayerNorm) -> ops.FusedMatMul:
     return ops.FusedMatMul(transpose_b=op.transpose_b, residual=op.residual)
 
 
-def _normalized(op: ops.FusedMatMulLayerNorm, y: torch.Tensor, scale, shift) -> torch.Tensor:
+def last_dim_layer_norm(y: torch.Tensor, scale, shift, epsilon: float) -> torch.Tensor:
+    """LayerNorm over the last dim, scale and shift one value per column (or one value)."""
     width = y.shape[-1:]
-    return F.layer_norm(y, width, scale.expand(width), None if shift is None else shift.expand(width), op.epsilon)
+    return F.layer_norm(y, width, scale.expand(width), None if shift is None else shift.expand(width), epsilon)
 
 
 @kernel(ops.FusedMatMulLayerNorm)
 def fused_matmul_layer_norm(op: ops.FusedMatMulLayerNorm, inputs):
     a, b, bias, residual, scale, shift = (list(inputs) + [None] * 6)[:6]
     y = fused_matmul(matmul_part(op), [a, b, bias, residual, None])[0]
-    return [_normalized(op, y, scale, shift)]
+    return [last_dim_layer_norm(y, scale, shift, op.epsilon)]
 
 
 @binder(ops.FusedMatMulLayerNorm)
@@ -44,6 +45,6 @@ def bind_fused_matmul_layer_norm(op: ops.FusedMatMulLayerNorm, inputs: Sequence[
     scale_value, shift_value = scale.value, None if shift is None else shift.value
 
     def call(args: list) -> list[torch.Tensor]:
-        return [_normalized(op, product(args)[0], scale_value, shift_value)]
+        return [last_dim_layer_norm(product(args)[0], scale_value, shift_value, op.epsilon)]
 
     return call
