@@ -8,8 +8,8 @@ the engine's time is negligible and what is measured is the server's own work.
 DIR`) runs beside this one, on a repository of its own, and every measurement alternates between the two, so that
 a before/after comparison shares the machine's noise.
 
-Models (y = relu(x), one layer, FP32 on the CPU), in two payload sizes: `small` (x: 1x4) and `image` (x:
-1x3x224x224, a ResNet-50 input, 602 KB):
+Models of one layer, FP32 on the CPU, in two payload sizes: `small` (y = relu(x), x: 1x4) and `image` (y = the
+mean of each channel of x, 1x3x224x224: a ResNet-50 input of 602 KB, an answer of a few bytes):
 
 1. Overhead at concurrency 1: fixed-shape engines (`<size>_fixed`) built here and served as model.engine; p50 of
    a direct `context.execute` of the same engine in this process, against the p50 of tritonclient's sync clients
@@ -40,17 +40,19 @@ sys.path.insert(0, str(ROOT / "bench"))
 from serve_gpu import BATCHED_CONFIG, UNBATCHED_CONFIG, Results, Server, batch_stats, throughput  # noqa: E402
 
 SHAPES = {"small": (4,), "image": (3, 224, 224)}
+OPS = {"small": "Relu", "image": "GlobalAveragePool"}
 MAX_BATCH = 64
 
 
-def write_relu(path: Path, row_shape: tuple[int, ...], batch) -> None:
+def write_model(path: Path, size: str, batch) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    shape = [batch, *row_shape]
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+    shape = [batch, *SHAPES[size]]
+    out_shape = shape if OPS[size] == "Relu" else [batch, shape[1], 1, 1]
+    graph = helper.make_graph([helper.make_node(OPS[size], ["x"], ["y"])], size,
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
@@ -60,22 +62,22 @@ def build_engines(folder: Path) -> dict[str, Path]:
     from tensorkiln.importers.onnx import parse_onnx
 
     engines = {}
-    for size, row_shape in SHAPES.items():
+    for size in SHAPES:
         onnx_path = folder / f"{size}.onnx"
-        write_relu(onnx_path, row_shape, 1)
+        write_model(onnx_path, size, 1)
         engines[size] = folder / f"{size}.engine"
         Builder(BuilderConfig()).build(parse_onnx(onnx_path)).save(engines[size])
     return engines
 
 
 def make_repository(root: Path, engines: dict[str, Path]) -> Path:
-    for size, row_shape in SHAPES.items():
+    for size in SHAPES:
         (root / f"{size}_fixed/1").mkdir(parents=True)
         (root / f"{size}_fixed/1/model.engine").symlink_to(engines[size])
         for kind, config in (("batched", BATCHED_CONFIG), ("unbatched", UNBATCHED_CONFIG)):
             model = root / f"{size}_{kind}"
             (model / "1").mkdir(parents=True)
-            write_relu(model / "1/model.onnx", row_shape, "batch")
+            write_model(model / "1/model.onnx", size, "batch")
             (model / "config.pbtxt").write_text(config.format(max_batch=MAX_BATCH, instances=2, delay_us=2000))
     return root
 
@@ -111,10 +113,10 @@ def overhead(servers: dict[str, Server], size: str, engine_file: Path, runs: int
     modes = {"direct_execute": lambda x: context.execute({"x": x})["y"]}
     for suffix, server in servers.items():
         modes.update(_clients(server, size, suffix))
+    expected = context.execute({"x": x})["y"]
     for mode, send in modes.items():
-        answer = send(x)
-        if not np.array_equal(answer, np.maximum(x, 0)):
-            raise SystemExit(f"{size}: {mode} answered wrong values")
+        if not np.array_equal(send(x), expected):  # bit for bit: the same engine
+            raise SystemExit(f"{size}: {mode} answered other values than a direct execution")
         for _ in range(runs // 10):  # warm up
             send(x)
     samples: dict[str, list[float]] = {mode: [] for mode in modes}
@@ -175,14 +177,28 @@ def main(argv=None) -> int:
 
 
 def _throughput(server: Server, model: str, concurrency: int, args, row_shape: tuple[int, ...]) -> dict:
+    """throughput's figures, the mean batch, and the server's CPU time per request (its own work, which the
+    machine's other load does not stretch the way it stretches wall time)."""
     before = batch_stats(server.http_url, model)
+    cpu_before = _cpu_seconds(server.process.pid)
     measured = throughput(server.grpc_url, model, concurrency, args.clients, args.seconds, shape=(1, *row_shape),
                           input_name="x")
+    cpu_s = _cpu_seconds(server.process.pid) - cpu_before
     after = batch_stats(server.http_url, model)
     executions = after["executions"] - before["executions"]
     inferences = after["inferences"] - before["inferences"]
     measured["mean_batch"] = round(inferences / executions, 2) if executions else 0
+    # over every request the run sent, warm-ups and requests past the clock included
+    measured["server_cpu_ms_per_request"] = round(cpu_s * 1e3 / inferences, 4) if inferences else None
     return measured
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` (Linux /proc), all its threads."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":
