@@ -38,6 +38,9 @@ class ConversionContext:
         self.in_subgraph = False
         # set by the parser: converts a subgraph inline and returns its output tensors
         self.convert_subgraph: Callable[[onnx.GraphProto], list[Tensor]] | None = None
+        # set by the parser: the arrays of the main graph's initializers decoded by an earlier import of the same
+        # model (an engine with profiles imports it once per shape), filled as they are decoded
+        self.decoded_initializers: dict[str, np.ndarray] | None = None
 
     # ---- inputs ----------------------------------------------------------------------------------
     def input(self, node: onnx.NodeProto, index: int) -> Tensor | None:
@@ -93,7 +96,13 @@ class ConversionContext:
     def add_initializer(self, initializer: onnx.TensorProto, claim: bool) -> Tensor:
         """A constant for an initializer (checked as tensors.tensor_to_array checks it). With `claim` it takes the
         initializer's name (reserved for it); in a subgraph, whose names may repeat, a name made from it."""
-        array = tensor_to_array(initializer, f"initializer {initializer.name!r}")
+        cache = None if self.in_subgraph else self.decoded_initializers
+        array = None if cache is None else cache.get(initializer.name)
+        if array is None:
+            array = tensor_to_array(initializer, f"initializer {initializer.name!r}")
+            if cache is not None:
+                array.flags.writeable = False  # shared by every network imported from the model: never written
+                cache[initializer.name] = array
         if initializer.data_type in FP8_TYPES:
             self.fp8_types[initializer.name] = initializer.data_type
         tensor = self.add_constant_value(array, initializer.name, claim)

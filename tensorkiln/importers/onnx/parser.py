@@ -155,7 +155,8 @@ def unsupported_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
 class OnnxParser:
     def __init__(self, input_shapes: Mapping[str, Sequence[int]] | None = None,
                  input_values: Mapping[str, np.ndarray] | None = None, allow_fallback: bool = False,
-                 limits: ResourceLimits | None = None):
+                 limits: ResourceLimits | None = None, decoded_initializers: dict[str, np.ndarray] | None = None):
+        self.decoded_initializers = decoded_initializers  # see ConversionContext.decoded_initializers
         self.input_shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
         self.input_values = dict(input_values or {})
         self.allow_fallback = allow_fallback  # nodes without a converter run on onnx.reference instead of failing
@@ -171,6 +172,7 @@ class OnnxParser:
         self._check_supported(graph, model)
         network = NetworkDefinition(name or graph.name or "onnx_model", self.limits)
         ctx = ConversionContext(network, opset)
+        ctx.decoded_initializers = self.decoded_initializers
         ctx.domain_versions = {entry.domain: entry.version for entry in model.opset_import}
         ctx.convert_subgraph = lambda subgraph: self._convert_subgraph(ctx, subgraph)
         # every name the model uses is set aside before anything is converted: the layers a converter adds get
@@ -380,7 +382,8 @@ def _subgraph_value_names(graph: onnx.GraphProto) -> set[str]:
 
 def parse_onnx(source: ModelSource, input_shapes: Mapping[str, Sequence[int]] | None = None,
                name: str | None = None, input_values: Mapping[str, np.ndarray] | None = None,
-               allow_fallback: bool = False, limits: ResourceLimits | None = None) -> NetworkDefinition:
+               allow_fallback: bool = False, limits: ResourceLimits | None = None,
+               decoded_initializers: dict[str, np.ndarray] | None = None) -> NetworkDefinition:
     """Import an ONNX model (path, bytes or ModelProto).
 
     `input_shapes` fixes dynamic input dimensions; `input_values` fixes the value of inputs that must be
@@ -388,5 +391,6 @@ def parse_onnx(source: ModelSource, input_shapes: Mapping[str, Sequence[int]] | 
     `allow_fallback` runs standard operators without a converter on onnx's reference implementation
     (logged once per layer) instead of failing. A node of any domain whose op type names a registered
     plugin becomes a layer of that plugin. `limits` bounds the memory any one tensor, and the constants together,
-    may need (tensorkiln.limits; default: half the machine's memory, at most 32 GiB)."""
-    return OnnxParser(input_shapes, input_values, allow_fallback, limits).parse(source, name)
+    may need (tensorkiln.limits; default: half the machine's memory, at most 32 GiB). `decoded_initializers`: a
+    dict kept between imports of the same model, which then decode each initializer once (read-only arrays)."""
+    return OnnxParser(input_shapes, input_values, allow_fallback, limits, decoded_initializers).parse(source, name)

@@ -1,0 +1,52 @@
+"""Specializing a new shape reuses what does not depend on the shape (issue 20): the model's initializers are decoded
+once per model source, and every specialization's network holds the same (read-only) arrays; its outputs still match
+onnxruntime."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+
+from tensorkiln.importers.onnx import context as onnx_context
+from tensorkiln.limits import ResourceLimits
+from tensorkiln.plan.profiles import OptimizationProfile, ShapeRange
+from tensorkiln.profile_builder import ModelSource, build_with_profiles
+
+PROFILE = OptimizationProfile((("x", ShapeRange((1, 3, 4, 4), (2, 3, 8, 8), (4, 3, 16, 16))),))
+
+
+def test_initializers_are_decoded_once_per_source(dynamic_model, monkeypatch):
+    decoded = []
+    original = onnx_context.tensor_to_array
+    monkeypatch.setattr(onnx_context, "tensor_to_array", lambda tensor, what: decoded.append(tensor.name) or
+                        original(tensor, what))
+    source = ModelSource.from_onnx(dynamic_model)
+    first = source.parse({"x": (1, 3, 4, 4)}, ResourceLimits())
+    second = source.parse({"x": (3, 3, 5, 9)}, ResourceLimits())
+    names = [t.name for t in onnx.load_from_string(dynamic_model).graph.initializer]
+    # (Constant nodes' values are decoded by each import: they are small, and may hold shapes)
+    assert names and sorted(n for n in decoded if n in names) == sorted(names)  # the second import decoded none
+    constants = {t.name: t.value for t in _constants(first)}
+    shared = [t for t in _constants(second) if t.name in names]
+    assert len(shared) == len(names) and all(t.value is constants[t.name] for t in shared)
+    assert not any(t.value.flags.writeable for t in shared)  # shared: a pass writing into one would raise
+
+
+def _constants(network):
+    return [t for layer in network.ir.layers for t in layer.outputs if t.is_constant]
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 5, 13), (1, 3, 9, 4)])
+def test_specializations_from_cached_initializers_match_onnxruntime(dynamic_model, shape):
+    engine = build_with_profiles(ModelSource.from_onnx(dynamic_model), [PROFILE], prebuild="opt")
+    context = engine.create_execution_context()
+    session = onnxruntime.InferenceSession(dynamic_model, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for _ in range(2):  # the second specialization imports from the cached arrays
+        x = rng.standard_normal(shape, dtype=np.float32)
+        outputs = context.execute({"x": x})
+        for name, reference in zip(("tokens", "probs"), session.run(None, {"x": x})):
+            np.testing.assert_allclose(outputs[name], reference, rtol=1e-4, atol=1e-5)
+        shape = (shape[0] + 1, *shape[1:])
+    assert len(engine.specialization_seconds) == 2
