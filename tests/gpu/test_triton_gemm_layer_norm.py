@@ -52,6 +52,16 @@ def test_gemm_layer_norm_kernel(dtype, config, a_shape, n, bias, residual, shift
 
 
 @needs_triton
+def test_gemm_layer_norm_normalizes_wide_rows_in_passes():
+    """Rows of 600 (a 1024-wide tile): the last program of a 16-row block normalizes it 8 rows a pass."""
+    kernel = triton_module("gemm_layer_norm")
+    a, b, scale, shift, residual = rand(20, 16), rand(16, 600), rand(600), rand(600), rand(20, 600)
+    assert kernel._norm_rows(16, 1024, 4) == 8
+    out = kernel.gemm_layer_norm(a, b, scale, shift, residual=residual, eps=1e-5, config=_configs()[0])
+    check(out, _reference(a, b, scale, shift, None, residual, 1e-5, False, torch.float32), torch.float32)
+
+
+@needs_triton
 def test_gemm_layer_norm_stores_over_its_residual():
     kernel = triton_module("gemm_layer_norm")
     a, b, scale = rand(3, 9, 20), rand(20, 48), rand(48)

@@ -27,7 +27,14 @@ from .gemm_tma import _scratch as descriptor_scratch
 from .gemm_tma import supported
 
 MAX_ROW = 8192  # the widest row the normalizing program takes in one [rows, row] tile
-_TAIL_ELEMENTS = 4096  # elements of the row tile the normalizing program holds at a time (FP32 registers)
+# FP32 values per thread of the rows the normalizing program holds at a time: the accumulator's registers are free by
+# then, and each pass of its loop waits for an L2 round trip, so the more rows a pass takes, the fewer the waits
+_TAIL_VALUES_PER_THREAD = 64
+
+
+def _norm_rows(block_m: int, row_n: int, num_warps: int) -> int:
+    """Rows per pass of the normalizing loop: a power of two that divides BLOCK_M."""
+    return max(1, min(block_m, _TAIL_VALUES_PER_THREAD * 32 * num_warps // row_n))
 
 
 @triton.jit
@@ -138,7 +145,7 @@ def gemm_layer_norm(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, shift
         HAS_BIAS=bias is not None, HAS_RES=res2 is not None, HAS_SHIFT=shift is not None,
         INPUT_PRECISION=input_precision(a.dtype), BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         BLOCK_K=config.block_k, GROUP_M=config.group_m, SPLIT_K=split, ROW_N=row_n,
-        NORM_ROWS=max(1, min(config.block_m, _TAIL_ELEMENTS // row_n)),
+        NORM_ROWS=_norm_rows(config.block_m, row_n, config.num_warps),
         num_warps=config.num_warps, num_stages=config.num_stages)
     return out.view(*a.shape[:-1], N)
 
@@ -213,6 +220,6 @@ def gemm_tma_layer_norm(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, s
         B_K_MAJOR=b_k_major, HAS_BIAS=bias is not None, HAS_RES=res is not None, HAS_SHIFT=shift is not None,
         BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, GROUP_M=tile.group_m,
         SPLIT_EPILOGUE=config.split_epilogue, EVEN=m % tile.block_m == 0 and n % tile.block_n == 0,
-        FLATTEN=flatten, ROW_N=row_n, NORM_ROWS=max(1, min(tile.block_m, _TAIL_ELEMENTS // row_n)),
+        FLATTEN=flatten, ROW_N=row_n, NORM_ROWS=_norm_rows(tile.block_m, row_n, tile.num_warps),
         num_warps=tile.num_warps, num_stages=tile.num_stages)
     return out
