@@ -32,6 +32,7 @@ from ..ir import ops
 from ..ir.dtypes import DataType
 from ..kernels.cpu.bound import BoundInput, bind_kernel
 from ..tactics.selection import parse_tactic
+from .cpu_memory import retain_freed_memory
 
 NO_TENSOR = 0  # the slot that always holds None (an omitted optional input)
 
@@ -45,6 +46,7 @@ class StaticExecutor:
                  free_after: Sequence[Sequence[str]]):
         plan = engine.plan
         weights = engine.device_weights()
+        self.retains_memory = retain_freed_memory()  # freed activations reused by the next run, not unmapped
         self._slots: dict[str, int] = {}
         template: list = [None]
         for name, value in weights.items():
