@@ -506,12 +506,9 @@ def _fused_matmul_layer_norm(op: ops.FusedMatMulLayerNorm, inputs: Inputs) -> No
     a, b = required(inputs, 0, "left operand"), required(inputs, 1, "right operand")
     if len(a.shape) < 1 or len(b.shape) != 2:
         raise PlanProblem(f"takes a of rank 1 or more and a 2-D b, not ranks {len(a.shape)} and {len(b.shape)}")
-    required(inputs, 4, "LayerNorm scale")
+    _norm_scale_and_epsilon(op, inputs, 4)
     if op.residual:
         required(inputs, 3, "residual")
-    finite("epsilon", op.epsilon)
-    if op.epsilon < 0:
-        raise PlanProblem(f"epsilon {op.epsilon!r} must be >= 0")
 
 
 @op_check(ops.FusedAddLayerNorm)
@@ -520,7 +517,12 @@ def _fused_add_layer_norm(op: ops.FusedAddLayerNorm, inputs: Inputs) -> None:
     x, addend = required(inputs, 0, "data"), required(inputs, 1, "addend")
     if len(x.shape) < 1 or len(addend.shape) > len(x.shape):
         raise PlanProblem(f"adds a rank-{len(addend.shape)} addend to rank-{len(x.shape)} data; it must broadcast")
-    required(inputs, 2, "LayerNorm scale")
+    _norm_scale_and_epsilon(op, inputs, 2)
+
+
+def _norm_scale_and_epsilon(op, inputs: Inputs, scale_index: int) -> None:
+    """A fused layer that ends in a LayerNorm: its scale is present, its epsilon a finite number >= 0."""
+    required(inputs, scale_index, "LayerNorm scale")
     finite("epsilon", op.epsilon)
     if op.epsilon < 0:
         raise PlanProblem(f"epsilon {op.epsilon!r} must be >= 0")

@@ -72,6 +72,27 @@ def _gather_partials(acc, mask_m, ws_ptr, lock_ptr, tile, pid_k,
     return total, mask_m & (tl.arange(0, BLOCK_M) < tl.where(last, BLOCK_M, 0))
 
 
+@triton.jit
+def tile_product(a_ptr, b_ptr, offs_m, offs_n, mask_m, mask_n, K, stride_am, stride_ak, stride_bk, stride_bn, pid_k,
+                 INPUT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 SPLIT_K: tl.constexpr):
+    """The FP32 product [BLOCK_M, BLOCK_N] of A's rows offs_m and B's columns offs_n over the K blocks that split
+    `pid_k` of SPLIT_K reduces (all of them without split-K); masked loads, zeros past the ends."""
+    offs_k = tl.arange(0, BLOCK_K)
+    k_first, k_last = split_k_range(tl.cdiv(K, BLOCK_K), pid_k, SPLIT_K)
+    a_ptrs = a_ptr + offs_m[:, None] * stride_am + (offs_k[None, :] + k_first * BLOCK_K) * stride_ak
+    b_ptrs = b_ptr + (offs_k[:, None] + k_first * BLOCK_K) * stride_bk + offs_n[None, :] * stride_bn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(k_first, k_last):
+        k_left = K - k * BLOCK_K  # the last tile is ragged: mask it, fill with zeros
+        a = tl.load(a_ptrs, mask=mask_m[:, None] & (offs_k[None, :] < k_left), other=0.0)
+        b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & mask_n[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
+    return acc
+
+
 def split_k_buffers(tiles: int, split: int, config, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The FP32 partial-sum workspace and the zeroed arrival counters of a launch over `tiles` tiles split `split`
     ways (for split 1, placeholders the kernel never touches)."""
@@ -105,20 +126,11 @@ def gemm_kernel(
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
     mask_m = offs_m < M
     mask_n = offs_n < N
-    k_first, k_last = split_k_range(tl.cdiv(K, BLOCK_K), pid_k, SPLIT_K)
-    a_ptrs = a_ptr + batch * stride_ab + offs_m[:, None] * stride_am + (offs_k[None, :] + k_first * BLOCK_K) * stride_ak
-    b_ptrs = b_ptr + batch * stride_bb + (offs_k[:, None] + k_first * BLOCK_K) * stride_bk + offs_n[None, :] * stride_bn
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(k_first, k_last):
-        k_left = K - k * BLOCK_K  # the last tile is ragged: mask it, fill with zeros
-        a = tl.load(a_ptrs, mask=mask_m[:, None] & (offs_k[None, :] < k_left), other=0.0)
-        b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & mask_n[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
-        a_ptrs += BLOCK_K * stride_ak
-        b_ptrs += BLOCK_K * stride_bk
+    acc = tile_product(a_ptr + batch * stride_ab, b_ptr + batch * stride_bb, offs_m, offs_n, mask_m, mask_n, K,
+                       stride_am, stride_ak, stride_bk, stride_bn, pid_k, INPUT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+                       SPLIT_K)
 
     acc, mask_m = split_k_gather(acc, mask_m, ws_ptr, lock_ptr, batch * tiles + tile, pid_k, SPLIT_K, BLOCK_M, BLOCK_N)
     acc = apply_epilogue(acc, offs_m, offs_n, mask_m, mask_n, bias_ptr, slope_ptr,

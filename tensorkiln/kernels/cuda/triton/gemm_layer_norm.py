@@ -20,7 +20,7 @@ import triton.language as tl
 
 from .configs import GemmConfig, TmaGemmConfig, split_k_for
 from .epilogue import apply_epilogue, channel_vector, output_buffer
-from .gemm import grouped_tile, input_precision, split_k_gather, split_k_range
+from .gemm import grouped_tile, input_precision, split_k_gather, tile_product
 from .gemm_tma import _finish_tile as finish_tile
 from .gemm_tma import _programs as sm_count
 from .gemm_tma import _scratch as descriptor_scratch
@@ -82,20 +82,10 @@ def gemm_layer_norm_kernel(
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
     mask_m = offs_m < M
     mask_n = offs_n < N
-    k_first, k_last = split_k_range(tl.cdiv(K, BLOCK_K), pid_k, SPLIT_K)
-    a_ptrs = a_ptr + offs_m[:, None] * stride_am + (offs_k[None, :] + k_first * BLOCK_K) * stride_ak
-    b_ptrs = b_ptr + (offs_k[:, None] + k_first * BLOCK_K) * stride_bk + offs_n[None, :] * stride_bn
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(k_first, k_last):
-        k_left = K - k * BLOCK_K
-        a = tl.load(a_ptrs, mask=mask_m[:, None] & (offs_k[None, :] < k_left), other=0.0)
-        b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & mask_n[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
-        a_ptrs += BLOCK_K * stride_ak
-        b_ptrs += BLOCK_K * stride_bk
+    acc = tile_product(a_ptr, b_ptr, offs_m, offs_n, mask_m, mask_n, K, stride_am, stride_ak, stride_bk, stride_bn,
+                       pid_k, INPUT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K)
 
     acc, mask_m = split_k_gather(acc, mask_m, ws_ptr, lock_ptr, tile, pid_k, SPLIT_K, BLOCK_M, BLOCK_N)
     acc = apply_epilogue(acc, offs_m, offs_n, mask_m, mask_n, bias_ptr, bias_ptr, res_ptr, offs_m * stride_rm, 1,
