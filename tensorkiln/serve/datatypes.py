@@ -21,3 +21,9 @@ def numpy_dtype(wire: str) -> np.dtype:
         raise InvalidRequest(f"datatype {wire!r} is not served; use one of "
                              f"{', '.join(sorted(w for w in FROM_WIRE if w != 'BF16'))}")
     return dtype.numpy
+
+
+def wire_bytes(value: np.ndarray) -> memoryview:
+    """The bytes of `value` in C order, as they go on the wire: a view where it is contiguous, else one copy (an
+    empty tensor too: memoryview cannot cast a shape with a zero)."""
+    return memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8))

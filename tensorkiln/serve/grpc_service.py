@@ -1,5 +1,6 @@
 """The KServe v2 gRPC front end (grpc.aio), on the service and messages generated from Triton's grpc_service.proto
-(shipped in tritonclient.grpc). Replies reuse `views`' dictionaries through protobuf's json_format."""
+(shipped in tritonclient.grpc). Replies reuse `views`' dictionaries through protobuf's json_format. ModelInfer takes
+and returns bytes, read and written by grpc_wire (tensor bytes kept out of protobuf: no copies of them there)."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +11,7 @@ import numpy as np
 from . import views
 from .datatypes import numpy_dtype
 from .errors import InvalidRequest, ServeError, Unavailable
+from .grpc_wire import InferAnswer, InferCodec
 
 CONTENTS_FIELDS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
                    "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
@@ -19,9 +21,10 @@ CONTENTS_FIELDS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "in
 def make_grpc_server(server, port: int, host: str):
     import grpc
     from google.protobuf import json_format
-    from tritonclient.grpc import service_pb2 as pb, service_pb2_grpc as pb_grpc
+    from tritonclient.grpc import service_pb2 as pb
 
     repository = server.repository
+    codec = InferCodec(pb)
 
     async def fail(context, error: ServeError):
         metadata = (("retry-after", str(Unavailable.retry_after_s)),) if isinstance(error, Unavailable) else ()
@@ -30,7 +33,7 @@ def make_grpc_server(server, port: int, host: str):
         await context.abort(getattr(grpc.StatusCode, error.grpc_code), str(error))
 
     def guarded(method):
-        async def handler(self, request, context):
+        async def handler(request, context):
             try:
                 return await method(request)
             except ServeError as error:
@@ -61,15 +64,17 @@ def make_grpc_server(server, port: int, host: str):
         model = repository.get(request.name, request.version)
         return pb.ModelConfigResponse(config=views.model_config_message(model))
 
-    async def model_infer(request):
+    async def model_infer(data: bytes) -> bytes:
         if not server.accepting:
             raise Unavailable("the server is shutting down; retry on another replica")
+        call = codec.read_request(data)
+        request = call.message
         model = repository.get(request.model_name, request.model_version)
-        inputs = _decode_inputs(request)
+        inputs = _decode_inputs(request, call.raw)
         rows = model.check_inputs(inputs)
         future = model.scheduler.submit(inputs, rows, inline=True)
         outputs = future.result() if future.done() else await asyncio.wrap_future(future)
-        return _encode_outputs(pb, model, request, outputs)
+        return codec.write_response(_encode_outputs(pb, model, request, outputs))
 
     async def repository_index(request):
         return json_format.ParseDict({"models": repository.index()}, pb.RepositoryIndexResponse())
@@ -87,31 +92,46 @@ def make_grpc_server(server, port: int, host: str):
         stats = {"model_stats": [views.model_statistics(m) for m in models]}
         return json_format.ParseDict(stats, pb.ModelStatisticsResponse(), ignore_unknown_fields=True)
 
-    class Servicer(pb_grpc.GRPCInferenceServiceServicer):
-        ServerLive = guarded(server_live)
-        ServerReady = guarded(server_ready)
-        ModelReady = guarded(model_ready)
-        ServerMetadata = guarded(server_metadata)
-        ModelMetadata = guarded(model_metadata)
-        ModelConfig = guarded(model_config)
-        ModelInfer = guarded(model_infer)
-        RepositoryIndex = guarded(repository_index)
-        RepositoryModelLoad = guarded(repository_load)
-        RepositoryModelUnload = guarded(repository_unload)
-        ModelStatistics = guarded(model_statistics)
-
+    methods = {"ServerLive": server_live, "ServerReady": server_ready, "ModelReady": model_ready,
+               "ServerMetadata": server_metadata, "ModelMetadata": model_metadata, "ModelConfig": model_config,
+               "ModelInfer": model_infer, "RepositoryIndex": repository_index,
+               "RepositoryModelLoad": repository_load, "RepositoryModelUnload": repository_unload,
+               "ModelStatistics": model_statistics}
     options = [("grpc.max_receive_message_length", server.max_request_bytes),
                ("grpc.max_send_message_length", -1)]
     grpc_server = grpc.aio.server(options=options)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(), grpc_server)
+    _add_handlers(grpc_server, pb, {name: guarded(method) for name, method in methods.items()}, raw={"ModelInfer"})
     bound = grpc_server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise ServeError(f"cannot listen for gRPC on {host}:{port}; pick a free --grpc-port")
     return grpc_server
 
 
-def _decode_inputs(request) -> dict[str, np.ndarray]:
-    raw = request.raw_input_contents
+def _add_handlers(grpc_server, pb, handlers: dict, raw: set[str]) -> None:
+    """Serve `handlers` ({method name: async handler(request, context)}) as the methods of grpc_service.proto's
+    GRPCInferenceService, their messages (de)serialized by the generated classes, except the methods in `raw`,
+    whose handlers take and return bytes. Methods without a handler answer UNIMPLEMENTED."""
+    import grpc
+    from google.protobuf import message_factory
+
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    method_handlers = {}
+    for method in service.methods:
+        handler = handlers.get(method.name)
+        if handler is None:
+            continue
+        request_type = message_factory.GetMessageClass(method.input_type)
+        response_type = message_factory.GetMessageClass(method.output_type)
+        serializers = ({} if method.name in raw else
+                       {"request_deserializer": request_type.FromString,
+                        "response_serializer": response_type.SerializeToString})
+        method_handlers[method.name] = grpc.unary_unary_rpc_method_handler(handler, **serializers)
+    grpc_server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, method_handlers),))
+    if hasattr(grpc_server, "add_registered_method_handlers"):  # grpcio >= 1.63: looked up without the generic scan
+        grpc_server.add_registered_method_handlers(service.full_name, method_handlers)
+
+
+def _decode_inputs(request, raw: list) -> dict[str, np.ndarray]:
     if raw and len(raw) != len(request.inputs):
         raise InvalidRequest(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; send one per input")
     inputs = {}
@@ -137,14 +157,15 @@ def _decode_inputs(request) -> dict[str, np.ndarray]:
     return inputs
 
 
-def _encode_outputs(pb, model, request, outputs):
+def _encode_outputs(pb, model, request, outputs) -> InferAnswer:
     known = {t.name: t for t in model.outputs}
     names = [o.name for o in request.outputs] or list(known)
     response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
+    raw = []
     for name in names:
         if name not in known:
             raise InvalidRequest(f"model {model.name!r} has no output {name!r}; its outputs are {', '.join(known)}")
-        value = np.ascontiguousarray(outputs[name])
+        value = outputs[name]
         response.outputs.add(name=name, datatype=known[name].datatype, shape=value.shape)
-        response.raw_output_contents.append(value.tobytes())
-    return response
+        raw.append(value)
+    return InferAnswer(response, raw)

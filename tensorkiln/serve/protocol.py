@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .datatypes import numpy_dtype
+from .datatypes import numpy_dtype, wire_bytes
 from .errors import InvalidRequest
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -100,7 +100,7 @@ def encode_response(model, request: dict, outputs: dict[str, np.ndarray]) -> tup
         item = {"name": name, "datatype": known[name].datatype, "shape": list(value.shape)}
         if (entry.get("parameters") or {}).get("binary_data", binary_default):
             item["parameters"] = {"binary_data_size": value.nbytes}
-            chunks.append(memoryview(value).cast("B"))
+            chunks.append(wire_bytes(value))
         else:
             item["data"] = value.ravel().tolist()
         described.append(item)

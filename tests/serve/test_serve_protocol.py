@@ -126,3 +126,17 @@ def test_ultraface_bit_for_bit_with_direct_execution(server):
     stored = httpclient.InferenceServerClient(server.http_url).infer(
         "ultraface", [_http_input("input", reference["input:input"])])
     np.testing.assert_allclose(stored.as_numpy("scores"), reference["output:scores"], atol=1e-4)
+
+
+def test_binary_output_of_an_empty_tensor_is_written_as_no_bytes():
+    """memoryview cannot cast a shape with a zero: such an output once failed the response."""
+    from types import SimpleNamespace
+
+    from tensorkiln.serve.protocol import encode_response
+
+    model = SimpleNamespace(name="m", version="1", outputs=[SimpleNamespace(name="y", datatype="FP32")])
+    body, header_length = encode_response(model, {"parameters": {"binary_data_output": True}},
+                                          {"y": np.zeros((0, 4), np.float32)})
+    header = json.loads(body[:header_length])
+    assert header["outputs"][0]["shape"] == [0, 4] and header["outputs"][0]["parameters"]["binary_data_size"] == 0
+    assert len(body) == header_length
