@@ -31,6 +31,7 @@ from .quant.recorded import RecordingCalibrator
 from .runtime.engine import Engine
 from .tactics.selection import TACTIC_SOURCES, select_tactic, timed_candidates
 from .tactics.timing import TacticTimer, TimingCache
+from .weight_sharing import WeightCache
 
 log = logging.getLogger("tensorkiln.builder")
 
@@ -67,9 +68,11 @@ class BuilderConfig:
 
 
 class Builder:
-    def __init__(self, config: BuilderConfig | None = None):
+    def __init__(self, config: BuilderConfig | None = None, weight_cache: WeightCache | None = None):
         self.config = config or BuilderConfig()
         self.build_log: list[str] = []
+        # engines of one model at several shapes share their weights through it (weight_sharing.py)
+        self.weight_cache = weight_cache
 
     def build(self, network: NetworkDefinition | Network) -> Engine:
         """Optimize and lower `network` (which is rewritten in place) into an engine."""
@@ -152,7 +155,7 @@ class Builder:
             reduced = self._reduced_dtype(layer, overrides)
             for tensor in layer.inputs:
                 if tensor is not None and tensor.is_constant and tensor.name not in weights:
-                    weights[tensor.name] = _weight(tensor, reduced)
+                    weights[tensor.name] = self._engine_weight(tensor, reduced)
                     weight_specs.append(_spec(tensor, weights[tensor.name].dtype))
             steps.append(Step(layer.name, layer.op, tuple(None if t is None else t.name for t in layer.inputs),
                               tuple(t.name for t in layer.outputs), "",
@@ -213,6 +216,11 @@ class Builder:
                     tuple(tensors), tuple(steps), tuple(weight_specs), config.precision.value, device_name, capability,
                     build_info, memory)
         return plan, weights
+
+    def _engine_weight(self, tensor, reduced: torch.dtype | None) -> torch.Tensor:
+        if self.weight_cache is None:
+            return _weight(tensor, reduced)
+        return self.weight_cache.engine_weight(tensor, reduced, lambda: _weight(tensor, reduced))
 
     @property
     def _links_integer_layers(self) -> bool:

@@ -27,6 +27,7 @@ from .network import NetworkDefinition
 from .plan.profiles import OptimizationProfile, Shape
 from .plan.schema import PlanProblem
 from .quant.precision import Precision
+from .weight_sharing import WeightCache
 
 log = logging.getLogger("tensorkiln.profiles")
 
@@ -97,6 +98,11 @@ class ModelSource:
             model = onnx.load(str(model), load_external_data=True).SerializeToString()
         values = tuple((name, np.asarray(value)) for name, value in (input_values or {}).items())
         return cls("onnx", model, values, allow_fallback)
+
+    @property
+    def weight_cache(self) -> WeightCache:
+        """The engine weights of this model's specializations, each made (and moved to the device) once."""
+        return self.decoded.setdefault("weights", WeightCache())
 
     def parse(self, shapes: Mapping[str, Shape], limits: ResourceLimits,
               values: Mapping[str, Shape] | None = None) -> NetworkDefinition:
@@ -180,7 +186,13 @@ def specialize(source: ModelSource, recipe: SpecializationRecipe, profile: Optim
     limits = limits or ResourceLimits()
     shapes, values = _split_point(profile, point)
     network = source.parse(shapes, limits, values)
-    return Builder(recipe.builder_config(limits, hints)).build(network)
+    return _shared(Builder(recipe.builder_config(limits, hints), source.weight_cache).build(network), source)
+
+
+def _shared(engine, source: ModelSource):
+    """`engine`, sharing its device weights with the model's other engines."""
+    engine.weight_cache = source.weight_cache
+    return engine
 
 
 def _split_point(profile: OptimizationProfile, point: Mapping[str, Shape]) -> tuple[dict, dict]:
@@ -238,4 +250,4 @@ def _build_variant(source, recipe, profile, point, hints, config, index, bound, 
     except ShapeError as error:
         raise BuildError(f"profile {index}: the model does not take its {bound} shapes ({description}): {error}") \
             from None
-    return Builder(builder_config).build(network)
+    return _shared(Builder(builder_config, source.weight_cache).build(network), source)

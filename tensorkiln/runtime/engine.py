@@ -28,11 +28,19 @@ class Engine:
         check_device(plan)
         self._device_weights: dict[str, torch.Tensor] | None = None
         self._channels_last = bool(plan.build_info.get("channels_last"))
+        # shared with the other engines of the same model (weight_sharing.py; set by runtime/profiles.py)
+        self.weight_cache = None
 
     def device_weights(self) -> dict[str, torch.Tensor]:
         if self._device_weights is None:
-            self._device_weights = {name: self._to_device(w) for name, w in self.weights.items()}
+            self._device_weights = {name: self._shared_to_device(w) for name, w in self.weights.items()}
         return self._device_weights
+
+    def _shared_to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.weight_cache is None:
+            return self._to_device(tensor)
+        return self.weight_cache.device_weight(tensor, self.device, self.memory_format(tensor.dim()),
+                                               lambda: self._to_device(tensor))
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format(tensor.dim()))

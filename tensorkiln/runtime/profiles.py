@@ -46,6 +46,8 @@ class ProfiledEngine:
         self.max_specializations = max_specializations
         self._built_ahead: dict[tuple[int, ShapeKey], Engine] = {
             (index, shape_key(shapes)): engine for index, shapes, engine in variants}
+        for engine in self._built_ahead.values():  # the weights they share go to the device once (weight_sharing.py)
+            engine.weight_cache = source.weight_cache
         self._specialized: collections.OrderedDict[tuple[int, ShapeKey], Engine] = collections.OrderedDict()
         self._opt = {index: self._built_ahead[(index, shape_key(p.point("opt")))] for index, p in enumerate(profiles)}
         self._lock = threading.Lock()

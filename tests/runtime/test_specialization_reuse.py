@@ -50,3 +50,31 @@ def test_specializations_from_cached_initializers_match_onnxruntime(dynamic_mode
             np.testing.assert_allclose(outputs[name], reference, rtol=1e-4, atol=1e-5)
         shape = (shape[0] + 1, *shape[1:])
     assert len(engine.specialization_seconds) == 2
+
+
+def test_specializations_share_their_weights_and_device_copies(dynamic_model):
+    engine = build_with_profiles(ModelSource.from_onnx(dynamic_model), [PROFILE], prebuild="opt")
+    opt = engine.engine_for(0, {"x": (2, 3, 8, 8)})
+    first, second = engine.engine_for(0, {"x": (3, 3, 5, 13)}), engine.engine_for(0, {"x": (1, 3, 9, 4)})
+    names = {t.name for t in onnx.load_from_string(dynamic_model).graph.initializer}
+    shared = sorted(name for name in first.weights if name in names)
+    assert shared and all(first.weights[n] is second.weights[n] is opt.weights[n] for n in shared)
+    device = [e.device_weights() for e in (opt, first, second)]
+    assert all(device[0][n] is device[1][n] is device[2][n] for n in shared)
+    cache = engine.source.weight_cache
+    assert cache.hits >= 4 * len(shared)  # each later engine: its weights and their device copies from the cache
+
+
+def test_a_weight_cache_entry_goes_with_its_source():
+    import gc
+
+    from tensorkiln.weight_sharing import WeightCache
+
+    cache = WeightCache()
+    array = np.ones(4, np.float32)
+    made = cache.derived(array, "fp16", lambda: array.astype(np.float16))
+    assert cache.derived(array, "fp16", lambda: pytest.fail("made twice")) is made and len(cache) == 1
+    assert cache.derived(array, "fp32", lambda: array.copy()) is not made and len(cache) == 2
+    del array
+    gc.collect()
+    assert len(cache) == 0  # the cache never keeps its sources' derivatives alive alone
