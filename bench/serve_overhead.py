@@ -111,8 +111,11 @@ def overhead(servers: dict[str, Server], size: str, engine_file: Path, runs: int
     x = np.random.default_rng(0).standard_normal((1, *SHAPES[size]), dtype=np.float32)
     context = Runtime().load(engine_file).create_execution_context()
     modes = {"direct_execute": lambda x: context.execute({"x": x})["y"]}
+    pids = {"direct_execute": None}  # whose CPU time each mode's requests cost (the server's)
     for suffix, server in servers.items():
-        modes.update(_clients(server, size, suffix))
+        clients = _clients(server, size, suffix)
+        modes.update(clients)
+        pids.update(dict.fromkeys(clients, server.process.pid))
     expected = context.execute({"x": x})["y"]
     for mode, send in modes.items():
         if not np.array_equal(send(x), expected):  # bit for bit: the same engine
@@ -120,14 +123,18 @@ def overhead(servers: dict[str, Server], size: str, engine_file: Path, runs: int
         for _ in range(runs // 10):  # warm up
             send(x)
     samples: dict[str, list[float]] = {mode: [] for mode in modes}
+    cpu_s = dict.fromkeys(modes, 0.0)
     for _ in range(rounds):
         for mode, send in modes.items():
+            cpu_before = _cpu_seconds(pids[mode]) if pids[mode] else 0.0
             for _ in range(runs):
                 started = time.perf_counter_ns()
                 send(x)
                 samples[mode].append((time.perf_counter_ns() - started) / 1e6)
+            cpu_s[mode] += _cpu_seconds(pids[mode]) - cpu_before if pids[mode] else 0.0
     found = {mode: {"p50_ms": round(statistics.median(values), 4),
-                    "p90_ms": round(float(np.percentile(values, 90)), 4), "runs": len(values)}
+                    "p90_ms": round(float(np.percentile(values, 90)), 4), "runs": len(values),
+                    **({"server_cpu_ms_per_request": round(cpu_s[mode] * 1e3 / len(values), 4)} if pids[mode] else {})}
              for mode, values in samples.items()}
     base = found["direct_execute"]["p50_ms"]
     for mode in modes:
