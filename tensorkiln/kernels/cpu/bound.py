@@ -21,6 +21,7 @@ from ...ir import ops
 from .conv import split_pads, torch_pad_arg
 from .bound_epilogue import make_epilogue
 from .fused import _onednn_available, packed_weight
+from .onednn_post_ops import PostOps, onednn_convolution, plan_post_ops
 from .shape_ops import _pad_positions
 
 
@@ -72,22 +73,27 @@ def bind_fused_convolution(op: ops.FusedConvolution, inputs: Sequence[BoundInput
                            outputs: Sequence[BoundInput], packed: bool = True):
     """The convolution with its epilogue chosen once; with `packed` (the `torch` tactic) oneDNN with the weight packed
     at bind time on NHWC inputs, else (`torch_direct`) torch's own convolution."""
-    x, weight, bias, residual, _ = (list(inputs) + [None] * 5)[:5]
+    x, weight, bias, residual, slope = (list(inputs) + [None] * 5)[:5]
     if x is None or weight is None or len(x.shape) not in _CONVOLUTIONS or len(x.shape) != len(weight.shape):
         return None
-    epilogue = make_epilogue(op, outputs[0], residual, (list(inputs) + [None] * 5)[4])
+    epilogue = make_epilogue(op, outputs[0], residual, slope)
     direct = _direct_convolution(op, len(x.shape))
-    onednn = _onednn_call(op, x, weight, bias, outputs[0]) if packed else None
+    fits = residual is not None and residual.dtype is torch.float32 and residual.shape == outputs[0].shape
+    post = plan_post_ops(op, fits)  # the epilogue stages oneDNN computes (onednn_post_ops.py)
+    onednn = _onednn_call(op, x, weight, bias, outputs[0], post) if packed else None
     if onednn is None:
         return lambda args: [epilogue(direct(args), args)]
-    channels_last = torch.channels_last
+    rest = make_epilogue(post.rest, outputs[0], residual, slope)
+    channels_last, adds_residual = torch.channels_last, post.add_residual
 
     def call(args: list) -> list[torch.Tensor]:
         image = args[0]
-        # the kernel's own test: oneDNN only for an input that is NHWC and not also NCHW-contiguous (C or H*W of 1)
-        if image.is_contiguous() or not image.is_contiguous(memory_format=channels_last):
+        # the kernel's own test: oneDNN only for an input that is NHWC and not also NCHW-contiguous (C or H*W of 1);
+        # a residual that oneDNN adds must be NHWC too
+        if (image.is_contiguous() or not image.is_contiguous(memory_format=channels_last)
+                or adds_residual and not args[3].is_contiguous(memory_format=channels_last)):
             return [epilogue(direct(args), args)]
-        return [epilogue(onednn(image), args)]
+        return [rest(onednn(image, args[3] if adds_residual else None), args)]
 
     return call
 
@@ -118,8 +124,10 @@ def _direct_convolution(op: ops.FusedConvolution, rank: int) -> Callable:
     return lambda args: convolve(F.pad(args[0], pad), args[1], args[2], stride, 0, dilation, groups)
 
 
-def _onednn_call(op, x: BoundInput, weight: BoundInput, bias: BoundInput | None, output: BoundInput):
-    """oneDNN on an NHWC input with the weight packed now (fused.py's fast path), or None where it does not apply."""
+def _onednn_call(op, x: BoundInput, weight: BoundInput, bias: BoundInput | None, output: BoundInput,
+                 post: PostOps):
+    """`(image, residual) -> result`: oneDNN on an NHWC input with the weight packed now and `post`'s epilogue stages
+    (fused.py's fast path), or None where it does not apply."""
     begin, end = split_pads(op.pads)
     if (weight.value is None or (bias is not None and bias.value is None) or len(x.shape) != 4
             or min(x.shape) < 0 or min(output.shape, default=0) < 0 or begin != end
@@ -129,9 +137,9 @@ def _onednn_call(op, x: BoundInput, weight: BoundInput, bias: BoundInput | None,
         return None
     packed = packed_weight(weight.value, x.shape, op.stride, begin, op.dilation, op.groups)
     bias_value = None if bias is None else bias.value
-    convolve = torch.ops.mkldnn._convolution_pointwise
     padding, stride, dilation, groups = list(begin), list(op.stride), list(op.dilation), op.groups
-    return lambda image: convolve(image, packed, bias_value, padding, stride, dilation, groups, "none", [], "")
+    return lambda image, residual: onednn_convolution(post, image, residual, packed, bias_value, padding, stride,
+                                                      dilation, groups)
 
 
 # ---- gather of constant indices: checked and made non-negative once ----------------------------------------------

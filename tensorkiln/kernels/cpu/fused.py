@@ -27,6 +27,7 @@ from .conv import convolution, deconvolution, split_pads
 from .int8_io import dequantized_input, quantized_output
 from .elementwise import elementwise as elementwise_kernel
 from .linalg import matrix_multiply
+from .onednn_post_ops import onednn_convolution, plan_post_ops, residual_fits
 
 
 def _activate(type_: ActivationType | None, alpha: float, beta: float, y: torch.Tensor) -> torch.Tensor:
@@ -82,10 +83,10 @@ def fused_convolution(op: ops.FusedConvolution, inputs):
     # The activation is never handed to oneDNN as a post-op: its ReLU (and its leaky ReLU with slope 0) is a max
     # with 0 that turns NaN into 0, where ONNX's Relu, onnxruntime and torch.relu_ keep NaN. The in-place relu_ of the
     # epilogue costs one pass over the output (within the noise of 2-core timings of ResNet-sized layers).
-    y = _onednn_convolution(op, x, weight, bias)
+    y, rest = _onednn_convolution(op, x, weight, bias, residual)  # rest: the epilogue oneDNN left (post-ops)
     if y is None:
         y = convolution(ops.Convolution(op.stride, op.pads, op.dilation, op.groups), [x, weight, bias])[0]
-    return [quantized_output(op, apply_epilogue(op, y, residual, slope))]
+    return [quantized_output(op, apply_epilogue(rest, y, residual, slope))]
 
 
 def _two_dimensional(op, inputs) -> bool:
@@ -113,22 +114,32 @@ def _onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
-def _onednn_convolution(op, x, weight, bias) -> torch.Tensor | None:
+def _onednn_convolution(op, x, weight, bias, residual=None) -> tuple[torch.Tensor | None, ops.FusedConvolution]:
     """A 2-D FP32 convolution of an NHWC (channels-last) input on the CPU by oneDNN, with the weight reordered into
     oneDNN's blocked layout once per input shape (F.conv2d reorders it on every call; onnxruntime's MLAS likewise
     packs its weights once); the result is NHWC too. The packed copy is kept on the weight tensor, so it lives
     exactly as long as the engine's weights (and doubles their memory). None where this path does not apply: NCHW
     inputs (an engine runs NHWC when its plan says channels_last), other devices, dtypes or ranks, asymmetric pads,
-    autograd; the plain torch convolution runs instead. The results agree with it to float32 rounding."""
+    autograd; the plain torch convolution runs instead. The results agree with it to float32 rounding. With the
+    result, the layer with the epilogue stages that oneDNN computed taken out (onednn_post_ops.py), or `op`."""
     begin, end = split_pads(op.pads)
     floats = all(t is None or t.dtype is torch.float32 for t in (x, weight, bias))
     if x.device.type != "cpu" or x.dim() != 4 or begin != end or not floats or torch.is_grad_enabled():
-        return None
+        return None, op
     if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last) or not _onednn_available():
-        return None
+        return None, op
     packed = packed_weight(weight, tuple(x.shape), op.stride, begin, op.dilation, op.groups)
-    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, list(begin), list(op.stride),
-                                                   list(op.dilation), op.groups, "none", [], "")
+    post = plan_post_ops(op, residual_fits(_output_shape(op, x, weight), residual))
+    y = onednn_convolution(post, x, residual, packed, bias, list(begin), list(op.stride), list(op.dilation),
+                           op.groups)
+    return y, post.rest
+
+
+def _output_shape(op, x: torch.Tensor, weight: torch.Tensor) -> tuple[int, ...]:
+    """The NCHW shape of a 2-D convolution's result (symmetric pads)."""
+    sizes = [(size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1 for size, pad, dilation, kernel, stride
+             in zip(x.shape[2:], op.pads[:2], op.dilation, weight.shape[2:], op.stride)]
+    return (x.shape[0], weight.shape[0], *sizes)
 
 
 def packed_weight(weight: torch.Tensor, input_shape: tuple[int, ...], stride, padding, dilation, groups: int):
