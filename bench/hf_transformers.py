@@ -2,6 +2,7 @@
 
     python bench/hf_transformers.py [--models bert_base:128,bert_base:1,distilbert:64,gpt2:1,vit_b16:64] [--out DIR]
     python bench/hf_transformers.py --smoke          # tiny configurations on the CPU: the flow, not the figures
+    python bench/hf_transformers.py --models bert_base:1 --ab=-fuse_matmul_layer_norm   # A/B of pass changes
 
 Per model: `transformers` builds it with random weights and sdpa attention (a padding mask where the model takes
 one), the FP32 PyTorch output is the reference; the model is exported to ONNX opset 17 with the TorchScript
@@ -18,6 +19,7 @@ import argparse
 import collections
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from gpu_peaks import median_ms  # noqa: E402
 
 WARMUP, RUNS = 20, 100
+AB_ROUNDS = 5  # alternating rounds of --ab
 FP16_TOLERANCE = 3e-2  # max |out - ref| / max |ref| against the FP32 PyTorch model (bench/gpu_peers.py's bar)
 FP32_TOLERANCE = 1e-4  # the CPU smoke run builds FP32 engines
 SEQUENCE = 128
@@ -124,18 +127,9 @@ def bench_tensorkiln(model, inputs, reference, folder: str, args) -> dict:
         torch.onnx.export(model, tuple(inputs.values()), onnx_path, input_names=list(inputs),
                           output_names=["output"], opset_version=17, dynamo=False)
     result: dict = {"export_s": time.perf_counter() - start}
-    command = [sys.executable, "-c", "from tensorkiln.cli.main import main; main()", "build", onnx_path, "-o",
-               engine_path, "--device", args.device] + (["--fp16"] if args.device == "cuda" else []) + \
-        ([f"--passes={args.passes}"] if args.passes else [])
-    start = time.perf_counter()
-    built = subprocess.run(command, capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get(
-                               "PYTHONPATH")]))})
-    result["build_s"] = time.perf_counter() - start
-    if built.returncode:
-        result["status"] = f"BUILD FAILED: {(built.stderr or built.stdout).strip().splitlines()[-1:]}"
+    engine = _build(onnx_path, engine_path, args.passes, args, result)
+    if engine is None:
         return result
-    engine = tk.Runtime().load(engine_path)
     kinds = collections.Counter(step.kind for step in engine.plan.steps)
     result["steps"] = len(engine.plan.steps)
     result["attention_steps"], result["softmax_steps"] = kinds["attention"], kinds["softmax"]
@@ -155,7 +149,48 @@ def bench_tensorkiln(model, inputs, reference, folder: str, args) -> dict:
                                     for kind in sorted({r[1] for r in profile})}
     result["profile_top"] = [[name, tactic, round(seconds * 1e3, 4)]
                              for name, _, tactic, seconds in sorted(profile, key=lambda r: -r[3])[:10]]
+    if args.ab is not None:
+        result["ab"] = _ab(context, onnx_path, os.path.join(folder, "variant.engine"), inputs, reference, args)
     return result
+
+
+def _build(onnx_path: str, engine_path: str, passes: str, args, result: dict):
+    """The engine `kiln build` makes in a subprocess, as a user would (None, with the status in `result`, where the
+    build fails)."""
+    command = [sys.executable, "-c", "from tensorkiln.cli.main import main; main()", "build", onnx_path, "-o",
+               engine_path, "--device", args.device] + (["--fp16"] if args.device == "cuda" else []) + \
+        ([f"--passes={passes}"] if passes else [])
+    start = time.perf_counter()
+    built = subprocess.run(command, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get(
+                               "PYTHONPATH")]))})
+    result["build_s"] = time.perf_counter() - start
+    if built.returncode:
+        result["status"] = f"BUILD FAILED: {(built.stderr or built.stdout).strip().splitlines()[-1:]}"
+        return None
+    return tk.Runtime().load(engine_path)
+
+
+def _ab(context, onnx_path: str, engine_path: str, inputs, reference, args) -> dict:
+    """The engine with `--ab` pass changes against the default one, timed in alternating rounds (a median of
+    args.runs calls each): differences of a few percent, which the spread between separate runs hides."""
+    row: dict = {"changes": args.ab}
+    engine = _build(onnx_path, engine_path, args.ab, args, row)
+    if engine is None:
+        return row
+    row["steps"] = len(engine.plan.steps)
+    row["steps_per_layer"] = steps_per_layer(engine.plan.steps)
+    variant = engine.create_execution_context()
+    if not _checked(row, relative_error(variant.execute(dict(inputs))["output"], reference), args.tolerance):
+        return row
+    rounds: dict = {"default": [], "variant": []}
+    for _ in range(AB_ROUNDS):
+        for label, candidate in (("default", context), ("variant", variant)):
+            rounds[label].append(median_ms(lambda c=candidate: c.execute_async(inputs), args.device, args.warmup,
+                                           args.runs))
+    row["round_ms"] = rounds
+    row["median_ms"] = {label: statistics.median(values) for label, values in rounds.items()}
+    return row
 
 
 # steps that launch no kernel on the GPU: views (reshapes, transposes the attention kernel reads in place, splits)
@@ -233,6 +268,12 @@ def format_table(rows: list) -> str:
         error = f"{tk_row['error']:.1e}" if "error" in tk_row else "-"
         lines.append(f"| {row['workload']} | {' | '.join(cells)} | {ratio} | {tk_row.get('attention_steps', 0)} "
                      f"({tactics}) | {tk_row.get('build_s', 0):.1f} | {error} |")
+    for row in rows:  # --ab: the alternating rounds' medians
+        ab = row.get("tensorkiln", {}).get("ab", {})
+        if "median_ms" in ab:
+            medians = ab["median_ms"]
+            lines.append(f"\nA/B {row['workload']}: default {medians['default']:.3f} ms, {ab['changes']} "
+                         f"{medians['variant']:.3f} ms (medians of {AB_ROUNDS} alternating rounds)")
     return "\n".join(lines)
 
 
@@ -250,7 +291,10 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny configurations on the CPU (FP32): the flow only")
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
     parser.add_argument("--passes", default="", help="passed to kiln build: +PASS/-PASS changes to the default "
-                        "pipeline, e.g. -fuse_matmul_layer_norm for an A/B against the unfused engine")
+                        "pipeline, e.g. -fuse_matmul_layer_norm")
+    parser.add_argument("--ab", default=None, metavar="CHANGES", help="also build an engine with these pass changes "
+                        "(as --passes) and time it against the first in alternating rounds, e.g. --ab="
+                        "-fuse_matmul_layer_norm,-fuse_add_layer_norm")
     parser.add_argument("--runs", type=int, default=None, help=f"timed calls per candidate (default {RUNS})")
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for hf_transformers.{json,md}")
     args = parser.parse_args()
