@@ -21,7 +21,7 @@ RESIDUAL_INPUT = 3  # fused layers' inputs: x (or a), weights (or b), bias, resi
 # read only by these shares its bytes with no other live tensor, so storing over it disturbs nothing else
 _FRESH_OUTPUT_KINDS = {ops.FusedConvolution.KIND, ops.Convolution.KIND, ops.FusedMatMul.KIND,
                        ops.MatrixMultiply.KIND, ops.LayerNorm.KIND, ops.RMSNorm.KIND,
-                       ops.FusedMatMulLayerNorm.KIND}
+                       ops.FusedMatMulLayerNorm.KIND, ops.FusedAddLayerNorm.KIND}
 
 
 def residuals_in_place(steps: Sequence[Step], candidates: set[str]) -> list[Step]:

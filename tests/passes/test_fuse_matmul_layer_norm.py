@@ -15,6 +15,7 @@ import torch
 import tensorkiln as tk
 from tensorkiln.importers.onnx import parse_onnx
 from tensorkiln.passes.manager import DEFAULT_PIPELINE, pipeline_with
+from tensorkiln.plan.in_place import residual_in_place_candidates
 from tolerances import tolerance_for
 
 transformers = pytest.importorskip("transformers", reason="needs transformers (pip install transformers)")
@@ -79,6 +80,13 @@ def test_hf_encoders_fuse_every_residual_norm_and_match_onnxruntime(hf_export):
     assert second == {"fused_matmul": 2, "fused_matmul_layer_norm": 2, "attention": 1, "split": 1, "shuffle": 4}
     fused = [s for s in engine.plan.steps if s.kind == "fused_matmul_layer_norm"]
     assert all(s.op.residual and s.inputs[3] is not None and s.inputs[4] is not None for s in fused)
+    # on a GPU each may store over its residual (the embeddings' fused norm and these give fresh tensors), as the
+    # LayerNorms before the fusion let the residual GEMMs do (cuBLAS accumulates into it); not the last, whose output
+    # is the network's (network outputs live outside the arena)
+    outside = {t.name for t in engine.plan.outputs}
+    inner = {s.name for s in fused if s.outputs[0] not in outside}
+    assert len(inner) == 2 * LAYERS - 1
+    assert inner <= residual_in_place_candidates(engine.plan.steps, engine.plan.tensors, outside)
     want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)[0]
     got = engine.create_execution_context().execute(feed)["output"]
     assert np.abs(np.asarray(got) - want).max() <= MAX_ABS_ERROR
