@@ -31,7 +31,7 @@ from .quant.recorded import RecordingCalibrator
 from .runtime.engine import Engine
 from .tactics.selection import TACTIC_SOURCES, select_tactic, timed_candidates
 from .tactics.timing import TacticTimer, TimingCache
-from .weight_sharing import WeightCache
+from .weight_sharing import WeightCache, sharing
 
 log = logging.getLogger("tensorkiln.builder")
 
@@ -88,7 +88,9 @@ class Builder:
                               on_pass=self._log_pass)
         int8 = self.config.precision is Precision.INT8
         explicit = explicit_quantization_layers(graph) if int8 else 0  # before fold_qdq rewrites the Q/DQ pairs
-        with enforced(self.config.limits):  # the passes' rewrites evaluate constant layers: under the same budget
+        # the passes' rewrites evaluate constant layers: under the same budget; the constants they derive from the
+        # model's are shared with the model's other engines where the build shares weights (weight_sharing.py)
+        with enforced(self.config.limits), sharing(self.weight_cache):
             manager.run(graph)
         _check_layer_precisions(graph, self.config.layer_precisions)
         options, recording = self.config.int8, None

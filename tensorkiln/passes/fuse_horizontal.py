@@ -25,6 +25,7 @@ import numpy as np
 
 from ..ir import ops
 from ..ir.graph import Layer, Network, Tensor
+from ..weight_sharing import shared_derivation
 from .manager import Pass, register_pass
 from .pattern import Uses, make_constant, make_layer, splice
 
@@ -163,11 +164,16 @@ def _biases(members: list[_Member]) -> np.ndarray:
 
 def _wide_layer(network: Network, x: Tensor, members: list[_Member], base: str) -> Layer:
     first = members[0].layer
+    # (shared_derivation: an engine with profiles concatenates a model's weights once, not once per shape)
+    weights = [m.weight for m in members]
     if first.kind == ops.MatrixMultiply.KIND:
-        weight = make_constant(network, np.concatenate([m.weight for m in members], axis=1), f"{base}.weight")
-        return make_layer(network, ops.MatrixMultiply(), [x, weight], base)
-    weight = make_constant(network, np.concatenate([m.weight for m in members], axis=0), f"{base}.weight")
+        wide = shared_derivation(weights, "concat1", lambda: np.concatenate(weights, axis=1))
+        return make_layer(network, ops.MatrixMultiply(), [x, make_constant(network, wide, f"{base}.weight")], base)
+    wide = shared_derivation(weights, "concat0", lambda: np.concatenate(weights, axis=0))
+    weight = make_constant(network, wide, f"{base}.weight")
     bias = None
     if any(m.bias is not None for m in members):
-        bias = make_constant(network, _biases(members), f"{base}.bias")
+        variant = ("biases", tuple(m.width for m in members), str(wide.dtype))
+        biases = shared_derivation([m.bias for m in members], variant, lambda: _biases(members))
+        bias = make_constant(network, biases, f"{base}.bias")
     return make_layer(network, first.op, [x, weight, bias], base)

@@ -57,7 +57,8 @@ def _conv_case(rng: random.Random, fused: bool):
     if rng.random() < 0.1:  # a wrong channel count: the rule must leave it to the meta device's error
         weight = Spec(F32, (maps, channels // groups + 1, *kernel))
     if fused:
-        op = ops.FusedConvolution(stride, pads, dilation, groups, activation=rng.choice((None, ops.ActivationType.RELU)))
+        activation = rng.choice((None, ops.ActivationType.RELU))
+        op = ops.FusedConvolution(stride, pads, dilation, groups, activation=activation)
         return op, [x, weight, bias, None, None]
     return ops.Convolution(stride, pads, dilation, groups), [x, weight, bias]
 
@@ -95,7 +96,8 @@ def test_elementwise_and_select_rules_match_meta_device():
         operation = rng.choice(list(ops.ElementWiseOperation))
         dtype_a = rng.choice((F32, F32, F16, I64, BOOL))
         dtype_b = dtype_a if rng.random() < 0.8 else rng.choice((F32, I64))
-        a, b = Spec(dtype_a, _random_shape(rng, rng.randint(0, 4))), Spec(dtype_b, _random_shape(rng, rng.randint(0, 4)))
+        a = Spec(dtype_a, _random_shape(rng, rng.randint(0, 4)))
+        b = Spec(dtype_b, _random_shape(rng, rng.randint(0, 4)))
         answered += _agree(ops.ElementWise(operation), [a, b])
         condition = Spec(rng.choice((BOOL, BOOL, F32)), _random_shape(rng, rng.randint(0, 3)))
         answered += _agree(ops.Select(), [condition, a, Spec(dtype_a, _random_shape(rng, rng.randint(0, 3)))])

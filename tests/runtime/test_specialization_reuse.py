@@ -78,3 +78,35 @@ def test_a_weight_cache_entry_goes_with_its_source():
     del array
     gc.collect()
     assert len(cache) == 0  # the cache never keeps its sources' derivatives alive alone
+
+
+def test_weights_a_pass_derives_are_shared_too():
+    """Horizontal fusion concatenates sibling weights: under a weight cache, once per set of source arrays."""
+    from tensorkiln.builder import Builder
+    from tensorkiln.ir import ops
+    from tensorkiln.ir.dtypes import DataType
+    from tensorkiln.network import NetworkDefinition
+    from tensorkiln.weight_sharing import WeightCache
+
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal((8, 8)).astype(np.float32) for _ in range(3)]
+
+    def engine(batch, cache):
+        net = NetworkDefinition()
+        x = net.add_input("x", DataType.FLOAT, (batch, 8))
+        for index, weight in enumerate(weights):  # three products of x: one wide product after fusion
+            w = net.add_constant(None, weight, name=f"w{index}").get_output(0)
+            product = net.add_matrix_multiply(x, w).get_output(0)
+            net.mark_output(net.add_activation(product, ops.ActivationType.TANH).get_output(0))
+        return Builder(weight_cache=cache).build(net)
+
+    cache = WeightCache()
+    first, second = engine(2, cache), engine(5, cache)
+    wide = [name for name, w in first.weights.items() if w.shape == (8, 24)]
+    assert wide and all(first.weights[n] is second.weights[n] for n in wide)
+    x = rng.standard_normal((5, 8)).astype(np.float32)
+    outputs = second.create_execution_context().execute({"x": x})
+    for index, name in enumerate(t.name for t in second.outputs):  # in the order they were marked
+        np.testing.assert_allclose(outputs[name], np.tanh(x @ weights[index]), rtol=1e-5, atol=1e-5)
+    unshared = engine(2, None)
+    assert all(unshared.weights[n] is not first.weights[n] for n in wide if n in unshared.weights)
