@@ -45,17 +45,25 @@ def serialize_profiled(engine) -> bytes:
     for index, (_, value) in enumerate(engine.source.input_values):
         tensors[f"value.{index}"] = torch.from_numpy(np.ascontiguousarray(value).copy())
     stored: dict[tuple, str] = {}  # (dtype, shape, sha256 of the bytes) -> stored name: variants share weights
+    # a tensor the variants share as one object (weight_sharing.py) is hashed once: BERT-base's three variants
+    # hashed 1.3 GB of weights, most of them the same tensors
+    by_object: dict[int, tuple[torch.Tensor, str]] = {}
     variants = []
     for profile, shapes, variant in engine.built_ahead():
         names = {}
-        for name, weight in variant.weights.items():
-            weight = weight.detach().cpu().contiguous()
+        for name, original in variant.weights.items():
+            known = by_object.get(id(original))
+            if known is not None and known[0] is original:
+                names[name] = known[1]
+                continue
+            weight = original.detach().cpu().contiguous()
             raw = weight.view(torch.uint8) if weight.dim() else weight.reshape(1).view(torch.uint8)
             key = (str(weight.dtype), tuple(weight.shape), hashlib.sha256(raw.numpy().tobytes()).hexdigest())
             if key not in stored:
                 stored[key] = f"w.{len(stored)}"
                 tensors[stored[key]] = weight
             names[name] = stored[key]
+            by_object[id(original)] = (original, stored[key])
         variants.append({"profile": profile, "shapes": {n: list(s) for n, s in shapes.items()},
                          "plan": variant.plan.to_json(), "weights": names})
     fields = {"profiles": [p.to_json() for p in engine.profiles], "recipe": engine.recipe.to_json(),

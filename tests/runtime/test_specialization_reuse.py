@@ -110,3 +110,18 @@ def test_weights_a_pass_derives_are_shared_too():
         np.testing.assert_allclose(outputs[name], np.tanh(x @ weights[index]), rtol=1e-5, atol=1e-5)
     unshared = engine(2, None)
     assert all(unshared.weights[n] is not first.weights[n] for n in wide if n in unshared.weights)
+
+
+def test_the_engine_file_stores_shared_weights_once_and_loads_them_shared(dynamic_model):
+    from tensorkiln.runtime import Runtime
+
+    built = build_with_profiles(ModelSource.from_onnx(dynamic_model), [PROFILE])  # min, opt and max built ahead
+    engines = [engine for _, _, engine in built.built_ahead()]
+    assert len(engines) == 3
+    loaded = Runtime().deserialize(built.serialize())
+    names = {t.name for t in onnx.load_from_string(dynamic_model).graph.initializer}
+    loaded_engines = [engine for _, _, engine in loaded.built_ahead()]
+    for name in set(engines[0].weights) & names:
+        assert all(engine.weights[name] is engines[0].weights[name] for engine in engines)
+        assert all(engine.weights[name] is loaded_engines[0].weights[name] for engine in loaded_engines)
+        np.testing.assert_array_equal(loaded_engines[0].weights[name].numpy(), engines[0].weights[name].numpy())
