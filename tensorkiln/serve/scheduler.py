@@ -73,7 +73,15 @@ class Scheduler:
         self.engines = dict(sorted(engines.items()))  # batch size -> Engine (key 0: a model without batching)
         self.stats = stats
         self._queue: collections.deque[Request] = collections.deque()
-        self._ready = threading.Condition()
+        lock = threading.RLock()
+        self._ready = threading.Condition(lock)  # idle instances wait on it for requests
+        # One instance at a time gathers a dynamic batch (as Triton's batcher forms one batch, then hands it over):
+        # the others wait for the next one. The gatherer waits on `_more`, woken only when enough rows are queued to
+        # fill its batch (else it takes what came at its deadline): no wake-up of a thread per request.
+        self._more = threading.Condition(lock)
+        self._gathering = False
+        self._wanted_rows = 0  # rows the waiting gatherer still wants
+        self._queued_rows = 0
         self._closing = False
         self._busy = 0  # requests taken off the queue (or run inline) and not yet answered
         self._instances: list[Instance] = []  # those that warmed up
@@ -110,7 +118,11 @@ class Scheduler:
             instance = self._lend_idle_instance() if inline else None
             if instance is None:
                 self._queue.append(request)
-                if self._lent:
+                self._queued_rows += rows
+                if self._gathering:  # it takes this request, or the next gatherer does
+                    if self._queued_rows >= self._wanted_rows:
+                        self._more.notify()
+                elif self._lent:
                     self._ready.notify_all()  # a lent instance's thread may be the one woken, and hold back
                 else:
                     self._ready.notify()
@@ -148,6 +160,7 @@ class Scheduler:
         with self._ready:
             self._closing = True
             self._ready.notify_all()
+            self._more.notify_all()
         for thread in self._threads:
             thread.join(timeout)
         with self._ready:
@@ -212,34 +225,55 @@ class Scheduler:
         settings = self.settings
         with self._ready:
             while True:
-                while not self._queue or instance.lent:  # a lent instance runs on its borrower's thread
+                # a lent instance runs on its borrower's thread; a batch being gathered takes the queue's head
+                while not self._queue or instance.lent or self._gathering:
                     if self._closing and not self._queue:
                         return None
                     self._ready.wait()
-                first = self._queue.popleft()
+                first = self._pop()
                 if self._claim(first):
                     break
             batch = [first]
-            rows = first.rows
             if settings.dynamic_batching:
-                target = max(settings.preferred_batch_sizes, default=settings.max_batch_size)
-                deadline = batch[0].enqueued_ns + settings.max_queue_delay_us * 1000
-                while rows < target:
+                self._gathering = True
+                try:
+                    self._gather(batch)
+                finally:
+                    self._gathering = False
                     if self._queue:
-                        following = self._queue[0]
-                        if rows + following.rows > settings.max_batch_size or following.signature != first.signature:
-                            break
-                        request = self._queue.popleft()
-                        if self._claim(request):
-                            batch.append(request)
-                            rows += request.rows
-                        continue
-                    left_s = (deadline - time.perf_counter_ns()) / 1e9
-                    if left_s <= 0 or self._closing:
-                        break
-                    self._ready.wait(left_s)
+                        self._ready.notify()  # the next batch's gatherer
             self._busy += len(batch)
             return batch
+
+    def _gather(self, batch: list[Request]) -> None:
+        """Under `_ready`: add queued requests of the first one's signature to `batch` until it holds the target
+        rows or the first request has waited max_queue_delay_us."""
+        settings = self.settings
+        first = batch[0]
+        rows = first.rows
+        target = max(settings.preferred_batch_sizes, default=settings.max_batch_size)
+        deadline = first.enqueued_ns + settings.max_queue_delay_us * 1000
+        while rows < target:
+            if self._queue:
+                following = self._queue[0]
+                if rows + following.rows > settings.max_batch_size or following.signature != first.signature:
+                    return
+                request = self._pop()
+                if self._claim(request):
+                    batch.append(request)
+                    rows += request.rows
+                continue
+            left_s = (deadline - time.perf_counter_ns()) / 1e9
+            if left_s <= 0 or self._closing:
+                return
+            self._wanted_rows = target - rows
+            self._more.wait(left_s)
+            self._wanted_rows = 0
+
+    def _pop(self) -> Request:
+        request = self._queue.popleft()
+        self._queued_rows -= request.rows
+        return request
 
     def _claim(self, request: Request) -> bool:
         """Mark `request` running (from now on its client cannot cancel it); False: it was cancelled, drop it."""

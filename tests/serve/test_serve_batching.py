@@ -339,3 +339,21 @@ def test_gpu_warm_ups_exclude_batches_and_each_other():
         thread.join(10)
     assert events.index("warm-up") > max(events.index("a out"), events.index("b out"))
     assert events.index("c in") > events.index("warm-up")
+
+
+def test_one_instance_gathers_a_batch_while_the_others_wait_for_the_next():
+    """Requests arriving one by one within the queue delay form one batch, even with idle instances (an idle one
+    once took the second request as the first of a batch of its own: two half batches)."""
+    engine = RecordingEngine()
+    settings = ModelSettings("m", max_batch_size=8, dynamic_batching=True, preferred_batch_sizes=(4,),
+                             max_queue_delay_us=2_000_000, instance_count=3)
+    scheduler = Scheduler(settings, {size: engine for size in range(1, 9)}, ModelStats())
+    futures = []
+    for index in range(6):
+        futures.append(scheduler.submit({"x": np.full((1, 2), index, np.float32)}, 1))
+        time.sleep(0.02)
+    for index, future in enumerate(futures[:4]):
+        np.testing.assert_array_equal(future.result(10)["y"], np.full((1, 2), 2 * index, np.float32))
+    assert engine.batches[0] == (4, 2)  # the preferred size filled: run at once, not at the deadline
+    scheduler.close()  # answers the last two, gathered by the next instance
+    assert [future.result(10)["y"][0, 0] for future in futures[4:]] == [8, 10] and engine.batches[1] == (2, 2)
