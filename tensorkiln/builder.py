@@ -170,7 +170,7 @@ class Builder:
         may_store = residual_in_place_candidates(steps, tensors, outside)
         candidates = [_hinted(timed_candidates(layer, target, config.opt_level, config.disabled_tactic_sources),
                               hints.get(layer.name)) for layer in graph.layers]
-        links = self._integer_links(graph, timer, may_store, explicit_qdq)  # INT8 on a GPU (int8_links.py), else None
+        links = self._integer_links(graph, timer, may_store, explicit_qdq)  # INT8 builds (int8_links.py), else None
         if timer is not None:
             timer.compile_ahead(work for layer, found in zip(graph.layers, candidates) if len(found) > 1
                                 for work in (links.timing_work(layer, found) if links else
@@ -226,16 +226,18 @@ class Builder:
 
     @property
     def _links_integer_layers(self) -> bool:
-        """INT8 builds for a GPU have integer kernels, and link the layers that choose them (plan/integer_links.py)."""
-        return self.config.target is Target.CUDA and self.config.precision is Precision.INT8
+        """INT8 builds have integer kernels (both targets), and link the layers that choose them (plan/integer_links.py)."""
+        return self.config.precision is Precision.INT8
 
     def _integer_links(self, graph: Network, timer: TacticTimer | None, may_store: set[str], explicit_qdq: bool):
-        """The INT8 links of a GPU build (int8_links.py); None for other builds."""
+        """The INT8 links of an INT8 build (int8_links.py); None for other builds."""
         if not self._links_integer_layers:
             return None
         from .int8_links import IntegerLinks
 
-        strict = self.config.int8 is not None and self.config.int8.strict
+        # a GPU's mixed precision: a quantized layer on a float kernel computes in FP16 unquantized (not on the CPU,
+        # whose float kernels keep the simulated INT8 numerics: the reference)
+        strict = (self.config.int8 is not None and self.config.int8.strict) or self.config.target is Target.CPU
         return IntegerLinks(graph, timer, may_store, self._say, calibrated=not explicit_qdq and not strict)
 
     def _reduced_dtype(self, layer: Layer, overrides: dict[str, str]) -> torch.dtype | None:

@@ -26,9 +26,9 @@ SETTLE_ROUNDS = 3  # re-timing one layer can undo another link: a few rounds set
 
 
 def _is_integer(tactic: str) -> bool:
-    from .kernels.cuda.int8 import is_integer_tactic  # the CUDA kernels, imported where a GPU build needs them
+    from .kernels import integer
 
-    return is_integer_tactic(tactic)
+    return integer.is_integer_tactic(tactic)
 
 
 def integer_split(entries: list[KernelEntry]) -> tuple[list[KernelEntry], list[KernelEntry]]:

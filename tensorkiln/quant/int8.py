@@ -71,9 +71,8 @@ def quantize_network(network: Network, options: Int8Options | None, say: Callabl
                 note = " (kept in float)" if s.layer in keep else ""
                 say(f"int8 {s.layer}: SQNR {s.layer_sqnr:.1f} dB (layer), {s.network_sqnr:.1f} dB (network "
                     f"outputs, this layer alone quantized){note}")
-    # on a GPU the quantized layers also get the operands of the integer kernels (kernels/cuda/int8.py)
-    rewrite = QuantizeInt8(calibration.scales, [*keep, *float_layers],
-                           integer_weights=torch.device(device).type == "cuda")
+    # the quantized layers also get the operands of the integer kernels (kernels/cuda/int8.py, kernels/cpu/int8_onednn.py)
+    rewrite = QuantizeInt8(calibration.scales, [*keep, *float_layers], integer_weights=True)
     changed = rewrite.run(network)
     fusion = FusePointwise()  # each input's quantize/dequantize arithmetic becomes one step
     fusion.run(network)

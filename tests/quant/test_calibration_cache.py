@@ -71,7 +71,11 @@ def test_rebuild_from_the_cache_alone_gives_the_same_engine(tmp_path):
     out1 = first.create_execution_context().execute(feed)
     out2 = second.create_execution_context().execute(feed)
     (name,) = out1
-    np.testing.assert_array_equal(out1[name], out2[name])
+    scales = [[step.op.int8_input_scale for step in engine.plan.steps if getattr(step.op, "int8_input_scale", 0.0)]
+              for engine in (first, second)]
+    assert scales[0] == scales[1] and len(scales[0]) == 1  # the same scale, to the bit
+    # each build's tactic timer may pick oneDNN's INT8 kernel or the float one: they agree to FP32 rounding
+    np.testing.assert_allclose(out1[name], out2[name], rtol=1e-5, atol=1e-6)
     assert second.plan.build_info["pass_counts"]["quantize_int8.quantized"] == 1
 
 

@@ -169,7 +169,9 @@ def test_kiln_build_int8_then_rebuild_from_the_cache(shared_dir, tmp_path, capsy
     runtime = tk.Runtime()
     first, second = (runtime.load(tmp_path / name).create_execution_context().execute(feed)["prob"]
                      for name in ("a.engine", "b.engine"))
-    np.testing.assert_array_equal(first, second)
+    # the same scales; each build's tactic timer may pick oneDNN's INT8 kernel or the float one per layer, which
+    # agree to FP32 rounding, not to the bit
+    np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -29,7 +29,7 @@ from ...ir import ops
 from ..cpu.conv import split_pads
 from ..cpu.fused import apply_epilogue
 from ..cpu.int8_io import quantized_output
-from ..registry import kernel
+from ..integer import INTEGER_IMPLS, integer_kernel, is_integer_tactic  # noqa: F401 (the tests' names)
 from . import triton_tactics
 from .triton import configs as tiles
 
@@ -295,18 +295,8 @@ def _matmul_ok(op, inputs) -> bool:
     return _matmul_problem(op, inputs) is not None
 
 
-INTEGER_IMPLS: set[str] = set()  # every integer tactic's implementation name (they read INT8 inputs too)
-
-
-def is_integer_tactic(tactic: str) -> bool:
-    """Whether a tactic id names one of these integer kernels (plan/integer_links.py links such layers)."""
-    target, _, impl = (tactic.split(".", 2) + ["", ""])[:3]
-    return target == "cuda" and impl in INTEGER_IMPLS
-
-
 def _integer_kernel(op_class, impl: str, supports, fn, **kwargs) -> None:
-    INTEGER_IMPLS.add(impl)
-    kernel(op_class, target="cuda", impl=impl, supports=supports, **kwargs)(fn)
+    integer_kernel(op_class, "cuda", impl, supports, fn, **kwargs)
 
 
 def _register() -> None:
