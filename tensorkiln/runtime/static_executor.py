@@ -10,7 +10,7 @@ is done once, when the context is made, not on every run:
   bound to its attributes, or, where kernels/cpu/bound.py has a binder for the tactic, a call specialized for the
   step's static shapes and weights (a convolution's weight packed for oneDNN, its epilogue chosen once);
 - the steps' compute dtypes and the outputs' dtypes are looked at once, so a run casts only what must be cast;
-- convolutions and matrix products too small to split run on the calling thread alone (SERIAL_BELOW_MACS): the
+- convolutions and matrix products too small to split run on the calling thread alone (serial_layers.py): the
   context's thread count is set around them (torch.set_num_threads: this thread's OpenMP team, 0.1 us a switch),
   and their weights are packed for one thread (oneDNN's packed layout depends on the thread count).
 oneDNN packs weights for the thread count in force, so a context keeps one program per thread count it runs on
@@ -22,15 +22,14 @@ model they build); that path stays for profiling and layer-wise checks, which ne
 from __future__ import annotations
 
 import functools
-import math
 from typing import Callable, Sequence
 
 import torch
 
 from ..cpu_threads import threads as thread_count
-from ..ir import ops
 from ..ir.dtypes import DataType
 from ..kernels.cpu.bound import BoundInput, bind_kernel
+from ..kernels.cpu.serial_layers import runs_on_one_thread
 from ..tactics.selection import parse_tactic
 from .cpu_memory import retain_freed_memory
 
@@ -119,31 +118,10 @@ class StaticExecutor:
         return {name: convert(slots[index]) for name, index, convert in self.output_slots}
 
 
-# Below this many multiply-adds a convolution or matrix product runs on the calling thread alone: waking the other
-# OpenMP threads (they sleep, see cpu_threads.py) and waiting for the slowest at the region's end costs more than
-# the split saves, and on a shared machine a team member that is not scheduled stalls the layer. Measured on 2
-# cores (medians, ms, 2M -> 30M): UltraFace RFB 10.2 -> 7.8, MobileNetV2 (all its layers then on one thread) 16.7 ->
-# 11.0 quiet and 12.3 -> 10.7 with another process spinning, PP-OCR det 640 72 -> 71-76, ResNet-50 (2 of its 54
-# layers under 30M) 48.6 -> 48.9.
-SERIAL_BELOW_MACS = 30_000_000
-_CONVOLUTIONS = (ops.FusedConvolution, ops.Convolution)
-_MATRIX_PRODUCTS = (ops.FusedMatMul, ops.MatrixMultiply)
-
-
 def _serial(op, inputs, outputs) -> bool | None:
-    """Whether a step runs on one thread (True), on the context's threads (False), or as the step before it (None:
-    layers whose kernels split work by their own grain size, e.g. elementwise ones under 32768 elements)."""
-    if not isinstance(op, _CONVOLUTIONS + _MATRIX_PRODUCTS) or len(inputs) < 2 or None in inputs[:2]:
-        return None
-    weight, out = inputs[1].shape, outputs[0].shape
-    if min((*weight, *out), default=0) < 0 or not weight or not out:
-        return None
-    if isinstance(op, _CONVOLUTIONS):
-        reduced = math.prod(weight[1:])  # input channels per group times the kernel window
-    else:
-        a = inputs[0].shape
-        reduced = (a[-2] if op.transpose_a else a[-1]) if len(a) >= 2 else a[-1] if a else 1
-    return math.prod(out) * reduced < SERIAL_BELOW_MACS
+    """kernels/cpu/serial_layers.py's rule on what binding knows of the step's inputs and outputs."""
+    return runs_on_one_thread(op, [None if spec is None else spec.shape for spec in inputs],
+                              [spec.shape for spec in outputs])
 
 
 def _bound_input(name: str, specs: dict, weights: dict[str, torch.Tensor], engine) -> BoundInput:
