@@ -111,9 +111,10 @@ def _attach_integer_weights(network: Network, layer: Layer, weights: np.ndarray,
     """Give a fused convolution or GEMM its integer kernels' operands (see the module's docstring): INT8 weights with
     the output channel first and the reduction contiguous (a convolution's [K, R, S, C], as NHWC activations are
     read; a GEMM's b as [N, K]) and their scales. False where it has no integer
-    kernel: grouped, transposed or non-2-D convolutions, a batched or transposed-a GEMM."""
+    kernel: transposed or non-2-D convolutions, a batched or transposed-a GEMM. (Grouped convolutions get them: the
+    CPU's oneDNN kernel takes groups, the GPU's integer kernels leave such layers to the float ones.)"""
     if layer.kind == ops.FusedConvolution.KIND:
-        if layer.op.groups != 1 or weights.ndim != 4 or len(layer.op.stride) != 2:
+        if weights.ndim != 4 or len(layer.op.stride) != 2:
             return False
     elif layer.kind != ops.FusedMatMul.KIND or weights.ndim != 2 or layer.op.transpose_a:
         return False

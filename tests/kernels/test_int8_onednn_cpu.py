@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import tensorkiln as tk
+from tensorkiln.ir import ops
 from tensorkiln.kernels import integer
 from tensorkiln.kernels.cpu import int8_onednn
 from tensorkiln.kernels.registry import get_kernel
@@ -19,6 +20,7 @@ from test_int8_kernels_cpu import (CONV_CASES, EPILOGUES, INPUT_SCALE, MATMUL_CA
                                    _matmul_case, _relative_error, _spec)
 from tensorkiln.quant.calibrator import DataCalibrator
 from tensorkiln.quant.int8 import Int8Options
+from tensorkiln.quant.weights import quantize_weights
 
 pytestmark = pytest.mark.skipif(not int8_onednn._available(), reason="this torch has no oneDNN quantized kernels")
 
@@ -91,3 +93,20 @@ def test_cpu_int8_engine_on_onednn_matches_the_simulated_engine():
     got = reloaded.create_execution_context().execute(feed)
     for name, value in expected.items():
         assert _relative_error(torch.from_numpy(got[name]), torch.from_numpy(value)) <= 1e-4
+
+
+@pytest.mark.parametrize("groups, channels, filters", [(8, 8, 8), (8, 8, 16), (2, 8, 12)])  # depthwise, x2, grouped
+def test_onednn_int8_grouped_convolution_matches_float_reference(groups, channels, filters):
+    """Grouped and depthwise convolutions (MobileNets): the weights [K, C/groups, R, S] as INT8 [K, R, S, C/groups]."""
+    rng = np.random.default_rng(groups + filters)
+    x = torch.from_numpy(rng.integers(-128, 128, (2, channels, 9, 7))).float() * INPUT_SCALE
+    q, scales = quantize_weights(rng.standard_normal((filters, channels // groups, 3, 3)).astype(np.float32), 0)
+    op = ops.FusedConvolution((1, 1), (1, 1, 1, 1), (1, 1), groups, activation=ops.ActivationType.RELU,
+                              int8_input_scale=INPUT_SCALE)
+    inputs = [x.contiguous(memory_format=torch.channels_last),
+              torch.from_numpy(q.astype(np.float32) * scales.reshape(-1, 1, 1, 1)),
+              torch.from_numpy(rng.standard_normal(filters).astype(np.float32)), None, None,
+              torch.from_numpy(np.ascontiguousarray(q.transpose(0, 2, 3, 1))), torch.from_numpy(scales.view(np.int32))]
+    assert int8_onednn._conv_ok(op, [None if t is None else _spec(t) for t in inputs])
+    reference = get_kernel(op.KIND)(op, inputs[:5])[0]
+    assert _relative_error(int8_onednn.int8_convolution(op, inputs)[0], reference) <= TOLERANCE

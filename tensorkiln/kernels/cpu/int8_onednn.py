@@ -49,12 +49,13 @@ def _operands_ok(op, inputs) -> bool:
 
 
 def _conv_ok(op, inputs) -> bool:
-    """A 2-D convolution of one group with symmetric pads (oneDNN's padding is one value per side pair)."""
-    if not _operands_ok(op, inputs) or op.groups != 1 or len(op.stride) != 2:
+    """A 2-D convolution (grouped and depthwise too) with symmetric pads (oneDNN's padding is one value per side)."""
+    if not _operands_ok(op, inputs) or len(op.stride) != 2:
         return False
     x, q = inputs[0], inputs[5]
     begin, end = split_pads(op.pads)
-    return len(x.shape) == 4 and len(q.shape) == 4 and q.shape[3] == x.shape[1] and begin == end
+    return (len(x.shape) == 4 and len(q.shape) == 4 and x.shape[1] % op.groups == 0
+            and q.shape[3] * op.groups == x.shape[1] and begin == end)
 
 
 def _matmul_ok(op, inputs) -> bool:
@@ -132,11 +133,12 @@ def int8_convolution(op: ops.FusedConvolution, inputs) -> list[torch.Tensor]:
     geometry = (list(op.stride), list(padding), list(op.dilation))
     key = (tuple(x.shape), *map(tuple, geometry), scale, torch.get_num_threads())
     packed = _packed(q, key, lambda: torch.ops.onednn.qconv_prepack(
-        q.permute(0, 3, 1, 2).contiguous(), w_scales, scale, ZERO_POINT, *geometry, 1, list(x.shape)))
+        q.permute(0, 3, 1, 2).contiguous(), w_scales, scale, ZERO_POINT, *geometry, op.groups, list(x.shape)))
     attr, out_scale, out_zero_point, out_dtype = _output(op)
     y = torch.ops.onednn.qconv2d_pointwise(
         qx, scale, ZERO_POINT, packed, w_scales, torch.zeros(q.shape[0], dtype=torch.long),
-        None if bias is None else bias.float(), *geometry, 1, out_scale, out_zero_point, out_dtype, attr, [], "")
+        None if bias is None else bias.float(), *geometry, op.groups, out_scale, out_zero_point, out_dtype, attr, [],
+        "")
     return _finish(op, y, inputs)
 
 
