@@ -240,7 +240,9 @@ class Scheduler:
                     self._gather(batch)
                 finally:
                     self._gathering = False
-                    if self._queue:
+                    if self._closing:  # threads that held back for this gathering may now stop
+                        self._ready.notify_all()
+                    elif self._queue:
                         self._ready.notify()  # the next batch's gatherer
             self._busy += len(batch)
             return batch
