@@ -300,13 +300,14 @@ def test_engine_with_integer_operands_round_trips_through_the_engine_file(monkey
                                   int8=Int8Options(DataCalibrator(batches, "minmax")))
         return tk.Builder(config).build(_network(np.random.default_rng(3)))
 
-    plain = build()
-    class WithIntegerOperands(QuantizeInt8):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **{**kwargs, "integer_weights": True})
-
-    monkeypatch.setattr(int8_build, "QuantizeInt8", WithIntegerOperands)
     with_operands = build()
+
+    class WithoutIntegerOperands(QuantizeInt8):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "integer_weights": False})
+
+    monkeypatch.setattr(int8_build, "QuantizeInt8", WithoutIntegerOperands)
+    plain = build()
     steps = [s for s in with_operands.plan.steps if getattr(s.op, "int8_input_scale", 0.0)]
     assert len(steps) == 3 and all(len(s.inputs) == 7 for s in steps)
     reloaded = tk.Runtime().deserialize(with_operands.serialize())
@@ -336,6 +337,15 @@ def _chain(rng):
     return network
 
 
+def _unlinked_chain(monkeypatch):
+    """The chain's INT8 engine as the builder makes it before the links, and the generator the tests draw from."""
+    monkeypatch.setattr(tk.Builder, "_links_integer_layers", property(lambda self: False))
+    rng = np.random.default_rng(6)
+    batches = [rng.standard_normal((2, 8, 9, 9)).astype(np.float32) for _ in range(2)]
+    config = tk.BuilderConfig(precision=tk.Precision.INT8, int8=Int8Options(DataCalibrator(batches, "minmax")))
+    return tk.Builder(config).build(_chain(np.random.default_rng(2))), rng
+
+
 def test_linked_integer_layers_keep_int8_activations_and_the_same_outputs(monkeypatch):
     """plan/integer_links.py: where a quantized layer on an integer kernel feeds only the quantize step of quantized
     layers on integer kernels, it stores INT8 and the step goes; where the producer cannot (the network input, a
@@ -343,22 +353,12 @@ def test_linked_integer_layers_keep_int8_activations_and_the_same_outputs(monkey
     layer counted as integer and the portable kernels (the reference semantics of INT8 and float inputs, INT8
     outputs): the engine validates as a loaded one, holds INT8 activations, and gives the unlinked engine's outputs
     to the bit."""
-    import tensorkiln.quant.int8 as int8_build
     from tensorkiln.plan.integer_links import link_integer_layers
     from tensorkiln.plan.memory import plan_memory
     from tensorkiln.plan.validate import validate_plan
     from tensorkiln.runtime.engine import Engine
 
-    class WithIntegerOperands(QuantizeInt8):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **{**kwargs, "integer_weights": True})
-
-    monkeypatch.setattr(int8_build, "QuantizeInt8", WithIntegerOperands)
-    monkeypatch.setattr(tk.Builder, "_links_integer_layers", property(lambda self: False))  # the plan before links
-    rng = np.random.default_rng(6)
-    batches = [rng.standard_normal((2, 8, 9, 9)).astype(np.float32) for _ in range(2)]
-    config = tk.BuilderConfig(precision=tk.Precision.INT8, int8=Int8Options(DataCalibrator(batches, "minmax")))
-    engine = tk.Builder(config).build(_chain(np.random.default_rng(2)))
+    engine, rng = _unlinked_chain(monkeypatch)
     plan, weights = engine.plan, engine.device_weights()
     outside = {spec.name for spec in plan.outputs}
     quantized = {s.name for s in plan.steps if getattr(s.op, "int8_input_scale", 0.0)}
@@ -396,22 +396,12 @@ def test_calibrated_layers_on_float_kernels_compute_unquantized(monkeypatch):
     """float_fallback (calibrated builds, TensorRT's mixed precision): a quantize step read only by layers that chose
     float kernels goes, and they become plain float layers reading the float tensor: the plan validates, they carry
     no INT8 operands, and the engine computes the network within INT8 rounding."""
-    import tensorkiln.quant.int8 as int8_build
     from tensorkiln.plan.integer_links import link_integer_layers
     from tensorkiln.plan.memory import plan_memory
     from tensorkiln.plan.validate import validate_plan
     from tensorkiln.runtime.engine import Engine
 
-    class WithIntegerOperands(QuantizeInt8):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **{**kwargs, "integer_weights": True})
-
-    monkeypatch.setattr(int8_build, "QuantizeInt8", WithIntegerOperands)
-    monkeypatch.setattr(tk.Builder, "_links_integer_layers", property(lambda self: False))  # the plan before links
-    rng = np.random.default_rng(6)
-    batches = [rng.standard_normal((2, 8, 9, 9)).astype(np.float32) for _ in range(2)]
-    config = tk.BuilderConfig(precision=tk.Precision.INT8, int8=Int8Options(DataCalibrator(batches, "minmax")))
-    engine = tk.Builder(config).build(_chain(np.random.default_rng(2)))
+    engine, rng = _unlinked_chain(monkeypatch)
     plan, weights = engine.plan, engine.device_weights()
     outside = {spec.name for spec in plan.outputs}
     scalar = lambda name: float(weights[name].reshape(-1)[0]) if weights[name].numel() == 1 else None  # noqa: E731
@@ -508,7 +498,6 @@ def test_builder_times_and_links_integer_layers(monkeypatch):
     activations, and computes what the INT8 engine without links does."""
     import tensorkiln.builder as builder_module
     import tensorkiln.kernels.integer as integer_kernels
-    import tensorkiln.quant.int8 as int8_build
 
     rng = np.random.default_rng(6)
     batches = [rng.standard_normal((2, 8, 9, 9)).astype(np.float32) for _ in range(2)]
@@ -520,13 +509,8 @@ def test_builder_times_and_links_integer_layers(monkeypatch):
         builder = tk.Builder(config)
         return builder.build(_chain(np.random.default_rng(2))), builder.build_log
 
+    monkeypatch.setattr(builder_module.Builder, "_links_integer_layers", property(lambda self: False))
     plain, _ = build()
-
-    class WithIntegerOperands(QuantizeInt8):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **{**kwargs, "integer_weights": True})
-
-    monkeypatch.setattr(int8_build, "QuantizeInt8", WithIntegerOperands)
     monkeypatch.setattr(integer_kernels, "is_integer_tactic", lambda tactic: tactic.split(".")[1] in (
         "fused_convolution", "fused_matmul"))
     monkeypatch.setattr(builder_module.Builder, "_links_integer_layers", property(lambda self: True))
