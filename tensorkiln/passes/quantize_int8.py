@@ -12,7 +12,7 @@ bias, activation and residual in float, as TensorRT's epilogue). The builder run
 default pipeline (BatchNorm is folded and epilogues fused first, so the folded weights are the ones quantized),
 with the scales calibration measured: constructed without scales it changes nothing.
 
-With `integer_weights` (the CUDA target), each fused convolution (one group, 2-D) and fused GEMM (a 2-D constant b)
+With `integer_weights` (INT8 builds for either target), each fused 2-D convolution and fused GEMM (a 2-D constant b)
 it quantizes also gets int8_input_scale and its INT8 weights and scales as inputs 5 and 6 (ops/optimized.py): the
 integer kernels' operands, made once at build time; the tactic timer weighs them against the float kernels.
 """
@@ -65,7 +65,7 @@ class QuantizeInt8(Pass):
         super().__init__()
         self.scales = dict(scales or {})
         self.keep = set(keep)  # layer names that stay in float (--int8-keep-fp16, sensitive layers)
-        self.integer_weights = integer_weights  # attach the INT8 operands of the integer kernels (CUDA target)
+        self.integer_weights = integer_weights  # attach the INT8 operands of the integer kernels
 
     def run(self, network: Network) -> bool:
         if not self.scales:
