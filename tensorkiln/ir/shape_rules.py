@@ -77,13 +77,13 @@ def _absent(inputs: Sequence, start: int) -> bool:
 
 
 def _epilogue(op, y: Shape, dtype: DataType, inputs: Sequence, last: int = 5) -> Result:
-    """A fused layer's output after its bias (inputs[2], added over the last dim; a convolution's per channel, which
-    its caller checked) and epilogue: the producer's shape `y`, where the bias and residual add nothing to it (the
+    """A fused layer's output after its bias (inputs[2], added over the last dim; a (de)convolution's per channel,
+    which its caller checked) and epilogue: the producer's shape `y`, where the bias and residual add nothing to it (the
     common case; others go to the meta device). Inputs from `last` on must be absent."""
     bias, residual, slope = (list(inputs) + [None] * 5)[2:5]
     if getattr(op, "int8_input_scale", 0.0) or getattr(op, "int8_output_scale", 0.0) or op.prelu or slope is not None:
         return None
-    if op.KIND != "fused_convolution" and bias is not None and (
+    if op.KIND not in ("fused_convolution", "fused_deconvolution") and bias is not None and (
             bias.dtype is not dtype or broadcast(y, bias.shape) != y):
         return None
     if op.residual != (residual is not None) or (residual is not None and (
@@ -246,6 +246,44 @@ def _fused_convolution(op, inputs) -> Result:
     if not _floating(x, weight) or len(x.shape) not in (3, 4, 5):
         return None
     shape = _convolution_shape(op, x, weight, (list(inputs) + [None] * 3)[2])
+    return None if shape is None else _epilogue(op, shape, x.dtype, inputs)
+
+
+def _deconvolution_shape(op, x, weight, bias) -> Shape | None:
+    """Full transposed convolution, output padding at the end, then the pads cropped (kernels/cpu/conv.py)."""
+    spatial = len(x.shape) - 2
+    if weight is None or len(weight.shape) != spatial + 2 or op.groups < 1 or len(op.output_padding) != spatial:
+        return None
+    if not _window_attrs_valid(spatial, weight.shape[2:], op.stride, op.pads, op.dilation) or \
+            any(p < 0 for p in op.output_padding):
+        return None
+    channels, maps = weight.shape[0], weight.shape[1] * op.groups
+    if x.shape[1] != channels or channels % op.groups or maps == 0:
+        return None
+    if bias is not None and (bias.dtype is not x.dtype or tuple(bias.shape) != (maps,)):
+        return None
+    sizes = [(x.shape[2 + i] - 1) * op.stride[i] + op.dilation[i] * (weight.shape[2 + i] - 1) + 1
+             + op.output_padding[i] - op.pads[i] - op.pads[spatial + i] for i in range(spatial)]
+    if any(x.shape[2 + i] < 1 or size < 1 for i, size in enumerate(sizes)):
+        return None
+    return (x.shape[0], maps, *sizes)
+
+
+@shape_rule(ops.Deconvolution)
+def _deconvolution(op, inputs) -> Result:
+    x, weight, bias = (list(inputs) + [None])[:3]
+    if not _floating(x, weight) or len(inputs) > 3 or len(x.shape) not in (3, 4, 5):
+        return None
+    shape = _deconvolution_shape(op, x, weight, bias)
+    return None if shape is None else [(x.dtype, shape)]
+
+
+@shape_rule(ops.FusedDeconvolution)
+def _fused_deconvolution(op, inputs) -> Result:
+    x, weight, bias = (list(inputs) + [None] * 3)[:3]
+    if not _floating(x, weight) or len(x.shape) not in (3, 4, 5):
+        return None
+    shape = _deconvolution_shape(op, x, weight, bias)
     return None if shape is None else _epilogue(op, shape, x.dtype, inputs)
 
 

@@ -70,6 +70,29 @@ def test_convolution_rule_matches_meta_device(fused):
     assert answered > 150  # most random configurations have a non-empty output: the rule must answer those
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_deconvolution_rule_matches_meta_device(fused):
+    rng = random.Random(8)
+    answered = 0
+    for _ in range(200):
+        spatial = rng.choice((1, 2)) if not fused else 2
+        groups = rng.choice((1, 2))
+        channels, maps = groups * rng.randint(1, 3), groups * rng.randint(1, 3)
+        kernel = tuple(rng.randint(1, 4) for _ in range(spatial))
+        stride = tuple(rng.randint(1, 3) for _ in range(spatial))
+        attributes = (stride, tuple(rng.randint(0, 2) for _ in range(2 * spatial)),
+                      tuple(rng.randint(1, 2) for _ in range(spatial)),
+                      tuple(rng.randint(0, s - 1) for s in stride), groups)
+        x = Spec(F32, (rng.randint(1, 2), channels, *(rng.randint(1, 6) for _ in range(spatial))))
+        weight = Spec(F32, (channels, maps // groups, *kernel))
+        bias = rng.choice((None, Spec(F32, (maps,)), Spec(F32, (maps + 1,))))
+        if fused:
+            answered += _agree(ops.FusedDeconvolution(*attributes), [x, weight, bias, None, None])
+        else:
+            answered += _agree(ops.Deconvolution(*attributes), [x, weight, bias])
+    assert answered > 80  # (a third of the cases have a bias of the wrong size: the meta device's to refuse)
+
+
 def test_pooling_rule_matches_meta_device():
     rng = random.Random(1)
     answered = 0
