@@ -12,6 +12,7 @@ from . import views
 from .datatypes import numpy_dtype
 from .errors import InvalidRequest, ServeError, Unavailable
 from .grpc_wire import InferAnswer, InferCodec
+from .waiters import outputs_of
 
 CONTENTS_FIELDS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
                    "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
@@ -72,8 +73,7 @@ def make_grpc_server(server, port: int, host: str):
         model = repository.get(request.model_name, request.model_version)
         inputs = _decode_inputs(request, call.raw)
         rows = model.check_inputs(inputs)
-        future = model.scheduler.submit(inputs, rows, inline=True)
-        outputs = future.result() if future.done() else await asyncio.wrap_future(future)
+        outputs = await outputs_of(model.scheduler, inputs, rows)
         return codec.write_response(_encode_outputs(pb, model, request, outputs))
 
     async def repository_index(request):

@@ -11,6 +11,7 @@ from starlette.routing import Route
 from . import views
 from .errors import InvalidRequest, PayloadTooLarge, ServeError, Unavailable
 from .protocol import HEADER_LENGTH, decode_request, encode_response
+from .waiters import submit_awaitable
 
 
 def make_app(server) -> Starlette:
@@ -57,7 +58,7 @@ def make_app(server) -> Starlette:
         body = await _read_body(request, server.max_request_bytes)
         parsed, inputs = decode_request(body, request.headers.get(HEADER_LENGTH))
         rows = model.check_inputs(inputs)
-        outputs = await _unless_disconnected(request, model.scheduler.submit(inputs, rows, inline=True))
+        outputs = await _unless_disconnected(request, *submit_awaitable(model.scheduler, inputs, rows))
         content, header_length = encode_response(model, parsed, outputs)
         if header_length is None:
             return Response(content, media_type="application/json")
@@ -106,21 +107,22 @@ class ClientDisconnected(Exception):
     """The client closed its connection before its answer was ready: there is nobody left to answer."""
 
 
-async def _unless_disconnected(request: Request, future):
-    """The scheduler's outputs for `future`; if the client disconnects first, cancel it (a queued request is then
-    dropped unrun, see Scheduler) and raise ClientDisconnected."""
-    if future.done():  # run inline: nothing to wait for
+async def _unless_disconnected(request: Request, future, waiter):
+    """The scheduler's outputs for `future`, awaited on `waiter` (None: run inline, answered); if the client
+    disconnects first, cancel it (a queued request is then dropped unrun, see Scheduler) and raise
+    ClientDisconnected."""
+    if waiter is None:
         return future.result()
-    answer = asyncio.wrap_future(future)
     watcher = asyncio.ensure_future(_disconnected(request))
     try:
-        await asyncio.wait({answer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
-    if not answer.done():
-        answer.cancel()  # cancels `future` too, unless an instance thread already runs it
+    if not waiter.done():
+        waiter.cancel()
+        future.cancel()  # no effect where an instance thread already runs it
         raise ClientDisconnected()
-    return answer.result()
+    return waiter.result()
 
 
 async def _disconnected(request: Request) -> None:

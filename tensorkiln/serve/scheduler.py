@@ -39,6 +39,7 @@ import numpy as np
 
 from .errors import InvalidRequest, ServeError, Unavailable
 from .stats import ModelStats
+from .waiters import wake_waiters
 
 log = logging.getLogger("tensorkiln.serve")
 
@@ -55,6 +56,7 @@ class Request:
     future: concurrent.futures.Future
     enqueued_ns: int
     signature: tuple = ()  # (name, non-batch dims) of each input: only requests of one signature batch together
+    waiter: object = None  # an asyncio.Future its caller awaits instead of `future` (waiters.py)
 
 
 @dataclasses.dataclass
@@ -101,11 +103,14 @@ class Scheduler:
             raise ServeError(f"model {settings.name!r}: an instance could not start: {error}") from error
 
     # ---- the door ------------------------------------------------------------------------------
-    def submit(self, inputs: dict[str, np.ndarray], rows: int, inline: bool = False) -> concurrent.futures.Future:
+    def submit(self, inputs: dict[str, np.ndarray], rows: int, inline: bool = False,
+               waiter=None) -> concurrent.futures.Future:
         """A Future of the request's outputs. `inline`: the caller may run it at once (see the module's docstring);
-        the Future is then done when this returns."""
+        the Future is then done when this returns. `waiter`: an asyncio.Future of the caller's event loop, given the
+        outputs (or the error) when the request is answered, with one wake-up of that loop per batch
+        (waiters.py); the Future is still completed too."""
         future: concurrent.futures.Future = concurrent.futures.Future()
-        request = Request(inputs, rows, future, time.perf_counter_ns(), _signature(inputs))
+        request = Request(inputs, rows, future, time.perf_counter_ns(), _signature(inputs), waiter)
         with self._ready:
             if self._closing:
                 self.stats.record_rejection()
@@ -129,6 +134,7 @@ class Scheduler:
                 return future
         try:
             future.set_running_or_notify_cancel()
+            request.waiter = None  # answered on the caller's thread: it reads `future`
             with _current_stream(instance.stream):
                 self._run([request], instance.contexts, instance.staging)
         finally:
@@ -299,6 +305,7 @@ class Scheduler:
             self.stats.record_failure(now - started, len(batch))
             for request in batch:
                 _answer(request.future, error=error)
+            wake_waiters(batch)
             return
         finished = time.perf_counter_ns()
         self._last_compute_ns = finished - started
@@ -306,11 +313,12 @@ class Scheduler:
                                 [finished - r.enqueued_ns for r in batch])
         if size == 0:
             _answer(batch[0].future, outputs)
-            return
-        start = 0
-        for request in batch:  # views into the batch's outputs: no copy
-            _answer(request.future, {name: value[start:start + request.rows] for name, value in outputs.items()})
-            start += request.rows
+        else:
+            start = 0
+            for request in batch:  # views into the batch's outputs: no copy
+                _answer(request.future, {name: value[start:start + request.rows] for name, value in outputs.items()})
+                start += request.rows
+        wake_waiters(batch)
 
     def _engine_size(self, rows: int) -> int:
         if 0 in self.engines:

@@ -91,8 +91,13 @@ class _DisconnectingRequest:
 
 def test_http_disconnect_cancels_the_waiting_future():
     future = concurrent.futures.Future()  # never answered: the scheduler is busy elsewhere
+
+    async def wait():
+        waiter = asyncio.get_running_loop().create_future()
+        await _unless_disconnected(_DisconnectingRequest(), future, waiter)
+
     with pytest.raises(ClientDisconnected):
-        asyncio.run(_unless_disconnected(_DisconnectingRequest(), future))
+        asyncio.run(wait())
     assert future.cancelled()
 
 
