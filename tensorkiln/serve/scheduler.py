@@ -518,7 +518,8 @@ def _stack(feeds: list[dict[str, np.ndarray]], rows: int, size: int) -> dict[str
         return feeds[0]
     stacked = {}
     for name, first in feeds[0].items():
-        out = np.zeros((size, *first.shape[1:]), dtype=first.dtype)
+        out = np.empty((size, *first.shape[1:]), dtype=first.dtype)
         np.concatenate([feed[name] for feed in feeds], axis=0, out=out[:rows])
+        out[rows:] = 0  # only the padding: the rest was just written
         stacked[name] = out
     return stacked
