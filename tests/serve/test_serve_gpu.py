@@ -70,3 +70,36 @@ def test_instances_on_their_own_streams_with_pinned_batches(tmp_path):
     assert all(len(found) == 1 for found in streams_by_thread.values()) and len(set(streams)) == 2
     assert default not in streams
     assert len(stats.snapshot()["batch_sizes"]) > 1  # batches of several sizes formed
+
+
+def test_inline_run_on_the_lent_instances_stream(tmp_path):
+    """A model without dynamic batching, idle: a request runs on the caller's thread, on the lent instance's own
+    stream (not the caller's default one), from pinned memory; answers bit for bit."""
+    import torch
+
+    from tensorkiln.serve.config import read_settings
+    from tensorkiln.serve.engines import engines_for
+    from tensorkiln.serve.scheduler import Scheduler
+    from tensorkiln.serve.stats import ModelStats
+
+    write_affine(tmp_path / "affine")
+    (tmp_path / "affine/config.pbtxt").write_text("max_batch_size: 8 instance_group [{ count: 1 kind: KIND_GPU }]")
+    settings = read_settings(tmp_path / "affine")
+    engines = engines_for(tmp_path / "affine/1", settings)
+    seen: list = []
+    spy = StreamSpy(next(iter(engines.values())), seen)
+    scheduler = Scheduler(settings, {size: spy for size in engines}, ModelStats())
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(scheduler.submit({"x": x}, 3).result(60)["y"], affine_reference(x))
+    while scheduler.pending:  # the instance counts itself free after answering
+        pass
+    queued_thread, queued_stream, _ = seen[-1]
+    future = scheduler.submit({"x": x}, 3, inline=True)
+    assert future.done()
+    np.testing.assert_array_equal(future.result()["y"], affine_reference(x))
+    thread, stream, inputs = seen[-1]
+    assert thread == threading.current_thread().name != queued_thread
+    assert stream == queued_stream != torch.cuda.default_stream().cuda_stream
+    assert all(value == ("cpu", True) for value in inputs.values())
+    assert torch.cuda.current_stream().cuda_stream == torch.cuda.default_stream().cuda_stream  # restored
+    scheduler.close()
