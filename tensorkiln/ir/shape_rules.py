@@ -231,24 +231,6 @@ def _convolution_shape(op, x, weight, bias) -> Shape | None:
     return None if None in sizes else (x.shape[0], maps, *sizes)
 
 
-@shape_rule(ops.Convolution)
-def _convolution(op, inputs) -> Result:
-    x, weight, bias = (list(inputs) + [None])[:3]
-    if not _floating(x, weight) or len(inputs) > 3 or len(x.shape) not in (3, 4, 5):
-        return None
-    shape = _convolution_shape(op, x, weight, bias)
-    return None if shape is None else [(x.dtype, shape)]
-
-
-@shape_rule(ops.FusedConvolution)
-def _fused_convolution(op, inputs) -> Result:
-    x, weight = (list(inputs) + [None])[:2]
-    if not _floating(x, weight) or len(x.shape) not in (3, 4, 5):
-        return None
-    shape = _convolution_shape(op, x, weight, (list(inputs) + [None] * 3)[2])
-    return None if shape is None else _epilogue(op, shape, x.dtype, inputs)
-
-
 def _deconvolution_shape(op, x, weight, bias) -> Shape | None:
     """Full transposed convolution, output padding at the end, then the pads cropped (kernels/cpu/conv.py)."""
     spatial = len(x.shape) - 2
@@ -269,22 +251,23 @@ def _deconvolution_shape(op, x, weight, bias) -> Shape | None:
     return (x.shape[0], maps, *sizes)
 
 
-@shape_rule(ops.Deconvolution)
-def _deconvolution(op, inputs) -> Result:
-    x, weight, bias = (list(inputs) + [None])[:3]
-    if not _floating(x, weight) or len(inputs) > 3 or len(x.shape) not in (3, 4, 5):
-        return None
-    shape = _deconvolution_shape(op, x, weight, bias)
-    return None if shape is None else [(x.dtype, shape)]
+def _producer_rule(shape_of: Callable, fused: bool) -> Callable[..., Result]:
+    """The rule of a (fused) convolution or deconvolution: x, weight, bias, and a fused kind's epilogue inputs."""
+    def rule(op, inputs) -> Result:
+        x, weight, bias = (list(inputs) + [None] * 3)[:3]
+        if not _floating(x, weight) or len(x.shape) not in (3, 4, 5) or (not fused and len(inputs) > 3):
+            return None
+        shape = shape_of(op, x, weight, bias)
+        if shape is None:
+            return None
+        return _epilogue(op, shape, x.dtype, inputs) if fused else [(x.dtype, shape)]
+    return rule
 
 
-@shape_rule(ops.FusedDeconvolution)
-def _fused_deconvolution(op, inputs) -> Result:
-    x, weight, bias = (list(inputs) + [None] * 3)[:3]
-    if not _floating(x, weight) or len(x.shape) not in (3, 4, 5):
-        return None
-    shape = _deconvolution_shape(op, x, weight, bias)
-    return None if shape is None else _epilogue(op, shape, x.dtype, inputs)
+shape_rule(ops.Convolution)(_producer_rule(_convolution_shape, fused=False))
+shape_rule(ops.FusedConvolution)(_producer_rule(_convolution_shape, fused=True))
+shape_rule(ops.Deconvolution)(_producer_rule(_deconvolution_shape, fused=False))
+shape_rule(ops.FusedDeconvolution)(_producer_rule(_deconvolution_shape, fused=True))
 
 
 @shape_rule(ops.Pooling)
