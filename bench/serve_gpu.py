@@ -52,8 +52,8 @@ instance_group [{{ count: {instances} }}]
 
 
 class Results:
-    def __init__(self, out: Path, settings: dict):
-        self.path = out / "serve_gpu.json"
+    def __init__(self, out: Path, settings: dict, name: str = "serve_gpu.json"):
+        self.path = out / name
         self.data = {"settings": settings}
         self.save()
 

@@ -158,7 +158,8 @@ def main(argv=None) -> int:
     levels = [int(c) for c in args.concurrency.split(",") if c]
     args.out.mkdir(parents=True, exist_ok=True)
     results = Results(args.out, {"device": "cpu", "runs": args.runs, "rounds": args.rounds, "seconds": args.seconds,
-                                 "concurrency": levels, "client_processes": args.clients, "sizes": sizes})
+                                 "concurrency": levels, "client_processes": args.clients, "sizes": sizes},
+                      name="serve_overhead.json")
     folder = Path(tempfile.mkdtemp(prefix="kiln-serve-overhead-"))
     engines = build_engines(folder)
     checkouts = {"": ROOT, **({"[baseline]": args.baseline.resolve()} if args.baseline else {})}
