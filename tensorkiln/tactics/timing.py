@@ -143,13 +143,14 @@ class TacticTimer:
         return args
 
     def _time_cpu_in_turns(self, layer: Layer, entries: list[KernelEntry], in_place: bool) -> set[str]:
-        """Time the CPU candidates the cache lacks in turns (one launch of each per round) on the thread count the
-        static executor will run the layer on, and store their medians in the cache; the cache keys timed. A shared
+        """Time the CPU kernels among the candidates that the cache lacks in turns (one launch of each per round) on
+        the thread count the static executor will run the layer on, and store their medians in the cache; the cache
+        keys timed (other targets' kernels, and a single one to time, go through `_time`). A shared
         2-core machine is noisy in bursts: timed one after the other, a burst during one candidate's runs made it
         lose (MobileNetV2 built twice in a row: 12 of 55 layers chose differently, one engine 7% slower). A layer
         that will run on one thread is timed on one: on the context's two threads each launch paid the other
         thread's wake-up (about 80 us here)."""
-        pending = [(entry, *self._timed(layer, entry, in_place)) for entry in entries]
+        pending = [(entry, *self._timed(layer, entry, in_place)) for entry in entries if entry.target == "cpu"]
         pending = [(entry, timed, key) for entry, timed, key in pending if key not in self.cache.entries]
         if len(pending) < 2:
             return set()  # one candidate to time: `_time` as on the GPU
