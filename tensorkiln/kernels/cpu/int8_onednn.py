@@ -115,6 +115,11 @@ def _output(op) -> tuple[str, float, int, torch.dtype | None]:
     return attr, 1.0, 0, torch.float32
 
 
+def _zero_points(q: torch.Tensor) -> torch.Tensor:
+    """The weights' zero points (symmetric: all 0), made once per INT8 weight tensor, not on every call."""
+    return _packed(q, "zero_points", lambda: torch.zeros(q.shape[0], dtype=torch.long))
+
+
 def _finish(op, y: torch.Tensor, inputs) -> list[torch.Tensor]:
     if y.dtype is torch.uint8:
         return [_as_int8(y)]
@@ -136,7 +141,7 @@ def int8_convolution(op: ops.FusedConvolution, inputs) -> list[torch.Tensor]:
         q.permute(0, 3, 1, 2).contiguous(), w_scales, scale, ZERO_POINT, *geometry, op.groups, list(x.shape)))
     attr, out_scale, out_zero_point, out_dtype = _output(op)
     y = torch.ops.onednn.qconv2d_pointwise(
-        qx, scale, ZERO_POINT, packed, w_scales, torch.zeros(q.shape[0], dtype=torch.long),
+        qx, scale, ZERO_POINT, packed, w_scales, _zero_points(q),
         None if bias is None else bias.float(), *geometry, op.groups, out_scale, out_zero_point, out_dtype, attr, [],
         "")
     return _finish(op, y, inputs)
@@ -151,7 +156,7 @@ def int8_matmul(op: ops.FusedMatMul, inputs) -> list[torch.Tensor]:
     packed = _packed(q, key, lambda: torch.ops.onednn.qlinear_prepack(q, [rows.shape[0], rows.shape[1]]))
     attr, out_scale, out_zero_point, out_dtype = _output(op)
     y = torch.ops.onednn.qlinear_pointwise(
-        rows, scale, ZERO_POINT, packed, w_scales, torch.zeros(q.shape[0], dtype=torch.long),
+        rows, scale, ZERO_POINT, packed, w_scales, _zero_points(q),
         None if bias is None else bias.float(), out_scale, out_zero_point, out_dtype, attr, [], "")
     return _finish(op, y.view(*a.shape[:-1], q.shape[0]), inputs)
 
